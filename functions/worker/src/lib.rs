@@ -1,0 +1,94 @@
+//! The worker function's handler: an SQS batch in, a partial batch response out.
+
+use std::time::SystemTime;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use shared::cloudinary::{ClientBuildError, CloudinaryClient};
+use shared::config::WorkerConfig;
+use shared::queue::{DeadLetterQueue, SqsQueue, WorkQueue};
+use shared::store::{DynamoResultStore, ResultStore};
+use shared::worker::{BatchOutcome, InboundRecord, OcrService, Worker, WorkerSettings};
+
+/// The worker wired to the real services.
+pub type SqsWorker = Worker<CloudinaryClient, DynamoResultStore, SqsQueue, SqsQueue>;
+
+/// Builds the worker once per cold start.
+pub fn build(
+    config: &WorkerConfig,
+    sdk: &aws_config::SdkConfig,
+) -> Result<SqsWorker, ClientBuildError> {
+    let ocr = CloudinaryClient::new(&config.cloudinary)?;
+    let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let settings = WorkerSettings {
+        concurrency: config.concurrency,
+        max_receive_count: config.max_receive_count,
+        // Never start a record that could not finish its Cloudinary call before the deadline.
+        deadline_margin: config.cloudinary.timeout + std::time::Duration::from_secs(5),
+        ..WorkerSettings::default()
+    };
+    Ok(Worker::new(
+        ocr,
+        DynamoResultStore::new(dynamo, &config.results_table),
+        SqsQueue::new(sqs.clone(), &config.work_queue_url),
+        SqsQueue::new(sqs, &config.dead_letter_queue_url),
+        settings,
+    ))
+}
+
+/// Maps the SQS event to the use case and back. Records without a message id cannot be
+/// reported one by one, so such a batch fails as a whole (and comes back).
+pub async fn handle_with_outcome<O, S, Q, D>(
+    worker: &Worker<O, S, Q, D>,
+    event: SqsEvent,
+    deadline: SystemTime,
+) -> Result<(SqsBatchResponse, BatchOutcome), String>
+where
+    O: OcrService,
+    S: ResultStore,
+    Q: WorkQueue,
+    D: DeadLetterQueue,
+{
+    let mut records = Vec::with_capacity(event.records.len());
+    for r in event.records {
+        let Some(message_id) = r.message_id else {
+            return Err(
+                "an SQS record has no messageId; the whole batch is returned to the queue".into(),
+            );
+        };
+        let receive_count = r
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
+        records.push(InboundRecord {
+            message_id,
+            body: r.body.unwrap_or_default(),
+            receive_count,
+        });
+    }
+    let outcome = worker.process_batch(records, deadline).await;
+    let mut response = SqsBatchResponse::default();
+    for id in outcome.failed_message_ids() {
+        response.add_failure(id);
+    }
+    let tally = shared::worker::tally(&outcome);
+    tracing::info!(records = outcome.results.len(), ?tally, "batch processed");
+    Ok((response, outcome))
+}
+
+pub async fn handle<O, S, Q, D>(
+    worker: &Worker<O, S, Q, D>,
+    event: SqsEvent,
+    deadline: SystemTime,
+) -> Result<SqsBatchResponse, String>
+where
+    O: OcrService,
+    S: ResultStore,
+    Q: WorkQueue,
+    D: DeadLetterQueue,
+{
+    handle_with_outcome(worker, event, deadline)
+        .await
+        .map(|(r, _)| r)
+}

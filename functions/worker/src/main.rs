@@ -1,0 +1,27 @@
+//! Lambda entry point of the worker: configuration and clients once per cold start.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init_json_logs();
+    let sdk = aws_config::load_from_env().await;
+    let cloudinary_url = shared::secrets::cloudinary_url(&sdk).await?;
+    let config = shared::config::Env::process().worker(cloudinary_url)?;
+    tracing::info!(ocr_method = %config.cloudinary.ocr_method, concurrency = config.concurrency, "worker ready");
+    let worker = worker::build(&config, &sdk)?;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
+        let deadline = UNIX_EPOCH + Duration::from_millis(event.context.deadline);
+        let worker = &worker;
+        async move {
+            let deadline = deadline.max(SystemTime::now());
+            worker::handle(worker, event.payload, deadline)
+                .await
+                .map_err(Error::from)
+        }
+    }))
+    .await
+}

@@ -1,0 +1,152 @@
+//! The emulator's assets: loaded from a JSON-lines corpus file or generated.
+
+use serde::{Deserialize, Serialize};
+
+/// One image in the emulated account, with the text its OCR yields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Asset {
+    pub public_id: String,
+    #[serde(default = "default_format")]
+    pub format: String,
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub width: u64,
+    #[serde(default)]
+    pub height: u64,
+    /// RFC 3339, UTC (`2021-09-01T00:00:00Z`).
+    pub created_at: String,
+    /// `None`: the image has no text.
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub locale: Option<String>,
+}
+
+fn default_format() -> String {
+    "jpg".into()
+}
+
+/// Reads a corpus: one JSON object per line (blank lines and `#` comments skipped).
+pub fn load_corpus(text: &str) -> Result<Vec<Asset>, String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("corpus line {}: {e}", i + 1)))
+        .collect()
+}
+
+/// Public-id shapes that break naive URL handling: folders, spaces, unicode, `%`, `?`, `#`, `+`, `&`.
+const ID_SHAPES: &[&str] = &[
+    "invoices/2021/inv-{n}",
+    "street signs/stop & go {n}?",
+    "menüs/café-crème {n}",
+    "100% real/discount+{n}",
+    "q?a=1&b={n}",
+    "看板/東京-{n}",
+    "hash#tag/{n} #1",
+    "plus+sign/a+b={n}",
+    "emoji 🎉/party {n}",
+    "deep/a/b/c/d/e/f/{n}",
+    "tilde~and'quote\"/{n}",
+    "plain-{n}",
+];
+
+const LINES: &[&str] = &[
+    "WAITING?",
+    "PLEASE TURN OFF YOUR ENGINE",
+    "Total: 1,234.56 EUR",
+    "He said \"hello\", then left",
+    "Café crème — 3,50 €",
+    "営業時間 9:00-18:00",
+    "INVOICE #{n}",
+    "Line with, commas, and \"quotes\"",
+    "Tabs\tand trailing spaces   ",
+    "¿Dónde está la estación?",
+];
+
+/// `n` assets with awkward ids; every 5th has no text, every 97th a long text (~20 KB).
+pub fn generate(n: usize) -> Vec<Asset> {
+    let base = time::macros::datetime!(2021-01-01 00:00:00 UTC);
+    (0..n)
+        .map(|i| {
+            let shape = ID_SHAPES[i % ID_SHAPES.len()];
+            let public_id = shape.replace("{n}", &format!("{i:06}"));
+            let text = if i % 5 == 4 {
+                None
+            } else if i % 97 == 96 {
+                let mut t = String::new();
+                let mut k = 0;
+                while t.len() < 20_000 {
+                    t.push_str(&LINES[k % LINES.len()].replace("{n}", &i.to_string()));
+                    t.push('\n');
+                    k += 1;
+                }
+                Some(t)
+            } else {
+                let count = 1 + i % 4;
+                let mut t: String = (0..count)
+                    .map(|k| LINES[(i + k) % LINES.len()].replace("{n}", &i.to_string()))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                t.push('\n');
+                Some(t)
+            };
+            let locale = text
+                .as_ref()
+                .map(|_| if i % 3 == 0 { "de" } else { "en" }.to_string());
+            let created = base + time::Duration::minutes(i as i64);
+            Asset {
+                public_id,
+                format: ["jpg", "png", "webp"][i % 3].into(),
+                bytes: 10_000 + (i as u64 * 7919) % 900_000,
+                width: 800 + (i as u64 % 7) * 160,
+                height: 600 + (i as u64 % 5) * 120,
+                created_at: created
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .expect("formats"),
+                text,
+                locale,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_unique_and_awkward() {
+        let assets = generate(2000);
+        let ids: std::collections::HashSet<_> =
+            assets.iter().map(|a| a.public_id.as_str()).collect();
+        assert_eq!(ids.len(), 2000);
+        for c in ['/', ' ', '%', '?', '#', '+', '&', 'ü', '東'] {
+            assert!(
+                assets.iter().any(|a| a.public_id.contains(c)),
+                "no id contains {c:?}"
+            );
+        }
+        assert!(assets.iter().any(|a| a.text.is_none()));
+        assert!(
+            assets
+                .iter()
+                .any(|a| a.text.as_ref().is_some_and(|t| t.len() >= 20_000))
+        );
+    }
+
+    #[test]
+    fn corpus_round_trips() {
+        let assets = generate(30);
+        let text: String = assets
+            .iter()
+            .map(|a| serde_json::to_string(a).unwrap() + "\n")
+            .collect();
+        assert_eq!(
+            load_corpus(&format!("# comment\n\n{text}")).unwrap(),
+            assets
+        );
+        assert!(load_corpus("{not json").unwrap_err().contains("line 1"));
+    }
+}

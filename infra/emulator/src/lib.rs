@@ -1,0 +1,275 @@
+//! A local Cloudinary: the slice of the Admin and Upload APIs the pipeline calls, with Basic
+//! auth, signed `explicit`, the `X-FeatureRateLimit-*` headers and HTTP 420 past a configurable
+//! limit, knobs for latency and injected faults, and per-asset call counters for tests.
+//!
+//! Start it in-process with [`Emulator::start`] or as the `cloudinary-emulator` binary.
+
+pub mod corpus;
+mod server;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+pub use corpus::{Asset, generate, load_corpus};
+
+/// Behaviour of the emulator; can be changed while it runs through [`Emulator::configure`].
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    pub cloud_name: String,
+    pub api_key: String,
+    pub api_secret: String,
+    /// Added to every API answer.
+    pub latency: Duration,
+    /// Share of OCR calls answered HTTP 500.
+    pub error_rate: f64,
+    /// Share of OCR calls that hang for `hang` before answering 500 (a client timeout).
+    pub timeout_rate: f64,
+    pub hang: Duration,
+    /// Share of OCR calls answered `pending`; the result is complete on the next read.
+    pub pending_rate: f64,
+    /// Admin API calls allowed per window (the hourly quota, scaled as wanted).
+    pub admin_limit: u64,
+    pub admin_window: Duration,
+    /// OCR calls on these ids always answer this HTTP status.
+    pub forced_status: HashMap<String, u16>,
+    pub seed: u64,
+}
+
+impl EmulatorConfig {
+    /// A configuration with fresh random credentials (no credentials are fixed anywhere).
+    pub fn new(cloud_name: impl Into<String>) -> Self {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        let hex = |rng: &mut rand::rngs::ThreadRng, n: usize| -> String {
+            (0..n)
+                .map(|_| format!("{:x}", rng.random_range(0..16u8)))
+                .collect()
+        };
+        Self {
+            cloud_name: cloud_name.into(),
+            api_key: (0..15)
+                .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+                .collect(),
+            api_secret: hex(&mut rng, 27),
+            latency: Duration::ZERO,
+            error_rate: 0.0,
+            timeout_rate: 0.0,
+            hang: Duration::from_secs(30),
+            pending_rate: 0.0,
+            admin_limit: 100_000,
+            admin_window: Duration::from_secs(3600),
+            forced_status: HashMap::new(),
+            seed: 7,
+        }
+    }
+}
+
+/// What the emulator has been asked, for assertions and summaries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub admin_calls: u64,
+    pub explicit_calls: u64,
+    pub list_calls: u64,
+    pub search_calls: u64,
+    pub details_calls: u64,
+    pub rate_limited: u64,
+    pub unauthorized: u64,
+    pub injected_errors: u64,
+    /// OCR requests received (any answer).
+    pub ocr_requests: u64,
+    /// OCR runs performed (the ones Cloudinary would bill).
+    pub ocr_billed: u64,
+    pub peak_admin_in_window: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Window {
+    pub started: Instant,
+    pub started_wall: SystemTime,
+    pub used: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub assets: Vec<Asset>,
+    pub index: HashMap<String, usize>,
+    pub ocr_done: HashSet<String>,
+    pub ocr_requests: HashMap<String, u64>,
+    pub ocr_billed: HashMap<String, u64>,
+    pub stats: Stats,
+    pub window: Window,
+}
+
+/// Shared state of a running emulator.
+#[derive(Debug)]
+pub struct State {
+    pub(crate) config: RwLock<EmulatorConfig>,
+    pub(crate) inner: Mutex<Inner>,
+    pub(crate) rng: Mutex<rand::rngs::StdRng>,
+}
+
+impl State {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn config(&self) -> EmulatorConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// A running emulator; stops when dropped.
+pub struct Emulator {
+    addr: SocketAddr,
+    state: Arc<State>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Emulator {
+    /// Serves on `127.0.0.1:port` (0 for a free port) with these assets.
+    pub async fn start(
+        config: EmulatorConfig,
+        assets: Vec<Asset>,
+        port: u16,
+    ) -> std::io::Result<Self> {
+        use rand::SeedableRng;
+        let index = assets
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.public_id.clone(), i))
+            .collect();
+        let state = Arc::new(State {
+            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(config.seed)),
+            config: RwLock::new(config),
+            inner: Mutex::new(Inner {
+                assets,
+                index,
+                ocr_done: HashSet::new(),
+                ocr_requests: HashMap::new(),
+                ocr_billed: HashMap::new(),
+                stats: Stats::default(),
+                window: Window {
+                    started: Instant::now(),
+                    started_wall: SystemTime::now(),
+                    used: 0,
+                },
+            }),
+        });
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let app = server::router(state.clone());
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _closed_or_sent = rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "emulator server stopped");
+            }
+        });
+        Ok(Self {
+            addr,
+            state,
+            shutdown: Some(tx),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The API base URL to configure clients with (`CLOUDINARY_API_BASE`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `cloudinary://KEY:SECRET@CLOUD` for this emulator's credentials.
+    pub fn cloudinary_url(&self) -> String {
+        let c = self.state.config();
+        format!(
+            "cloudinary://{}:{}@{}",
+            c.api_key, c.api_secret, c.cloud_name
+        )
+    }
+
+    pub fn config(&self) -> EmulatorConfig {
+        self.state.config()
+    }
+
+    /// Changes the behaviour while running (faults, limits, latency).
+    pub fn configure(&self, change: impl FnOnce(&mut EmulatorConfig)) {
+        change(&mut self.state.config.write().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.state.lock().stats.clone()
+    }
+
+    /// OCR requests received for one asset (whatever the answer).
+    pub fn ocr_requests(&self, public_id: &str) -> u64 {
+        self.state
+            .lock()
+            .ocr_requests
+            .get(public_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// OCR runs performed for one asset.
+    pub fn ocr_billed(&self, public_id: &str) -> u64 {
+        self.state
+            .lock()
+            .ocr_billed
+            .get(public_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// OCR runs per asset, for every asset that had any.
+    pub fn ocr_billed_all(&self) -> HashMap<String, u64> {
+        self.state.lock().ocr_billed.clone()
+    }
+
+    pub fn assets(&self) -> Vec<Asset> {
+        self.state.lock().assets.clone()
+    }
+
+    /// Adds an asset (created now) as if uploaded.
+    pub fn add_asset(&self, asset: Asset) {
+        let mut inner = self.state.lock();
+        let i = inner.assets.len();
+        inner.index.insert(asset.public_id.clone(), i);
+        inner.assets.push(asset);
+    }
+
+    /// Deletes an asset: later calls on it answer 404.
+    pub fn remove_asset(&self, public_id: &str) -> bool {
+        let mut inner = self.state.lock();
+        if inner.index.remove(public_id).is_none() {
+            return false;
+        }
+        inner.assets.retain(|a| a.public_id != public_id);
+        let index = inner
+            .assets
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.public_id.clone(), i))
+            .collect();
+        inner.index = index;
+        true
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _receiver_may_be_gone = tx.send(());
+        }
+    }
+}

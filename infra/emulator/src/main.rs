@@ -1,0 +1,76 @@
+//! `cloudinary-emulator`: serves the emulated Cloudinary API until interrupted.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use cloudinary_emulator::{Emulator, EmulatorConfig, generate, load_corpus};
+
+/// A local Cloudinary for the pipeline's demo and tests.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// JSON-lines corpus of assets ({"public_id":..,"created_at":..,"text":..}).
+    #[arg(long)]
+    corpus: Option<std::path::PathBuf>,
+    /// Generate this many assets with awkward ids (added to the corpus, if any).
+    #[arg(long, default_value_t = 0)]
+    generate: usize,
+    #[arg(long, default_value = "demo")]
+    cloud_name: String,
+    /// Milliseconds added to every answer.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Share of OCR calls answered HTTP 500 (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Share of OCR calls that hang past the client's timeout (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    timeout_rate: f64,
+    /// Admin API calls allowed per window.
+    #[arg(long, default_value_t = 100_000)]
+    admin_limit: u64,
+    /// Length of the Admin API quota window in seconds.
+    #[arg(long, default_value_t = 3600)]
+    admin_window_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter("info").init();
+    let args = Args::parse();
+    let mut assets = match &args.corpus {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            load_corpus(&text).map_err(anyhow::Error::msg)?
+        }
+        None => Vec::new(),
+    };
+    assets.extend(generate(args.generate));
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.error_rate),
+        "--error-rate must be within 0..1"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.timeout_rate),
+        "--timeout-rate must be within 0..1"
+    );
+    let mut config = EmulatorConfig::new(&args.cloud_name);
+    config.latency = Duration::from_millis(args.latency_ms);
+    config.error_rate = args.error_rate;
+    config.timeout_rate = args.timeout_rate;
+    config.admin_limit = args.admin_limit;
+    config.admin_window = Duration::from_secs(args.admin_window_secs);
+    let count = assets.len();
+    let emulator = Emulator::start(config, assets, args.port).await?;
+    println!("listening on {} with {count} assets", emulator.base_url());
+    // The URL carries this run's random credentials; it is printed once, for the local user.
+    println!("CLOUDINARY_API_BASE={}", emulator.base_url());
+    println!("CLOUDINARY_URL={}", emulator.cloudinary_url());
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

@@ -1,0 +1,487 @@
+//! HTTP routing and the answers, shaped like Cloudinary's (see shared/fixtures/cloudinary).
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State as AxState;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use rand::Rng;
+use serde_json::{Value, json};
+
+use crate::{Asset, EmulatorConfig, State};
+
+pub(crate) fn router(state: Arc<State>) -> Router {
+    Router::new().fallback(dispatch).with_state(state)
+}
+
+type Reply = Response;
+
+fn error(status: u16, message: &str) -> Reply {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, axum::Json(json!({"error": {"message": message}}))).into_response()
+}
+
+fn ok(body: Value) -> Reply {
+    axum::Json(body).into_response()
+}
+
+fn decode(s: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
+}
+
+fn form(body: &[u8]) -> Vec<(String, String)> {
+    // application/x-www-form-urlencoded: `+` is a space, then percent-decoding.
+    std::str::from_utf8(body)
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Some((decode(&k.replace('+', " "))?, decode(&v.replace('+', " "))?))
+        })
+        .collect()
+}
+
+fn query(uri: &Uri) -> Vec<(String, String)> {
+    uri.query().map(|q| form(q.as_bytes())).unwrap_or_default()
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn authorized(headers: &HeaderMap, cfg: &EmulatorConfig) -> bool {
+    let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(encoded) = value.strip_prefix("Basic ") else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    decoded == format!("{}:{}", cfg.api_key, cfg.api_secret).as_bytes()
+}
+
+/// Signature version 2 exactly as Cloudinary checks it (independent of the client's code).
+fn expected_signature(params: &[(String, String)], secret: &str) -> String {
+    use sha1::{Digest, Sha1};
+    const UNSIGNED: &[&str] = &[
+        "api_key",
+        "signature",
+        "file",
+        "resource_type",
+        "cloud_name",
+    ];
+    let mut signed: Vec<(&str, &str)> = params
+        .iter()
+        .filter(|(k, v)| !v.is_empty() && !UNSIGNED.contains(&k.as_str()))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    signed.sort();
+    let joined: Vec<String> = signed
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.replace('&', "%26")))
+        .collect();
+    let digest = Sha1::digest(format!("{}{secret}", joined.join("&")).as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Counts an Admin API call against the window; `Err` is the 420 answer.
+fn admin_quota(state: &State, cfg: &EmulatorConfig) -> Result<HeaderMap, Reply> {
+    let mut inner = state.lock();
+    let now = Instant::now();
+    if now.duration_since(inner.window.started) >= cfg.admin_window {
+        inner.window.started = now;
+        inner.window.started_wall = SystemTime::now();
+        inner.window.used = 0;
+    }
+    let reset = inner.window.started_wall + cfg.admin_window;
+    inner.stats.admin_calls += 1;
+    let refused = inner.window.used >= cfg.admin_limit;
+    if !refused {
+        inner.window.used += 1;
+        inner.stats.peak_admin_in_window = inner.stats.peak_admin_in_window.max(inner.window.used);
+    } else {
+        inner.stats.rate_limited += 1;
+    }
+    let mut h = HeaderMap::new();
+    let num = |n: u64| HeaderValue::from_str(&n.to_string()).expect("digits");
+    h.insert("X-FeatureRateLimit-Limit", num(cfg.admin_limit));
+    h.insert(
+        "X-FeatureRateLimit-Remaining",
+        num(cfg.admin_limit.saturating_sub(inner.window.used)),
+    );
+    h.insert(
+        "X-FeatureRateLimit-Reset",
+        HeaderValue::from_str(&httpdate::fmt_http_date(reset)).expect("http date"),
+    );
+    if refused {
+        let mut r = error(420, "Rate Limit Exceeded");
+        r.headers_mut().extend(h);
+        return Err(r);
+    }
+    Ok(h)
+}
+
+fn with_headers(mut reply: Reply, headers: HeaderMap) -> Reply {
+    reply.headers_mut().extend(headers);
+    reply
+}
+
+fn resource_json(asset: &Asset, cloud: &str, ocr: Option<&str>) -> Value {
+    let version = 1_600_000_000u64 + (asset.bytes % 100_000);
+    let path =
+        percent_encoding::utf8_percent_encode(&asset.public_id, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    let mut v = json!({
+        "asset_id": format!("{:032x}", fxhash(&asset.public_id)),
+        "public_id": asset.public_id,
+        "format": asset.format,
+        "version": version,
+        "resource_type": "image",
+        "type": "upload",
+        "created_at": asset.created_at,
+        "bytes": asset.bytes,
+        "width": asset.width,
+        "height": asset.height,
+        "url": format!("http://res.cloudinary.com/{cloud}/image/upload/v{version}/{path}.{}", asset.format),
+        "secure_url": format!("https://res.cloudinary.com/{cloud}/image/upload/v{version}/{path}.{}", asset.format),
+    });
+    if let Some(status) = ocr {
+        let adv = match (status, &asset.text) {
+            ("complete", Some(text)) => {
+                let mut annotations = vec![json!({
+                    "locale": asset.locale.clone().unwrap_or_else(|| "en".into()),
+                    "description": text,
+                    "boundingPoly": {"vertices": [{"x": 0, "y": 0}, {"x": asset.width, "y": 0}, {"x": asset.width, "y": asset.height}, {"x": 0, "y": asset.height}]}
+                })];
+                annotations.extend(text.split_whitespace().take(50).enumerate().map(|(i, w)| {
+                    let x = (i as u64 * 40) % asset.width.max(1);
+                    json!({"description": w, "boundingPoly": {"vertices": [{"x": x, "y": 10}, {"x": x + 30, "y": 10}, {"x": x + 30, "y": 40}, {"x": x, "y": 40}]}})
+                }));
+                json!({"status": "complete", "data": [{
+                    "textAnnotations": annotations,
+                    "fullTextAnnotation": {"text": text}
+                }]})
+            }
+            ("complete", None) => json!({"status": "complete", "data": [{}]}),
+            (other, _) => json!({"status": other}),
+        };
+        v["info"] = json!({"ocr": {"adv_ocr": adv}});
+    }
+    v
+}
+
+fn fxhash(s: &str) -> u128 {
+    s.bytes().fold(0xcbf29ce484222325u128, |h, b| {
+        (h ^ b as u128).wrapping_mul(0x100000001b3)
+    })
+}
+
+fn listing(
+    assets: Vec<&Asset>,
+    params_cursor: Option<&str>,
+    max_results: usize,
+    cloud: &str,
+    search: bool,
+) -> Value {
+    let start = params_cursor
+        .and_then(|c| usize::from_str_radix(c.trim_start_matches("c"), 16).ok())
+        .unwrap_or(0);
+    let end = (start + max_results).min(assets.len());
+    let page: Vec<Value> = assets[start.min(end)..end]
+        .iter()
+        .map(|a| {
+            let mut v = resource_json(a, cloud, None);
+            if search {
+                v["uploaded_at"] = v["created_at"].clone();
+                v["status"] = "active".into();
+            }
+            v
+        })
+        .collect();
+    let mut body = json!({"resources": page});
+    if search {
+        body["total_count"] = assets.len().into();
+        body["time"] = 12.into();
+    }
+    if end < assets.len() {
+        body["next_cursor"] = format!("c{end:x}").into();
+    }
+    body
+}
+
+/// A search expression: terms joined by AND; supports resource_type, type and created_at/uploaded_at comparisons.
+fn search_filter(expression: &str) -> Result<Vec<Box<dyn Fn(&Asset) -> bool + Send>>, String> {
+    let mut filters: Vec<Box<dyn Fn(&Asset) -> bool + Send>> = Vec::new();
+    for term in expression
+        .split(" AND ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        if let Some(v) = term.strip_prefix("resource_type:") {
+            let ok = v.trim_matches('"') == "image";
+            filters.push(Box::new(move |_| ok));
+        } else if let Some(v) = term.strip_prefix("type:") {
+            let ok = v.trim_matches('"') == "upload";
+            filters.push(Box::new(move |_| ok));
+        } else if let Some(rest) = term
+            .strip_prefix("created_at")
+            .or_else(|| term.strip_prefix("uploaded_at"))
+        {
+            let (op, value) = if let Some(v) = rest.strip_prefix(">=") {
+                (">=", v)
+            } else if let Some(v) = rest.strip_prefix('>') {
+                (">", v)
+            } else if let Some(v) = rest.strip_prefix("<=") {
+                ("<=", v)
+            } else if let Some(v) = rest.strip_prefix('<') {
+                ("<", v)
+            } else {
+                return Err(format!("unsupported date term {term:?}"));
+            };
+            let when = time::OffsetDateTime::parse(
+                value.trim_matches('"'),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .map_err(|e| format!("bad date in {term:?}: {e}"))?;
+            let op = op.to_string();
+            filters.push(Box::new(move |a: &Asset| {
+                let Ok(at) = time::OffsetDateTime::parse(
+                    &a.created_at,
+                    &time::format_description::well_known::Rfc3339,
+                ) else {
+                    return false;
+                };
+                match op.as_str() {
+                    ">=" => at >= when,
+                    ">" => at > when,
+                    "<=" => at <= when,
+                    _ => at < when,
+                }
+            }));
+        } else {
+            return Err(format!("unsupported search term {term:?}"));
+        }
+    }
+    Ok(filters)
+}
+
+async fn dispatch(
+    AxState(state): AxState<Arc<State>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let cfg = state.config();
+    if !cfg.latency.is_zero() {
+        tokio::time::sleep(cfg.latency).await;
+    }
+    let raw_path = uri.path();
+    if raw_path == "/_emulator/stats" {
+        return ok(serde_json::to_value(state.lock().stats.clone()).unwrap_or_default());
+    }
+    let prefix = format!("/v1_1/{}/", cfg.cloud_name);
+    let Some(rest) = raw_path.strip_prefix(&prefix) else {
+        return error(404, &format!("unknown cloud or path {raw_path:?}"));
+    };
+
+    // Upload API: signed, not counted against the Admin quota.
+    if rest == "image/explicit" && method == Method::POST {
+        return explicit(&state, &cfg, &body).await;
+    }
+
+    if !authorized(&headers, &cfg) {
+        state.lock().stats.unauthorized += 1;
+        return error(401, "Invalid credentials");
+    }
+
+    if rest == "resources/search" && method == Method::POST {
+        let quota = match admin_quota(&state, &cfg) {
+            Ok(h) => h,
+            Err(r) => return r,
+        };
+        let req: Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return with_headers(error(400, &format!("search body is not JSON: {e}")), quota);
+            }
+        };
+        let expression = req.get("expression").and_then(Value::as_str).unwrap_or("");
+        let max_results = req
+            .get("max_results")
+            .and_then(Value::as_u64)
+            .unwrap_or(50)
+            .clamp(1, 500) as usize;
+        let cursor = req.get("next_cursor").and_then(Value::as_str);
+        let filters = match search_filter(expression) {
+            Ok(f) => f,
+            Err(e) => return with_headers(error(400, &e), quota),
+        };
+        let mut inner = state.lock();
+        inner.stats.search_calls += 1;
+        let mut matched: Vec<&Asset> = inner
+            .assets
+            .iter()
+            .filter(|a| filters.iter().all(|f| f(a)))
+            .collect();
+        matched.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then(a.public_id.cmp(&b.public_id))
+        });
+        let body = listing(matched, cursor, max_results, &cfg.cloud_name, true);
+        return with_headers(ok(body), quota);
+    }
+
+    if (rest == "resources/image" || rest == "resources/image/upload") && method == Method::GET {
+        let quota = match admin_quota(&state, &cfg) {
+            Ok(h) => h,
+            Err(r) => return r,
+        };
+        let q = query(&uri);
+        let max_results = param(&q, "max_results")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10usize)
+            .clamp(1, 500);
+        let mut inner = state.lock();
+        inner.stats.list_calls += 1;
+        let assets: Vec<&Asset> = inner.assets.iter().collect();
+        let body = listing(
+            assets,
+            param(&q, "next_cursor"),
+            max_results,
+            &cfg.cloud_name,
+            false,
+        );
+        return with_headers(ok(body), quota);
+    }
+
+    if let Some(encoded_id) = rest.strip_prefix("resources/image/upload/") {
+        let Some(public_id) = decode(encoded_id) else {
+            return error(400, "public_id is not valid UTF-8 percent-encoding");
+        };
+        let quota = match admin_quota(&state, &cfg) {
+            Ok(h) => h,
+            Err(r) => return r,
+        };
+        let reply = if method == Method::POST {
+            let params = form(&body);
+            match param(&params, "ocr") {
+                Some("adv_ocr") => ocr(&state, &cfg, &public_id).await,
+                Some(other) => error(400, &format!("Invalid ocr parameter {other}")),
+                None => details(&state, &cfg, &public_id),
+            }
+        } else if method == Method::GET {
+            details(&state, &cfg, &public_id)
+        } else {
+            error(405, "method not allowed")
+        };
+        return with_headers(reply, quota);
+    }
+    error(404, &format!("no such endpoint {method} {raw_path}"))
+}
+
+fn details(state: &State, cfg: &EmulatorConfig, public_id: &str) -> Reply {
+    let mut inner = state.lock();
+    inner.stats.details_calls += 1;
+    let Some(&i) = inner.index.get(public_id) else {
+        return error(404, &format!("Resource not found - {public_id}"));
+    };
+    let done = inner.ocr_done.contains(public_id);
+    ok(resource_json(
+        &inner.assets[i],
+        &cfg.cloud_name,
+        done.then_some("complete"),
+    ))
+}
+
+async fn explicit(state: &State, cfg: &EmulatorConfig, body: &[u8]) -> Reply {
+    let params = form(body);
+    state.lock().stats.explicit_calls += 1;
+    if param(&params, "api_key") != Some(cfg.api_key.as_str()) {
+        state.lock().stats.unauthorized += 1;
+        return error(401, "Invalid api_key");
+    }
+    let given = param(&params, "signature").unwrap_or_default();
+    if given != expected_signature(&params, &cfg.api_secret) {
+        state.lock().stats.unauthorized += 1;
+        return error(401, "Invalid Signature. String to sign does not match");
+    }
+    let fresh = param(&params, "timestamp")
+        .and_then(|t| t.parse::<u64>().ok())
+        .is_some_and(|t| {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            t + 3600 >= now && t <= now + 3600
+        });
+    if !fresh {
+        return error(
+            400,
+            "Stale request - reported time is more than 1 hour from the current time",
+        );
+    }
+    let Some(public_id) = param(&params, "public_id") else {
+        return error(400, "Missing required parameter - public_id");
+    };
+    match param(&params, "ocr") {
+        Some("adv_ocr") => ocr(state, cfg, public_id).await,
+        Some(other) => error(400, &format!("Invalid ocr parameter {other}")),
+        None => details(state, cfg, public_id),
+    }
+}
+
+async fn ocr(state: &State, cfg: &EmulatorConfig, public_id: &str) -> Reply {
+    {
+        let mut inner = state.lock();
+        inner.stats.ocr_requests += 1;
+        *inner.ocr_requests.entry(public_id.to_string()).or_default() += 1;
+    }
+    if let Some(&status) = cfg.forced_status.get(public_id) {
+        state.lock().stats.injected_errors += 1;
+        return error(status, "Injected failure");
+    }
+    let (fail, hang, pending) = {
+        let mut rng = state.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let roll: f64 = rng.random();
+        (
+            roll < cfg.error_rate,
+            roll >= cfg.error_rate && roll < cfg.error_rate + cfg.timeout_rate,
+            rng.random::<f64>() < cfg.pending_rate,
+        )
+    };
+    if fail || hang {
+        state.lock().stats.injected_errors += 1;
+        if hang {
+            tokio::time::sleep(cfg.hang).await;
+        }
+        return error(500, "General Error");
+    }
+    let mut inner = state.lock();
+    let Some(&i) = inner.index.get(public_id) else {
+        return error(404, &format!("Resource not found - {public_id}"));
+    };
+    inner.stats.ocr_billed += 1;
+    *inner.ocr_billed.entry(public_id.to_string()).or_default() += 1;
+    inner.ocr_done.insert(public_id.to_string());
+    let status = if pending { "pending" } else { "complete" };
+    ok(resource_json(
+        &inner.assets[i],
+        &cfg.cloud_name,
+        Some(status),
+    ))
+}

@@ -1,0 +1,224 @@
+//! What AWS does around the worker: the SQS event source mapping. Receives batches, runs a
+//! bounded number of invocations at once, deletes the successes, and leaves the failures to
+//! come back after the visibility timeout (so `maxReceiveCount` moves poison to the DLQ).
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+
+use crate::provision::queue_depth;
+
+#[derive(Debug, Clone)]
+pub struct MappingSettings {
+    pub queue_url: String,
+    pub queue_arn: String,
+    /// Records per invocation (SQS receives at most 10 at a time).
+    pub batch_size: i32,
+    /// Invocations at once (`ScalingConfig.MaximumConcurrency`).
+    pub max_concurrency: usize,
+    /// Each invocation's time budget; its deadline is handed to the handler.
+    pub function_timeout: Duration,
+    /// Stop once the queue has stayed empty (visible, in flight and delayed) for this long.
+    pub idle_grace: Duration,
+    /// Stop regardless after this long.
+    pub max_duration: Duration,
+}
+
+/// Counters of a drain, readable while it runs (for progress lines).
+#[derive(Debug, Default)]
+pub struct DrainStats {
+    pub invocations: AtomicU64,
+    pub records: AtomicU64,
+    pub deleted: AtomicU64,
+    pub failed: AtomicU64,
+    pub handler_errors: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl DrainStats {
+    pub fn snapshot(&self) -> (u64, u64, u64, u64) {
+        (
+            self.invocations.load(Ordering::Relaxed),
+            self.records.load(Ordering::Relaxed),
+            self.deleted.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Why a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainEnd {
+    Empty,
+    TimedOut,
+}
+
+/// Builds the Lambda SQS event for received messages, as the event source mapping does.
+pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message], queue_arn: &str) -> SqsEvent {
+    let records = messages
+        .iter()
+        .map(|m| {
+            let mut r = SqsMessage::default();
+            r.message_id = m.message_id().map(str::to_string);
+            r.receipt_handle = m.receipt_handle().map(str::to_string);
+            r.body = m.body().map(str::to_string);
+            r.md5_of_body = m.md5_of_body().map(str::to_string);
+            r.attributes = m
+                .attributes()
+                .map(|a| {
+                    a.iter()
+                        .map(|(k, v)| (k.as_str().to_string(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            r.event_source = Some("aws:sqs".into());
+            r.event_source_arn = Some(queue_arn.to_string());
+            r.aws_region = Some("us-east-1".into());
+            r
+        })
+        .collect();
+    let mut event = SqsEvent::default();
+    event.records = records;
+    event
+}
+
+/// Polls the queue and invokes `handler` until the queue is drained (or `max_duration`).
+pub async fn drain<H, Fut>(
+    sqs: &aws_sdk_sqs::Client,
+    settings: &MappingSettings,
+    stats: &DrainStats,
+    handler: H,
+) -> anyhow::Result<DrainEnd>
+where
+    H: Fn(SqsEvent, SystemTime) -> Fut + Sync,
+    Fut: Future<Output = Result<SqsBatchResponse, String>>,
+{
+    let started = Instant::now();
+    let idle_since = std::sync::Mutex::new(None::<Instant>);
+    let pollers = (0..settings.max_concurrency.max(1)).map(|_| async {
+        loop {
+            if started.elapsed() > settings.max_duration {
+                return Ok::<DrainEnd, anyhow::Error>(DrainEnd::TimedOut);
+            }
+            let received = sqs
+                .receive_message()
+                .queue_url(&settings.queue_url)
+                .max_number_of_messages(settings.batch_size.clamp(1, 10))
+                .wait_time_seconds(1)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await
+                .context("ReceiveMessage on the work queue")?;
+            let messages = received.messages.unwrap_or_default();
+            if messages.is_empty() {
+                if stats.in_flight.load(Ordering::SeqCst) == 0 {
+                    let (visible, in_flight, delayed) =
+                        queue_depth(sqs, &settings.queue_url).await?;
+                    if visible + in_flight + delayed == 0 {
+                        let mut idle = idle_since.lock().unwrap_or_else(|e| e.into_inner());
+                        let since = *idle.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= settings.idle_grace {
+                            return Ok(DrainEnd::Empty);
+                        }
+                        continue;
+                    }
+                }
+                *idle_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                continue;
+            }
+            *idle_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            stats.in_flight.fetch_add(1, Ordering::SeqCst);
+            let result = invoke(sqs, settings, stats, &handler, &messages).await;
+            stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+            result?;
+        }
+    });
+    let ends = futures::future::try_join_all(pollers).await?;
+    Ok(if ends.contains(&DrainEnd::TimedOut) {
+        DrainEnd::TimedOut
+    } else {
+        DrainEnd::Empty
+    })
+}
+
+async fn invoke<H, Fut>(
+    sqs: &aws_sdk_sqs::Client,
+    settings: &MappingSettings,
+    stats: &DrainStats,
+    handler: &H,
+    messages: &[aws_sdk_sqs::types::Message],
+) -> anyhow::Result<()>
+where
+    H: Fn(SqsEvent, SystemTime) -> Fut + Sync,
+    Fut: Future<Output = Result<SqsBatchResponse, String>>,
+{
+    stats.invocations.fetch_add(1, Ordering::Relaxed);
+    stats
+        .records
+        .fetch_add(messages.len() as u64, Ordering::Relaxed);
+    let deadline = SystemTime::now() + settings.function_timeout;
+    let event = sqs_event(messages, &settings.queue_arn);
+    let response =
+        match tokio::time::timeout(settings.function_timeout, handler(event, deadline)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                // A handler error returns the whole batch to the queue, as Lambda does.
+                tracing::warn!(error = %e, "worker invocation failed; the whole batch returns");
+                stats.handler_errors.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .failed
+                    .fetch_add(messages.len() as u64, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(_) => {
+                tracing::warn!("worker invocation timed out; the whole batch returns");
+                stats.handler_errors.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .failed
+                    .fetch_add(messages.len() as u64, Ordering::Relaxed);
+                return Ok(());
+            }
+        };
+    let failed: HashSet<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    let to_delete: Vec<DeleteMessageBatchRequestEntry> = messages
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| !failed.contains(m.message_id().unwrap_or_default()))
+        .filter_map(|(i, m)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(m.receipt_handle()?)
+                .build()
+                .ok()
+        })
+        .collect();
+    stats
+        .failed
+        .fetch_add(failed.len() as u64, Ordering::Relaxed);
+    if !to_delete.is_empty() {
+        let n = to_delete.len() as u64;
+        let out = sqs
+            .delete_message_batch()
+            .queue_url(&settings.queue_url)
+            .set_entries(Some(to_delete))
+            .send()
+            .await
+            .context("DeleteMessageBatch on the work queue")?;
+        anyhow::ensure!(
+            out.failed().is_empty(),
+            "DeleteMessageBatch failed for {:?}",
+            out.failed()
+        );
+        stats.deleted.fetch_add(n, Ordering::Relaxed);
+    }
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! Configuration read once at cold start from the environment.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::cloudinary::{CloudinaryCredentials, OcrMethod};
+
+/// A string that never shows itself in `Debug` or `Display` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("environment variable {name} is malformed: {reason}")]
+    Malformed { name: &'static str, reason: String },
+}
+
+/// Default Cloudinary API base URL.
+pub const DEFAULT_CLOUDINARY_API_BASE: &str = "https://api.cloudinary.com";
+
+/// What both functions need to talk to Cloudinary.
+#[derive(Debug, Clone)]
+pub struct CloudinaryConfig {
+    pub credentials: CloudinaryCredentials,
+    pub api_base: String,
+    pub timeout: Duration,
+    pub ocr_method: OcrMethod,
+}
+
+/// The worker's configuration.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub cloudinary: CloudinaryConfig,
+    pub results_table: String,
+    pub work_queue_url: String,
+    pub dead_letter_queue_url: String,
+    /// Records of one batch processed at once.
+    pub concurrency: usize,
+    /// The work queue's `maxReceiveCount`: on the last receive a transient failure is
+    /// dead-lettered with its reason instead of being left for SQS to move without one.
+    pub max_receive_count: u32,
+}
+
+/// The lister's configuration.
+#[derive(Debug, Clone)]
+pub struct ListerConfig {
+    pub cloudinary: CloudinaryConfig,
+    pub work_queue_url: String,
+    pub checkpoint_table: String,
+    /// Assets per listing call (Cloudinary's maximum is 500).
+    pub page_size: u32,
+}
+
+/// Reads variables through a function so tests need not touch the process environment.
+pub struct Env<F: Fn(&str) -> Option<String>>(pub F);
+
+impl Env<fn(&str) -> Option<String>> {
+    pub fn process() -> Self {
+        Env(|name| std::env::var(name).ok())
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    fn get(&self, name: &'static str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.get(name).ok_or(ConfigError::Missing(name))
+    }
+
+    fn parsed<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.get(name) {
+            None => Ok(default),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|e: T::Err| ConfigError::Malformed {
+                    name,
+                    reason: format!("{raw:?}: {e}"),
+                }),
+        }
+    }
+
+    /// `CLOUDINARY_URL` is resolved by the caller (environment locally, Secrets Manager in
+    /// AWS) and handed in, so that the secret's origin stays out of this module.
+    pub fn cloudinary(
+        &self,
+        cloudinary_url: Option<Secret>,
+    ) -> Result<CloudinaryConfig, ConfigError> {
+        let url = match cloudinary_url {
+            Some(url) => url,
+            None => Secret::new(self.required("CLOUDINARY_URL")?),
+        };
+        let credentials =
+            CloudinaryCredentials::parse(&url).map_err(|reason| ConfigError::Malformed {
+                name: "CLOUDINARY_URL",
+                reason,
+            })?;
+        let api_base = self
+            .get("CLOUDINARY_API_BASE")
+            .unwrap_or_else(|| DEFAULT_CLOUDINARY_API_BASE.to_string());
+        if !(api_base.starts_with("http://") || api_base.starts_with("https://")) {
+            return Err(ConfigError::Malformed {
+                name: "CLOUDINARY_API_BASE",
+                reason: format!("{api_base:?} is not an http(s) URL"),
+            });
+        }
+        let timeout_ms: u64 = self.parsed("CLOUDINARY_TIMEOUT_MS", 20_000)?;
+        let ocr_method = match self.get("OCR_METHOD") {
+            None => OcrMethod::default(),
+            Some(raw) => raw.parse().map_err(|reason| ConfigError::Malformed {
+                name: "OCR_METHOD",
+                reason,
+            })?,
+        };
+        Ok(CloudinaryConfig {
+            credentials,
+            api_base: api_base.trim_end_matches('/').to_string(),
+            timeout: Duration::from_millis(timeout_ms),
+            ocr_method,
+        })
+    }
+
+    pub fn worker(&self, cloudinary_url: Option<Secret>) -> Result<WorkerConfig, ConfigError> {
+        let concurrency: usize = self.parsed("WORKER_CONCURRENCY", 8)?;
+        if concurrency == 0 {
+            return Err(ConfigError::Malformed {
+                name: "WORKER_CONCURRENCY",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(WorkerConfig {
+            cloudinary: self.cloudinary(cloudinary_url)?,
+            results_table: self.required("RESULTS_TABLE")?,
+            work_queue_url: self.required("WORK_QUEUE_URL")?,
+            dead_letter_queue_url: self.required("DEAD_LETTER_QUEUE_URL")?,
+            concurrency,
+            max_receive_count: self.parsed("MAX_RECEIVE_COUNT", 5)?,
+        })
+    }
+
+    pub fn lister(&self, cloudinary_url: Option<Secret>) -> Result<ListerConfig, ConfigError> {
+        let page_size: u32 = self.parsed("LISTER_PAGE_SIZE", 500)?;
+        if !(1..=500).contains(&page_size) {
+            return Err(ConfigError::Malformed {
+                name: "LISTER_PAGE_SIZE",
+                reason: format!("{page_size} is outside 1..=500"),
+            });
+        }
+        Ok(ListerConfig {
+            cloudinary: self.cloudinary(cloudinary_url)?,
+            work_queue_url: self.required("WORK_QUEUE_URL")?,
+            checkpoint_table: self.required("CHECKPOINT_TABLE")?,
+            page_size,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Env(move |name: &str| map.get(name).cloned())
+    }
+
+    const URL: &str = "cloudinary://1234:s3cr3t-value@demo";
+
+    #[test]
+    fn worker_config_reads_every_variable_and_defaults() {
+        let cfg = env(&[
+            ("CLOUDINARY_URL", URL),
+            ("RESULTS_TABLE", "results"),
+            ("WORK_QUEUE_URL", "http://q/work"),
+            ("DEAD_LETTER_QUEUE_URL", "http://q/dlq"),
+        ])
+        .worker(None)
+        .unwrap();
+        assert_eq!(cfg.results_table, "results");
+        assert_eq!(cfg.concurrency, 8);
+        assert_eq!(cfg.max_receive_count, 5);
+        assert_eq!(cfg.cloudinary.api_base, DEFAULT_CLOUDINARY_API_BASE);
+        assert_eq!(cfg.cloudinary.credentials.cloud_name, "demo");
+        assert_eq!(cfg.cloudinary.ocr_method, OcrMethod::Explicit);
+    }
+
+    #[test]
+    fn missing_and_malformed_variables_are_named() {
+        let err = env(&[("CLOUDINARY_URL", URL)]).worker(None).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("RESULTS_TABLE"));
+        let err = env(&[
+            ("CLOUDINARY_URL", URL),
+            ("RESULTS_TABLE", "t"),
+            ("WORK_QUEUE_URL", "q"),
+            ("DEAD_LETTER_QUEUE_URL", "d"),
+            ("WORKER_CONCURRENCY", "many"),
+        ])
+        .worker(None)
+        .unwrap_err();
+        assert!(err.to_string().contains("WORKER_CONCURRENCY"), "{err}");
+        let err = env(&[("CLOUDINARY_URL", "https://demo")])
+            .cloudinary(None)
+            .unwrap_err();
+        assert!(err.to_string().contains("CLOUDINARY_URL"), "{err}");
+        let err = env(&[("CLOUDINARY_URL", URL), ("OCR_METHOD", "magic")])
+            .cloudinary(None)
+            .unwrap_err();
+        assert!(err.to_string().contains("OCR_METHOD"), "{err}");
+        let err = env(&[
+            ("CLOUDINARY_URL", URL),
+            ("WORK_QUEUE_URL", "q"),
+            ("CHECKPOINT_TABLE", "c"),
+            ("LISTER_PAGE_SIZE", "501"),
+        ])
+        .lister(None)
+        .unwrap_err();
+        assert!(err.to_string().contains("LISTER_PAGE_SIZE"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let cfg = env(&[("CLOUDINARY_URL", URL)]).cloudinary(None).unwrap();
+        let shown = format!(
+            "{cfg:?} {:?} {}",
+            Secret::new("x-secret"),
+            Secret::new("x-secret")
+        );
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        assert!(!shown.contains("x-secret"), "{shown}");
+        assert!(shown.contains("***"));
+    }
+}

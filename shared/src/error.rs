@@ -1,0 +1,51 @@
+//! Error classes: every error the pipeline meets knows how it should be handled.
+
+use std::time::SystemTime;
+
+/// How a failure is handled, decided where the error is made, never from its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Timeouts, 5xx, AWS throttling: SQS retries it after the visibility timeout.
+    Transient,
+    /// Cloudinary's quota is spent: defer until it resets, without consuming the failure budget.
+    RateLimited,
+    /// 404, 400, malformed message, oversize key: record it and dead-letter it at once.
+    Permanent,
+}
+
+/// An error that can tell its class and, when rate limited, when to try again.
+pub trait Classified {
+    fn class(&self) -> ErrorClass;
+    /// When the quota resets, for rate-limited errors that know it.
+    fn retry_at(&self) -> Option<SystemTime> {
+        None
+    }
+}
+
+/// The error and its sources, `outer: inner: innermost`, for reasons and log lines.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn chain_lists_every_source() {
+        let e = Outer(std::io::Error::other("inner cause"));
+        assert_eq!(super::error_chain(&e), "outer: inner cause");
+    }
+}

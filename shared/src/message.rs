@@ -1,0 +1,151 @@
+//! The work-queue message: one asset to OCR.
+
+use serde::{Deserialize, Serialize};
+
+/// Schema version written by this code.
+pub const MESSAGE_VERSION: u32 = 1;
+
+/// `{"v":1,"public_id":"...","resource_type":"image","type":"upload"}` plus optional fields.
+/// Unknown fields are ignored so that older workers read newer messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkMessage {
+    pub v: u32,
+    pub public_id: String,
+    #[serde(default = "image")]
+    pub resource_type: String,
+    #[serde(rename = "type", default = "upload")]
+    pub delivery_type: String,
+    /// OCR again even if the asset is already done.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+    /// OCR was already requested and reported pending: read the result back, do not pay again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ocr_requested: bool,
+    /// Times this asset was deferred (rate limit, pending OCR, a concurrent claim).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deferrals: u32,
+}
+
+fn image() -> String {
+    "image".into()
+}
+fn upload() -> String {
+    "upload".into()
+}
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MessageError {
+    #[error("message body is empty")]
+    Empty,
+    #[error("message body is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("message body has no string field \"public_id\"")]
+    NoPublicId,
+    #[error("message field \"public_id\" is empty")]
+    EmptyPublicId,
+    #[error("message schema version {0} is newer than this worker understands ({MESSAGE_VERSION})")]
+    UnsupportedVersion(u32),
+    #[error("message body is not a valid work message: {0}")]
+    Invalid(String),
+}
+
+impl WorkMessage {
+    pub fn new(
+        public_id: impl Into<String>,
+        resource_type: impl Into<String>,
+        delivery_type: impl Into<String>,
+    ) -> Self {
+        Self {
+            v: MESSAGE_VERSION,
+            public_id: public_id.into(),
+            resource_type: resource_type.into(),
+            delivery_type: delivery_type.into(),
+            force: false,
+            ocr_requested: false,
+            deferrals: 0,
+        }
+    }
+
+    pub fn parse(body: &str) -> Result<Self, MessageError> {
+        if body.trim().is_empty() {
+            return Err(MessageError::Empty);
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(body).map_err(|e| MessageError::NotJson(e.to_string()))?;
+        match value.get("public_id") {
+            Some(serde_json::Value::String(s)) if s.is_empty() => {
+                return Err(MessageError::EmptyPublicId);
+            }
+            Some(serde_json::Value::String(_)) => {}
+            _ => return Err(MessageError::NoPublicId),
+        }
+        // A missing version is read as 1: the first schema.
+        let v = value
+            .get("v")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(1) as u32;
+        if v > MESSAGE_VERSION {
+            return Err(MessageError::UnsupportedVersion(v));
+        }
+        let mut msg: WorkMessage =
+            serde_json::from_value(value).map_err(|e| MessageError::Invalid(e.to_string()))?;
+        msg.v = v;
+        Ok(msg)
+    }
+
+    pub fn to_body(&self) -> String {
+        serde_json::to_string(self).expect("a WorkMessage always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_ignores_unknown_fields() {
+        let m = WorkMessage::new("a/b c?#%+&ü", "image", "upload");
+        assert_eq!(WorkMessage::parse(&m.to_body()).unwrap(), m);
+        assert_eq!(
+            m.to_body(),
+            r#"{"v":1,"public_id":"a/b c?#%+&ü","resource_type":"image","type":"upload"}"#
+        );
+        let m = WorkMessage::parse(r#"{"v":1,"public_id":"x","future":"field"}"#).unwrap();
+        assert_eq!(
+            (m.resource_type.as_str(), m.delivery_type.as_str(), m.force),
+            ("image", "upload", false)
+        );
+    }
+
+    #[test]
+    fn malformed_bodies_are_named() {
+        assert_eq!(WorkMessage::parse(""), Err(MessageError::Empty));
+        assert!(matches!(
+            WorkMessage::parse("{nope"),
+            Err(MessageError::NotJson(_))
+        ));
+        assert_eq!(
+            WorkMessage::parse(r#"{"v":1}"#),
+            Err(MessageError::NoPublicId)
+        );
+        assert_eq!(
+            WorkMessage::parse(r#"{"public_id":7}"#),
+            Err(MessageError::NoPublicId)
+        );
+        assert_eq!(
+            WorkMessage::parse(r#"{"public_id":""}"#),
+            Err(MessageError::EmptyPublicId)
+        );
+        assert_eq!(
+            WorkMessage::parse(r#"{"v":9,"public_id":"x"}"#),
+            Err(MessageError::UnsupportedVersion(9))
+        );
+        assert!(matches!(
+            WorkMessage::parse(r#"{"public_id":"x","force":"yes"}"#),
+            Err(MessageError::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,264 @@
+//! The work queue and the dead-letter queue on SQS.
+
+use std::future::Future;
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::ProvideErrorMetadata;
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+
+use crate::error::{Classified, ErrorClass};
+use crate::message::WorkMessage;
+
+/// SQS's per-call batch limit.
+pub const SEND_BATCH_MAX: usize = 10;
+/// SQS's longest message delay.
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
+const SEND_ATTEMPTS: u32 = 6;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("SQS {operation} on {queue} failed ({code})")]
+    Sdk {
+        operation: &'static str,
+        queue: String,
+        code: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("SQS rejected {count} message(s) on {queue} after {attempts} attempts: {detail}")]
+    Rejected {
+        queue: String,
+        count: usize,
+        attempts: u32,
+        detail: String,
+    },
+}
+
+impl Classified for QueueError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Transient
+    }
+}
+
+/// Why a message was dead-lettered; travels as message attributes beside the unchanged body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter<'a> {
+    pub body: &'a str,
+    pub reason: &'a str,
+    /// `permanent` (failed at once) or `exhausted` (retries used up).
+    pub kind: &'a str,
+    pub source_message_id: &'a str,
+    pub receive_count: u32,
+    pub failed_at: &'a str,
+}
+
+/// Attribute names on dead-lettered messages.
+pub const ATTR_REASON: &str = "failure_reason";
+pub const ATTR_KIND: &str = "failure_kind";
+pub const ATTR_SOURCE_ID: &str = "source_message_id";
+pub const ATTR_RECEIVE_COUNT: &str = "receive_count";
+pub const ATTR_FAILED_AT: &str = "failed_at";
+
+pub trait WorkQueue: Send + Sync {
+    /// Sends every message, 10 per call, retrying the entries a batch result reports as failed.
+    fn enqueue(
+        &self,
+        messages: &[WorkMessage],
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+    /// Sends one message that becomes visible after `delay` (at most 15 minutes).
+    fn send_delayed(
+        &self,
+        message: &WorkMessage,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+pub trait DeadLetterQueue: Send + Sync {
+    fn dead_letter(
+        &self,
+        letter: &DeadLetter<'_>,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// A queue on SQS, by URL.
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: Client,
+    url: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        Self {
+            client,
+            url: url.into(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn sdk_error<E, R>(
+        &self,
+        operation: &'static str,
+        err: aws_sdk_sqs::error::SdkError<E, R>,
+    ) -> QueueError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        QueueError::Sdk {
+            operation,
+            queue: self.url.clone(),
+            code: err.code().unwrap_or("no code").to_string(),
+            source: Box::new(err),
+        }
+    }
+
+    /// Sends up to 10 bodies; resends only the entries reported failed, with backoff.
+    pub async fn send_batch(&self, bodies: &[String]) -> Result<(), QueueError> {
+        assert!(
+            bodies.len() <= SEND_BATCH_MAX,
+            "a batch holds at most {SEND_BATCH_MAX} messages"
+        );
+        let mut pending: Vec<usize> = (0..bodies.len()).collect();
+        let mut last_detail = String::new();
+        for attempt in 1..=SEND_ATTEMPTS {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if attempt > 1 {
+                tokio::time::sleep(Duration::from_millis(50 * (1 << (attempt - 2)))).await;
+            }
+            let entries: Vec<SendMessageBatchRequestEntry> = pending
+                .iter()
+                .map(|&i| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(&bodies[i])
+                        .build()
+                        .expect("id and body are set")
+                })
+                .collect();
+            match self
+                .client
+                .send_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    let mut retry = Vec::new();
+                    for failed in out.failed() {
+                        last_detail = format!(
+                            "{}: {}",
+                            failed.code(),
+                            failed.message().unwrap_or_default()
+                        );
+                        let index: usize = failed.id().parse().unwrap_or(usize::MAX);
+                        if failed.sender_fault() {
+                            // The request itself is wrong (e.g. body too large): resending cannot help.
+                            return Err(QueueError::Rejected {
+                                queue: self.url.clone(),
+                                count: 1,
+                                attempts: attempt,
+                                detail: last_detail,
+                            });
+                        }
+                        if index < bodies.len() {
+                            retry.push(index);
+                        }
+                    }
+                    if !retry.is_empty() {
+                        tracing::warn!(queue = %self.url, failed = retry.len(), attempt, "SendMessageBatch entries failed; retrying them");
+                    }
+                    pending = retry;
+                }
+                Err(err) => {
+                    let err = self.sdk_error("SendMessageBatch", err);
+                    if attempt == SEND_ATTEMPTS {
+                        return Err(err);
+                    }
+                    tracing::warn!(queue = %self.url, attempt, error = %err, "SendMessageBatch failed; retrying");
+                    last_detail = err.to_string();
+                }
+            }
+        }
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(QueueError::Rejected {
+                queue: self.url.clone(),
+                count: pending.len(),
+                attempts: SEND_ATTEMPTS,
+                detail: last_detail,
+            })
+        }
+    }
+}
+
+fn string_attr(value: &str) -> MessageAttributeValue {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .expect("data type is set")
+}
+
+impl WorkQueue for SqsQueue {
+    async fn enqueue(&self, messages: &[WorkMessage]) -> Result<(), QueueError> {
+        use futures::TryStreamExt;
+        let bodies: Vec<String> = messages.iter().map(WorkMessage::to_body).collect();
+        futures::stream::iter(bodies.chunks(SEND_BATCH_MAX).map(Ok))
+            .try_for_each_concurrent(8, |chunk| self.send_batch(chunk))
+            .await
+    }
+
+    async fn send_delayed(&self, message: &WorkMessage, delay: Duration) -> Result<(), QueueError> {
+        let secs = delay.min(MAX_DELAY).as_secs() as i32;
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(message.to_body())
+            .delay_seconds(secs)
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("SendMessage", e))?;
+        Ok(())
+    }
+}
+
+impl DeadLetterQueue for SqsQueue {
+    async fn dead_letter(&self, letter: &DeadLetter<'_>) -> Result<(), QueueError> {
+        let reason = crate::store::truncate_utf8(letter.reason, 1000);
+        // An empty body cannot be sent to SQS; the reason says what it was.
+        let body = if letter.body.is_empty() {
+            " "
+        } else {
+            letter.body
+        };
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .message_attributes(ATTR_REASON, string_attr(reason))
+            .message_attributes(ATTR_KIND, string_attr(letter.kind))
+            .message_attributes(ATTR_SOURCE_ID, string_attr(letter.source_message_id))
+            .message_attributes(
+                ATTR_RECEIVE_COUNT,
+                MessageAttributeValue::builder()
+                    .data_type("Number")
+                    .string_value(letter.receive_count.to_string())
+                    .build()
+                    .expect("data type is set"),
+            )
+            .message_attributes(ATTR_FAILED_AT, string_attr(letter.failed_at))
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("SendMessage", e))?;
+        Ok(())
+    }
+}
