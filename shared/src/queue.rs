@@ -262,3 +262,94 @@ impl DeadLetterQueue for SqsQueue {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
+    use aws_sdk_sqs::types::{BatchResultErrorEntry, SendMessageBatchResultEntry};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    fn ok_entry(id: &str) -> SendMessageBatchResultEntry {
+        SendMessageBatchResultEntry::builder()
+            .id(id)
+            .message_id(format!("m-{id}"))
+            .md5_of_message_body("x")
+            .build()
+            .unwrap()
+    }
+
+    fn failed_entry(id: &str, sender_fault: bool) -> BatchResultErrorEntry {
+        BatchResultErrorEntry::builder()
+            .id(id)
+            .sender_fault(sender_fault)
+            .code(if sender_fault {
+                "InvalidParameterValue"
+            } else {
+                "InternalError"
+            })
+            .message("injected")
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn failed_batch_entries_are_resent_alone() {
+        // First call: entry 3 fails (a server fault); the resend must carry exactly that entry.
+        let first = mock!(aws_sdk_sqs::Client::send_message_batch)
+            .match_requests(|r| r.entries().len() == 10)
+            .then_output(|| {
+                SendMessageBatchOutput::builder()
+                    .set_successful(Some(
+                        (0..10)
+                            .filter(|i| *i != 3)
+                            .map(|i| ok_entry(&i.to_string()))
+                            .collect(),
+                    ))
+                    .failed(failed_entry("3", false))
+                    .build()
+                    .unwrap()
+            });
+        let resend = mock!(aws_sdk_sqs::Client::send_message_batch)
+            .match_requests(|r| {
+                r.entries().len() == 1
+                    && r.entries()[0].id() == "3"
+                    && r.entries()[0].message_body() == "body-3"
+            })
+            .then_output(|| {
+                SendMessageBatchOutput::builder()
+                    .successful(ok_entry("3"))
+                    .set_failed(Some(vec![]))
+                    .build()
+                    .unwrap()
+            });
+        let client = mock_client!(aws_sdk_sqs, RuleMode::Sequential, [&first, &resend]);
+        let queue = SqsQueue::new(client, "https://sqs.local/q");
+        let bodies: Vec<String> = (0..10).map(|i| format!("body-{i}")).collect();
+        queue.send_batch(&bodies).await.unwrap();
+        assert_eq!(first.num_calls(), 1);
+        assert_eq!(resend.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn sender_faults_are_not_resent() {
+        let rejected = mock!(aws_sdk_sqs::Client::send_message_batch).then_output(|| {
+            SendMessageBatchOutput::builder()
+                .successful(ok_entry("0"))
+                .failed(failed_entry("1", true))
+                .build()
+                .unwrap()
+        });
+        let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&rejected]);
+        let queue = SqsQueue::new(client, "https://sqs.local/q");
+        let err = queue
+            .send_batch(&["a".to_string(), "b".to_string()])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, QueueError::Rejected { count: 1, .. }),
+            "{err}"
+        );
+        assert_eq!(rejected.num_calls(), 1);
+    }
+}

@@ -98,7 +98,7 @@ fn expected_signature(params: &[(String, String)], secret: &str) -> String {
 }
 
 /// Counts an Admin API call against the window; `Err` is the 420 answer.
-fn admin_quota(state: &State, cfg: &EmulatorConfig) -> Result<HeaderMap, Reply> {
+fn admin_quota(state: &State, cfg: &EmulatorConfig) -> Result<HeaderMap, Box<Reply>> {
     let mut inner = state.lock();
     let now = Instant::now();
     if now.duration_since(inner.window.started) >= cfg.admin_window {
@@ -129,7 +129,7 @@ fn admin_quota(state: &State, cfg: &EmulatorConfig) -> Result<HeaderMap, Reply> 
     if refused {
         let mut r = error(420, "Rate Limit Exceeded");
         r.headers_mut().extend(h);
-        return Err(r);
+        return Err(Box::new(r));
     }
     Ok(h)
 }
@@ -223,8 +223,11 @@ fn listing(
 }
 
 /// A search expression: terms joined by AND; supports resource_type, type and created_at/uploaded_at comparisons.
-fn search_filter(expression: &str) -> Result<Vec<Box<dyn Fn(&Asset) -> bool + Send>>, String> {
-    let mut filters: Vec<Box<dyn Fn(&Asset) -> bool + Send>> = Vec::new();
+/// One term of a search expression, as a predicate on assets.
+type Filter = Box<dyn Fn(&Asset) -> bool + Send>;
+
+fn search_filter(expression: &str) -> Result<Vec<Filter>, String> {
+    let mut filters: Vec<Filter> = Vec::new();
     for term in expression
         .split(" AND ")
         .map(str::trim)
@@ -311,7 +314,7 @@ async fn dispatch(
     if rest == "resources/search" && method == Method::POST {
         let quota = match admin_quota(&state, &cfg) {
             Ok(h) => h,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let req: Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
@@ -349,7 +352,7 @@ async fn dispatch(
     if (rest == "resources/image" || rest == "resources/image/upload") && method == Method::GET {
         let quota = match admin_quota(&state, &cfg) {
             Ok(h) => h,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let q = query(&uri);
         let max_results = param(&q, "max_results")
@@ -375,7 +378,7 @@ async fn dispatch(
         };
         let quota = match admin_quota(&state, &cfg) {
             Ok(h) => h,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let reply = if method == Method::POST {
             let params = form(&body);

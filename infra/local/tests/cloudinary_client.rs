@@ -1,0 +1,142 @@
+//! The project's Cloudinary client against the emulator: auth, signatures, quota, paging.
+
+use std::time::Duration;
+
+use cloudinary_emulator::{Emulator, EmulatorConfig, generate};
+use shared::cloudinary::{CloudinaryClient, CloudinaryError, OcrMethod};
+use shared::config::{Env, Secret};
+use shared::error::{Classified, ErrorClass};
+
+fn client(emu: &Emulator, url: &str, method: OcrMethod) -> CloudinaryClient {
+    let base = emu.base_url();
+    let mut cfg = Env(|name: &str| match name {
+        "CLOUDINARY_API_BASE" => Some(base.clone()),
+        _ => None,
+    })
+    .cloudinary(Some(Secret::new(url)))
+    .unwrap();
+    cfg.ocr_method = method;
+    CloudinaryClient::new(&cfg).unwrap()
+}
+
+fn status(e: &CloudinaryError) -> u16 {
+    match e {
+        CloudinaryError::Status { status, .. } => *status,
+        other => panic!("expected an HTTP status error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_credentials_and_bad_signatures_are_refused() {
+    let emu = Emulator::start(EmulatorConfig::new("c"), generate(3), 0)
+        .await
+        .unwrap();
+    let id = emu.assets()[1].public_id.clone();
+    let wrong = emu.cloudinary_url().replace('@', "x@");
+    for method in [OcrMethod::AdminUpdate, OcrMethod::Explicit] {
+        let err = client(&emu, &wrong, method)
+            .request_ocr(&id, "image", "upload")
+            .await
+            .unwrap_err();
+        assert_eq!(status(&err), 401, "{method}");
+        assert_eq!(
+            err.class(),
+            ErrorClass::Transient,
+            "a credentials fault is retried, not dead-lettered"
+        );
+    }
+    let good = client(&emu, &emu.cloudinary_url(), OcrMethod::Explicit);
+    let answer = good.request_ocr(&id, "image", "upload").await.unwrap();
+    assert_eq!(answer.value["public_id"], id.as_str());
+    assert!(
+        answer.quota.is_none(),
+        "the Upload API carries no Admin quota headers"
+    );
+    let stats = emu.stats();
+    assert_eq!(
+        (stats.explicit_calls, stats.admin_calls, stats.unauthorized),
+        (2, 0, 2)
+    );
+}
+
+#[tokio::test]
+async fn unknown_assets_are_404_and_permanent() {
+    let emu = Emulator::start(EmulatorConfig::new("c"), generate(3), 0)
+        .await
+        .unwrap();
+    let c = client(&emu, &emu.cloudinary_url(), OcrMethod::AdminUpdate);
+    let err = c
+        .request_ocr("no/such asset?", "image", "upload")
+        .await
+        .unwrap_err();
+    assert_eq!(status(&err), 404);
+    assert_eq!(err.class(), ErrorClass::Permanent);
+    assert!(
+        err.to_string()
+            .contains("Resource not found - no/such asset?"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_quota_is_reported_then_enforced_with_420() {
+    let mut cfg = EmulatorConfig::new("c");
+    cfg.admin_limit = 2;
+    cfg.admin_window = Duration::from_secs(60);
+    let emu = Emulator::start(cfg, generate(5), 0).await.unwrap();
+    let c = client(&emu, &emu.cloudinary_url(), OcrMethod::AdminUpdate);
+    let first = c.list_page(None, 2).await.unwrap();
+    let q = first.quota.expect("quota headers");
+    assert_eq!((q.limit, q.remaining), (2, 1));
+    let reset = q.reset.expect("reset date");
+    c.list_page(first.value.next_cursor.as_deref(), 2)
+        .await
+        .unwrap();
+    let err = c.list_page(None, 2).await.unwrap_err();
+    assert_eq!(status(&err), 420);
+    assert_eq!(err.class(), ErrorClass::RateLimited);
+    // HTTP dates have second precision.
+    let retry_at = err.retry_at().expect("reset carried by the error");
+    assert!(
+        retry_at
+            .duration_since(reset)
+            .unwrap_or_else(|e| e.duration())
+            < Duration::from_secs(1)
+    );
+    assert_eq!(emu.stats().rate_limited, 1);
+}
+
+#[tokio::test]
+async fn listing_pages_with_cursors_and_search_filters_by_date() {
+    let emu = Emulator::start(EmulatorConfig::new("c"), generate(23), 0)
+        .await
+        .unwrap();
+    let c = client(&emu, &emu.cloudinary_url(), OcrMethod::Explicit);
+    let mut cursor = None;
+    let mut ids = Vec::new();
+    loop {
+        let page = c.list_page(cursor.as_deref(), 10).await.unwrap().value;
+        ids.extend(page.resources.into_iter().map(|a| a.public_id));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let expected: Vec<String> = emu.assets().into_iter().map(|a| a.public_id).collect();
+    assert_eq!(ids, expected);
+
+    // Generated assets are a minute apart from 2021-01-01T00:00:00Z.
+    let page = c
+        .search_page(
+            &shared::lister::incremental_expression("2021-01-01T00:20:00Z"),
+            None,
+            500,
+        )
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(page.resources.len(), 3);
+    assert!(page.next_cursor.is_none());
+    let err = c.search_page("tags:cats", None, 10).await.unwrap_err();
+    assert_eq!(status(&err), 400);
+}

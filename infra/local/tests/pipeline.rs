@@ -1,0 +1,481 @@
+//! The pipeline against moto and the Cloudinary emulator: lister → SQS → worker → DynamoDB,
+//! the DLQ, and each failure path. Run with `make test` (it starts moto).
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use cloudinary_emulator::generate;
+use common::{Harness, asset, attr, fast_retry_settings, n, s};
+use local_stack::provision::StackSettings;
+use local_stack::runner::{DrainEnd, sqs_event};
+use shared::queue::{ATTR_KIND, ATTR_REASON};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_asset_once_with_its_text_across_several_pages() {
+    let assets = generate(120);
+    let h = Harness::new(assets.clone(), StackSettings::default(), |_| {}).await;
+    let lister = h.lister(&[("LISTER_PAGE_SIZE", "25")]);
+    assert_eq!(h.list_all(&lister).await, 120);
+    assert_eq!(h.emulator.stats().list_calls, 5, "120 assets at 25 a page");
+
+    let worker = h.worker(&[]);
+    let (end, stats) = h.drain(&worker, 4, Duration::from_secs(120)).await;
+    assert_eq!(end, DrainEnd::Empty);
+    assert_eq!(stats.failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+    let items = h.items().await;
+    assert_eq!(items.len(), assets.len());
+    for a in &assets {
+        let item = items
+            .get(&a.public_id)
+            .unwrap_or_else(|| panic!("no item for {:?}", a.public_id));
+        match &a.text {
+            Some(text) => {
+                assert_eq!(
+                    s(item, "status").as_deref(),
+                    Some("done"),
+                    "{:?}",
+                    a.public_id
+                );
+                assert_eq!(s(item, "text").as_ref(), Some(text), "{:?}", a.public_id);
+                assert_eq!(n(item, "textBytes"), Some(text.len() as u64));
+                assert_eq!(s(item, "locale"), a.locale);
+            }
+            None => assert_eq!(
+                s(item, "status").as_deref(),
+                Some("no_text"),
+                "{:?}",
+                a.public_id
+            ),
+        }
+        assert_eq!(s(item, "format").as_ref(), Some(&a.format));
+        assert_eq!(n(item, "width"), Some(a.width));
+        assert_eq!(s(item, "assetCreatedAt").as_ref(), Some(&a.created_at));
+        assert!(
+            item.get("claimToken").is_none(),
+            "claim left on {:?}",
+            a.public_id
+        );
+        assert_eq!(h.emulator.ocr_billed(&a.public_id), 1, "{:?}", a.public_id);
+    }
+    assert!(h.dlq().await.is_empty());
+}
+
+async fn receive_exactly(h: &Harness, count: usize) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        got.extend(h.receive().await);
+        if got.len() >= count {
+            break;
+        }
+    }
+    assert_eq!(got.len(), count, "messages received from the work queue");
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_with_one_failing_asset_reports_exactly_that_message() {
+    let assets: Vec<_> = (0..10)
+        .map(|i| asset(&format!("batch/{i}"), Some(&format!("text {i}"))))
+        .collect();
+    let h = Harness::new(assets, StackSettings::default(), |c| {
+        c.forced_status.insert("batch/7".into(), 503);
+    })
+    .await;
+    let mut bad_id = String::new();
+    for i in 0..10 {
+        let id = h.send_asset(&format!("batch/{i}")).await;
+        if i == 7 {
+            bad_id = id;
+        }
+    }
+    let messages = receive_exactly(&h, 10).await;
+    let worker = h.worker(&[]);
+    let response = worker::handle(
+        &worker,
+        sqs_event(&messages, &h.stack.work_queue_arn),
+        SystemTime::now() + Duration::from_secs(60),
+    )
+    .await
+    .expect("no whole-batch failure");
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, vec![bad_id.as_str()]);
+    for i in (0..10).filter(|i| *i != 7) {
+        let item = h.item(&format!("batch/{i}")).await.expect("stored");
+        assert_eq!(s(&item, "text"), Some(format!("text {i}")));
+    }
+    let bad = h
+        .item("batch/7")
+        .await
+        .expect("the failed asset's attempt is recorded");
+    assert_eq!(
+        s(&bad, "status"),
+        None,
+        "a transient failure is not terminal"
+    );
+    assert!(s(&bad, "error").unwrap().contains("503"), "{bad:?}");
+    assert!(
+        !bad.contains_key("claimToken"),
+        "claim released for the retry"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn missing_asset_and_malformed_bodies_are_dead_lettered_with_reasons() {
+    let h = Harness::new(
+        vec![asset("kept", Some("hello"))],
+        StackSettings::default(),
+        |_| {},
+    )
+    .await;
+    h.send_asset("gone/asset?").await;
+    h.send("{not json").await;
+    h.send(r#"{"v":1,"resource_type":"image"}"#).await;
+    h.send_asset("kept").await;
+    let worker = h.worker(&[]);
+    let (end, stats) = h.drain(&worker, 2, Duration::from_secs(60)).await;
+    assert_eq!(end, DrainEnd::Empty);
+    assert_eq!(
+        stats.failed.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "permanent failures burn no retries"
+    );
+
+    let dlq = h.dlq().await;
+    assert_eq!(dlq.len(), 3);
+    let by_body = |needle: &str| {
+        dlq.iter()
+            .find(|m| m.body().unwrap_or_default().contains(needle))
+            .unwrap_or_else(|| panic!("no DLQ message with {needle:?}"))
+    };
+    let gone = by_body("gone/asset?");
+    assert!(attr(gone, ATTR_REASON).unwrap().contains("404"), "{gone:?}");
+    assert_eq!(attr(gone, ATTR_KIND).as_deref(), Some("permanent"));
+    assert!(
+        attr(by_body("{not json"), ATTR_REASON)
+            .unwrap()
+            .contains("not valid JSON")
+    );
+    assert!(
+        attr(by_body("resource_type"), ATTR_REASON)
+            .unwrap()
+            .contains("public_id")
+    );
+
+    let item = h
+        .item("gone/asset?")
+        .await
+        .expect("failure recorded on the item");
+    assert_eq!(s(&item, "status").as_deref(), Some("failed"));
+    assert!(
+        s(&item, "error").unwrap().contains("Resource not found"),
+        "{item:?}"
+    );
+    assert_eq!(
+        s(&h.item("kept").await.unwrap(), "status").as_deref(),
+        Some("done")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_that_keeps_failing_reaches_the_dlq_with_its_reason() {
+    let h = Harness::new(
+        vec![asset("flaky", Some("x")), asset("fine", Some("y"))],
+        fast_retry_settings(3),
+        |c| {
+            c.forced_status.insert("flaky".into(), 500);
+        },
+    )
+    .await;
+    h.send_asset("flaky").await;
+    h.send_asset("fine").await;
+    let worker = h.worker(&[]);
+    let (end, _) = h.drain(&worker, 2, Duration::from_secs(60)).await;
+    assert_eq!(end, DrainEnd::Empty);
+    let dlq = h.dlq().await;
+    assert_eq!(dlq.len(), 1);
+    assert!(dlq[0].body().unwrap().contains("flaky"));
+    assert_eq!(attr(&dlq[0], ATTR_KIND).as_deref(), Some("exhausted"));
+    let reason = attr(&dlq[0], ATTR_REASON).unwrap();
+    assert!(
+        reason.contains("gave up after 3 receives") && reason.contains("500"),
+        "{reason}"
+    );
+    assert_eq!(h.emulator.ocr_requests("flaky"), 3, "one call per receive");
+    let item = h.item("flaky").await.unwrap();
+    assert_eq!(s(&item, "status").as_deref(), Some("failed"));
+    assert_eq!(n(&item, "attempts"), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_redrive_policy_catches_what_the_worker_does_not_dead_letter() {
+    // The worker believes in more receives than the queue allows: SQS's own redrive moves it.
+    let h = Harness::new(
+        vec![asset("flaky", Some("x"))],
+        fast_retry_settings(2),
+        |c| {
+            c.forced_status.insert("flaky".into(), 500);
+        },
+    )
+    .await;
+    let body = shared::message::WorkMessage::new("flaky", "image", "upload").to_body();
+    h.send(&body).await;
+    let worker = h.worker(&[("MAX_RECEIVE_COUNT", "100")]);
+    let (end, _) = h.drain(&worker, 1, Duration::from_secs(60)).await;
+    assert_eq!(end, DrainEnd::Empty);
+    let dlq = h.dlq().await;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].body(), Some(body.as_str()), "moved unchanged");
+    assert_eq!(h.emulator.ocr_requests("flaky"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn done_assets_and_duplicates_cost_no_second_ocr_unless_forced() {
+    let h = Harness::new(
+        vec![asset("once", Some("paid once"))],
+        StackSettings::default(),
+        |_| {},
+    )
+    .await;
+    for _ in 0..3 {
+        h.send_asset("once").await;
+    }
+    let worker = h.worker(&[]);
+    h.drain(&worker, 1, Duration::from_secs(60)).await;
+    h.send_asset("once").await;
+    h.drain(&worker, 2, Duration::from_secs(60)).await;
+    assert_eq!(
+        h.emulator.ocr_billed("once"),
+        1,
+        "duplicates and re-runs are absorbed"
+    );
+
+    let mut forced = shared::message::WorkMessage::new("once", "image", "upload");
+    forced.force = true;
+    h.send(&forced.to_body()).await;
+    h.drain(&worker, 1, Duration::from_secs(60)).await;
+    assert_eq!(
+        h.emulator.ocr_billed("once"),
+        2,
+        "a forced re-OCR calls again"
+    );
+    let item = h.item("once").await.unwrap();
+    assert_eq!(s(&item, "status").as_deref(), Some("done"));
+    assert_eq!(n(&item, "attempts"), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limited_messages_are_deferred_never_dead_lettered() {
+    let assets: Vec<_> = (0..6)
+        .map(|i| asset(&format!("quota/{i}"), Some("t")))
+        .collect();
+    let h = Harness::new(assets, StackSettings::default(), |c| {
+        c.admin_limit = 2;
+        c.admin_window = Duration::from_secs(2);
+    })
+    .await;
+    for i in 0..6 {
+        h.send_asset(&format!("quota/{i}")).await;
+    }
+    let worker = h.worker(&[("OCR_METHOD", "update"), ("WORKER_CONCURRENCY", "4")]);
+    let (end, stats) = h.drain(&worker, 2, Duration::from_secs(90)).await;
+    assert_eq!(end, DrainEnd::Empty);
+    assert!(h.dlq().await.is_empty());
+    assert_eq!(
+        stats.failed.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "deferrals are not failures"
+    );
+    assert!(
+        stats.records.load(std::sync::atomic::Ordering::Relaxed) > 6,
+        "some messages were deferred and came back"
+    );
+    for i in 0..6 {
+        let id = format!("quota/{i}");
+        assert_eq!(
+            s(&h.item(&id).await.unwrap(), "status").as_deref(),
+            Some("done")
+        );
+        assert_eq!(h.emulator.ocr_billed(&id), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pending_ocr_is_read_back_without_paying_twice() {
+    let h = Harness::new(
+        vec![asset("slow/ocr", Some("eventually"))],
+        StackSettings::default(),
+        |c| c.pending_rate = 1.0,
+    )
+    .await;
+    h.send_asset("slow/ocr").await;
+    let mut worker = h.worker(&[]);
+    worker.settings.pending_poll_delay = Duration::from_secs(1);
+    h.drain(&worker, 1, Duration::from_secs(30)).await;
+    let item = h.item("slow/ocr").await.unwrap();
+    assert_eq!(s(&item, "text").as_deref(), Some("eventually"));
+    assert_eq!(h.emulator.ocr_billed("slow/ocr"), 1);
+    assert_eq!(
+        h.emulator.stats().details_calls,
+        1,
+        "the result was read back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversize_key_and_oversize_text() {
+    let long_id = format!("long/{}", "k".repeat(2100));
+    let big_text = "é".repeat(250_000); // 500,000 bytes
+    let h = Harness::new(
+        vec![asset(&long_id, Some("x")), asset("big", Some(&big_text))],
+        StackSettings::default(),
+        |_| {},
+    )
+    .await;
+    h.send_asset(&long_id).await;
+    h.send_asset("big").await;
+    let worker = h.worker(&[]);
+    h.drain(&worker, 1, Duration::from_secs(60)).await;
+    let dlq = h.dlq().await;
+    assert_eq!(dlq.len(), 1);
+    assert!(
+        attr(&dlq[0], ATTR_REASON)
+            .unwrap()
+            .contains("2048-byte key limit")
+    );
+    assert_eq!(
+        h.emulator.ocr_requests(&long_id),
+        0,
+        "no OCR for an asset whose result cannot be stored"
+    );
+
+    let item = h.item("big").await.unwrap();
+    assert_eq!(
+        item.get("truncated").and_then(|v| v.as_bool().ok()),
+        Some(&true)
+    );
+    assert_eq!(n(&item, "textBytes"), Some(500_000));
+    let kept = s(&item, "text").unwrap();
+    assert!(kept.len() <= shared::store::MAX_TEXT_BYTES && big_text.starts_with(&kept));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn near_the_deadline_records_are_returned_unstarted() {
+    let h = Harness::new(
+        vec![asset("late", Some("x"))],
+        StackSettings::default(),
+        |_| {},
+    )
+    .await;
+    h.send_asset("late").await;
+    let messages = receive_exactly(&h, 1).await;
+    let worker = h.worker(&[]);
+    let response = worker::handle(
+        &worker,
+        sqs_event(&messages, &h.stack.work_queue_arn),
+        SystemTime::now() + Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert_eq!(h.emulator.stats().ocr_requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_captured_sqs_event_is_handled() {
+    let h = Harness::new(
+        vec![asset("street signs/stop & go?", Some("WAITING?\n"))],
+        StackSettings::default(),
+        |_| {},
+    )
+    .await;
+    let event: SqsEvent = serde_json::from_str(include_str!("fixtures/sqs_event.json")).unwrap();
+    let worker = h.worker(&[]);
+    let response = worker::handle(&worker, event, SystemTime::now() + Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "the malformed record is dead-lettered, not retried"
+    );
+    assert_eq!(
+        s(&h.item("street signs/stop & go?").await.unwrap(), "text").as_deref(),
+        Some("WAITING?\n")
+    );
+    let dlq = h.dlq().await;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].body(), Some("{not json"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_lister_resumes_from_its_checkpoint_then_lists_only_new_assets() {
+    let h = Harness::new(generate(50), StackSettings::default(), |c| {
+        c.latency = Duration::from_millis(150)
+    })
+    .await;
+    let mut lister = h.lister(&[("LISTER_PAGE_SIZE", "10")]);
+    lister.options.deadline_margin = Duration::from_millis(100);
+
+    // A short invocation stops cleanly after a few pages and saves where it was.
+    let first = lister::handle(
+        &lister,
+        serde_json::json!({}),
+        SystemTime::now() + Duration::from_millis(600),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first["stop"], "deadline");
+    let listed_first = first["listed"].as_u64().unwrap();
+    assert!((10..50).contains(&listed_first), "{first}");
+    // The next runs continue from the cursor: nothing listed twice.
+    lister.options.deadline_margin = Duration::from_secs(1);
+    let rest = h.list_all(&lister).await;
+    assert_eq!(listed_first + rest, 50);
+    assert_eq!(h.emulator.stats().list_calls, 5);
+
+    // After the full pass, a run lists only what was added since.
+    let mut new_asset = asset("added/later", Some("new"));
+    new_asset.created_at = shared::clock::rfc3339(SystemTime::now());
+    h.emulator.add_asset(new_asset);
+    let incremental = lister::handle(
+        &lister,
+        serde_json::json!({}),
+        SystemTime::now() + Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(incremental["mode"], "incremental");
+    assert_eq!(incremental["enqueued"], 1);
+    assert_eq!(h.emulator.stats().search_calls, 1);
+
+    // A full re-scan can be requested.
+    let full = lister::handle(
+        &lister,
+        serde_json::json!({"full_rescan": true}),
+        SystemTime::now() + Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(full["mode"], "full");
+    assert_eq!(full["enqueued"], 51);
+
+    let mut ids = HashSet::new();
+    loop {
+        let got = h.receive().await;
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            let msg = shared::message::WorkMessage::parse(m.body().unwrap()).unwrap();
+            ids.insert(msg.public_id);
+        }
+    }
+    assert_eq!(ids.len(), 51, "every asset was enqueued");
+}
