@@ -23,6 +23,7 @@ start() {
       if ! kill -0 "$pid" 2>/dev/null; then break; fi
       if "$root/.venv/bin/python" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/data.json', timeout=1)" 2>/dev/null; then
         echo "$pid" >"$state/moto.pid"
+        echo "$state/moto-$port.log" >"$state/moto.log-path"
         echo "http://127.0.0.1:$port" >"$state/moto.endpoint"
         echo "http://127.0.0.1:$port"
         return 0
@@ -38,7 +39,8 @@ start() {
 stop() {
   if [ -f "$state/moto.pid" ]; then
     kill "$(cat "$state/moto.pid")" 2>/dev/null || true
-    rm -f "$state/moto.pid" "$state/moto.endpoint"
+    [ -f "$state/moto.log-path" ] && rm -f "$(cat "$state/moto.log-path")"
+    rm -f "$state/moto.pid" "$state/moto.endpoint" "$state/moto.log-path"
   fi
 }
 
@@ -48,8 +50,7 @@ case "${1:-}" in
   run)
     shift
     endpoint="$(start)"
-    pid="$(cat "$state/moto.pid")"
-    trap 'kill "$pid" 2>/dev/null || true; rm -f "$state/moto.pid" "$state/moto.endpoint"' EXIT
+    trap stop EXIT
     echo "moto listening on $endpoint" >&2
     AWS_ENDPOINT_URL="$endpoint" "$@"
     ;;

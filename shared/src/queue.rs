@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
-use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry,
+};
 
 use crate::error::{Classified, ErrorClass};
 use crate::message::WorkMessage;
@@ -261,6 +263,96 @@ impl DeadLetterQueue for SqsQueue {
             .map_err(|e| self.sdk_error("SendMessage", e))?;
         Ok(())
     }
+}
+
+/// Moves up to `max` messages from one queue to another with bodies and message attributes
+/// unchanged, as the console's "Start DLQ redrive" does. A message is deleted from the source
+/// only after the destination accepted it; one that was not sent stays (and reappears).
+pub async fn move_messages(
+    client: &Client,
+    from: &str,
+    to: &str,
+    max: Option<usize>,
+) -> Result<MoveReport, QueueError> {
+    let source = SqsQueue::new(client.clone(), from);
+    let dest = SqsQueue::new(client.clone(), to);
+    let mut report = MoveReport::default();
+    let mut empty_receives = 0;
+    while max.is_none_or(|m| report.moved < m) && empty_receives < 2 {
+        let want = max.map_or(10, |m| (m - report.moved).min(10)) as i32;
+        let received = client
+            .receive_message()
+            .queue_url(from)
+            .max_number_of_messages(want)
+            .wait_time_seconds(1)
+            .visibility_timeout(120)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| source.sdk_error("ReceiveMessage", e))?;
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            empty_receives += 1;
+            continue;
+        }
+        empty_receives = 0;
+        let entries: Vec<SendMessageBatchRequestEntry> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(m.body().unwrap_or_default())
+                    .set_message_attributes(m.message_attributes().cloned())
+                    .build()
+                    .expect("id and body are set")
+            })
+            .collect();
+        let sent = client
+            .send_message_batch()
+            .queue_url(to)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| dest.sdk_error("SendMessageBatch", e))?;
+        let deletes: Vec<DeleteMessageBatchRequestEntry> = sent
+            .successful()
+            .iter()
+            .filter_map(|ok| {
+                let m = messages.get(ok.id().parse::<usize>().ok()?)?;
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(ok.id())
+                    .receipt_handle(m.receipt_handle()?)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        report.not_sent += sent.failed().len();
+        if !deletes.is_empty() {
+            let n = deletes.len();
+            let out = client
+                .delete_message_batch()
+                .queue_url(from)
+                .set_entries(Some(deletes))
+                .send()
+                .await
+                .map_err(|e| source.sdk_error("DeleteMessageBatch", e))?;
+            // A message sent but not deleted is moved twice; idempotency absorbs the copy.
+            report.not_deleted += out.failed().len();
+            report.moved += n - out.failed().len();
+        }
+    }
+    Ok(report)
+}
+
+/// What a [`move_messages`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MoveReport {
+    pub moved: usize,
+    /// Refused by the destination; left in the source.
+    pub not_sent: usize,
+    /// Sent, but could not be deleted from the source (they will be moved again).
+    pub not_deleted: usize,
 }
 
 #[cfg(test)]

@@ -292,6 +292,24 @@ async fn main() -> anyhow::Result<()> {
             text
         );
     }
+
+    // 4. The table, exported for long-term storage, as `ocr-ctl export` does it.
+    std::fs::create_dir_all(".local").context("creating .local")?;
+    let csv_path = std::path::PathBuf::from(format!(".local/{}.csv", stack.names.results_table));
+    let exported = ocr_ctl::export::export(
+        &ddb,
+        &stack.names.results_table,
+        ocr_ctl::export::Format::Csv,
+        Some(&csv_path),
+        &Default::default(),
+        4,
+        false,
+    )
+    .await?;
+    let shown = std::fs::canonicalize(&csv_path).unwrap_or(csv_path);
+    println!();
+    println!("Exported {} rows to {}", exported.rows, shown.display());
+
     if !problems.is_empty() {
         for p in problems.iter().take(20) {
             eprintln!("MISMATCH: {p}");

@@ -126,6 +126,7 @@ impl Harness {
             .queue_url(&self.stack.work_queue_url)
             .max_number_of_messages(10)
             .wait_time_seconds(1)
+            .message_attribute_names("All")
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send()
             .await

@@ -1,0 +1,198 @@
+//! `export`: the results table to CSV or JSON lines, streamed, written atomically.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use aws_sdk_dynamodb::Client;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::scan::{Item, ScanFilter, boolean, ensure_table, num, s, scan};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Csv,
+    Jsonl,
+}
+
+/// One exported row: the public id, status, text, locale and the asset fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Row {
+    pub public_id: String,
+    pub status: String,
+    pub text: String,
+    pub locale: String,
+    pub text_bytes: String,
+    pub truncated: String,
+    pub resource_type: String,
+    pub delivery_type: String,
+    pub format: String,
+    pub bytes: String,
+    pub width: String,
+    pub height: String,
+    pub asset_created_at: String,
+    pub ocr_at: String,
+    pub attempts: String,
+    pub error: String,
+}
+
+impl Row {
+    pub fn from_item(item: &Item) -> Self {
+        let get = |k: &str| s(item, k).unwrap_or_default();
+        let n = |k: &str| num(item, k).unwrap_or_default();
+        Self {
+            public_id: get("publicId"),
+            status: get("status"),
+            text: get("text"),
+            locale: get("locale"),
+            text_bytes: n("textBytes"),
+            truncated: boolean(item, "truncated")
+                .map(|b| b.to_string())
+                .unwrap_or_default(),
+            resource_type: get("resourceType"),
+            delivery_type: get("deliveryType"),
+            format: get("format"),
+            bytes: n("bytes"),
+            width: n("width"),
+            height: n("height"),
+            asset_created_at: get("assetCreatedAt"),
+            ocr_at: get("ocrAt"),
+            attempts: n("attempts"),
+            error: get("error"),
+        }
+    }
+}
+
+type Out = BufWriter<Box<dyn Write + Send>>;
+
+enum Sink {
+    Csv(Box<csv::Writer<Out>>),
+    Jsonl(Out),
+}
+
+impl Sink {
+    fn write(&mut self, row: &Row) -> anyhow::Result<()> {
+        match self {
+            Sink::Csv(w) => w.serialize(row)?,
+            Sink::Jsonl(w) => {
+                serde_json::to_writer(&mut *w, row)?;
+                w.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
+    fn finish(self) -> anyhow::Result<()> {
+        match self {
+            Sink::Csv(mut w) => w.flush()?,
+            Sink::Jsonl(mut w) => w.flush()?,
+        }
+        Ok(())
+    }
+}
+
+/// What an export did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportReport {
+    pub rows: u64,
+    /// `None` when written to standard output.
+    pub path: Option<PathBuf>,
+}
+
+fn partial_path(out: &Path) -> PathBuf {
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".partial");
+    out.with_file_name(name)
+}
+
+/// Streams the table into `out` (via `out.partial`, renamed at the end), or to standard output:
+/// on failure nothing is left at `out` and the error says so.
+pub async fn export(
+    ddb: &Client,
+    table: &str,
+    format: Format,
+    out: Option<&Path>,
+    filter: &ScanFilter,
+    segments: i32,
+    progress: bool,
+) -> anyhow::Result<ExportReport> {
+    ensure_table(ddb, table).await?;
+    let partial = out.map(partial_path);
+    let target: Box<dyn Write + Send> = match &partial {
+        Some(p) => {
+            Box::new(File::create(p).with_context(|| format!("cannot write {}", p.display()))?)
+        }
+        None => Box::new(std::io::stdout()),
+    };
+    let buffered = BufWriter::with_capacity(1 << 16, target);
+    let mut sink = match format {
+        Format::Csv => Sink::Csv(Box::new(csv::Writer::from_writer(buffered))),
+        Format::Jsonl => Sink::Jsonl(buffered),
+    };
+    let shown = out.map_or_else(
+        || "standard output".to_string(),
+        |p| p.display().to_string(),
+    );
+    let remove_partial = || {
+        if let Some(p) = &partial {
+            let _cleanup_is_best_effort = std::fs::remove_file(p);
+        }
+    };
+    let bar = (progress && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {pos} items exported ({per_sec}) {elapsed}",
+            )
+            .expect("template"),
+        );
+        bar
+    });
+    let (tx, mut rx) = mpsc::channel::<Vec<Item>>(segments.max(1) as usize * 2);
+    let writer = async {
+        let mut rows = 0u64;
+        while let Some(items) = rx.recv().await {
+            for item in &items {
+                sink.write(&Row::from_item(item))?;
+                rows += 1;
+            }
+            if let Some(b) = &bar {
+                b.set_position(rows);
+            }
+        }
+        Ok::<u64, anyhow::Error>(rows)
+    };
+    let result = tokio::try_join!(scan(ddb, table, segments, filter, None, tx), writer);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let (_, rows) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            remove_partial();
+            let written = if out.is_some() {
+                "was not written"
+            } else {
+                "is incomplete"
+            };
+            return Err(e.context(format!("export failed; {shown} {written}")));
+        }
+    };
+    let finished = sink.finish().and_then(|_| match (&partial, out) {
+        (Some(p), Some(o)) => std::fs::rename(p, o)
+            .with_context(|| format!("renaming {} to {}", p.display(), o.display())),
+        _ => Ok(()),
+    });
+    if let Err(e) = finished {
+        remove_partial();
+        bail!("export failed while finishing {shown}: {e:#}");
+    }
+    Ok(ExportReport {
+        rows,
+        path: out.map(Path::to_path_buf),
+    })
+}

@@ -1,0 +1,422 @@
+//! `ocr-ctl`: the operator's tool for the results table and the queues.
+
+pub mod export;
+pub mod scan;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tokio::sync::mpsc;
+
+use scan::{Item, ScanFilter, ensure_table, parse_statuses, s};
+use shared::message::WorkMessage;
+use shared::queue::{SqsQueue, WorkQueue, move_messages};
+
+/// Export, search and operate the Cloudinary OCR pipeline.
+///
+/// Names come from flags or the same environment variables the functions use (RESULTS_TABLE,
+/// CHECKPOINT_TABLE, WORK_QUEUE_URL, DEAD_LETTER_QUEUE_URL); after `sam deploy` they are the
+/// stack's outputs. AWS credentials and region come from the usual AWS environment/profile;
+/// AWS_ENDPOINT_URL points it at a local endpoint (moto).
+#[derive(Debug, Parser)]
+#[command(name = "ocr-ctl", version, about, long_about)]
+pub struct Cli {
+    /// The results table.
+    #[arg(long, env = "RESULTS_TABLE", global = true)]
+    pub results_table: Option<String>,
+    /// The lister's checkpoint table.
+    #[arg(long, env = "CHECKPOINT_TABLE", global = true)]
+    pub checkpoint_table: Option<String>,
+    /// The work queue's URL.
+    #[arg(long, env = "WORK_QUEUE_URL", global = true)]
+    pub queue_url: Option<String>,
+    /// The dead-letter queue's URL.
+    #[arg(long, env = "DEAD_LETTER_QUEUE_URL", global = true)]
+    pub dlq_url: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write the results table to CSV or JSON lines (streamed; constant memory).
+    Export {
+        #[arg(long, value_enum, default_value = "csv")]
+        format: export::Format,
+        /// Output file (written as FILE.partial, renamed when complete); standard output if absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only these statuses, comma-separated: done, no_text, failed.
+        #[arg(long)]
+        status: Option<String>,
+        /// Parallel scan segments.
+        #[arg(long, default_value_t = 4)]
+        segments: i32,
+    },
+    /// Print the public ids whose text matches PATTERN, with the matching line.
+    Grep {
+        pattern: String,
+        /// PATTERN is a regular expression (default: a plain substring).
+        #[arg(long)]
+        regex: bool,
+        #[arg(long, short = 'i')]
+        ignore_case: bool,
+        /// Print only the number of matching assets and lines.
+        #[arg(long)]
+        count: bool,
+        #[arg(long, default_value_t = 4)]
+        segments: i32,
+    },
+    /// Counts by status, the lister's checkpoint, queue and DLQ depth.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enqueue assets again with the force flag (OCR is paid again).
+    Reocr {
+        /// Public ids to re-OCR.
+        public_ids: Vec<String>,
+        /// Every asset in the table whose public id starts with this.
+        #[arg(long, conflicts_with = "public_ids")]
+        prefix: Option<String>,
+        /// Every asset in the table with these statuses (e.g. failed).
+        #[arg(long, conflicts_with = "public_ids")]
+        status: Option<String>,
+    },
+    /// Move messages from the DLQ back to the work queue unchanged (the console's "Start DLQ redrive").
+    Redrive {
+        /// Move at most this many.
+        #[arg(long)]
+        max: Option<usize>,
+    },
+}
+
+fn need<'a>(value: &'a Option<String>, flag: &str, var: &str) -> anyhow::Result<&'a str> {
+    value
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .with_context(|| format!("missing {flag} (or set {var})"))
+}
+
+/// Runs one command; output goes to `out`.
+pub async fn run(
+    cli: Cli,
+    sdk: &aws_config::SdkConfig,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    match &cli.command {
+        Command::Export {
+            format,
+            out: path,
+            status,
+            segments,
+        } => {
+            let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
+            let filter = ScanFilter {
+                statuses: status
+                    .as_deref()
+                    .map(parse_statuses)
+                    .transpose()?
+                    .unwrap_or_default(),
+                prefix: None,
+            };
+            let report = export::export(
+                &ddb,
+                table,
+                *format,
+                path.as_deref(),
+                &filter,
+                *segments,
+                true,
+            )
+            .await?;
+            if let Some(p) = report.path {
+                writeln!(out, "exported {} rows to {}", report.rows, p.display())?;
+            }
+        }
+        Command::Grep {
+            pattern,
+            regex,
+            ignore_case,
+            count,
+            segments,
+        } => {
+            let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
+            let source = if *regex {
+                pattern.clone()
+            } else {
+                regex::escape(pattern)
+            };
+            let re = regex::RegexBuilder::new(&source)
+                .case_insensitive(*ignore_case)
+                .build()
+                .with_context(|| format!("invalid pattern {pattern:?}"))?;
+            ensure_table(&ddb, table).await?;
+            let (tx, mut rx) = mpsc::channel::<Vec<Item>>(8);
+            let matcher = async {
+                let (mut assets, mut lines) = (0u64, 0u64);
+                while let Some(items) = rx.recv().await {
+                    for item in &items {
+                        let (Some(id), Some(text)) = (s(item, "publicId"), s(item, "text")) else {
+                            continue;
+                        };
+                        let mut hit = false;
+                        for line in text.lines().filter(|l| re.is_match(l)) {
+                            hit = true;
+                            lines += 1;
+                            if !count {
+                                writeln!(out, "{id}\t{line}")?;
+                            }
+                        }
+                        assets += u64::from(hit);
+                    }
+                }
+                Ok::<_, anyhow::Error>((assets, lines))
+            };
+            let filter = ScanFilter::default();
+            let (_, (assets, lines)) = tokio::try_join!(
+                scan::scan(&ddb, table, *segments, &filter, Some("publicId, #text"), tx),
+                matcher
+            )?;
+            if *count {
+                writeln!(out, "{assets} assets, {lines} lines")?;
+            }
+        }
+        Command::Status { json } => {
+            let report = status(&cli, &ddb, &sqs).await?;
+            if *json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+            } else {
+                print_status(&report, out)?;
+            }
+        }
+        Command::Reocr {
+            public_ids,
+            prefix,
+            status,
+        } => {
+            let queue_url = need(&cli.queue_url, "--queue-url", "WORK_QUEUE_URL")?;
+            let ids: Vec<String> = if !public_ids.is_empty() {
+                public_ids.clone()
+            } else if prefix.is_some() || status.is_some() {
+                let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
+                ensure_table(&ddb, table).await?;
+                let filter = ScanFilter {
+                    statuses: status
+                        .as_deref()
+                        .map(parse_statuses)
+                        .transpose()?
+                        .unwrap_or_default(),
+                    prefix: prefix.clone(),
+                };
+                let (tx, mut rx) = mpsc::channel::<Vec<Item>>(8);
+                let collect = async {
+                    let mut ids = Vec::new();
+                    while let Some(items) = rx.recv().await {
+                        ids.extend(items.iter().filter_map(|i| s(i, "publicId")));
+                    }
+                    Ok::<_, anyhow::Error>(ids)
+                };
+                let (_, ids) = tokio::try_join!(
+                    scan::scan(&ddb, table, 4, &filter, Some("publicId"), tx),
+                    collect
+                )?;
+                ids
+            } else {
+                bail!("name the assets: PUBLIC_ID..., --prefix P or --status S");
+            };
+            let messages: Vec<WorkMessage> = ids
+                .iter()
+                .map(|id| {
+                    let mut m = WorkMessage::new(id, "image", "upload");
+                    m.force = true;
+                    m
+                })
+                .collect();
+            SqsQueue::new(sqs.clone(), queue_url)
+                .enqueue(&messages)
+                .await
+                .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
+            writeln!(out, "enqueued {} assets for re-OCR", messages.len())?;
+        }
+        Command::Redrive { max } => {
+            let queue_url = need(&cli.queue_url, "--queue-url", "WORK_QUEUE_URL")?;
+            let dlq_url = need(&cli.dlq_url, "--dlq-url", "DEAD_LETTER_QUEUE_URL")?;
+            let report = move_messages(&sqs, dlq_url, queue_url, *max)
+                .await
+                .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
+            writeln!(
+                out,
+                "moved {} messages from the DLQ to the work queue",
+                report.moved
+            )?;
+            if report.not_sent > 0 || report.not_deleted > 0 {
+                writeln!(
+                    out,
+                    "{} refused by the work queue (left in the DLQ), {} sent but not deleted from the DLQ (will be moved again)",
+                    report.not_sent, report.not_deleted
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What `status` reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StatusReport {
+    /// Items by status; `in_progress` are claimed or awaiting a retry.
+    pub items: BTreeMap<String, u64>,
+    pub checkpoints: Vec<BTreeMap<String, String>>,
+    pub queue: Option<QueueDepth>,
+    pub dlq: Option<QueueDepth>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueDepth {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<QueueDepth> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .with_context(|| format!("reading the depth of {url}"))?;
+    let get = |a: A| {
+        out.attributes()
+            .and_then(|m| m.get(&a))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(QueueDepth {
+        visible: get(A::ApproximateNumberOfMessages),
+        in_flight: get(A::ApproximateNumberOfMessagesNotVisible),
+        delayed: get(A::ApproximateNumberOfMessagesDelayed),
+    })
+}
+
+async fn status(
+    cli: &Cli,
+    ddb: &aws_sdk_dynamodb::Client,
+    sqs: &aws_sdk_sqs::Client,
+) -> anyhow::Result<StatusReport> {
+    let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
+    ensure_table(ddb, table).await?;
+    let mut report = StatusReport::default();
+    let (tx, mut rx) = mpsc::channel::<Vec<Item>>(8);
+    let tally = async {
+        let mut items = BTreeMap::new();
+        while let Some(page) = rx.recv().await {
+            for item in &page {
+                let key = s(item, "status").unwrap_or_else(|| "in_progress".into());
+                *items.entry(key).or_insert(0) += 1;
+            }
+        }
+        Ok::<_, anyhow::Error>(items)
+    };
+    let all = ScanFilter::default();
+    let (_, items) = tokio::try_join!(scan::scan(ddb, table, 4, &all, Some("#status"), tx), tally)?;
+    report.items = items;
+    if let Some(cp) = cli.checkpoint_table.as_deref().filter(|t| !t.is_empty()) {
+        let page = ddb
+            .scan()
+            .table_name(cp)
+            .send()
+            .await
+            .with_context(|| format!("reading checkpoint table {cp:?}"))?;
+        for item in page.items.unwrap_or_default() {
+            let mut row = BTreeMap::new();
+            for (k, v) in &item {
+                let text = v
+                    .as_s()
+                    .cloned()
+                    .or_else(|_| v.as_n().cloned())
+                    .unwrap_or_default();
+                row.insert(k.clone(), text);
+            }
+            report.checkpoints.push(row);
+        }
+    }
+    if let Some(url) = cli.queue_url.as_deref().filter(|u| !u.is_empty()) {
+        report.queue = Some(depth(sqs, url).await?);
+    }
+    if let Some(url) = cli.dlq_url.as_deref().filter(|u| !u.is_empty()) {
+        report.dlq = Some(depth(sqs, url).await?);
+    }
+    Ok(report)
+}
+
+fn print_status(r: &StatusReport, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let total: u64 = r.items.values().sum();
+    writeln!(out, "items        {total}")?;
+    for (status, n) in &r.items {
+        writeln!(out, "  {status:<11}{n}")?;
+    }
+    for cp in &r.checkpoints {
+        let get = |k: &str| cp.get(k).map(String::as_str).unwrap_or("-");
+        writeln!(
+            out,
+            "lister       {}: pass {} listed {} (cursor {}), last full pass {}, {} listed in all",
+            get("id"),
+            get("mode"),
+            get("passListed"),
+            if cp.contains_key("cursor") {
+                "saved"
+            } else {
+                "none"
+            },
+            get("lastFullPassAt"),
+            get("totalListed")
+        )?;
+    }
+    for (name, d) in [("queue", &r.queue), ("dlq", &r.dlq)] {
+        if let Some(d) = d {
+            writeln!(
+                out,
+                "{name:<13}{} visible, {} in flight, {} delayed",
+                d.visible, d.in_flight, d.delayed
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The AWS configuration from the environment. With `AWS_ENDPOINT_URL` on the loopback
+/// interface (moto) and no credentials configured, placeholder credentials and `us-east-1` are
+/// used, so the tool works against the local stack without an AWS profile.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    let local = ["http://127.0.0.1", "http://localhost"]
+        .iter()
+        .any(|p| endpoint.starts_with(p));
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if local {
+        if std::env::var("AWS_ACCESS_KEY_ID").is_err() && std::env::var("AWS_PROFILE").is_err() {
+            loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "local",
+                "local",
+                None,
+                None,
+                "local-endpoint",
+            ));
+        }
+        if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
+            loader = loader.region(aws_config::Region::new("us-east-1"));
+        }
+    }
+    loader.load().await
+}

@@ -1,0 +1,144 @@
+//! Parallel scans of the results table, streamed: constant memory at any table size.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, bail};
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use tokio::sync::mpsc;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Which items a scan returns.
+#[derive(Debug, Clone, Default)]
+pub struct ScanFilter {
+    /// Only these statuses (`done`, `no_text`, `failed`).
+    pub statuses: Vec<String>,
+    /// Only public_ids starting with this.
+    pub prefix: Option<String>,
+}
+
+pub const STATUSES: &[&str] = &["done", "no_text", "failed"];
+
+/// Parses `done,no_text,failed`; an unknown status is an error naming the valid ones.
+pub fn parse_statuses(list: &str) -> anyhow::Result<Vec<String>> {
+    let statuses: Vec<String> = list
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for s in &statuses {
+        if !STATUSES.contains(&s.as_str()) {
+            bail!(
+                "unknown status {s:?}: expected one or more of {}",
+                STATUSES.join(", ")
+            );
+        }
+    }
+    if statuses.is_empty() {
+        bail!("--status needs at least one of {}", STATUSES.join(", "));
+    }
+    Ok(statuses)
+}
+
+/// Fails with a clear message when the table does not exist.
+pub async fn ensure_table(ddb: &Client, table: &str) -> anyhow::Result<()> {
+    match ddb.describe_table().table_name(table).send().await {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
+            bail!(
+                "table {table:?} does not exist (check --results-table / RESULTS_TABLE and the region/endpoint)"
+            )
+        }
+        Err(e) => Err(e).with_context(|| format!("describing table {table:?}")),
+    }
+}
+
+/// Scans `table` in `segments` parallel segments, sending each page's items to `tx`.
+/// Returns the number of items sent. The channel's bound keeps memory constant.
+pub async fn scan(
+    ddb: &Client,
+    table: &str,
+    segments: i32,
+    filter: &ScanFilter,
+    projection: Option<&str>,
+    tx: mpsc::Sender<Vec<Item>>,
+) -> anyhow::Result<u64> {
+    let segments = segments.max(1);
+    let senders: Vec<_> = (0..segments).map(|_| tx.clone()).collect();
+    // Only the segments hold senders: the channel closes when the last one finishes.
+    drop(tx);
+    let tasks = senders.into_iter().enumerate().map(|(segment, tx)| {
+        let segment = segment as i32;
+        async move {
+            let mut sent = 0u64;
+            let mut start: Option<Item> = None;
+            loop {
+                let mut req = ddb
+                    .scan()
+                    .table_name(table)
+                    .segment(segment)
+                    .total_segments(segments)
+                    .set_exclusive_start_key(start.take());
+                let mut conditions = Vec::new();
+                if !filter.statuses.is_empty() {
+                    let names: Vec<String> = (0..filter.statuses.len())
+                        .map(|i| format!(":s{i}"))
+                        .collect();
+                    conditions.push(format!("#status IN ({})", names.join(", ")));
+                    req = req.expression_attribute_names("#status", "status");
+                    for (name, value) in names.iter().zip(&filter.statuses) {
+                        req =
+                            req.expression_attribute_values(name, AttributeValue::S(value.clone()));
+                    }
+                }
+                if let Some(p) = &filter.prefix {
+                    conditions.push("begins_with(publicId, :prefix)".into());
+                    req = req.expression_attribute_values(":prefix", AttributeValue::S(p.clone()));
+                }
+                if !conditions.is_empty() {
+                    req = req.filter_expression(conditions.join(" AND "));
+                }
+                if let Some(p) = projection {
+                    req = req.projection_expression(p);
+                    if p.contains("#text") {
+                        req = req.expression_attribute_names("#text", "text");
+                    }
+                    if p.contains("#status") {
+                        req = req.expression_attribute_names("#status", "status");
+                    }
+                }
+                let page = req
+                    .send()
+                    .await
+                    .with_context(|| format!("scanning {table:?} (segment {segment})"))?;
+                let items = page.items.unwrap_or_default();
+                sent += items.len() as u64;
+                if !items.is_empty() && tx.send(items).await.is_err() {
+                    bail!("the consumer of the scan stopped");
+                }
+                match page.last_evaluated_key {
+                    Some(k) if !k.is_empty() => start = Some(k),
+                    _ => return Ok::<u64, anyhow::Error>(sent),
+                }
+            }
+        }
+    });
+    let counts = futures::future::try_join_all(tasks).await?;
+    Ok(counts.into_iter().sum())
+}
+
+pub fn s(item: &Item, name: &str) -> Option<String> {
+    item.get(name).and_then(|v| v.as_s().ok()).cloned()
+}
+
+pub fn num(item: &Item, name: &str) -> Option<String> {
+    item.get(name).and_then(|v| v.as_n().ok()).cloned()
+}
+
+pub fn boolean(item: &Item, name: &str) -> Option<bool> {
+    item.get(name).and_then(|v| v.as_bool().ok()).copied()
+}

@@ -1,0 +1,382 @@
+//! `ocr-ctl` against moto: export, grep, status, reocr and redrive on awkward data.
+
+mod common;
+
+use std::time::Duration;
+
+use clap::Parser;
+use common::{Harness, asset, s};
+use local_stack::provision::StackSettings;
+use ocr_ctl::export::Row;
+use shared::ocr::{AssetFields, OcrOutcome};
+use shared::store::ResultRecord;
+
+/// Items whose text is hard to carry through CSV.
+fn awkward() -> Vec<(String, Option<String>)> {
+    vec![
+        ("plain".into(), Some("simple text".into())),
+        ("commas, here".into(), Some("a,b,,c\n1,2,3".into())),
+        (
+            "quotes \"q\"".into(),
+            Some("He said \"hi\"\r\nand \"\"left\"\"".into()),
+        ),
+        (
+            "unicode/東京 🎉".into(),
+            Some("Café crème — 3,50 €\n営業時間\tTAB".into()),
+        ),
+        (
+            "multi\nline id".into(),
+            Some("\n\nleading newlines\n".into()),
+        ),
+        ("empty".into(), None),
+    ]
+}
+
+async fn put(h: &Harness, id: &str, text: Option<&str>, failed: bool) {
+    let record = if failed {
+        ResultRecord::failed(
+            id,
+            "image",
+            "upload",
+            "HTTP 404: Resource not found",
+            1,
+            "2026-01-01T00:00:00Z".into(),
+        )
+    } else {
+        let outcome = match text {
+            Some(t) => OcrOutcome::Text {
+                text: t.to_string(),
+                locale: Some("en".into()),
+            },
+            None => OcrOutcome::NoText,
+        };
+        let asset = AssetFields {
+            format: Some("png".into()),
+            bytes: Some(10),
+            width: Some(1),
+            height: Some(2),
+            created_at: Some("2024-01-01T00:00:00Z".into()),
+        };
+        ResultRecord::from_outcome(
+            id,
+            "image",
+            "upload",
+            outcome,
+            asset,
+            1,
+            "2026-01-01T00:00:00Z".into(),
+        )
+    };
+    h.ddb
+        .put_item()
+        .table_name(&h.stack.names.results_table)
+        .set_item(Some(record.to_item()))
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn seeded() -> Harness {
+    let h = Harness::new(vec![], StackSettings::default(), |_| {}).await;
+    for (id, text) in awkward() {
+        put(&h, &id, text.as_deref(), false).await;
+    }
+    put(&h, "broken/one", None, true).await;
+    h
+}
+
+async fn ctl(h: &Harness, args: &[&str]) -> anyhow::Result<String> {
+    ctl_on(h, &h.stack.names.results_table, args).await
+}
+
+async fn ctl_on(h: &Harness, table: &str, args: &[&str]) -> anyhow::Result<String> {
+    let mut argv = vec![
+        "ocr-ctl".to_string(),
+        "--results-table".into(),
+        table.to_string(),
+        "--checkpoint-table".into(),
+        h.stack.names.checkpoint_table.clone(),
+        "--queue-url".into(),
+        h.stack.work_queue_url.clone(),
+        "--dlq-url".into(),
+        h.stack.dead_letter_queue_url.clone(),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let cli = ocr_ctl::Cli::try_parse_from(argv)?;
+    let mut out = Vec::new();
+    ocr_ctl::run(cli, &h.sdk, &mut out).await?;
+    Ok(String::from_utf8(out).unwrap())
+}
+
+fn temp_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ocr-ctl-{}-{name}", uuid::Uuid::new_v4().simple()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn csv_and_jsonl_round_trip_the_exact_stored_values() {
+    let h = seeded().await;
+    let csv_path = temp_path("all.csv");
+    let out = ctl(
+        &h,
+        &[
+            "export",
+            "--format",
+            "csv",
+            "--out",
+            csv_path.to_str().unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("exported 7 rows"), "{out}");
+    let mut reader = csv::Reader::from_path(&csv_path).unwrap();
+    let rows: Vec<Row> = reader.deserialize().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 7);
+    for (id, text) in awkward() {
+        let row = rows
+            .iter()
+            .find(|r| r.public_id == id)
+            .unwrap_or_else(|| panic!("{id:?} missing"));
+        assert_eq!(row.text, text.clone().unwrap_or_default(), "{id:?}");
+        assert_eq!(row.status, if text.is_some() { "done" } else { "no_text" });
+        assert_eq!(
+            (
+                row.format.as_str(),
+                row.width.as_str(),
+                row.asset_created_at.as_str()
+            ),
+            ("png", "1", "2024-01-01T00:00:00Z")
+        );
+    }
+    let failed = rows.iter().find(|r| r.public_id == "broken/one").unwrap();
+    assert_eq!(
+        (failed.status.as_str(), failed.error.as_str()),
+        ("failed", "HTTP 404: Resource not found")
+    );
+
+    let jsonl_path = temp_path("done.jsonl");
+    ctl(
+        &h,
+        &[
+            "export",
+            "--format",
+            "jsonl",
+            "--status",
+            "done,failed",
+            "--out",
+            jsonl_path.to_str().unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    let rows: Vec<Row> = std::fs::read_to_string(&jsonl_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 6, "no_text left out");
+    assert!(
+        rows.iter()
+            .all(|r| r.status == "done" || r.status == "failed")
+    );
+    for p in [csv_path, jsonl_path] {
+        std::fs::remove_file(p).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_fails_clearly_and_writes_nothing() {
+    let h = seeded().await;
+    let err = ctl(&h, &["export", "--status", "done,finished"])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("unknown status \"finished\""),
+        "{err:#}"
+    );
+
+    let dir = temp_path("missing-dir");
+    let path = dir.join("out.csv");
+    let err = ctl(&h, &["export", "--out", path.to_str().unwrap()])
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("cannot write"), "{err:#}");
+    assert!(!dir.exists());
+
+    let missing_out = temp_path("x.csv");
+    let err = ctl_on(
+        &h,
+        "no-such-table",
+        &["export", "--out", missing_out.to_str().unwrap()],
+    )
+    .await
+    .unwrap_err();
+    assert!(!missing_out.exists());
+    assert!(err.to_string().contains("does not exist"), "{err:#}");
+
+    let err = ctl(&h, &["grep", "(unclosed", "--regex"])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("invalid pattern"), "{err:#}");
+    let err = ctl(&h, &["reocr"]).await.unwrap_err();
+    assert!(err.to_string().contains("name the assets"), "{err:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grep_finds_exactly_the_matching_assets() {
+    let h = seeded().await;
+    let out = ctl(&h, &["grep", "crème"]).await.unwrap();
+    assert_eq!(out, "unicode/東京 🎉\tCafé crème — 3,50 €\n");
+    let out = ctl(&h, &["grep", "-i", "HE SAID"]).await.unwrap();
+    assert_eq!(
+        out,
+        "quotes \"q\"\tHe said \"hi\"\r\n".replace("\r\n", "\n")
+    );
+    let mut lines: Vec<String> = ctl(&h, &["grep", "--regex", r"^\d,\d"])
+        .await
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    assert_eq!(lines, vec!["commas, here\t1,2,3".to_string()]);
+    assert_eq!(
+        ctl(&h, &["grep", "--count", ","]).await.unwrap(),
+        "2 assets, 3 lines\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_counts_items_and_queues() {
+    let h = seeded().await;
+    h.send_asset("x").await;
+    let out = ctl(&h, &["status", "--json"]).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["items"],
+        serde_json::json!({"done": 5, "no_text": 1, "failed": 1})
+    );
+    assert_eq!(v["queue"]["visible"], 1);
+    assert_eq!(v["dlq"]["visible"], 0);
+    let text = ctl(&h, &["status"]).await.unwrap();
+    assert!(
+        text.contains("items        7") && text.contains("failed     1"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reocr_enqueues_forced_messages() {
+    let h = seeded().await;
+    assert!(
+        ctl(&h, &["reocr", "plain", "empty"])
+            .await
+            .unwrap()
+            .contains("enqueued 2")
+    );
+    assert!(
+        ctl(&h, &["reocr", "--status", "failed"])
+            .await
+            .unwrap()
+            .contains("enqueued 1")
+    );
+    assert!(
+        ctl(&h, &["reocr", "--prefix", "uni"])
+            .await
+            .unwrap()
+            .contains("enqueued 1")
+    );
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        for m in h.receive().await {
+            let msg = shared::message::WorkMessage::parse(m.body().unwrap()).unwrap();
+            assert!(msg.force);
+            ids.push(msg.public_id);
+        }
+    }
+    ids.sort();
+    assert_eq!(ids, vec!["broken/one", "empty", "plain", "unicode/東京 🎉"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redrive_moves_every_message_back_unchanged_and_the_worker_finishes_them() {
+    // Three assets that do not exist yet: dead-lettered as 404s.
+    let h = Harness::new(vec![], StackSettings::default(), |_| {}).await;
+    let mut bodies = Vec::new();
+    for i in 0..3 {
+        let body = shared::message::WorkMessage::new(format!("late/{i} & co?"), "image", "upload")
+            .to_body();
+        h.send(&body).await;
+        bodies.push(body);
+    }
+    h.send("{broken").await;
+    let worker = h.worker(&[]);
+    h.drain(&worker, 1, Duration::from_secs(30)).await;
+    assert_eq!(
+        ctl(&h, &["status", "--json"])
+            .await
+            .map(
+                |o| serde_json::from_str::<serde_json::Value>(&o).unwrap()["dlq"]["visible"]
+                    .clone()
+            )
+            .unwrap(),
+        4
+    );
+
+    // The cause is fixed (the assets now exist); the operator redrives.
+    for i in 0..3 {
+        h.emulator
+            .add_asset(asset(&format!("late/{i} & co?"), Some("found")));
+    }
+    let out = ctl(&h, &["redrive"]).await.unwrap();
+    assert!(out.contains("moved 4 messages"), "{out}");
+    let mut moved: Vec<String> = Vec::new();
+    let messages = {
+        let mut all = Vec::new();
+        for _ in 0..5 {
+            all.extend(h.receive().await);
+        }
+        all
+    };
+    for m in &messages {
+        moved.push(m.body().unwrap().to_string());
+        assert!(
+            common::attr(m, shared::queue::ATTR_REASON).is_some(),
+            "attributes travel with the message"
+        );
+    }
+    let mut expected = bodies.clone();
+    expected.push("{broken".into());
+    moved.sort();
+    expected.sort();
+    assert_eq!(moved, expected, "bodies moved byte for byte");
+    assert!(
+        h.dlq().await.is_empty(),
+        "the DLQ is empty after the redrive"
+    );
+
+    // Put them back (visible) and let the worker finish them.
+    for m in &messages {
+        h.sqs
+            .change_message_visibility()
+            .queue_url(&h.stack.work_queue_url)
+            .receipt_handle(m.receipt_handle().unwrap())
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+    }
+    h.drain(&worker, 1, Duration::from_secs(30)).await;
+    for i in 0..3 {
+        let item = h.item(&format!("late/{i} & co?")).await.unwrap();
+        assert_eq!(s(&item, "status").as_deref(), Some("done"));
+        assert_eq!(s(&item, "text").as_deref(), Some("found"));
+    }
+    let dlq = h.dlq().await;
+    assert_eq!(
+        dlq.len(),
+        1,
+        "only the malformed body is dead-lettered again"
+    );
+    assert_eq!(dlq[0].body(), Some("{broken"));
+}
