@@ -50,7 +50,10 @@ case "${1:-}" in
   run)
     shift
     endpoint="$(start)"
-    trap stop EXIT
+    pid="$(cat "$state/moto.pid")"
+    log="$(cat "$state/moto.log-path")"
+    # Only this run's server is stopped, even if another run started one meanwhile.
+    trap 'kill "$pid" 2>/dev/null || true; rm -f "$log"; if [ "$(cat "$state/moto.pid" 2>/dev/null)" = "$pid" ]; then rm -f "$state/moto.pid" "$state/moto.endpoint" "$state/moto.log-path"; fi' EXIT
     echo "moto listening on $endpoint" >&2
     AWS_ENDPOINT_URL="$endpoint" "$@"
     ;;
