@@ -8,11 +8,12 @@ CARGO ?= cargo
 MOTO := infra/scripts/moto.sh
 DEMO_ARGS ?=
 
-.PHONY: help demo test lint unit setup emulator moto-start moto-stop clean
+.PHONY: help demo test chaos lint unit setup emulator moto-start moto-stop clean
 
 help:
 	@echo "make demo    - run the whole pipeline end to end on local servers (moto + Cloudinary emulator)"
 	@echo "make test    - formatting, lints, unit and integration tests (starts and stops moto itself)"
+	@echo "make chaos   - 10,000 assets under injected faults, with checks (CHAOS_ARGS='--assets N')"
 	@echo "make setup   - create the virtualenv with the pinned moto (done by demo/test on first use)"
 	@echo "make emulator - serve the Cloudinary emulator alone (ARGS='--generate 1000')"
 
@@ -45,3 +46,7 @@ moto-stop:
 
 clean:
 	rm -rf .venv .local
+
+chaos: setup
+	$(CARGO) build -p local-stack --bin chaos
+	$(MOTO) run $(CARGO_TARGET_DIR)/debug/chaos $(CHAOS_ARGS)

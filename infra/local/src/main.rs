@@ -168,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
         function_timeout: settings.worker_timeout,
         idle_grace: Duration::from_secs(2),
         max_duration: Duration::from_secs(3600),
+        kill_rate: 0.0,
     };
     let drain_started = Instant::now();
     let handler = |event, deadline| {
@@ -221,7 +222,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // 3. Summary, read back from the table and the queues.
-    let items = scan_all(&ddb, &stack.names.results_table).await?;
+    let items = local_stack::scan_items(&ddb, &stack.names.results_table).await?;
     let mut by_status: HashMap<String, u64> = HashMap::new();
     for item in items.values() {
         let status = item
@@ -320,26 +321,6 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-async fn scan_all(
-    ddb: &aws_sdk_dynamodb::Client,
-    table: &str,
-) -> anyhow::Result<HashMap<String, HashMap<String, AttributeValue>>> {
-    let mut items = HashMap::new();
-    let mut pages = ddb.scan().table_name(table).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        for item in page
-            .context("scanning the results table")?
-            .items
-            .unwrap_or_default()
-        {
-            if let Some(id) = item.get("publicId").and_then(|v| v.as_s().ok()).cloned() {
-                items.insert(id, item);
-            }
-        }
-    }
-    Ok(items)
 }
 
 /// Every asset has one item with the corpus's text, and Cloudinary billed one OCR per asset.

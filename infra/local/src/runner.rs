@@ -27,6 +27,9 @@ pub struct MappingSettings {
     pub idle_grace: Duration,
     /// Stop regardless after this long.
     pub max_duration: Duration,
+    /// Share of invocations killed part-way (chaos testing; every n-th one, a few ms in): their
+    /// batch is neither answered nor deleted, as when a Lambda instance dies.
+    pub kill_rate: f64,
 }
 
 /// Counters of a drain, readable while it runs (for progress lines).
@@ -37,6 +40,7 @@ pub struct DrainStats {
     pub deleted: AtomicU64,
     pub failed: AtomicU64,
     pub handler_errors: AtomicU64,
+    pub killed: AtomicU64,
     in_flight: AtomicUsize,
 }
 
@@ -157,33 +161,48 @@ where
     H: Fn(SqsEvent, SystemTime) -> Fut + Sync,
     Fut: Future<Output = Result<SqsBatchResponse, String>>,
 {
-    stats.invocations.fetch_add(1, Ordering::Relaxed);
+    let index = stats.invocations.fetch_add(1, Ordering::Relaxed);
     stats
         .records
         .fetch_add(messages.len() as u64, Ordering::Relaxed);
     let deadline = SystemTime::now() + settings.function_timeout;
     let event = sqs_event(messages, &settings.queue_arn);
-    let response =
-        match tokio::time::timeout(settings.function_timeout, handler(event, deadline)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                // A handler error returns the whole batch to the queue, as Lambda does.
-                tracing::warn!(error = %e, "worker invocation failed; the whole batch returns");
-                stats.handler_errors.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .failed
-                    .fetch_add(messages.len() as u64, Ordering::Relaxed);
-                return Ok(());
-            }
-            Err(_) => {
-                tracing::warn!("worker invocation timed out; the whole batch returns");
-                stats.handler_errors.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .failed
-                    .fetch_add(messages.len() as u64, Ordering::Relaxed);
-                return Ok(());
-            }
-        };
+    // Every (1/kill_rate)-th invocation dies 5-55 ms in: before, during or after its calls.
+    let period = if settings.kill_rate > 0.0 {
+        (1.0 / settings.kill_rate).round().max(1.0) as u64
+    } else {
+        0
+    };
+    let kill_after = (period > 0 && index % period == period - 1)
+        .then(|| Duration::from_millis(5 + (index * 7919) % 50));
+    let budget = kill_after.unwrap_or(settings.function_timeout);
+    let response = match tokio::time::timeout(budget, handler(event, deadline)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            // A handler error returns the whole batch to the queue, as Lambda does.
+            tracing::warn!(error = %e, "worker invocation failed; the whole batch returns");
+            stats.handler_errors.fetch_add(1, Ordering::Relaxed);
+            stats
+                .failed
+                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            return Ok(());
+        }
+        Err(_) if kill_after.is_some() => {
+            tracing::warn!(
+                "worker invocation killed; its batch returns after the visibility timeout"
+            );
+            stats.killed.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::warn!("worker invocation timed out; the whole batch returns");
+            stats.handler_errors.fetch_add(1, Ordering::Relaxed);
+            stats
+                .failed
+                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            return Ok(());
+        }
+    };
     let failed: HashSet<&str> = response
         .batch_item_failures
         .iter()

@@ -207,6 +207,7 @@ impl Harness {
             function_timeout: self.stack.settings.worker_timeout,
             idle_grace: Duration::from_millis(500),
             max_duration: max,
+            kill_rate: 0.0,
         };
         let end = drain(&self.sqs, &settings, &stats, |event, deadline| {
             worker::handle(worker, event, deadline)

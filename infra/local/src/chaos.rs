@@ -1,0 +1,445 @@
+//! The chaos run: many assets through the local pipeline while the emulator fails, stalls and
+//! rate-limits, invocations are killed mid-batch, and bad messages arrive; then the checks that
+//! nothing was lost, nothing paid twice beyond the allowance, and the DLQ holds exactly the
+//! permanent failures, each with its reason.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use cloudinary_emulator::{Asset, Emulator, EmulatorConfig, generate};
+use shared::config::Env;
+use shared::store::Status;
+use shared::worker::Disposition;
+
+use crate::provision::{StackNames, StackSettings, provision};
+use crate::runner::{DrainEnd, DrainStats, MappingSettings, drain};
+
+#[derive(Debug, Clone)]
+pub struct ChaosOptions {
+    pub assets: usize,
+    pub invocations: usize,
+    pub error_rate: f64,
+    pub timeout_rate: f64,
+    pub latency: Duration,
+    /// Admin API calls per quota window (OCR goes through the Admin API update here, so the
+    /// quota binds and answers 420 in bursts).
+    pub quota_limit: u64,
+    pub quota_window: Duration,
+    pub kill_rate: f64,
+    pub malformed: usize,
+}
+
+impl Default for ChaosOptions {
+    fn default() -> Self {
+        Self {
+            assets: 10_000,
+            invocations: 6,
+            error_rate: 0.05,
+            timeout_rate: 0.01,
+            latency: Duration::from_millis(20),
+            quota_limit: 60,
+            quota_window: Duration::from_secs(1),
+            kill_rate: 0.02,
+            malformed: 5,
+        }
+    }
+}
+
+/// What a chaos run measured.
+#[derive(Debug, Clone, Default)]
+pub struct ChaosReport {
+    pub assets: usize,
+    pub by_status: HashMap<String, u64>,
+    pub missing_items: Vec<String>,
+    pub not_terminal: Vec<String>,
+    pub ocr_billed: u64,
+    pub ocr_requests: u64,
+    pub max_billed_per_asset: u64,
+    pub injected_errors: u64,
+    pub rate_limited_answers: u64,
+    pub deferred: u64,
+    pub retried: u64,
+    pub killed_invocations: u64,
+    pub invocations: u64,
+    pub dlq_reasons: Vec<(String, String)>,
+    pub expected_dlq: usize,
+    pub dlq_after_redrive: usize,
+    pub fixed_asset_done: bool,
+    pub elapsed: Duration,
+}
+
+impl ChaosReport {
+    pub fn billed_per_asset(&self) -> f64 {
+        self.ocr_billed as f64 / self.assets.max(1) as f64
+    }
+
+    /// Every way the run fell short of its promises; empty when it kept them all.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !self.missing_items.is_empty() {
+            p.push(format!(
+                "{} assets have no item, e.g. {:?}",
+                self.missing_items.len(),
+                &self.missing_items[..self.missing_items.len().min(3)]
+            ));
+        }
+        if !self.not_terminal.is_empty() {
+            p.push(format!(
+                "{} assets are not in a terminal state, e.g. {:?}",
+                self.not_terminal.len(),
+                &self.not_terminal[..self.not_terminal.len().min(3)]
+            ));
+        }
+        if self.billed_per_asset() > 1.01 {
+            p.push(format!(
+                "{:.4} OCR calls per asset (allowed: 1.01)",
+                self.billed_per_asset()
+            ));
+        }
+        if self.dlq_reasons.len() != self.expected_dlq {
+            p.push(format!(
+                "{} messages in the DLQ, expected exactly the {} permanent failures: {:?}",
+                self.dlq_reasons.len(),
+                self.expected_dlq,
+                self.dlq_reasons
+            ));
+        }
+        if let Some((body, _)) = self
+            .dlq_reasons
+            .iter()
+            .find(|(_, reason)| reason.is_empty())
+        {
+            p.push(format!("a DLQ message has no reason: {body:?}"));
+        }
+        if self
+            .dlq_reasons
+            .iter()
+            .any(|(_, r)| r.contains("420") || r.contains("Rate Limit"))
+        {
+            p.push("a rate-limited message reached the DLQ".into());
+        }
+        if self.rate_limited_answers > 0 && self.deferred == 0 {
+            p.push("Cloudinary answered 420 but no message was deferred".into());
+        }
+        if self.dlq_after_redrive != 0 {
+            p.push(format!(
+                "{} messages left in the DLQ after the fix and redrive",
+                self.dlq_after_redrive
+            ));
+        }
+        if !self.fixed_asset_done {
+            p.push("the fixed asset was not processed after the redrive".into());
+        }
+        p
+    }
+
+    pub fn print(&self) {
+        let count = |s: &str| self.by_status.get(s).copied().unwrap_or(0);
+        println!(
+            "Chaos run: {} assets in {:.1}s",
+            self.assets,
+            self.elapsed.as_secs_f64()
+        );
+        println!(
+            "  items                 done {} | no_text {} | failed {} | not terminal {} | missing {}",
+            count("done"),
+            count("no_text"),
+            count("failed"),
+            self.not_terminal.len(),
+            self.missing_items.len()
+        );
+        println!(
+            "  OCR calls per asset   {:.4} billed ({} billed, {} requests, max {} for one asset)",
+            self.billed_per_asset(),
+            self.ocr_billed,
+            self.ocr_requests,
+            self.max_billed_per_asset
+        );
+        println!(
+            "  injected              {} errors/timeouts, {} HTTP 420 answers, {} of {} invocations killed",
+            self.injected_errors,
+            self.rate_limited_answers,
+            self.killed_invocations,
+            self.invocations
+        );
+        println!(
+            "  deferred              {} (rate limit / pending / claimed), none in the DLQ",
+            self.deferred
+        );
+        println!("  retried               {}", self.retried);
+        println!(
+            "  dead-letter queue     {} messages (expected {}), each with a reason:",
+            self.dlq_reasons.len(),
+            self.expected_dlq
+        );
+        for (body, reason) in &self.dlq_reasons {
+            let body: String = body.chars().take(60).collect();
+            println!("    {body:<62} {reason}");
+        }
+        println!(
+            "  after fix + redrive   {} in the DLQ; fixed asset done: {}",
+            self.dlq_after_redrive, self.fixed_asset_done
+        );
+    }
+}
+
+const MISSING: &str = "chaos/deleted before OCR & gone?";
+
+/// Runs the chaos scenario against the moto at `sdk`'s endpoint.
+pub async fn run(
+    sdk: &aws_config::SdkConfig,
+    options: &ChaosOptions,
+) -> anyhow::Result<ChaosReport> {
+    let started = Instant::now();
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let settings = StackSettings {
+        worker_timeout: Duration::from_secs(6),
+        visibility_timeout: Duration::from_secs(8),
+        ..StackSettings::default()
+    };
+    let stack = provision(&ddb, &sqs, StackNames::unique("chaos"), settings.clone()).await?;
+
+    let mut corpus = generate(options.assets.saturating_sub(2));
+    let mut big = corpus[0].clone();
+    big.public_id = "chaos/oversize text".into();
+    big.text = Some("Ü".repeat(225_000)); // 450,000 bytes: over the item limit
+    corpus.push(big);
+    let mut long_key = corpus[1].clone();
+    long_key.public_id = format!("chaos/{}", "k".repeat(2100));
+    corpus.push(long_key.clone());
+
+    let mut config = EmulatorConfig::new("chaos");
+    config.latency = options.latency;
+    config.error_rate = options.error_rate;
+    config.timeout_rate = options.timeout_rate;
+    config.hang = Duration::from_millis(2500);
+    config.admin_limit = options.quota_limit;
+    config.admin_window = options.quota_window;
+    let emulator = Emulator::start(config, corpus.clone(), 0).await?;
+
+    let vars: HashMap<&str, String> = HashMap::from([
+        ("CLOUDINARY_URL", emulator.cloudinary_url()),
+        ("CLOUDINARY_API_BASE", emulator.base_url()),
+        ("CLOUDINARY_TIMEOUT_MS", "1000".to_string()),
+        ("OCR_METHOD", "update".to_string()),
+        ("RESULTS_TABLE", stack.names.results_table.clone()),
+        ("CHECKPOINT_TABLE", stack.names.checkpoint_table.clone()),
+        ("WORK_QUEUE_URL", stack.work_queue_url.clone()),
+        ("DEAD_LETTER_QUEUE_URL", stack.dead_letter_queue_url.clone()),
+        ("MAX_RECEIVE_COUNT", settings.max_receive_count.to_string()),
+    ]);
+    let env = Env(|name: &str| vars.get(name).cloned());
+    let lister = lister::build(&env.lister(None)?, sdk)?;
+    let mut worker = worker::build(&env.worker(None)?, sdk)?;
+    worker.settings.deadline_margin = Duration::from_millis(1500);
+    worker.settings.pending_poll_delay = Duration::from_secs(1);
+
+    // Bad input beside the listing: malformed bodies and an asset that no longer exists.
+    let queue = shared::queue::SqsQueue::new(sqs.clone(), &stack.work_queue_url);
+    let mut bad: Vec<String> = (0..options.malformed)
+        .map(|i| match i % 3 {
+            0 => format!("{{not json {i}"),
+            1 => format!(r#"{{"v":1,"note":"no public id {i}"}}"#),
+            _ => format!(r#"{{"v":1,"public_id":"","n":{i}}}"#),
+        })
+        .collect();
+    bad.push(shared::message::WorkMessage::new(MISSING, "image", "upload").to_body());
+    for chunk in bad.chunks(10) {
+        queue
+            .send_batch(chunk)
+            .await
+            .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
+    }
+
+    // The schedule runs the lister until its pass completes (waiting out the quota).
+    for _ in 0..1000 {
+        let summary = lister::handle(
+            &lister,
+            serde_json::json!({}),
+            SystemTime::now() + Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
+        if summary["stop"] == "pass_complete" {
+            break;
+        }
+        tokio::time::sleep(options.quota_window / 2).await;
+    }
+
+    let deferred = AtomicU64::new(0);
+    let retried = AtomicU64::new(0);
+    let handler = |event, deadline| {
+        let (worker, deferred, retried) = (&worker, &deferred, &retried);
+        async move {
+            let (response, outcome) = worker::handle_with_outcome(worker, event, deadline).await?;
+            for (_, d) in &outcome.results {
+                match d {
+                    Disposition::Deferred { .. } => deferred.fetch_add(1, Ordering::Relaxed),
+                    Disposition::Retry { .. } => retried.fetch_add(1, Ordering::Relaxed),
+                    _ => 0,
+                };
+            }
+            Ok(response)
+        }
+    };
+    let mapping = MappingSettings {
+        queue_url: stack.work_queue_url.clone(),
+        queue_arn: stack.work_queue_arn.clone(),
+        batch_size: 10,
+        max_concurrency: options.invocations,
+        function_timeout: settings.worker_timeout,
+        idle_grace: Duration::from_secs(2),
+        max_duration: Duration::from_secs(3600),
+        kill_rate: options.kill_rate,
+    };
+    let stats = DrainStats::default();
+    let drained = drain(&sqs, &mapping, &stats, &handler);
+    tokio::pin!(drained);
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    let end = loop {
+        tokio::select! {
+            end = &mut drained => break end?,
+            _ = ticker.tick() => {
+                let (inv, records, deleted, failed) = stats.snapshot();
+                println!("  ... {records} records in {inv} invocations, {deleted} deleted, {failed} failed, {} deferred, {} killed", deferred.load(Ordering::Relaxed), stats.killed.load(Ordering::Relaxed));
+            }
+        }
+    };
+    anyhow::ensure!(end == DrainEnd::Empty, "the work queue did not drain");
+
+    let mut report = ChaosReport {
+        assets: corpus.len(),
+        expected_dlq: options.malformed + 2,
+        ..ChaosReport::default()
+    };
+    let items = crate::scan_items(&ddb, &stack.names.results_table).await?;
+    for a in &corpus {
+        if a.public_id == long_key.public_id {
+            continue; // cannot be a key: dead-lettered instead
+        }
+        match items.get(&a.public_id) {
+            None => report.missing_items.push(a.public_id.clone()),
+            Some(item) => {
+                let status = item
+                    .get("status")
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|s| Status::parse(s));
+                match status {
+                    Some(s) => *report.by_status.entry(s.as_str().to_string()).or_default() += 1,
+                    None => report.not_terminal.push(a.public_id.clone()),
+                }
+            }
+        }
+    }
+    let stats_e = emulator.stats();
+    report.ocr_billed = stats_e.ocr_billed;
+    report.ocr_requests = stats_e.ocr_requests;
+    report.max_billed_per_asset = emulator
+        .ocr_billed_all()
+        .values()
+        .copied()
+        .max()
+        .unwrap_or(0);
+    report.injected_errors = stats_e.injected_errors;
+    report.rate_limited_answers = stats_e.rate_limited;
+    report.deferred = deferred.load(Ordering::Relaxed);
+    report.retried = retried.load(Ordering::Relaxed);
+    report.killed_invocations = stats.killed.load(Ordering::Relaxed);
+    report.invocations = stats.invocations.load(Ordering::Relaxed);
+
+    // The DLQ: read every message with its reason.
+    let letters = receive_all(&sqs, &stack.dead_letter_queue_url).await?;
+    report.dlq_reasons = letters
+        .iter()
+        .map(|m| {
+            let reason = m
+                .message_attributes()
+                .and_then(|a| a.get(shared::queue::ATTR_REASON))
+                .and_then(|v| v.string_value())
+                .unwrap_or_default()
+                .to_string();
+            (m.body().unwrap_or_default().to_string(), reason)
+        })
+        .collect();
+
+    // The fix: the missing asset is restored; the operator discards what cannot be fixed
+    // (malformed bodies, an id too long to be a key), then redrives the rest.
+    emulator.add_asset(Asset {
+        public_id: MISSING.into(),
+        ..corpus[0].clone()
+    });
+    for m in &letters {
+        if !m.body().unwrap_or_default().contains(MISSING) {
+            sqs.delete_message()
+                .queue_url(&stack.dead_letter_queue_url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .context("discarding an unfixable DLQ message")?;
+        }
+    }
+    // Received messages are invisible for a while; make the fixable one visible for the move.
+    for m in letters
+        .iter()
+        .filter(|m| m.body().unwrap_or_default().contains(MISSING))
+    {
+        sqs.change_message_visibility()
+            .queue_url(&stack.dead_letter_queue_url)
+            .receipt_handle(m.receipt_handle().unwrap_or_default())
+            .visibility_timeout(0)
+            .send()
+            .await
+            .context("releasing the fixable DLQ message")?;
+    }
+    shared::queue::move_messages(
+        &sqs,
+        &stack.dead_letter_queue_url,
+        &stack.work_queue_url,
+        None,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
+    let after = DrainStats::default();
+    drain(&sqs, &mapping, &after, &handler).await?;
+    report.dlq_after_redrive = receive_all(&sqs, &stack.dead_letter_queue_url).await?.len();
+    report.fixed_asset_done = crate::scan_items(&ddb, &stack.names.results_table)
+        .await?
+        .get(MISSING)
+        .and_then(|i| i.get("status"))
+        .and_then(|v| v.as_s().ok())
+        .is_some_and(|s| s == "done");
+    report.elapsed = started.elapsed();
+    stack.teardown(&ddb, &sqs).await?;
+    Ok(report)
+}
+
+async fn receive_all(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+) -> anyhow::Result<Vec<aws_sdk_sqs::types::Message>> {
+    let mut all = Vec::new();
+    let mut empty = 0;
+    while empty < 2 {
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(60)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .context("receiving from the DLQ")?
+            .messages
+            .unwrap_or_default();
+        if got.is_empty() {
+            empty += 1;
+        } else {
+            all.extend(got);
+        }
+    }
+    Ok(all)
+}
