@@ -8,12 +8,17 @@ CARGO ?= cargo
 MOTO := infra/scripts/moto.sh
 DEMO_ARGS ?=
 
-.PHONY: help demo test chaos lint unit setup emulator moto-start moto-stop clean
+.PHONY: help demo test chaos lint unit setup tools template-lint build deploy release-bootstraps emulator moto-start moto-stop clean
+TOOLS_PATH := $(CURDIR)/.venv-tools/bin:$(PATH)
+export SAM_CLI_TELEMETRY := 0
+STACK ?= cloudinary-ocr
 
 help:
 	@echo "make demo    - run the whole pipeline end to end on local servers (moto + Cloudinary emulator)"
 	@echo "make test    - formatting, lints, unit and integration tests (starts and stops moto itself)"
 	@echo "make chaos   - 10,000 assets under injected faults, with checks (CHAOS_ARGS='--assets N')"
+	@echo "make build   - build both functions for arm64 with sam build (cargo-lambda, zig)"
+	@echo "make deploy  - sam deploy (--guided the first time on this machine)"
 	@echo "make setup   - create the virtualenv with the pinned moto (done by demo/test on first use)"
 	@echo "make emulator - serve the Cloudinary emulator alone (ARGS='--generate 1000')"
 
@@ -31,9 +36,33 @@ lint:
 unit:
 	$(CARGO) test --workspace --lib --bins
 
-test: setup lint
+tools:
+	@infra/scripts/venv.sh tools
+	@if command -v rustup >/dev/null; then rustup target list --installed | grep -q aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu; fi
+
+template-lint: tools
+	PATH=$(TOOLS_PATH) cfn-lint template.yaml
+	PATH=$(TOOLS_PATH) sam validate --lint --region us-east-1
+
+# The release bootstraps for the host, run by the Runtime API test.
+release-bootstraps:
+	$(CARGO) build --release -p worker -p lister
+
+test: setup lint template-lint
 	$(CARGO) build --workspace --all-targets
+	$(MAKE) --no-print-directory release-bootstraps
 	$(MOTO) run $(CARGO) test --workspace --all-targets
+
+build: tools
+	PATH=$(TOOLS_PATH) sam build --beta-features
+	.venv-tools/bin/python infra/scripts/artefacts.py
+
+deploy: build
+	@if [ -f .local/deployed-$(STACK) ]; then \
+	  PATH=$(TOOLS_PATH) sam deploy --stack-name $(STACK); \
+	else \
+	  PATH=$(TOOLS_PATH) sam deploy --guided --stack-name $(STACK) && mkdir -p .local && touch .local/deployed-$(STACK); \
+	fi
 
 emulator:
 	$(CARGO) run -p cloudinary-emulator -- $(ARGS)
@@ -45,7 +74,7 @@ moto-stop:
 	@$(MOTO) stop
 
 clean:
-	rm -rf .venv .local
+	rm -rf .venv .venv-tools .local .aws-sam
 
 chaos: setup
 	$(CARGO) build -p local-stack --bin chaos

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Creates (once) the project's virtualenv at .venv with the pinned Python tools.
+# Creates (once) one of the project's virtualenvs with its pinned Python tools:
+#   venv.sh        -> .venv        (moto: infra/scripts/requirements.txt)
+#   venv.sh tools  -> .venv-tools  (SAM CLI, cfn-lint, cargo-lambda, zig: tools-requirements.txt)
 # Re-runs pip only when the requirements file changed since the last install.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-venv="$root/.venv"
-req="$root/infra/scripts/requirements.txt"
+case "${1:-moto}" in
+  moto) venv="$root/.venv"; req="$root/infra/scripts/requirements.txt" ;;
+  tools) venv="$root/.venv-tools"; req="$root/infra/scripts/tools-requirements.txt" ;;
+  *) echo "usage: $0 [moto|tools]" >&2; exit 2 ;;
+esac
 stamp="$venv/.requirements.stamp"
 python="${PYTHON:-python3}"
 if [ ! -x "$venv/bin/python" ]; then

@@ -65,6 +65,12 @@ impl RateGate {
         Ok(Permit { gate: self })
     }
 
+    /// The remaining quota last reported, while it applies.
+    pub fn remaining(&self) -> Option<u64> {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.quota.map(|q| q.remaining)
+    }
+
     /// Records the quota an answer reported.
     pub fn observe(&self, quota: Option<Quota>) {
         if let Some(q) = quota {

@@ -74,6 +74,10 @@ impl Disposition {
 #[derive(Debug, Clone, Default)]
 pub struct BatchOutcome {
     pub results: Vec<(String, Disposition)>,
+    /// Latency of each Cloudinary call the batch made, in milliseconds.
+    pub cloudinary_latency_ms: Vec<u64>,
+    /// The Admin API quota left, as last reported (absent with the Upload API).
+    pub quota_remaining: Option<u64>,
 }
 
 impl BatchOutcome {
@@ -125,6 +129,8 @@ pub struct Worker<O, S, Q, D> {
     pub dlq: D,
     pub gate: RateGate,
     pub settings: WorkerSettings,
+    /// Cloudinary call latencies since the last batch ended (for metrics).
+    latencies: std::sync::Mutex<Vec<u64>>,
 }
 
 enum Parsed {
@@ -141,6 +147,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
             dlq,
             gate: RateGate::new(),
             settings,
+            latencies: std::sync::Mutex::default(),
         }
     }
 
@@ -212,7 +219,13 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
             .buffered(self.settings.concurrency.max(1))
             .collect::<Vec<_>>()
             .await;
-        BatchOutcome { results }
+        let cloudinary_latency_ms =
+            std::mem::take(&mut *self.latencies.lock().unwrap_or_else(|e| e.into_inner()));
+        BatchOutcome {
+            results,
+            cloudinary_latency_ms,
+            quota_remaining: self.gate.remaining(),
+        }
     }
 
     async fn process_one(
@@ -303,6 +316,10 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
             }
         };
         self.gate.observe(answer.quota);
+        self.latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(answer.latency.as_millis() as u64);
         tracing::debug!(
             latency_ms = answer.latency.as_millis() as u64,
             "cloudinary answered"

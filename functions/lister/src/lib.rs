@@ -77,6 +77,14 @@ pub async fn handle<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
         deadline,
     )
     .await?;
+    shared::telemetry::emit_metrics(
+        "lister",
+        &[
+            shared::telemetry::Metric::count("AssetsListed", report.listed),
+            shared::telemetry::Metric::count("AssetsEnqueued", report.enqueued),
+            shared::telemetry::Metric::count("ListingPages", report.pages),
+        ],
+    );
     let (stop, until) = match &report.stop {
         StopReason::PassComplete => ("pass_complete", None),
         StopReason::Deadline => ("deadline", None),

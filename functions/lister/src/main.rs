@@ -5,13 +5,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
-    shared::telemetry::init_json_logs();
+async fn init() -> Result<lister::SqsLister, Error> {
     let sdk = aws_config::load_from_env().await;
     let cloudinary_url = shared::secrets::cloudinary_url(&sdk).await?;
     let config = shared::config::Env::process().lister(cloudinary_url)?;
-    let lister = lister::build(&config, &sdk)?;
+    Ok(lister::build(&config, &sdk)?)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init_json_logs();
+    let lister = init().await.inspect_err(|e| {
+        tracing::error!(error = %shared::error::error_chain(e.as_ref()), "lister start-up failed");
+    })?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let deadline =
             (UNIX_EPOCH + Duration::from_millis(event.context.deadline)).max(SystemTime::now());
@@ -21,8 +27,9 @@ async fn main() -> Result<(), Error> {
                 .await
                 .map_err(|e| {
                     // The runtime does not log handler errors itself.
-                    tracing::error!(error = ?e, "lister run failed");
-                    Error::from(shared::error::error_chain(&e))
+                    let chain = shared::error::error_chain(&e);
+                    tracing::error!(error = %chain, "lister run failed");
+                    Error::from(chain)
                 })
         }
     }))

@@ -74,6 +74,7 @@ where
     }
     let tally = shared::worker::tally(&outcome);
     tracing::info!(records = outcome.results.len(), ?tally, "batch processed");
+    emit_batch_metrics(&tally, &outcome);
     Ok((response, outcome))
 }
 
@@ -91,4 +92,33 @@ where
     handle_with_outcome(worker, event, deadline)
         .await
         .map(|(r, _)| r)
+}
+
+/// CloudWatch metrics of one batch (Embedded Metric Format on standard output).
+fn emit_batch_metrics(
+    tally: &std::collections::HashMap<&'static str, usize>,
+    outcome: &BatchOutcome,
+) {
+    use shared::telemetry::{Metric, emit_metrics};
+    let n = |k: &str| tally.get(k).copied().unwrap_or(0) as u64;
+    let mut metrics = vec![
+        Metric::count("AssetsOcrd", n("done")),
+        Metric::count("AssetsNoText", n("no_text")),
+        Metric::count("AssetsFailed", n("dead_lettered")),
+        Metric::count("AssetsDeferred", n("deferred")),
+        Metric::count("AssetsRetried", n("retry")),
+        Metric::count("AssetsSkipped", n("skipped")),
+    ];
+    let calls = &outcome.cloudinary_latency_ms;
+    if !calls.is_empty() {
+        metrics.push(Metric {
+            name: "CloudinaryLatency",
+            value: calls.iter().sum::<u64>() as f64 / calls.len() as f64,
+            unit: "Milliseconds",
+        });
+    }
+    if let Some(remaining) = outcome.quota_remaining {
+        metrics.push(Metric::count("CloudinaryQuotaRemaining", remaining));
+    }
+    emit_metrics("worker", &metrics);
 }

@@ -5,14 +5,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
-    shared::telemetry::init_json_logs();
+async fn init() -> Result<worker::SqsWorker, Error> {
     let sdk = aws_config::load_from_env().await;
     let cloudinary_url = shared::secrets::cloudinary_url(&sdk).await?;
     let config = shared::config::Env::process().worker(cloudinary_url)?;
     tracing::info!(ocr_method = %config.cloudinary.ocr_method, concurrency = config.concurrency, "worker ready");
-    let worker = worker::build(&config, &sdk)?;
+    Ok(worker::build(&config, &sdk)?)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init_json_logs();
+    let worker = init().await.inspect_err(|e| {
+        tracing::error!(error = %shared::error::error_chain(e.as_ref()), "worker start-up failed");
+    })?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let deadline = UNIX_EPOCH + Duration::from_millis(event.context.deadline);
         let worker = &worker;

@@ -6,6 +6,7 @@ pub mod aws;
 pub mod chaos;
 pub mod provision;
 pub mod runner;
+pub mod template;
 
 /// Every item of a table, keyed by `publicId` (for checks on small tables).
 pub async fn scan_items(

@@ -23,16 +23,11 @@ pub struct StackSettings {
 }
 
 impl Default for StackSettings {
+    /// The production stack's settings, read from `template.yaml` (built in).
     fn default() -> Self {
-        let worker_timeout = Duration::from_secs(60);
-        Self {
-            worker_timeout,
-            visibility_timeout: worker_timeout * 6,
-            max_receive_count: 5,
-            batch_size: 10,
-            worker_concurrency: 4,
-            dlq_retention: Duration::from_secs(14 * 24 * 3600),
-        }
+        crate::template::Template::parse(crate::template::TEMPLATE)
+            .and_then(|t| t.stack_settings())
+            .unwrap_or_else(|e| panic!("template.yaml: {e}"))
     }
 }
 

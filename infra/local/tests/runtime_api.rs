@@ -1,0 +1,289 @@
+//! The release `bootstrap` binaries against a minimal Lambda Runtime API served here, with a
+//! real SQS event and a real scheduled event: the binary that ships, not only its handler.
+//! Also measures each binary's start-up (exec to first poll) and proves the Cloudinary secret
+//! never reaches its output.
+
+mod common;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use common::{Harness, asset, s};
+use local_stack::provision::StackSettings;
+
+#[derive(Default)]
+struct Runtime {
+    events: Mutex<VecDeque<(String, String)>>,
+    answers: Mutex<HashMap<String, Result<String, String>>>,
+    init_error: Mutex<Option<String>>,
+    first_poll: Mutex<Option<Instant>>,
+}
+
+async fn next(State(rt): State<Arc<Runtime>>) -> (HeaderMap, String) {
+    rt.first_poll
+        .lock()
+        .unwrap()
+        .get_or_insert_with(Instant::now);
+    loop {
+        if let Some((id, body)) = rt.events.lock().unwrap().pop_front() {
+            let mut h = HeaderMap::new();
+            let deadline = std::time::SystemTime::now() + Duration::from_secs(60);
+            let ms = deadline
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis();
+            h.insert("lambda-runtime-aws-request-id", id.parse().unwrap());
+            h.insert(
+                "lambda-runtime-deadline-ms",
+                ms.to_string().parse().unwrap(),
+            );
+            h.insert(
+                "lambda-runtime-invoked-function-arn",
+                "arn:aws:lambda:us-east-1:123456789012:function:test"
+                    .parse()
+                    .unwrap(),
+            );
+            h.insert(
+                "lambda-runtime-trace-id",
+                "Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1"
+                    .parse()
+                    .unwrap(),
+            );
+            return (h, body);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn response(
+    State(rt): State<Arc<Runtime>>,
+    Path(id): Path<String>,
+    body: String,
+) -> &'static str {
+    rt.answers.lock().unwrap().insert(id, Ok(body));
+    "{}"
+}
+
+async fn error(
+    State(rt): State<Arc<Runtime>>,
+    Path(id): Path<String>,
+    body: String,
+) -> &'static str {
+    rt.answers.lock().unwrap().insert(id, Err(body));
+    "{}"
+}
+
+async fn init_error(State(rt): State<Arc<Runtime>>, body: String) -> &'static str {
+    *rt.init_error.lock().unwrap() = Some(body);
+    "{}"
+}
+
+fn bootstrap(name: &str) -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let path = target.join("release").join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: `make test` builds the release binaries first",
+        path.display()
+    );
+    path
+}
+
+struct Run {
+    /// `None` when the process exited without answering.
+    answer: Option<Result<String, String>>,
+    init: Duration,
+    output: String,
+}
+
+/// Serves one event to the binary and returns its answer, start-up time and output.
+async fn invoke(binary: &str, env: &[(String, String)], event: String) -> Run {
+    let rt = Arc::new(Runtime::default());
+    rt.events.lock().unwrap().push_back(("req-1".into(), event));
+    let app = Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(response),
+        )
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+        .route("/2018-06-01/runtime/init/error", post(init_error))
+        .with_state(rt.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(bootstrap(binary))
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", binary)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "stream")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "group")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("RUST_LOG", "debug")
+        .envs(env.iter().cloned())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("bootstrap starts");
+    let mut answer = None;
+    for _ in 0..600 {
+        if let Some(a) = rt.answers.lock().unwrap().remove("req-1") {
+            answer = Some(a);
+            break;
+        }
+        if let Some(e) = rt.init_error.lock().unwrap().clone() {
+            answer = Some(Err(format!("init error: {e}")));
+            break;
+        }
+        if let Ok(Some(_exited)) = child.try_wait() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let init = rt
+        .first_poll
+        .lock()
+        .unwrap()
+        .map(|t| t - started)
+        .unwrap_or_default();
+    child.start_kill().unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Run {
+        answer,
+        init,
+        output,
+    }
+}
+
+fn function_env(h: &Harness) -> Vec<(String, String)> {
+    let endpoint = local_stack::aws::local_endpoint().unwrap_or_else(|e| panic!("{e}"));
+    [
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("CLOUDINARY_URL", h.emulator.cloudinary_url()),
+        ("CLOUDINARY_API_BASE", h.emulator.base_url()),
+        ("RESULTS_TABLE", h.stack.names.results_table.clone()),
+        ("CHECKPOINT_TABLE", h.stack.names.checkpoint_table.clone()),
+        ("WORK_QUEUE_URL", h.stack.work_queue_url.clone()),
+        (
+            "DEAD_LETTER_QUEUE_URL",
+            h.stack.dead_letter_queue_url.clone(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn assert_secret_absent(h: &Harness, output: &str) {
+    let secret = h.emulator.config().api_secret;
+    assert!(!output.is_empty(), "the binary logged nothing");
+    assert!(
+        !output.contains(&secret),
+        "the Cloudinary secret appears in the binary's output"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_worker_binary_answers_a_real_sqs_event() {
+    let h = Harness::new(
+        vec![asset("street signs/stop & go?", Some("WAITING?\n"))],
+        StackSettings::default(),
+        |_| {},
+    )
+    .await;
+    let event = include_str!("fixtures/sqs_event.json").to_string();
+    let run = invoke("worker", &function_env(&h), event).await;
+    let body = match run.answer {
+        Some(Ok(body)) => body,
+        other => panic!("the worker did not answer: {other:?}\n{}", run.output),
+    };
+    let response: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        response["batchItemFailures"],
+        serde_json::json!([]),
+        "{body}"
+    );
+    let item = h
+        .item("street signs/stop & go?")
+        .await
+        .expect("stored by the binary");
+    assert_eq!(s(&item, "text").as_deref(), Some("WAITING?\n"));
+    assert_eq!(
+        h.dlq().await.len(),
+        1,
+        "the malformed record was dead-lettered"
+    );
+    assert!(
+        run.output.contains("\"message_id\""),
+        "JSON logs carry the message id: {}",
+        run.output
+    );
+    assert_secret_absent(&h, &run.output);
+    println!(
+        "worker bootstrap: exec to first Runtime API poll {:?}",
+        run.init
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_lister_binary_answers_a_real_scheduled_event() {
+    let h = Harness::new(
+        cloudinary_emulator::generate(30),
+        StackSettings::default(),
+        |_| {},
+    )
+    .await;
+    let event =
+        include_str!("../../../functions/lister/tests/fixtures/scheduled_event.json").to_string();
+    let run = invoke("lister", &function_env(&h), event).await;
+    let body = match run.answer {
+        Some(Ok(body)) => body,
+        other => panic!("the lister did not answer: {other:?}\n{}", run.output),
+    };
+    let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(summary["stop"], "pass_complete", "{body}");
+    assert_eq!(summary["enqueued"], 30);
+    assert_secret_absent(&h, &run.output);
+    println!(
+        "lister bootstrap: exec to first Runtime API poll {:?}",
+        run.init
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bad_configuration_is_an_init_error_that_names_the_variable() {
+    let h = Harness::new(vec![], StackSettings::default(), |_| {}).await;
+    let env: Vec<(String, String)> = function_env(&h)
+        .into_iter()
+        .filter(|(k, _)| k != "RESULTS_TABLE")
+        .collect();
+    let run = invoke("worker", &env, "{}".into()).await;
+    // The runtime loop is never reached: the process exits with the error, which Lambda logs.
+    assert!(run.answer.is_none(), "no invocation was answered");
+    assert!(
+        run.output.contains("RESULTS_TABLE is not set"),
+        "{}",
+        run.output
+    );
+}

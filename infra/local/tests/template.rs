@@ -1,0 +1,109 @@
+//! `template.yaml`'s invariants, the ones cfn-lint cannot see; and proof that breaking any of
+//! them fails this test.
+
+use std::time::Duration;
+
+use local_stack::template::{TEMPLATE, Template};
+
+#[test]
+fn the_template_keeps_every_invariant() {
+    let t = Template::parse(TEMPLATE).unwrap();
+    assert_eq!(t.violations(), Vec::<String>::new());
+}
+
+#[test]
+fn the_local_stack_takes_its_settings_from_the_template() {
+    let s = Template::parse(TEMPLATE).unwrap().stack_settings().unwrap();
+    assert_eq!(s.worker_timeout, Duration::from_secs(60));
+    assert_eq!(s.visibility_timeout, Duration::from_secs(360));
+    assert_eq!(
+        (s.max_receive_count, s.batch_size, s.worker_concurrency),
+        (5, 10, 4)
+    );
+    assert_eq!(s.dlq_retention, Duration::from_secs(14 * 24 * 3600));
+    let d = local_stack::provision::StackSettings::default();
+    assert_eq!(
+        (d.visibility_timeout, d.max_receive_count),
+        (s.visibility_timeout, s.max_receive_count)
+    );
+}
+
+/// Each mutation breaks one invariant; the check must name it.
+#[test]
+fn a_broken_template_is_caught() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "    MinValue: 2\n    MaxValue: 1000\n",
+            "    MinValue: 1\n    MaxValue: 1000\n",
+            "MaximumConcurrency can be below 2",
+        ),
+        (
+            "              - ReportBatchItemFailures",
+            "              - ReportBatchItemFailure",
+            "FunctionResponseTypes",
+        ),
+        (
+            "      VisibilityTimeout: 360",
+            "      VisibilityTimeout: 60",
+            "below 6 x the worker's timeout",
+        ),
+        (
+            "    Default: 5\n    MinValue: 5\n",
+            "    Default: 5\n    MinValue: 0\n",
+            "maxReceiveCount can be 0",
+        ),
+        (
+            "    Runtime: provided.al2023",
+            "    Runtime: provided.al2",
+            "Runtime must be provided.al2023",
+        ),
+        (
+            "    Architectures: [arm64]",
+            "    Architectures: [x86_64]",
+            "Architectures must be [arm64]",
+        ),
+        (
+            "        redrivePermission: byQueue",
+            "        redrivePermission: denyAll",
+            "RedriveAllowPolicy",
+        ),
+        (
+            "                - dynamodb:BatchGetItem",
+            "                - dynamodb:*",
+            "wildcard IAM action",
+        ),
+        (
+            "      QueueName: !Sub ${AWS::StackName}-work",
+            "      QueueName: ocr-work",
+            "derived from the stack name",
+        ),
+        (
+            "      BuildMethod: rust-cargolambda\n    Properties:\n      Description: OCRs",
+            "      BuildMethod: makefile\n    Properties:\n      Description: OCRs",
+            "BuildMethod must be rust-cargolambda",
+        ),
+        (
+            "      MessageRetentionPeriod: 1209600\n      SqsManagedSseEnabled: true\n      # Built",
+            "      MessageRetentionPeriod: 345600\n      SqsManagedSseEnabled: true\n      # Built",
+            "14 days",
+        ),
+        (
+            "            ScalingConfig:\n              MaximumConcurrency: !Ref WorkerConcurrency",
+            "            ScalingConfig:\n              MaximumConcurrency: 50",
+            "throttles the poller",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        assert_eq!(
+            TEMPLATE.matches(from).count(),
+            1,
+            "mutation anchor {from:?} must be unique"
+        );
+        let broken = TEMPLATE.replace(from, to);
+        let violations = Template::parse(&broken).unwrap().violations();
+        assert!(
+            violations.iter().any(|v| v.contains(expected)),
+            "breaking {from:?} was not caught (expected {expected:?}); got {violations:?}"
+        );
+    }
+}
