@@ -48,7 +48,8 @@ template-lint: tools
 release-bootstraps:
 	$(CARGO) build --release -p worker -p lister
 
-test: setup lint template-lint
+test: setup lint template-lint build
+	@infra/scripts/arm64-runner.sh
 	$(CARGO) build --workspace --all-targets
 	$(MAKE) --no-print-directory release-bootstraps
 	$(MOTO) run $(CARGO) test --workspace --all-targets

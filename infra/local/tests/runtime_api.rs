@@ -85,17 +85,58 @@ async fn init_error(State(rt): State<Arc<Runtime>>, body: String) -> &'static st
     "{}"
 }
 
-fn bootstrap(name: &str) -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let path = target.join("release").join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: `make test` builds the release binaries first",
-        path.display()
-    );
-    path
+/// Which build of a function runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Build {
+    /// The release build for this machine.
+    Host,
+    /// The artefact `sam build` made for Lambda (arm64), run under qemu's user-mode emulator.
+    Shipped,
+}
+
+const BUILDS: [Build; 2] = [Build::Host, Build::Shipped];
+
+fn command(name: &str, build: Build) -> tokio::process::Command {
+    match build {
+        Build::Host => {
+            let target = std::env::var("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+            let path = target.join("release").join(name);
+            assert!(
+                path.exists(),
+                "{} is not built: `make test` builds the release binaries first",
+                path.display()
+            );
+            tokio::process::Command::new(path)
+        }
+        Build::Shipped => {
+            let function = if name == "worker" {
+                "WorkerFunction"
+            } else {
+                "ListerFunction"
+            };
+            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../.aws-sam/build")
+                .join(function)
+                .join("bootstrap");
+            assert!(
+                path.exists(),
+                "{} is not built: `make test` runs `make build` first",
+                path.display()
+            );
+            let sysroot = "/usr/aarch64-linux-gnu";
+            assert!(
+                std::path::Path::new(sysroot)
+                    .join("lib/ld-linux-aarch64.so.1")
+                    .exists(),
+                "the arm64 C library is missing: infra/scripts/arm64-runner.sh installs it"
+            );
+            let mut c = tokio::process::Command::new("qemu-aarch64-static");
+            c.arg("-L").arg(sysroot).arg(path);
+            c
+        }
+    }
 }
 
 struct Run {
@@ -106,7 +147,7 @@ struct Run {
 }
 
 /// Serves one event to the binary and returns its answer, start-up time and output.
-async fn invoke(binary: &str, env: &[(String, String)], event: String) -> Run {
+async fn invoke(binary: &str, build: Build, env: &[(String, String)], event: String) -> Run {
     let rt = Arc::new(Runtime::default());
     rt.events.lock().unwrap().push_back(("req-1".into(), event));
     let app = Router::new()
@@ -123,7 +164,7 @@ async fn invoke(binary: &str, env: &[(String, String)], event: String) -> Run {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(bootstrap(binary))
+    let mut child = command(binary, build)
         .env_clear()
         .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
         .env("AWS_LAMBDA_FUNCTION_NAME", binary)
@@ -206,6 +247,12 @@ fn assert_secret_absent(h: &Harness, output: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_worker_binary_answers_a_real_sqs_event() {
+    for build in BUILDS {
+        worker_answers(build).await;
+    }
+}
+
+async fn worker_answers(build: Build) {
     let h = Harness::new(
         vec![asset("street signs/stop & go?", Some("WAITING?\n"))],
         StackSettings::default(),
@@ -213,7 +260,7 @@ async fn the_worker_binary_answers_a_real_sqs_event() {
     )
     .await;
     let event = include_str!("fixtures/sqs_event.json").to_string();
-    let run = invoke("worker", &function_env(&h), event).await;
+    let run = invoke("worker", build, &function_env(&h), event).await;
     let body = match run.answer {
         Some(Ok(body)) => body,
         other => panic!("the worker did not answer: {other:?}\n{}", run.output),
@@ -241,13 +288,19 @@ async fn the_worker_binary_answers_a_real_sqs_event() {
     );
     assert_secret_absent(&h, &run.output);
     println!(
-        "worker bootstrap: exec to first Runtime API poll {:?}",
+        "worker bootstrap ({build:?}): exec to first Runtime API poll {:?}",
         run.init
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_lister_binary_answers_a_real_scheduled_event() {
+    for build in BUILDS {
+        lister_answers(build).await;
+    }
+}
+
+async fn lister_answers(build: Build) {
     let h = Harness::new(
         cloudinary_emulator::generate(30),
         StackSettings::default(),
@@ -256,7 +309,7 @@ async fn the_lister_binary_answers_a_real_scheduled_event() {
     .await;
     let event =
         include_str!("../../../functions/lister/tests/fixtures/scheduled_event.json").to_string();
-    let run = invoke("lister", &function_env(&h), event).await;
+    let run = invoke("lister", build, &function_env(&h), event).await;
     let body = match run.answer {
         Some(Ok(body)) => body,
         other => panic!("the lister did not answer: {other:?}\n{}", run.output),
@@ -266,7 +319,7 @@ async fn the_lister_binary_answers_a_real_scheduled_event() {
     assert_eq!(summary["enqueued"], 30);
     assert_secret_absent(&h, &run.output);
     println!(
-        "lister bootstrap: exec to first Runtime API poll {:?}",
+        "lister bootstrap ({build:?}): exec to first Runtime API poll {:?}",
         run.init
     );
 }
@@ -278,7 +331,7 @@ async fn a_bad_configuration_is_an_init_error_that_names_the_variable() {
         .into_iter()
         .filter(|(k, _)| k != "RESULTS_TABLE")
         .collect();
-    let run = invoke("worker", &env, "{}".into()).await;
+    let run = invoke("worker", Build::Shipped, &env, "{}".into()).await;
     // The runtime loop is never reached: the process exits with the error, which Lambda logs.
     assert!(run.answer.is_none(), "no invocation was answered");
     assert!(
