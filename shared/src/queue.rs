@@ -265,6 +265,45 @@ impl DeadLetterQueue for SqsQueue {
     }
 }
 
+/// Approximate message counts of a queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueDepth {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+impl QueueDepth {
+    pub fn total(&self) -> u64 {
+        self.visible + self.in_flight + self.delayed
+    }
+}
+
+/// Reads a queue's approximate depth (visible, in flight, delayed).
+pub async fn queue_depth(client: &Client, url: &str) -> Result<QueueDepth, QueueError> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .map_err(|e| SqsQueue::new(client.clone(), url).sdk_error("GetQueueAttributes", e))?;
+    let get = |a: A| {
+        out.attributes()
+            .and_then(|m| m.get(&a))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(QueueDepth {
+        visible: get(A::ApproximateNumberOfMessages),
+        in_flight: get(A::ApproximateNumberOfMessagesNotVisible),
+        delayed: get(A::ApproximateNumberOfMessagesDelayed),
+    })
+}
+
 /// Moves up to `max` messages from one queue to another with bodies and message attributes
 /// unchanged, as the console's "Start DLQ redrive" does. A message is deleted from the source
 /// only after the destination accepted it; one that was not sent stays (and reappears).

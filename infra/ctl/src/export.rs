@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use aws_sdk_dynamodb::Client;
 use serde::Serialize;
-use tokio::sync::mpsc;
 
-use crate::scan::{Item, ScanFilter, boolean, ensure_table, num, s, scan};
+use crate::scan::{Item, ScanFilter, boolean, ensure_table, for_each_item, num, s};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -152,26 +151,21 @@ pub async fn export(
         );
         bar
     });
-    let (tx, mut rx) = mpsc::channel::<Vec<Item>>(segments.max(1) as usize * 2);
-    let writer = async {
-        let mut rows = 0u64;
-        while let Some(items) = rx.recv().await {
-            for item in &items {
-                sink.write(&Row::from_item(item))?;
-                rows += 1;
-            }
-            if let Some(b) = &bar {
-                b.set_position(rows);
-            }
+    let mut written = 0u64;
+    let result = for_each_item(ddb, table, segments, filter, None, |item| {
+        sink.write(&Row::from_item(item))?;
+        written += 1;
+        if let Some(b) = bar.as_ref().filter(|_| written % 1000 == 0) {
+            b.set_position(written);
         }
-        Ok::<u64, anyhow::Error>(rows)
-    };
-    let result = tokio::try_join!(scan(ddb, table, segments, filter, None, tx), writer);
+        Ok(())
+    })
+    .await;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let (_, rows) = match result {
-        Ok(r) => r,
+    let rows = match result {
+        Ok(_) => written,
         Err(e) => {
             remove_partial();
             let written = if out.is_some() {

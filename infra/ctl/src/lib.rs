@@ -9,11 +9,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use tokio::sync::mpsc;
 
-use scan::{Item, ScanFilter, ensure_table, parse_statuses, s};
+use scan::{ScanFilter, ensure_table, s};
 use shared::message::WorkMessage;
-use shared::queue::{SqsQueue, WorkQueue, move_messages};
+use shared::queue::{QueueDepth, SqsQueue, WorkQueue, move_messages, queue_depth};
 
 /// Export, search and operate the Cloudinary OCR pipeline.
 ///
@@ -118,14 +117,7 @@ pub async fn run(
             segments,
         } => {
             let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
-            let filter = ScanFilter {
-                statuses: status
-                    .as_deref()
-                    .map(parse_statuses)
-                    .transpose()?
-                    .unwrap_or_default(),
-                prefix: None,
-            };
+            let filter = ScanFilter::from_args(status.as_deref(), None)?;
             let report = export::export(
                 &ddb,
                 table,
@@ -158,32 +150,31 @@ pub async fn run(
                 .build()
                 .with_context(|| format!("invalid pattern {pattern:?}"))?;
             ensure_table(&ddb, table).await?;
-            let (tx, mut rx) = mpsc::channel::<Vec<Item>>(8);
-            let matcher = async {
-                let (mut assets, mut lines) = (0u64, 0u64);
-                while let Some(items) = rx.recv().await {
-                    for item in &items {
-                        let (Some(id), Some(text)) = (s(item, "publicId"), s(item, "text")) else {
-                            continue;
-                        };
-                        let mut hit = false;
-                        for line in text.lines().filter(|l| re.is_match(l)) {
-                            hit = true;
-                            lines += 1;
-                            if !count {
-                                writeln!(out, "{id}\t{line}")?;
-                            }
+            let (mut assets, mut lines) = (0u64, 0u64);
+            let all = ScanFilter::default();
+            scan::for_each_item(
+                &ddb,
+                table,
+                *segments,
+                &all,
+                Some("publicId, #text"),
+                |item| {
+                    let (Some(id), Some(text)) = (s(item, "publicId"), s(item, "text")) else {
+                        return Ok(());
+                    };
+                    let mut hit = false;
+                    for line in text.lines().filter(|l| re.is_match(l)) {
+                        hit = true;
+                        lines += 1;
+                        if !count {
+                            writeln!(out, "{id}\t{line}")?;
                         }
-                        assets += u64::from(hit);
                     }
-                }
-                Ok::<_, anyhow::Error>((assets, lines))
-            };
-            let filter = ScanFilter::default();
-            let (_, (assets, lines)) = tokio::try_join!(
-                scan::scan(&ddb, table, *segments, &filter, Some("publicId, #text"), tx),
-                matcher
-            )?;
+                    assets += u64::from(hit);
+                    Ok(())
+                },
+            )
+            .await?;
             if *count {
                 writeln!(out, "{assets} assets, {lines} lines")?;
             }
@@ -207,26 +198,13 @@ pub async fn run(
             } else if prefix.is_some() || status.is_some() {
                 let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
                 ensure_table(&ddb, table).await?;
-                let filter = ScanFilter {
-                    statuses: status
-                        .as_deref()
-                        .map(parse_statuses)
-                        .transpose()?
-                        .unwrap_or_default(),
-                    prefix: prefix.clone(),
-                };
-                let (tx, mut rx) = mpsc::channel::<Vec<Item>>(8);
-                let collect = async {
-                    let mut ids = Vec::new();
-                    while let Some(items) = rx.recv().await {
-                        ids.extend(items.iter().filter_map(|i| s(i, "publicId")));
-                    }
-                    Ok::<_, anyhow::Error>(ids)
-                };
-                let (_, ids) = tokio::try_join!(
-                    scan::scan(&ddb, table, 4, &filter, Some("publicId"), tx),
-                    collect
-                )?;
+                let filter = ScanFilter::from_args(status.as_deref(), prefix.as_deref())?;
+                let mut ids = Vec::new();
+                scan::for_each_item(&ddb, table, 4, &filter, Some("publicId"), |item| {
+                    ids.extend(s(item, "publicId"));
+                    Ok(())
+                })
+                .await?;
                 ids
             } else {
                 bail!("name the assets: PUBLIC_ID..., --prefix P or --status S");
@@ -278,37 +256,6 @@ pub struct StatusReport {
     pub dlq: Option<QueueDepth>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct QueueDepth {
-    pub visible: u64,
-    pub in_flight: u64,
-    pub delayed: u64,
-}
-
-async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<QueueDepth> {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .attribute_names(A::ApproximateNumberOfMessagesDelayed)
-        .send()
-        .await
-        .with_context(|| format!("reading the depth of {url}"))?;
-    let get = |a: A| {
-        out.attributes()
-            .and_then(|m| m.get(&a))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Ok(QueueDepth {
-        visible: get(A::ApproximateNumberOfMessages),
-        in_flight: get(A::ApproximateNumberOfMessagesNotVisible),
-        delayed: get(A::ApproximateNumberOfMessagesDelayed),
-    })
-}
-
 async fn status(
     cli: &Cli,
     ddb: &aws_sdk_dynamodb::Client,
@@ -317,19 +264,14 @@ async fn status(
     let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
     ensure_table(ddb, table).await?;
     let mut report = StatusReport::default();
-    let (tx, mut rx) = mpsc::channel::<Vec<Item>>(8);
-    let tally = async {
-        let mut items = BTreeMap::new();
-        while let Some(page) = rx.recv().await {
-            for item in &page {
-                let key = s(item, "status").unwrap_or_else(|| "in_progress".into());
-                *items.entry(key).or_insert(0) += 1;
-            }
-        }
-        Ok::<_, anyhow::Error>(items)
-    };
+    let mut items = BTreeMap::new();
     let all = ScanFilter::default();
-    let (_, items) = tokio::try_join!(scan::scan(ddb, table, 4, &all, Some("#status"), tx), tally)?;
+    scan::for_each_item(ddb, table, 4, &all, Some("#status"), |item| {
+        let key = s(item, "status").unwrap_or_else(|| "in_progress".into());
+        *items.entry(key).or_insert(0) += 1;
+        Ok(())
+    })
+    .await?;
     report.items = items;
     if let Some(cp) = cli.checkpoint_table.as_deref().filter(|t| !t.is_empty()) {
         let page = ddb
@@ -352,10 +294,18 @@ async fn status(
         }
     }
     if let Some(url) = cli.queue_url.as_deref().filter(|u| !u.is_empty()) {
-        report.queue = Some(depth(sqs, url).await?);
+        report.queue = Some(
+            queue_depth(sqs, url)
+                .await
+                .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?,
+        );
     }
     if let Some(url) = cli.dlq_url.as_deref().filter(|u| !u.is_empty()) {
-        report.dlq = Some(depth(sqs, url).await?);
+        report.dlq = Some(
+            queue_depth(sqs, url)
+                .await
+                .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?,
+        );
     }
     Ok(report)
 }

@@ -142,3 +142,38 @@ pub fn num(item: &Item, name: &str) -> Option<String> {
 pub fn boolean(item: &Item, name: &str) -> Option<bool> {
     item.get(name).and_then(|v| v.as_bool().ok()).copied()
 }
+
+/// Scans `table` and calls `visit` on every item, in the caller's task (so `visit` may write
+/// to the caller's output); pages arrive through a bounded channel, memory stays constant.
+pub async fn for_each_item(
+    ddb: &Client,
+    table: &str,
+    segments: i32,
+    filter: &ScanFilter,
+    projection: Option<&str>,
+    mut visit: impl FnMut(&Item) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let (tx, mut rx) = mpsc::channel::<Vec<Item>>(segments.max(1) as usize * 2);
+    let consume = async {
+        while let Some(items) = rx.recv().await {
+            items.iter().try_for_each(&mut visit)?;
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    let (count, ()) =
+        tokio::try_join!(scan(ddb, table, segments, filter, projection, tx), consume)?;
+    Ok(count)
+}
+
+impl ScanFilter {
+    /// From the command line's `--status a,b` and `--prefix p`.
+    pub fn from_args(statuses: Option<&str>, prefix: Option<&str>) -> anyhow::Result<Self> {
+        Ok(Self {
+            statuses: statuses
+                .map(parse_statuses)
+                .transpose()?
+                .unwrap_or_default(),
+            prefix: prefix.map(str::to_string),
+        })
+    }
+}

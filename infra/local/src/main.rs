@@ -11,9 +11,10 @@ use anyhow::{Context, bail};
 use aws_sdk_dynamodb::types::AttributeValue;
 use clap::Parser;
 use cloudinary_emulator::{Emulator, EmulatorConfig, generate};
-use local_stack::provision::{StackNames, StackSettings, provision, queue_depth};
+use local_stack::provision::{StackNames, StackSettings, provision};
 use local_stack::runner::{DrainEnd, DrainStats, MappingSettings, drain};
 use shared::config::Env;
+use shared::queue::queue_depth;
 use shared::store::Status;
 use shared::worker::Disposition;
 
@@ -232,8 +233,8 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| "in progress".into());
         *by_status.entry(status).or_default() += 1;
     }
-    let (dlq_visible, dlq_in_flight, _) = queue_depth(&sqs, &stack.dead_letter_queue_url).await?;
-    let (q_visible, q_in_flight, q_delayed) = queue_depth(&sqs, &stack.work_queue_url).await?;
+    let dlq = queue_depth(&sqs, &stack.dead_letter_queue_url).await?;
+    let work = queue_depth(&sqs, &stack.work_queue_url).await?;
     let count = |s: &str| by_status.get(s).copied().unwrap_or(0);
     println!();
     println!("Summary");
@@ -242,11 +243,8 @@ async fn main() -> anyhow::Result<()> {
     println!("  OCR'd with text          {}", count("done"));
     println!("  OCR'd without text       {}", count("no_text"));
     println!("  failed                   {}", count("failed"));
-    println!("  in the dead-letter queue {}", dlq_visible + dlq_in_flight);
-    println!(
-        "  left in the work queue   {}",
-        q_visible + q_in_flight + q_delayed
-    );
+    println!("  in the dead-letter queue {}", dlq.visible + dlq.in_flight);
+    println!("  left in the work queue   {}", work.total());
     println!("  items in the table       {}", items.len());
     println!(
         "  time taken               {:.1}s",

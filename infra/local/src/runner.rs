@@ -11,8 +11,6 @@ use anyhow::Context;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 
-use crate::provision::queue_depth;
-
 #[derive(Debug, Clone)]
 pub struct MappingSettings {
     pub queue_url: String,
@@ -121,9 +119,10 @@ where
             let messages = received.messages.unwrap_or_default();
             if messages.is_empty() {
                 if stats.in_flight.load(Ordering::SeqCst) == 0 {
-                    let (visible, in_flight, delayed) =
-                        queue_depth(sqs, &settings.queue_url).await?;
-                    if visible + in_flight + delayed == 0 {
+                    let depth = shared::queue::queue_depth(sqs, &settings.queue_url)
+                        .await
+                        .context("reading the work queue's depth")?;
+                    if depth.total() == 0 {
                         let mut idle = idle_since.lock().unwrap_or_else(|e| e.into_inner());
                         let since = *idle.get_or_insert_with(Instant::now);
                         if since.elapsed() >= settings.idle_grace {
