@@ -77,14 +77,6 @@ pub async fn handle<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
         deadline,
     )
     .await?;
-    shared::telemetry::emit_metrics(
-        "lister",
-        &[
-            shared::telemetry::Metric::count("AssetsListed", report.listed),
-            shared::telemetry::Metric::count("AssetsEnqueued", report.enqueued),
-            shared::telemetry::Metric::count("ListingPages", report.pages),
-        ],
-    );
     let (stop, until) = match &report.stop {
         StopReason::PassComplete => ("pass_complete", None),
         StopReason::Deadline => ("deadline", None),
@@ -99,6 +91,17 @@ pub async fn handle<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
         "stop": stop,
         "quota_resets_at": until,
     }))
+}
+
+/// CloudWatch metrics of one run, from its summary (the Lambda binary writes them).
+pub fn run_metrics(summary: &Value) -> Vec<shared::telemetry::Metric> {
+    use shared::telemetry::Metric;
+    let n = |k: &str| summary[k].as_u64().unwrap_or(0);
+    vec![
+        Metric::count("AssetsListed", n("listed")),
+        Metric::count("AssetsEnqueued", n("enqueued")),
+        Metric::count("ListingPages", n("pages")),
+    ]
 }
 
 #[cfg(test)]

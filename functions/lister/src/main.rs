@@ -23,14 +23,16 @@ async fn main() -> Result<(), Error> {
             (UNIX_EPOCH + Duration::from_millis(event.context.deadline)).max(SystemTime::now());
         let lister = &lister;
         async move {
-            lister::handle(lister, event.payload, deadline)
+            let summary = lister::handle(lister, event.payload, deadline)
                 .await
                 .map_err(|e| {
                     // The runtime does not log handler errors itself.
                     let chain = shared::error::error_chain(&e);
                     tracing::error!(error = %chain, "lister run failed");
                     Error::from(chain)
-                })
+                })?;
+            shared::telemetry::emit_metrics("lister", &lister::run_metrics(&summary));
+            Ok::<_, Error>(summary)
         }
     }))
     .await

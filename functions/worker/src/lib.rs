@@ -74,7 +74,6 @@ where
     }
     let tally = shared::worker::tally(&outcome);
     tracing::info!(records = outcome.results.len(), ?tally, "batch processed");
-    emit_batch_metrics(&tally, &outcome);
     Ok((response, outcome))
 }
 
@@ -94,12 +93,10 @@ where
         .map(|(r, _)| r)
 }
 
-/// CloudWatch metrics of one batch (Embedded Metric Format on standard output).
-fn emit_batch_metrics(
-    tally: &std::collections::HashMap<&'static str, usize>,
-    outcome: &BatchOutcome,
-) {
-    use shared::telemetry::{Metric, emit_metrics};
+/// CloudWatch metrics of one batch (the Lambda binary writes them as Embedded Metric Format).
+pub fn batch_metrics(outcome: &BatchOutcome) -> Vec<shared::telemetry::Metric> {
+    use shared::telemetry::Metric;
+    let tally = shared::worker::tally(outcome);
     let n = |k: &str| tally.get(k).copied().unwrap_or(0) as u64;
     let mut metrics = vec![
         Metric::count("AssetsOcrd", n("done")),
@@ -120,5 +117,5 @@ fn emit_batch_metrics(
     if let Some(remaining) = outcome.quota_remaining {
         metrics.push(Metric::count("CloudinaryQuotaRemaining", remaining));
     }
-    emit_metrics("worker", &metrics);
+    metrics
 }

@@ -24,9 +24,10 @@ async fn main() -> Result<(), Error> {
         let worker = &worker;
         async move {
             let deadline = deadline.max(SystemTime::now());
-            worker::handle(worker, event.payload, deadline)
-                .await
-                .map_err(Error::from)
+            let (response, outcome) =
+                worker::handle_with_outcome(worker, event.payload, deadline).await?;
+            shared::telemetry::emit_metrics("worker", &worker::batch_metrics(&outcome));
+            Ok::<_, Error>(response)
         }
     }))
     .await

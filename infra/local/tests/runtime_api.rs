@@ -287,6 +287,11 @@ async fn worker_answers(build: Build) {
         run.output
     );
     assert_secret_absent(&h, &run.output);
+    assert!(
+        run.output.contains("\"CloudWatchMetrics\""),
+        "an EMF metrics line: {}",
+        run.output
+    );
     println!(
         "worker bootstrap ({build:?}): exec to first Runtime API poll {:?}",
         run.init
@@ -318,6 +323,11 @@ async fn lister_answers(build: Build) {
     assert_eq!(summary["stop"], "pass_complete", "{body}");
     assert_eq!(summary["enqueued"], 30);
     assert_secret_absent(&h, &run.output);
+    assert!(
+        run.output.contains("\"CloudWatchMetrics\""),
+        "an EMF metrics line: {}",
+        run.output
+    );
     println!(
         "lister bootstrap ({build:?}): exec to first Runtime API poll {:?}",
         run.init
