@@ -351,7 +351,7 @@ pub async fn run(
     report.invocations = stats.invocations.load(Ordering::Relaxed);
 
     // The DLQ: read every message with its reason.
-    let letters = receive_all(&sqs, &stack.dead_letter_queue_url).await?;
+    let letters = crate::receive_all(&sqs, &stack.dead_letter_queue_url).await?;
     report.dlq_reasons = letters
         .iter()
         .map(|m| {
@@ -404,7 +404,9 @@ pub async fn run(
     .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
     let after = DrainStats::default();
     drain(&sqs, &mapping, &after, &handler).await?;
-    report.dlq_after_redrive = receive_all(&sqs, &stack.dead_letter_queue_url).await?.len();
+    report.dlq_after_redrive = crate::receive_all(&sqs, &stack.dead_letter_queue_url)
+        .await?
+        .len();
     report.fixed_asset_done = crate::scan_items(&ddb, &stack.names.results_table)
         .await?
         .get(MISSING)
@@ -414,32 +416,4 @@ pub async fn run(
     report.elapsed = started.elapsed();
     stack.teardown(&ddb, &sqs).await?;
     Ok(report)
-}
-
-async fn receive_all(
-    sqs: &aws_sdk_sqs::Client,
-    url: &str,
-) -> anyhow::Result<Vec<aws_sdk_sqs::types::Message>> {
-    let mut all = Vec::new();
-    let mut empty = 0;
-    while empty < 2 {
-        let got = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .visibility_timeout(60)
-            .wait_time_seconds(1)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .context("receiving from the DLQ")?
-            .messages
-            .unwrap_or_default();
-        if got.is_empty() {
-            empty += 1;
-        } else {
-            all.extend(got);
-        }
-    }
-    Ok(all)
 }

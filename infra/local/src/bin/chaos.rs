@@ -15,13 +15,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "error".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    local_stack::init_cli_logs();
     let args = Args::parse();
     let endpoint = local_stack::aws::local_endpoint().map_err(anyhow::Error::msg)?;
     let sdk = local_stack::aws::sdk_config(&endpoint).await;

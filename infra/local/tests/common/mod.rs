@@ -148,47 +148,16 @@ impl Harness {
     }
 
     pub async fn items(&self) -> HashMap<String, Item> {
-        let mut out = HashMap::new();
-        let mut pages = self
-            .ddb
-            .scan()
-            .table_name(&self.stack.names.results_table)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            for item in page.expect("scan").items.unwrap_or_default() {
-                let id = s(&item, "publicId").expect("key");
-                out.insert(id, item);
-            }
-        }
-        out
+        local_stack::scan_items(&self.ddb, &self.stack.names.results_table)
+            .await
+            .expect("scan")
     }
 
     /// Every message in the DLQ (received and left there), with its attributes.
     pub async fn dlq(&self) -> Vec<Message> {
-        let mut all = Vec::new();
-        let mut empty_rounds = 0;
-        while empty_rounds < 2 {
-            let got = self
-                .sqs
-                .receive_message()
-                .queue_url(&self.stack.dead_letter_queue_url)
-                .max_number_of_messages(10)
-                .visibility_timeout(30)
-                .message_attribute_names("All")
-                .message_system_attribute_names(MessageSystemAttributeName::All)
-                .send()
-                .await
-                .expect("receive dlq")
-                .messages
-                .unwrap_or_default();
-            if got.is_empty() {
-                empty_rounds += 1;
-            } else {
-                all.extend(got);
-            }
-        }
-        all
+        local_stack::receive_all(&self.sqs, &self.stack.dead_letter_queue_url)
+            .await
+            .expect("receive dlq")
     }
 
     /// Runs the event-source loop until the work queue is empty.
