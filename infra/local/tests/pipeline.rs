@@ -479,3 +479,59 @@ async fn the_lister_resumes_from_its_checkpoint_then_lists_only_new_assets() {
     }
     assert_eq!(ids.len(), 51, "every asset was enqueued");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_concurrent_deliveries_of_one_asset_pay_for_one_ocr() {
+    let h = Harness::new(
+        vec![asset("twice", Some("once"))],
+        StackSettings::default(),
+        |c| {
+            c.latency = Duration::from_millis(400);
+        },
+    )
+    .await;
+    h.send_asset("twice").await;
+    h.send_asset("twice").await;
+    let messages = receive_exactly(&h, 2).await;
+    // Two invocations, one message each, at the same time (as two Lambda instances would).
+    let (a, b) = (h.worker(&[]), h.worker(&[]));
+    let deadline = SystemTime::now() + Duration::from_secs(60);
+    let (ra, rb) = tokio::join!(
+        worker::handle_with_outcome(
+            &a,
+            sqs_event(&messages[..1], &h.stack.work_queue_arn),
+            deadline
+        ),
+        worker::handle_with_outcome(
+            &b,
+            sqs_event(&messages[1..], &h.stack.work_queue_arn),
+            deadline
+        ),
+    );
+    let outcomes: Vec<_> = [ra.unwrap().1, rb.unwrap().1]
+        .into_iter()
+        .flat_map(|o| o.results)
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(
+        h.emulator.ocr_requests("twice"),
+        1,
+        "only the claim holder called Cloudinary: {outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&shared::worker::Disposition::Stored(
+            shared::store::Status::Done
+        )),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|d| matches!(d, shared::worker::Disposition::Deferred { .. })),
+        "the other delivery waits for the claim: {outcomes:?}"
+    );
+    assert_eq!(
+        s(&h.item("twice").await.unwrap(), "text").as_deref(),
+        Some("once")
+    );
+}
