@@ -98,10 +98,6 @@ impl SqsQueue {
         }
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     fn sdk_error<E, R>(
         &self,
         operation: &'static str,

@@ -284,10 +284,6 @@ impl DynamoResultStore {
         }
     }
 
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
     fn key(public_id: &str) -> AttributeValue {
         AttributeValue::S(public_id.to_string())
     }

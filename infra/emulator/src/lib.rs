@@ -247,23 +247,6 @@ impl Emulator {
         inner.index.insert(asset.public_id.clone(), i);
         inner.assets.push(asset);
     }
-
-    /// Deletes an asset: later calls on it answer 404.
-    pub fn remove_asset(&self, public_id: &str) -> bool {
-        let mut inner = self.state.lock();
-        if inner.index.remove(public_id).is_none() {
-            return false;
-        }
-        inner.assets.retain(|a| a.public_id != public_id);
-        let index = inner
-            .assets
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.public_id.clone(), i))
-            .collect();
-        inner.index = index;
-        true
-    }
 }
 
 impl Drop for Emulator {

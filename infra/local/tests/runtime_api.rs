@@ -217,6 +217,16 @@ async fn invoke(binary: &str, build: Build, env: &[(String, String)], event: Str
     }
 }
 
+impl Run {
+    /// The invocation's successful answer; anything else fails the test with the output.
+    fn answered(&self) -> String {
+        match &self.answer {
+            Some(Ok(body)) => body.clone(),
+            other => panic!("the binary did not answer: {other:?}\n{}", self.output),
+        }
+    }
+}
+
 fn function_env(h: &Harness) -> Vec<(String, String)> {
     let endpoint = local_stack::aws::local_endpoint().unwrap_or_else(|e| panic!("{e}"));
     [
@@ -261,10 +271,7 @@ async fn worker_answers(build: Build) {
     .await;
     let event = include_str!("fixtures/sqs_event.json").to_string();
     let run = invoke("worker", build, &function_env(&h), event).await;
-    let body = match run.answer {
-        Some(Ok(body)) => body,
-        other => panic!("the worker did not answer: {other:?}\n{}", run.output),
-    };
+    let body = run.answered();
     let response: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         response["batchItemFailures"],
@@ -315,10 +322,7 @@ async fn lister_answers(build: Build) {
     let event =
         include_str!("../../../functions/lister/tests/fixtures/scheduled_event.json").to_string();
     let run = invoke("lister", build, &function_env(&h), event).await;
-    let body = match run.answer {
-        Some(Ok(body)) => body,
-        other => panic!("the lister did not answer: {other:?}\n{}", run.output),
-    };
+    let body = run.answered();
     let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(summary["stop"], "pass_complete", "{body}");
     assert_eq!(summary["enqueued"], 30);
