@@ -10,7 +10,7 @@ mod server;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 pub use corpus::{Asset, generate, load_corpus};
 
@@ -67,7 +67,7 @@ impl EmulatorConfig {
 }
 
 /// What the emulator has been asked, for assertions and summaries.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     pub admin_calls: u64,
     pub explicit_calls: u64,
@@ -82,12 +82,24 @@ pub struct Stats {
     /// OCR runs performed (the ones Cloudinary would bill).
     pub ocr_billed: u64,
     pub peak_admin_in_window: u64,
+    /// The Admin quota windows that have ended, oldest first.
+    pub windows: Vec<WindowUse>,
 }
 
-#[derive(Debug)]
+/// One ended quota window: when it opened (milliseconds since the UNIX epoch) and how many
+/// Admin API calls it accepted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WindowUse {
+    pub opened_ms: u64,
+    pub used: u64,
+}
+
+/// The current quota window. Windows are aligned to the clock, as Cloudinary's hourly ones are
+/// to the hour, so every reset falls on a whole second and its HTTP date is exact.
+#[derive(Debug, Default)]
 pub(crate) struct Window {
-    pub started: Instant,
-    pub started_wall: SystemTime,
+    /// Milliseconds since the UNIX epoch at which it opened.
+    pub opened_ms: u64,
     pub used: u64,
 }
 
@@ -152,11 +164,7 @@ impl Emulator {
                 ocr_requests: HashMap::new(),
                 ocr_billed: HashMap::new(),
                 stats: Stats::default(),
-                window: Window {
-                    started: Instant::now(),
-                    started_wall: SystemTime::now(),
-                    used: 0,
-                },
+                window: Window::default(),
             }),
         });
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;

@@ -1,7 +1,7 @@
 //! HTTP routing and the answers, shaped like Cloudinary's (see shared/fixtures/cloudinary).
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -100,13 +100,23 @@ fn expected_signature(params: &[(String, String)], secret: &str) -> String {
 /// Counts an Admin API call against the window; `Err` is the 420 answer.
 fn admin_quota(state: &State, cfg: &EmulatorConfig) -> Result<HeaderMap, Box<Reply>> {
     let mut inner = state.lock();
-    let now = Instant::now();
-    if now.duration_since(inner.window.started) >= cfg.admin_window {
-        inner.window.started = now;
-        inner.window.started_wall = SystemTime::now();
-        inner.window.used = 0;
+    let window_ms = (cfg.admin_window.as_millis() as u64).max(1);
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let opened_ms = now_ms - now_ms % window_ms;
+    if opened_ms != inner.window.opened_ms {
+        if inner.window.used > 0 {
+            let ended = crate::WindowUse {
+                opened_ms: inner.window.opened_ms,
+                used: inner.window.used,
+            };
+            inner.stats.windows.push(ended);
+        }
+        inner.window = crate::Window { opened_ms, used: 0 };
     }
-    let reset = inner.window.started_wall + cfg.admin_window;
+    let reset = UNIX_EPOCH + Duration::from_millis(opened_ms + window_ms);
     inner.stats.admin_calls += 1;
     let refused = inner.window.used >= cfg.admin_limit;
     if !refused {
@@ -196,8 +206,9 @@ fn listing(
     cloud: &str,
     search: bool,
 ) -> Value {
+    // The cursor is "c" and a hex offset (whose digits may be c's too: strip one prefix).
     let start = params_cursor
-        .and_then(|c| usize::from_str_radix(c.trim_start_matches("c"), 16).ok())
+        .and_then(|c| usize::from_str_radix(c.strip_prefix('c').unwrap_or(c), 16).ok())
         .unwrap_or(0);
     let end = (start + max_results).min(assets.len());
     let page: Vec<Value> = assets[start.min(end)..end]
@@ -289,12 +300,13 @@ async fn dispatch(
     body: Bytes,
 ) -> Reply {
     let cfg = state.config();
-    if !cfg.latency.is_zero() {
-        tokio::time::sleep(cfg.latency).await;
-    }
     let raw_path = uri.path();
+    // The emulator's own endpoint answers at once: only the emulated API is slowed down.
     if raw_path == "/_emulator/stats" {
         return ok(serde_json::to_value(state.lock().stats.clone()).unwrap_or_default());
+    }
+    if !cfg.latency.is_zero() {
+        tokio::time::sleep(cfg.latency).await;
     }
     let prefix = format!("/v1_1/{}/", cfg.cloud_name);
     let Some(rest) = raw_path.strip_prefix(&prefix) else {
@@ -487,4 +499,27 @@ async fn ocr(state: &State, cfg: &EmulatorConfig, public_id: &str) -> Reply {
         &cfg.cloud_name,
         Some(status),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_whose_offset_starts_with_the_hex_digit_c_page_on() {
+        let assets = crate::generate(50_100);
+        let refs: Vec<&Asset> = assets.iter().collect();
+        let cursor = format!("c{:x}", 50_000);
+        assert!(cursor.starts_with("cc"), "{cursor}");
+        let page = listing(refs, Some(&cursor), 500, "demo", false);
+        let ids: Vec<&str> = page["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["public_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 100);
+        assert_eq!(ids[0], assets[50_000].public_id);
+        assert!(page.get("next_cursor").is_none(), "the last page");
+    }
 }

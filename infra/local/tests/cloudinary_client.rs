@@ -82,13 +82,19 @@ async fn unknown_assets_are_404_and_permanent() {
 async fn the_quota_is_reported_then_enforced_with_420() {
     let mut cfg = EmulatorConfig::new("c");
     cfg.admin_limit = 2;
-    cfg.admin_window = Duration::from_secs(60);
+    cfg.admin_window = Duration::from_secs(3600);
     let emu = Emulator::start(cfg, generate(5), 0).await.unwrap();
     let c = client(&emu, &emu.cloudinary_url(), OcrMethod::AdminUpdate);
     let first = c.list_page(None, 2).await.unwrap();
     let q = first.quota.expect("quota headers");
     assert_eq!((q.limit, q.remaining), (2, 1));
     let reset = q.reset.expect("reset date");
+    // Windows are aligned to the clock, as Cloudinary's are to the hour.
+    let reset_secs = reset
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(reset_secs % 3600, 0, "the reset falls on the hour");
     c.list_page(first.value.next_cursor.as_deref(), 2)
         .await
         .unwrap();
@@ -104,6 +110,32 @@ async fn the_quota_is_reported_then_enforced_with_420() {
             < Duration::from_secs(1)
     );
     assert_eq!(emu.stats().rate_limited, 1);
+}
+
+#[tokio::test]
+async fn ended_quota_windows_are_recorded_with_their_use() {
+    let mut cfg = EmulatorConfig::new("c");
+    cfg.admin_limit = 100;
+    cfg.admin_window = Duration::from_secs(1);
+    let emu = Emulator::start(cfg, generate(5), 0).await.unwrap();
+    let c = client(&emu, &emu.cloudinary_url(), OcrMethod::AdminUpdate);
+    let reset_of = |page: &shared::cloudinary::Answer<_>| {
+        page.quota.and_then(|q| q.reset).expect("reset date")
+    };
+    let first = reset_of(&c.list_page(None, 2).await.unwrap());
+    let second = reset_of(&c.list_page(None, 2).await.unwrap());
+    // Two calls in one window, unless the window turned in between.
+    let in_first = if first == second { 2 } else { 1 };
+    let wait = second
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(20)).await;
+    c.list_page(None, 2).await.unwrap();
+    let windows = emu.stats().windows;
+    assert!(!windows.is_empty(), "the first window ended");
+    assert_eq!(windows[0].used, in_first);
+    assert_eq!(windows[0].opened_ms % 1000, 0, "windows open on the second");
+    assert_eq!(windows.iter().map(|w| w.used).sum::<u64>(), 2);
 }
 
 #[tokio::test]
