@@ -62,6 +62,9 @@ pub struct WorkerConfig {
     /// The work queue's `maxReceiveCount`: on the last receive a transient failure is
     /// dead-lettered with its reason instead of being left for SQS to move without one.
     pub max_receive_count: u32,
+    /// Worker instances that may run at once (the function's reserved concurrency), which
+    /// share the Cloudinary quota.
+    pub instances: u32,
 }
 
 /// The lister's configuration.
@@ -73,6 +76,10 @@ pub struct ListerConfig {
     /// Assets per listing call (Cloudinary's maximum is 500).
     pub page_size: u32,
 }
+
+/// Records of one batch processed at once, unless `WORKER_CONCURRENCY` says otherwise: a
+/// whole batch (the event source's `BatchSize`), so that it takes one round of Cloudinary calls.
+pub const DEFAULT_WORKER_CONCURRENCY: usize = 10;
 
 /// Reads variables through a function so tests need not touch the process environment.
 pub struct Env<F: Fn(&str) -> Option<String>>(pub F);
@@ -149,7 +156,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 
     pub fn worker(&self, cloudinary_url: Option<Secret>) -> Result<WorkerConfig, ConfigError> {
-        let concurrency: usize = self.parsed("WORKER_CONCURRENCY", 8)?;
+        let concurrency: usize = self.parsed("WORKER_CONCURRENCY", DEFAULT_WORKER_CONCURRENCY)?;
         if concurrency == 0 {
             return Err(ConfigError::Malformed {
                 name: "WORKER_CONCURRENCY",
@@ -163,6 +170,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             dead_letter_queue_url: self.required("DEAD_LETTER_QUEUE_URL")?,
             concurrency,
             max_receive_count: self.parsed("MAX_RECEIVE_COUNT", 5)?,
+            instances: self.parsed::<u32>("WORKER_INSTANCES", 1)?.max(1),
         })
     }
 
@@ -209,8 +217,9 @@ mod tests {
         .worker(None)
         .unwrap();
         assert_eq!(cfg.results_table, "results");
-        assert_eq!(cfg.concurrency, 8);
+        assert_eq!(cfg.concurrency, 10);
         assert_eq!(cfg.max_receive_count, 5);
+        assert_eq!(cfg.instances, 1);
         assert_eq!(cfg.cloudinary.api_base, DEFAULT_CLOUDINARY_API_BASE);
         assert_eq!(cfg.cloudinary.credentials.cloud_name, "demo");
         assert_eq!(cfg.cloudinary.ocr_method, OcrMethod::Explicit);

@@ -68,12 +68,12 @@ pub trait WorkQueue: Send + Sync {
         &self,
         messages: &[WorkMessage],
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
-    /// Sends one message that becomes visible after `delay` (at most 15 minutes).
-    fn send_delayed(
+    /// Sends up to 10 messages in one call, each visible after its delay (at most 15 minutes).
+    /// Returns, per entry, why it was not sent (`None`: sent).
+    fn send_delayed_batch(
         &self,
-        message: &WorkMessage,
-        delay: Duration,
-    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+        entries: &[(WorkMessage, Duration)],
+    ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send;
 }
 
 pub trait DeadLetterQueue: Send + Sync {
@@ -215,17 +215,53 @@ impl WorkQueue for SqsQueue {
             .await
     }
 
-    async fn send_delayed(&self, message: &WorkMessage, delay: Duration) -> Result<(), QueueError> {
-        let secs = delay.min(MAX_DELAY).as_secs() as i32;
-        self.client
-            .send_message()
+    async fn send_delayed_batch(
+        &self,
+        entries: &[(WorkMessage, Duration)],
+    ) -> Result<Vec<Option<String>>, QueueError> {
+        assert!(
+            entries.len() <= SEND_BATCH_MAX,
+            "a batch holds at most {SEND_BATCH_MAX} messages"
+        );
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let request: Vec<SendMessageBatchRequestEntry> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (message, delay))| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(message.to_body())
+                    .delay_seconds((*delay).min(MAX_DELAY).as_secs() as i32)
+                    .build()
+                    .expect("id and body are set")
+            })
+            .collect();
+        let out = self
+            .client
+            .send_message_batch()
             .queue_url(&self.url)
-            .message_body(message.to_body())
-            .delay_seconds(secs)
+            .set_entries(Some(request))
             .send()
             .await
-            .map_err(|e| self.sdk_error("SendMessage", e))?;
-        Ok(())
+            .map_err(|e| self.sdk_error("SendMessageBatch", e))?;
+        let mut failures = vec![None; entries.len()];
+        for failed in out.failed() {
+            if let Some(slot) = failed
+                .id()
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| failures.get_mut(i))
+            {
+                *slot = Some(format!(
+                    "{}: {}",
+                    failed.code(),
+                    failed.message().unwrap_or_default()
+                ));
+            }
+        }
+        Ok(failures)
     }
 }
 

@@ -1,4 +1,15 @@
 //! Keeps OCR calls that Cloudinary would refuse from being made.
+//!
+//! Cloudinary reports the Admin quota on every answer (limit, remaining, reset). Each worker
+//! instance keeps its own gate, and up to `instances` of them (the reserved concurrency) call on
+//! the same quota without talking to each other. So each instance
+//! - makes a single probe call until it has seen the quota once,
+//! - makes at most its share (`limit / instances`) of calls per window, and
+//! - keeps its calls in flight within its share of what Cloudinary says remains (which also
+//!   leaves room for other users of the quota, such as the lister).
+//!
+//! Together the instances then stay within the limit, and with a backlog they use all but
+//! `limit % instances` calls of each window.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -6,18 +17,33 @@ use std::time::{Duration, SystemTime};
 use crate::cloudinary::Quota;
 
 /// Shared by every record of every invocation in one worker instance.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RateGate {
     state: Mutex<GateState>,
+    /// Instances sharing the quota.
+    sharers: u64,
+}
+
+impl Default for RateGate {
+    fn default() -> Self {
+        Self::shared_by(1)
+    }
 }
 
 #[derive(Debug, Default)]
 struct GateState {
     /// Refused until then (a 420 was seen).
     blocked_until: Option<SystemTime>,
-    /// The last quota Cloudinary reported, valid until its reset.
+    /// The latest quota Cloudinary reported.
     quota: Option<Quota>,
+    /// End of the window this instance's `used` counts for; `None` while a new window's reset
+    /// is not yet known.
+    window_end: Option<SystemTime>,
+    /// Calls this instance made in the current window (in flight included).
+    used: u64,
     in_flight: u64,
+    /// An answer has arrived (with or without quota headers: the Upload API sends none).
+    answered: bool,
 }
 
 /// Permission to make one call; gives the slot back when dropped.
@@ -28,7 +54,7 @@ pub struct Permit<'a> {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        let mut s = self.gate.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.gate.lock();
         s.in_flight = s.in_flight.saturating_sub(1);
     }
 }
@@ -36,56 +62,108 @@ impl Drop for Permit<'_> {
 /// When no reset time is known after a refusal, wait this long.
 pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(60);
 
+/// When a window's reset is not known yet, the answers in flight will tell it soon.
+const SETTLE: Duration = Duration::from_secs(1);
+
 impl RateGate {
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// A gate for one of `instances` processes that call on the same quota.
+    pub fn shared_by(instances: u32) -> Self {
+        Self {
+            state: Mutex::default(),
+            sharers: u64::from(instances.max(1)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A permit, or the time until which calls would be refused.
     pub fn admit(&self, now: SystemTime) -> Result<Permit<'_>, SystemTime> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.lock();
+        self.check(&mut s, now)?;
+        s.used += 1;
+        s.in_flight += 1;
+        Ok(Permit { gate: self })
+    }
+
+    /// When this instance may call again, if it may not now.
+    pub fn closed_until(&self, now: SystemTime) -> Option<SystemTime> {
+        let mut s = self.lock();
+        self.check(&mut s, now).err()
+    }
+
+    fn check(&self, s: &mut GateState, now: SystemTime) -> Result<(), SystemTime> {
         if let Some(until) = s.blocked_until {
             if until > now {
                 return Err(until);
             }
             s.blocked_until = None;
         }
-        if let Some(q) = s.quota {
-            match q.reset {
-                Some(reset) if reset <= now => s.quota = None,
-                _ => {
-                    // The calls already in flight will use the remaining quota.
-                    if q.remaining <= s.in_flight {
-                        return Err(q.reset.unwrap_or(now + DEFAULT_BACKOFF));
-                    }
+        if s.window_end.is_some_and(|end| end <= now) {
+            // A new window: the whole limit, until an answer reports the new figures.
+            s.window_end = None;
+            s.used = 0;
+            if let Some(q) = s.quota.as_mut() {
+                *q = Quota {
+                    limit: q.limit,
+                    remaining: q.limit,
+                    reset: None,
+                };
+            }
+        }
+        let retry = s.window_end.unwrap_or(now + SETTLE);
+        match s.quota {
+            // Nothing heard yet: one probe call at a time, to learn the quota (if any).
+            None if !s.answered && s.in_flight > 0 => Err(now + SETTLE),
+            None => Ok(()),
+            Some(q) => {
+                let share = (q.limit / self.sharers).max(1);
+                if s.used >= share || q.remaining / self.sharers <= s.in_flight {
+                    Err(retry)
+                } else {
+                    Ok(())
                 }
             }
         }
-        s.in_flight += 1;
-        Ok(Permit { gate: self })
     }
 
     /// The remaining quota last reported, while it applies.
     pub fn remaining(&self) -> Option<u64> {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.quota.map(|q| q.remaining)
+        self.lock().quota.map(|q| q.remaining)
     }
 
-    /// Records the quota an answer reported.
+    /// Records the quota an answer reported (call before giving the call's permit back).
     pub fn observe(&self, quota: Option<Quota>) {
-        if let Some(q) = quota {
-            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.lock();
+        s.answered = true;
+        let Some(q) = quota else { return };
+        match s.quota {
+            // A late answer from an earlier window says nothing about this one.
+            Some(Quota {
+                reset: Some(current),
+                ..
+            }) if q.reset.is_some_and(|r| r < current) => {}
             // Answers arrive out of order; the lowest remaining figure is the safe one.
-            s.quota = Some(match s.quota {
-                Some(old) if old.reset == q.reset && old.remaining < q.remaining => old,
-                _ => q,
-            });
+            Some(old) if old.reset == q.reset && old.remaining < q.remaining => {}
+            _ => s.quota = Some(q),
+        }
+        match (s.window_end, q.reset) {
+            (None, Some(reset)) => s.window_end = Some(reset),
+            // Cloudinary's window turned before this clock noticed: the calls counted so far
+            // are kept against the new one, which is the safe side.
+            (Some(end), Some(reset)) if reset > end => s.window_end = Some(reset),
+            _ => {}
         }
     }
 
     /// Refuses calls until `until` (after an HTTP 420).
     pub fn block_until(&self, until: SystemTime) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.lock();
         s.blocked_until = Some(s.blocked_until.map_or(until, |t| t.max(until)));
     }
 }
@@ -93,6 +171,14 @@ impl RateGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn quota(limit: u64, remaining: u64, reset: SystemTime) -> Option<Quota> {
+        Some(Quota {
+            limit,
+            remaining,
+            reset: Some(reset),
+        })
+    }
 
     #[test]
     fn blocks_until_reset_after_a_refusal() {
@@ -104,22 +190,121 @@ mod tests {
     }
 
     #[test]
+    fn one_probe_call_until_the_quota_is_known() {
+        let gate = RateGate::new();
+        let now = SystemTime::now();
+        let probe = gate.admit(now).unwrap();
+        assert!(gate.admit(now).is_err(), "a second call before any answer");
+        gate.observe(quota(100, 99, now + Duration::from_secs(600)));
+        drop(probe);
+        let _a = gate.admit(now).unwrap();
+        let _b = gate.admit(now).unwrap();
+    }
+
+    #[test]
+    fn answers_without_quota_headers_leave_calls_unbounded() {
+        let gate = RateGate::new();
+        let now = SystemTime::now();
+        let probe = gate.admit(now).unwrap();
+        gate.observe(None);
+        drop(probe);
+        let permits: Vec<_> = (0..50).map(|_| gate.admit(now).unwrap()).collect();
+        assert_eq!(permits.len(), 50);
+    }
+
+    #[test]
     fn remaining_quota_bounds_calls_in_flight() {
         let gate = RateGate::new();
         let now = SystemTime::now();
         let reset = now + Duration::from_secs(600);
-        gate.observe(Some(Quota {
-            limit: 10,
-            remaining: 2,
-            reset: Some(reset),
-        }));
+        gate.observe(quota(10, 2, reset));
         let a = gate.admit(now).unwrap();
         let b = gate.admit(now).unwrap();
         assert_eq!(gate.admit(now).unwrap_err(), reset);
         drop(a);
-        let _c = gate.admit(now).unwrap();
-        drop(b);
-        // After the reset the old figure no longer applies.
-        assert!(gate.admit(reset + Duration::from_secs(1)).is_ok());
+        let c = gate.admit(now).unwrap();
+        drop((b, c));
+        // After the reset a new window opens with the whole limit, not an unbounded one.
+        let later = reset + Duration::from_secs(1);
+        let permits: Vec<_> = (0..10).map(|_| gate.admit(later).unwrap()).collect();
+        assert!(
+            gate.admit(later).is_err(),
+            "11 calls in flight for a limit of 10"
+        );
+        drop(permits);
+        // The first answer of the new window brings its own figures.
+        gate.observe(quota(10, 0, reset + Duration::from_secs(600)));
+        assert_eq!(gate.remaining(), Some(0));
+        assert_eq!(
+            gate.admit(later).unwrap_err(),
+            reset + Duration::from_secs(600)
+        );
+    }
+
+    #[test]
+    fn each_instance_makes_at_most_its_share_of_a_window() {
+        let gate = RateGate::shared_by(4);
+        let now = SystemTime::now();
+        let reset = now + Duration::from_secs(600);
+        gate.observe(quota(10, 10, reset));
+        // 10 / 4 = 2 calls this window, however much Cloudinary says remains.
+        drop(gate.admit(now).unwrap());
+        drop(gate.admit(now).unwrap());
+        gate.observe(quota(10, 8, reset));
+        assert_eq!(gate.admit(now).unwrap_err(), reset);
+        // The next window gives a new share.
+        let next = reset + Duration::from_millis(1);
+        drop(gate.admit(next).unwrap());
+        drop(gate.admit(next).unwrap());
+        assert!(gate.admit(next).is_err());
+    }
+
+    #[test]
+    fn instances_keep_in_flight_calls_within_their_share_of_what_remains() {
+        let gate = RateGate::shared_by(4);
+        let now = SystemTime::now();
+        let reset = now + Duration::from_secs(600);
+        gate.observe(quota(2000, 9, reset));
+        // 9 / 4 = 2 calls in flight for this instance; four instances make at most 8.
+        let a = gate.admit(now).unwrap();
+        let _b = gate.admit(now).unwrap();
+        assert_eq!(gate.admit(now).unwrap_err(), reset);
+        drop(a);
+        assert!(gate.admit(now).is_ok());
+    }
+
+    #[test]
+    fn closed_until_tells_when_calls_may_resume_without_taking_a_permit() {
+        let gate = RateGate::shared_by(2);
+        let now = SystemTime::now();
+        let reset = now + Duration::from_secs(600);
+        gate.observe(quota(4, 4, reset));
+        assert_eq!(gate.closed_until(now), None);
+        drop(gate.admit(now).unwrap());
+        assert_eq!(gate.closed_until(now), None, "asking takes nothing");
+        drop(gate.admit(now).unwrap());
+        assert_eq!(
+            gate.closed_until(now),
+            Some(reset),
+            "the share of 2 is used"
+        );
+        assert_eq!(gate.closed_until(reset), None, "a new window");
+    }
+
+    #[test]
+    fn late_answers_do_not_undo_what_newer_ones_said() {
+        let gate = RateGate::new();
+        let now = SystemTime::now();
+        let reset = now + Duration::from_secs(600);
+        gate.observe(quota(10, 3, reset));
+        gate.observe(quota(10, 5, reset));
+        assert_eq!(gate.remaining(), Some(3), "the lowest figure of a window");
+        gate.observe(quota(10, 9, reset + Duration::from_secs(600)));
+        gate.observe(quota(10, 0, reset));
+        assert_eq!(
+            gate.remaining(),
+            Some(9),
+            "an earlier window's answer is ignored"
+        );
     }
 }

@@ -93,6 +93,18 @@ impl BatchOutcome {
     }
 }
 
+/// A record's deferred message, waiting to be sent with the rest of its batch's.
+type DeferralSlot = std::sync::Mutex<Option<(WorkMessage, Duration)>>;
+
+/// One record being processed, and where its deferral (if any) waits.
+struct Job<'a> {
+    record: &'a InboundRecord,
+    slot: DeferralSlot,
+}
+
+/// A quota wait this short is waited out in the invocation rather than through the queue.
+const SHORT_WAIT: Duration = Duration::from_secs(1);
+
 /// Tuning of the worker.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -107,16 +119,24 @@ pub struct WorkerSettings {
     pub pending_poll_delay: Duration,
     /// Deferrals for a pending OCR before it is given up as failed.
     pub max_pending_polls: u32,
+    /// Worker instances that may run at once (the reserved concurrency): each takes only its
+    /// share of the Cloudinary quota that remains, so together they are not refused.
+    pub instances: u32,
+    /// While the quota is spent, an invocation waits before returning, up to this long before
+    /// its deadline.
+    pub hold_margin: Duration,
 }
 
 impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
-            concurrency: 8,
+            concurrency: 10,
             max_receive_count: 5,
             deadline_margin: Duration::from_secs(25),
             pending_poll_delay: Duration::from_secs(30),
             max_pending_polls: 20,
+            instances: 1,
+            hold_margin: Duration::from_secs(5),
         }
     }
 }
@@ -145,7 +165,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
             store,
             queue,
             dlq,
-            gate: RateGate::new(),
+            gate: RateGate::shared_by(settings.instances),
             settings,
             latencies: std::sync::Mutex::default(),
         }
@@ -194,6 +214,10 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
             let statuses = &statuses;
             let span = tracing::info_span!("record", message_id = %record.message_id, public_id = tracing::field::Empty);
             async move {
+                let job = &Job {
+                    record,
+                    slot: DeferralSlot::default(),
+                };
                 let disposition = match parsed {
                     Parsed::Bad(reason) => self.dead_letter(record, &reason, "permanent").await,
                     Parsed::Ok(_) if !first => Disposition::Skipped,
@@ -205,20 +229,32 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
                             },
                             Some(s) => match s.get(&message.public_id) {
                                 Some(st) if st.is_complete() && !message.force => Disposition::Skipped,
-                                _ => self.process_one(record, message, deadline).await,
+                                _ => self.process_one(job, message, deadline).await,
                             },
                         }
                     }
                 };
                 log_disposition(&disposition);
-                (record.message_id.clone(), disposition)
+                let deferral = job.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                (record.message_id.clone(), disposition, deferral)
             }
             .instrument(span)
         });
-        let results = futures::stream::iter(jobs)
+        let done = futures::stream::iter(jobs)
             .buffered(self.settings.concurrency.max(1))
             .collect::<Vec<_>>()
             .await;
+        let mut deferred = Vec::new();
+        let mut results = Vec::with_capacity(done.len());
+        for (index, (message_id, disposition, deferral)) in done.into_iter().enumerate() {
+            if let (Some((message, delay)), Disposition::Deferred { .. }) = (deferral, &disposition)
+            {
+                deferred.push((index, message, delay));
+            }
+            results.push((message_id, disposition));
+        }
+        self.send_deferrals(&mut results, deferred).await;
+        self.hold_while_quota_is_spent(deadline).await;
         let cloudinary_latency_ms =
             std::mem::take(&mut *self.latencies.lock().unwrap_or_else(|e| e.into_inner()));
         BatchOutcome {
@@ -230,25 +266,46 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
 
     async fn process_one(
         &self,
-        record: &InboundRecord,
+        job: &Job<'_>,
         message: WorkMessage,
         deadline: SystemTime,
     ) -> Disposition {
+        let slot = &job.slot;
         let now = SystemTime::now();
         if deadline.duration_since(now).unwrap_or_default() < self.settings.deadline_margin {
             return Disposition::Retry {
                 reason: "not started: the invocation's deadline is near".into(),
             };
         }
-        // Calls Cloudinary would refuse are not made: the message waits for the reset instead.
-        let permit = match self.gate.admit(now) {
-            Ok(p) => p,
-            Err(until) => {
-                return self
-                    .defer(message, until, "Cloudinary quota exhausted until its reset")
-                    .await;
+        // Calls Cloudinary would refuse are not made: the message waits for the reset instead,
+        // in the queue; a wait of a moment (a probe call's answer, a reset about to come) is
+        // waited out here, which is cheaper than sending the message round again.
+        let permit = loop {
+            let now = SystemTime::now();
+            match self.gate.admit(now) {
+                Ok(p) => break p,
+                Err(until) => {
+                    let wait = until.duration_since(now).unwrap_or_default();
+                    let time_left = deadline.duration_since(now).unwrap_or_default();
+                    if wait <= SHORT_WAIT && wait + self.settings.deadline_margin < time_left {
+                        tokio::time::sleep(
+                            wait.clamp(Duration::from_millis(5), Duration::from_millis(50)),
+                        )
+                        .await;
+                        continue;
+                    }
+                    return self
+                        .defer(
+                            slot,
+                            message,
+                            until,
+                            "Cloudinary quota exhausted until its reset",
+                        )
+                        .await;
+                }
             }
         };
+        let now = SystemTime::now();
         let token = uuid::Uuid::new_v4().to_string();
         let claim = Claim {
             public_id: &message.public_id,
@@ -267,6 +324,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
                 let until = crate::clock::from_epoch_ms(ms);
                 return self
                     .defer(
+                        slot,
                         message,
                         until,
                         "another invocation is processing this asset",
@@ -276,7 +334,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
             Err(e) => {
                 return self
                     .store_failure(
-                        record,
+                        job,
                         None,
                         &message,
                         &error_chain(&e),
@@ -292,9 +350,14 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
         } else {
             self.ocr.request_ocr(&message).await
         };
-        drop(permit);
+        // The permit is given back only once the gate knows what the answer said: in between,
+        // another record would be admitted against the old remaining figure.
         let answer = match answer {
-            Ok(a) => a,
+            Ok(a) => {
+                self.gate.observe(a.quota);
+                drop(permit);
+                a
+            }
             Err(e) => {
                 if e.class() == ErrorClass::RateLimited {
                     self.gate.block_until(
@@ -302,10 +365,11 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
                             .unwrap_or(SystemTime::now() + crate::rate_gate::DEFAULT_BACKOFF),
                     );
                 }
+                drop(permit);
                 tracing::info!(error = %error_chain(&e), class = ?e.class(), "cloudinary call failed");
                 return self
                     .store_failure(
-                        record,
+                        job,
                         Some((&token, attempts)),
                         &message,
                         &error_chain(&e),
@@ -315,7 +379,6 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
                     .await;
             }
         };
-        self.gate.observe(answer.quota);
         self.latencies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -330,7 +393,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
             Err(e) => {
                 return self
                     .store_failure(
-                        record,
+                        job,
                         Some((&token, attempts)),
                         &message,
                         &error_chain(&e),
@@ -346,7 +409,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
                     let reason = format!("OCR still pending after {} checks", message.deferrals);
                     return self
                         .store_failure(
-                            record,
+                            job,
                             Some((&token, attempts)),
                             &message,
                             &reason,
@@ -361,6 +424,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
                     ..message
                 };
                 self.defer(
+                    slot,
                     next,
                     SystemTime::now() + self.settings.pending_poll_delay,
                     "OCR pending",
@@ -370,7 +434,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
             OcrOutcome::Failed { status } => {
                 let reason = format!("Cloudinary reports OCR status {status:?}");
                 self.store_failure(
-                    record,
+                    job,
                     Some((&token, attempts)),
                     &message,
                     &reason,
@@ -408,11 +472,12 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
                         self.release(&message, &token, &error_chain(&e)).await;
                         match e.class() {
                             ErrorClass::Permanent => {
-                                self.dead_letter(record, &error_chain(&e), "permanent")
+                                self.dead_letter(job.record, &error_chain(&e), "permanent")
                                     .await
                             }
                             _ => {
                                 self.defer(
+                                    slot,
                                     next,
                                     SystemTime::now() + Duration::from_secs(5),
                                     "result write failed",
@@ -430,13 +495,14 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
     /// rate limited → deferred; transient → retried by SQS.
     async fn store_failure(
         &self,
-        record: &InboundRecord,
+        job: &Job<'_>,
         claim: Option<(&str, u32)>,
         message: &WorkMessage,
         reason: &str,
         class: ErrorClass,
         retry_at: Option<SystemTime>,
     ) -> Disposition {
+        let (record, slot) = (job.record, &job.slot);
         let exhausted = record.receive_count >= self.settings.max_receive_count;
         match class {
             ErrorClass::RateLimited => {
@@ -445,7 +511,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
                 }
                 let until =
                     retry_at.unwrap_or(SystemTime::now() + crate::rate_gate::DEFAULT_BACKOFF);
-                self.defer(message.clone(), until, "rate limited by Cloudinary")
+                self.defer(slot, message.clone(), until, "rate limited by Cloudinary")
                     .await
             }
             ErrorClass::Transient if !exhausted => {
@@ -518,7 +584,15 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
         }
     }
 
-    async fn defer(&self, message: WorkMessage, until: SystemTime, reason: &str) -> Disposition {
+    /// Sets the message aside to be sent again with a delay: the batch sends every deferral
+    /// in `SendMessageBatch` calls once its records are done (see `send_deferrals`).
+    async fn defer(
+        &self,
+        slot: &DeferralSlot,
+        message: WorkMessage,
+        until: SystemTime,
+        reason: &str,
+    ) -> Disposition {
         let delay = until
             .duration_since(SystemTime::now())
             .unwrap_or_default()
@@ -527,13 +601,60 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
             deferrals: message.deferrals.saturating_add(1),
             ..message
         };
-        match self.queue.send_delayed(&next, delay).await {
-            Ok(()) => Disposition::Deferred {
-                reason: format!("{reason}; back in {}s", delay.as_secs()),
-            },
-            Err(e) => Disposition::Retry {
-                reason: format!("{reason}; and deferring failed: {}", error_chain(&e)),
-            },
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some((next, delay));
+        Disposition::Deferred {
+            reason: format!("{reason}; back in {}s", delay.as_secs()),
+        }
+    }
+
+    /// When this instance may not call Cloudinary for a while (its share of the quota is
+    /// spent until the reset), the invocation waits, up to the reset or near its deadline,
+    /// before it returns. Returning at once would make the event source hand it the next batch
+    /// straight away, only for every message of it to be deferred again: with a backlog that
+    /// churns the whole queue through SQS while the quota is closed. A waiting invocation costs
+    /// Lambda time, far less than that churn, and holds no messages (they are deferred).
+    async fn hold_while_quota_is_spent(&self, deadline: SystemTime) {
+        let now = SystemTime::now();
+        let Some(until) = self.gate.closed_until(now) else {
+            return;
+        };
+        let latest = deadline
+            .checked_sub(self.settings.hold_margin)
+            .unwrap_or(now);
+        let wait = until.min(latest).duration_since(now).unwrap_or_default();
+        if wait > Duration::ZERO {
+            tracing::info!(
+                wait_ms = wait.as_millis() as u64,
+                "quota spent: holding before the next batch"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Sends the batch's deferred messages, ten per call. A deferral that could not be sent
+    /// becomes a retry: the original message is then not deleted and comes back by itself.
+    async fn send_deferrals(
+        &self,
+        results: &mut [(String, Disposition)],
+        deferred: Vec<(usize, WorkMessage, Duration)>,
+    ) {
+        for chunk in deferred.chunks(crate::queue::SEND_BATCH_MAX) {
+            let entries: Vec<(WorkMessage, Duration)> =
+                chunk.iter().map(|(_, m, d)| (m.clone(), *d)).collect();
+            let failures = match self.queue.send_delayed_batch(&entries).await {
+                Ok(failures) => failures,
+                Err(e) => vec![Some(error_chain(&e)); entries.len()],
+            };
+            for ((index, _, _), failure) in chunk.iter().zip(failures) {
+                if let Some(error) = failure
+                    && let Some((message_id, disposition)) = results.get_mut(*index)
+                {
+                    tracing::warn!(%message_id, %error, "deferring failed; the message is retried");
+                    *disposition = Disposition::Retry {
+                        reason: format!("deferring failed: {error}"),
+                    };
+                }
+            }
         }
     }
 }

@@ -23,6 +23,7 @@ pub fn build(
     let settings = WorkerSettings {
         concurrency: config.concurrency,
         max_receive_count: config.max_receive_count,
+        instances: config.instances,
         // Never start a record that could not finish its Cloudinary call before the deadline.
         deadline_margin: config.cloudinary.timeout + std::time::Duration::from_secs(5),
         ..WorkerSettings::default()

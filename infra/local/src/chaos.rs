@@ -24,7 +24,8 @@ pub struct ChaosOptions {
     pub timeout_rate: f64,
     pub latency: Duration,
     /// Admin API calls per quota window (OCR goes through the Admin API update here, so the
-    /// quota binds and answers 420 in bursts).
+    /// quota binds). Every few seconds another user of the account takes most of a window's
+    /// quota, which the worker cannot foresee: it is then answered 420.
     pub quota_limit: u64,
     pub quota_window: Duration,
     pub kill_rate: f64,
@@ -39,8 +40,8 @@ impl Default for ChaosOptions {
             error_rate: 0.05,
             timeout_rate: 0.01,
             latency: Duration::from_millis(20),
-            quota_limit: 60,
-            quota_window: Duration::from_secs(1),
+            quota_limit: 180,
+            quota_window: Duration::from_secs(3),
             kill_rate: 0.02,
             malformed: 5,
         }
@@ -299,9 +300,16 @@ pub async fn run(
     let drained = drain(&sqs, &mapping, &stats, &handler);
     tokio::pin!(drained);
     let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    let mut squeeze = tokio::time::interval(Duration::from_secs(4));
+    let mut squeezed = false;
     let end = loop {
         tokio::select! {
             end = &mut drained => break end?,
+            _ = squeeze.tick() => {
+                squeezed = !squeezed;
+                let limit = if squeezed { options.quota_limit / 4 } else { options.quota_limit };
+                emulator.configure(|c| c.admin_limit = limit);
+            }
             _ = ticker.tick() => {
                 let (inv, records, deleted, failed) = stats.snapshot();
                 println!("  ... {records} records in {inv} invocations, {deleted} deleted, {failed} failed, {} deferred, {} killed", deferred.load(Ordering::Relaxed), stats.killed.load(Ordering::Relaxed));

@@ -12,7 +12,7 @@ async fn chaos_keeps_every_promise() {
         error_rate: 0.08,
         timeout_rate: 0.02,
         kill_rate: 0.05,
-        quota_limit: 40,
+        quota_limit: 120,
         ..ChaosOptions::default()
     };
     let report = run(&sdk, &options).await.expect("chaos run");
