@@ -7,8 +7,9 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/cloudinary-ocr/target
 CARGO ?= cargo
 MOTO := infra/scripts/moto.sh
 DEMO_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: help demo test chaos lint unit setup tools template-lint build deploy release-bootstraps emulator moto-start moto-stop clean
+.PHONY: help demo test bench chaos lint unit setup tools template-lint build deploy release-bootstraps emulator moto-start moto-stop clean
 TOOLS_PATH := $(CURDIR)/.venv-tools/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 STACK ?= cloudinary-ocr
@@ -17,6 +18,7 @@ help:
 	@echo "make demo    - run the whole pipeline end to end on local servers (moto + Cloudinary emulator)"
 	@echo "make test    - formatting, lints, unit and integration tests (starts and stops moto itself)"
 	@echo "make chaos   - 10,000 assets under injected faults, with checks (CHAOS_ARGS='--assets N')"
+	@echo "make bench   - benchmarks against the blog-style baseline; writes BENCHMARKS.md (BENCH_ARGS='--help')"
 	@echo "make build   - build both functions for arm64 with sam build (cargo-lambda, zig)"
 	@echo "make deploy  - sam deploy (--guided the first time on this machine)"
 	@echo "make setup   - create the virtualenv with the pinned moto (done by demo/test on first use)"
@@ -80,3 +82,11 @@ clean:
 chaos: setup
 	$(CARGO) build -p local-stack --bin chaos
 	$(MOTO) run $(CARGO_TARGET_DIR)/debug/chaos $(CHAOS_ARGS)
+
+# Not part of `make test`: figures, not checks. Builds what it measures (the release bootstraps,
+# the shipped arm64 artefacts) and runs every scenario on its own moto.
+bench: setup build
+	@infra/scripts/arm64-runner.sh
+	$(CARGO) build --release -p worker -p lister -p cloudinary-emulator
+	$(CARGO) build --release -p local-stack --bin bench
+	BENCH_PYTHON=$(CURDIR)/.venv/bin/python $(MOTO) run $(CARGO_TARGET_DIR)/release/bench $(BENCH_ARGS)

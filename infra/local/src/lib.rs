@@ -3,9 +3,11 @@
 //! mapping does around the worker.
 
 pub mod aws;
+pub mod bench;
 pub mod chaos;
 pub mod provision;
 pub mod runner;
+pub mod runtime_api;
 pub mod template;
 
 /// Every item of a table, keyed by `publicId` (for checks on small tables).

@@ -82,6 +82,11 @@ impl Template {
         })
     }
 
+    /// A function's configured memory in MB (its default, for a parameter).
+    pub fn memory_mb(&self, function: &str) -> Result<u64, String> {
+        Ok(self.setting(function, &["MemorySize"])?.default as u64)
+    }
+
     /// The settings the local stack takes from the template.
     pub fn stack_settings(&self) -> Result<StackSettings, String> {
         let secs = |s: Setting| Duration::from_secs(s.default as u64);

@@ -5,85 +5,12 @@
 
 mod common;
 
-use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::routing::{get, post};
 use common::{Harness, asset, s};
 use local_stack::provision::StackSettings;
-
-#[derive(Default)]
-struct Runtime {
-    events: Mutex<VecDeque<(String, String)>>,
-    answers: Mutex<HashMap<String, Result<String, String>>>,
-    init_error: Mutex<Option<String>>,
-    first_poll: Mutex<Option<Instant>>,
-}
-
-async fn next(State(rt): State<Arc<Runtime>>) -> (HeaderMap, String) {
-    rt.first_poll
-        .lock()
-        .unwrap()
-        .get_or_insert_with(Instant::now);
-    loop {
-        if let Some((id, body)) = rt.events.lock().unwrap().pop_front() {
-            let mut h = HeaderMap::new();
-            let deadline = std::time::SystemTime::now() + Duration::from_secs(60);
-            let ms = deadline
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis();
-            h.insert("lambda-runtime-aws-request-id", id.parse().unwrap());
-            h.insert(
-                "lambda-runtime-deadline-ms",
-                ms.to_string().parse().unwrap(),
-            );
-            h.insert(
-                "lambda-runtime-invoked-function-arn",
-                "arn:aws:lambda:us-east-1:123456789012:function:test"
-                    .parse()
-                    .unwrap(),
-            );
-            h.insert(
-                "lambda-runtime-trace-id",
-                "Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1"
-                    .parse()
-                    .unwrap(),
-            );
-            return (h, body);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn response(
-    State(rt): State<Arc<Runtime>>,
-    Path(id): Path<String>,
-    body: String,
-) -> &'static str {
-    rt.answers.lock().unwrap().insert(id, Ok(body));
-    "{}"
-}
-
-async fn error(
-    State(rt): State<Arc<Runtime>>,
-    Path(id): Path<String>,
-    body: String,
-) -> &'static str {
-    rt.answers.lock().unwrap().insert(id, Err(body));
-    "{}"
-}
-
-async fn init_error(State(rt): State<Arc<Runtime>>, body: String) -> &'static str {
-    *rt.init_error.lock().unwrap() = Some(body);
-    "{}"
-}
+use local_stack::runtime_api::{Invocation, invoke_bootstrap};
 
 /// Which build of a function runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,91 +66,26 @@ fn command(name: &str, build: Build) -> tokio::process::Command {
     }
 }
 
-struct Run {
-    /// `None` when the process exited without answering.
-    answer: Option<Result<String, String>>,
-    init: Duration,
-    output: String,
-}
-
 /// Serves one event to the binary and returns its answer, start-up time and output.
-async fn invoke(binary: &str, build: Build, env: &[(String, String)], event: String) -> Run {
-    let rt = Arc::new(Runtime::default());
-    rt.events.lock().unwrap().push_back(("req-1".into(), event));
-    let app = Router::new()
-        .route("/2018-06-01/runtime/invocation/next", get(next))
-        .route(
-            "/2018-06-01/runtime/invocation/{id}/response",
-            post(response),
-        )
-        .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
-        .route("/2018-06-01/runtime/init/error", post(init_error))
-        .with_state(rt.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
-    let started = Instant::now();
-    let mut child = command(binary, build)
-        .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", binary)
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "stream")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "group")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("RUST_LOG", "debug")
-        .envs(env.iter().cloned())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("bootstrap starts");
-    let mut answer = None;
-    for _ in 0..600 {
-        if let Some(a) = rt.answers.lock().unwrap().remove("req-1") {
-            answer = Some(a);
-            break;
-        }
-        if let Some(e) = rt.init_error.lock().unwrap().clone() {
-            answer = Some(Err(format!("init error: {e}")));
-            break;
-        }
-        if let Ok(Some(_exited)) = child.try_wait() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let init = rt
-        .first_poll
-        .lock()
-        .unwrap()
-        .map(|t| t - started)
-        .unwrap_or_default();
-    child.start_kill().unwrap();
-    let out = child.wait_with_output().await.unwrap();
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Run {
-        answer,
-        init,
-        output,
-    }
+async fn invoke(binary: &str, build: Build, env: &[(String, String)], event: String) -> Invocation {
+    let mut env = env.to_vec();
+    env.push(("RUST_LOG".into(), "debug".into()));
+    invoke_bootstrap(
+        command(binary, build),
+        binary,
+        &env,
+        event,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("running the {binary} bootstrap: {e:#}"))
 }
 
-impl Run {
-    /// The invocation's successful answer; anything else fails the test with the output.
-    fn answered(&self) -> String {
-        match &self.answer {
-            Some(Ok(body)) => body.clone(),
-            other => panic!("the binary did not answer: {other:?}\n{}", self.output),
-        }
+/// The invocation's successful answer; anything else fails the test with the output.
+fn answered(run: &Invocation) -> String {
+    match &run.answer {
+        Some(Ok(body)) => body.clone(),
+        other => panic!("the binary did not answer: {other:?}\n{}", run.output),
     }
 }
 
@@ -271,7 +133,7 @@ async fn worker_answers(build: Build) {
     .await;
     let event = include_str!("fixtures/sqs_event.json").to_string();
     let run = invoke("worker", build, &function_env(&h), event).await;
-    let body = run.answered();
+    let body = answered(&run);
     let response: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         response["batchItemFailures"],
@@ -322,7 +184,7 @@ async fn lister_answers(build: Build) {
     let event =
         include_str!("../../../functions/lister/tests/fixtures/scheduled_event.json").to_string();
     let run = invoke("lister", build, &function_env(&h), event).await;
-    let body = run.answered();
+    let body = answered(&run);
     let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(summary["stop"], "pass_complete", "{body}");
     assert_eq!(summary["enqueued"], 30);

@@ -1,0 +1,190 @@
+//! A minimal Lambda Runtime API, served here, that hands one event to a real `bootstrap`
+//! process and collects its answer: the binary that ships, run as Lambda runs it. Used by the
+//! Runtime API tests and by `make bench` (start-up time and memory).
+
+use std::collections::{HashMap, VecDeque};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::routing::{get, post};
+
+const REQUEST_ID: &str = "req-1";
+
+#[derive(Default)]
+struct Runtime {
+    events: Mutex<VecDeque<(String, String)>>,
+    answers: Mutex<HashMap<String, Result<String, String>>>,
+    init_error: Mutex<Option<String>>,
+    first_poll: Mutex<Option<Instant>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn header(value: &str) -> HeaderValue {
+    HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+async fn next(State(rt): State<Arc<Runtime>>) -> (HeaderMap, String) {
+    lock(&rt.first_poll).get_or_insert_with(Instant::now);
+    loop {
+        let event = lock(&rt.events).pop_front();
+        if let Some((id, body)) = event {
+            let deadline = SystemTime::now() + Duration::from_secs(60);
+            let ms = deadline
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            let mut h = HeaderMap::new();
+            h.insert("lambda-runtime-aws-request-id", header(&id));
+            h.insert("lambda-runtime-deadline-ms", header(&ms.to_string()));
+            h.insert(
+                "lambda-runtime-invoked-function-arn",
+                header("arn:aws:lambda:us-east-1:123456789012:function:local"),
+            );
+            h.insert(
+                "lambda-runtime-trace-id",
+                header(
+                    "Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1",
+                ),
+            );
+            return (h, body);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn response(
+    State(rt): State<Arc<Runtime>>,
+    Path(id): Path<String>,
+    body: String,
+) -> &'static str {
+    lock(&rt.answers).insert(id, Ok(body));
+    "{}"
+}
+
+async fn error(
+    State(rt): State<Arc<Runtime>>,
+    Path(id): Path<String>,
+    body: String,
+) -> &'static str {
+    lock(&rt.answers).insert(id, Err(body));
+    "{}"
+}
+
+async fn init_error(State(rt): State<Arc<Runtime>>, body: String) -> &'static str {
+    *lock(&rt.init_error) = Some(body);
+    "{}"
+}
+
+/// What one run of a `bootstrap` did.
+#[derive(Debug)]
+pub struct Invocation {
+    /// The invocation's answer (`Err` for an invocation or init error); `None` when the
+    /// process exited or timed out without answering.
+    pub answer: Option<Result<String, String>>,
+    /// From exec to the first poll of the Runtime API (the cold start's init phase).
+    pub init: Duration,
+    /// Peak resident memory of the process after the invocation (`VmHWM`), in KiB.
+    pub peak_rss_kib: Option<u64>,
+    /// Everything the process wrote (stdout, then stderr).
+    pub output: String,
+}
+
+/// Starts `command` as Lambda would (Runtime API address, function variables, `env`), serves
+/// it `event`, waits up to `timeout` for the answer, then stops the process.
+pub async fn invoke_bootstrap(
+    mut command: tokio::process::Command,
+    function_name: &str,
+    env: &[(String, String)],
+    event: String,
+    timeout: Duration,
+) -> anyhow::Result<Invocation> {
+    let rt = Arc::new(Runtime::default());
+    lock(&rt.events).push_back((REQUEST_ID.into(), event));
+    let app = Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(response),
+        )
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+        .route("/2018-06-01/runtime/init/error", post(init_error))
+        .with_state(rt.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the Runtime API")?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let started = Instant::now();
+    let mut child = command
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", function_name)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "stream")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "group")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .envs(env.iter().cloned())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the bootstrap")?;
+    let mut answer = None;
+    let mut peak_rss_kib = None;
+    while started.elapsed() < timeout {
+        if let Some(a) = lock(&rt.answers).remove(REQUEST_ID) {
+            answer = Some(a);
+            peak_rss_kib = child.id().and_then(peak_rss);
+            break;
+        }
+        if let Some(e) = lock(&rt.init_error).clone() {
+            answer = Some(Err(format!("init error: {e}")));
+            break;
+        }
+        if let Ok(Some(_exited)) = child.try_wait() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let init = lock(&rt.first_poll)
+        .map(|t| t - started)
+        .unwrap_or_default();
+    // Already exited is fine: the output is what matters.
+    let _exited_already = child.start_kill();
+    let out = child
+        .wait_with_output()
+        .await
+        .context("collecting the bootstrap's output")?;
+    server.abort();
+    Ok(Invocation {
+        answer,
+        init,
+        peak_rss_kib,
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    })
+}
+
+/// `VmHWM` of a live process, in KiB (Linux).
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
