@@ -712,7 +712,7 @@ Not all scenarios ran: {} left as it was.",
 /// 1. The Python baseline and the pipeline on the same corpus, emulator and moto.
 async fn side_by_side(ctx: &Ctx, args: &Args, report: &mut Report) -> anyhow::Result<PipelineRun> {
     let invocations = ctx.settings.worker_concurrency;
-    let records = shared_worker_concurrency();
+    let records = shared::config::DEFAULT_WORKER_CONCURRENCY;
     let threads = invocations * records;
     println!(
         "1. side by side: {} images, {} ms per Cloudinary call, {} rounds",
@@ -809,44 +809,36 @@ async fn side_by_side(ctx: &Ctx, args: &Args, report: &mut Report) -> anyhow::Re
         "",
         "wall s",
         "images/s",
-        "CPU s",
         "CPU s per 1,000 images",
         "moto CPU s per 1,000 images",
         "Cloudinary calls per image",
         "AWS requests per image",
         "paid OCR per image",
     ]);
-    let b = &base_runs[base_runs.len() - 1];
-    let r = &rust_runs[rust_runs.len() - 1];
-    let aws_total = |c: &BTreeMap<String, u64>| c.values().sum::<u64>() as f64 / images as f64;
-    let cloudinary = |s: &Stats| (s.admin_calls + s.explicit_calls) as f64 / images as f64;
-    t.row(vec![
-        "baseline (Python)".into(),
-        f1(bw),
-        f1(images as f64 / bw),
-        f2(bc),
-        f2(per_1000(bc, images)),
-        f2(per_1000(bm, images)),
-        f3(cloudinary(&b.emulator)),
-        f2(aws_total(&b.aws)),
-        f3(b.emulator.ocr_billed as f64 / images as f64),
-    ]);
-    t.row(vec![
-        "pipeline (Rust)".into(),
-        f1(rw),
-        f1(images as f64 / rw),
-        f2(rc),
-        f2(per_1000(rc, images)),
-        f2(per_1000(rm, images)),
-        f3(cloudinary(&r.emulator)),
-        f2(aws_total(&r.aws)),
-        f3(r.emulator.ocr_billed as f64 / images as f64),
-    ]);
+    let per_image = |n: u64| n as f64 / images as f64;
+    let mut row =
+        |name: &str, wall: f64, cpu: f64, moto: f64, aws: &BTreeMap<String, u64>, e: &Stats| {
+            t.row(vec![
+                name.into(),
+                f1(wall),
+                f1(images as f64 / wall),
+                f2(per_1000(cpu, images)),
+                f2(per_1000(moto, images)),
+                f3(per_image(e.admin_calls + e.explicit_calls)),
+                f2(per_image(aws.values().sum())),
+                f3(per_image(e.ocr_billed)),
+            ])
+        };
+    let (b, r) = (
+        &base_runs[base_runs.len() - 1],
+        &rust_runs[rust_runs.len() - 1],
+    );
+    row("baseline (Python)", bw, bc, bm, &b.aws, &b.emulator);
+    row("pipeline (Rust)", rw, rc, rm, &r.aws, &r.emulator);
     t.row(vec![
         "ratio pipeline / baseline".into(),
         f2(rw / bw),
         f2(bw / rw),
-        f2(rc / bc),
         f2(rc / bc),
         f2(rm / bm),
         String::new(),
@@ -871,11 +863,6 @@ async fn side_by_side(ctx: &Ctx, args: &Args, report: &mut Report) -> anyhow::Re
     ));
     let last = rust_runs.pop().context("at least one round")?;
     Ok(last)
-}
-
-/// Records each worker invocation processes at once (`WORKER_CONCURRENCY`, its default).
-fn shared_worker_concurrency() -> usize {
-    shared::config::DEFAULT_WORKER_CONCURRENCY
 }
 
 /// 2. The Admin quota, scaled down, over several windows.
@@ -1381,7 +1368,7 @@ async fn lister_throughput(ctx: &Ctx, args: &Args, report: &mut Report) -> anyho
 /// 6. Worker throughput against concurrent invocations.
 async fn scaling(ctx: &Ctx, args: &Args, report: &mut Report) -> anyhow::Result<()> {
     println!("6. scaling: {:?} invocations", args.scaling);
-    let records = shared_worker_concurrency();
+    let records = shared::config::DEFAULT_WORKER_CONCURRENCY;
     let mut t = Table::new(&[
         "invocations",
         "images",
