@@ -221,16 +221,12 @@ pub async fn run(
     config.admin_window = options.quota_window;
     let emulator = Emulator::start(config, corpus.clone(), 0).await?;
 
-    let vars: HashMap<&str, String> = HashMap::from([
+    let mut vars = stack.function_env();
+    vars.extend([
         ("CLOUDINARY_URL", emulator.cloudinary_url()),
         ("CLOUDINARY_API_BASE", emulator.base_url()),
         ("CLOUDINARY_TIMEOUT_MS", "1000".to_string()),
         ("OCR_METHOD", "update".to_string()),
-        ("RESULTS_TABLE", stack.names.results_table.clone()),
-        ("CHECKPOINT_TABLE", stack.names.checkpoint_table.clone()),
-        ("WORK_QUEUE_URL", stack.work_queue_url.clone()),
-        ("DEAD_LETTER_QUEUE_URL", stack.dead_letter_queue_url.clone()),
-        ("MAX_RECEIVE_COUNT", settings.max_receive_count.to_string()),
     ]);
     let env = Env(|name: &str| vars.get(name).cloned());
     let lister = lister::build(&env.lister(None)?, sdk)?;

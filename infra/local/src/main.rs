@@ -99,13 +99,7 @@ async fn main() -> anyhow::Result<()> {
         );
         Some(emu)
     };
-    let mut overrides: HashMap<&str, String> = HashMap::from([
-        ("RESULTS_TABLE", stack.names.results_table.clone()),
-        ("CHECKPOINT_TABLE", stack.names.checkpoint_table.clone()),
-        ("WORK_QUEUE_URL", stack.work_queue_url.clone()),
-        ("DEAD_LETTER_QUEUE_URL", stack.dead_letter_queue_url.clone()),
-        ("MAX_RECEIVE_COUNT", settings.max_receive_count.to_string()),
-    ]);
+    let mut overrides = stack.function_env();
     if let Some(emu) = &emulator {
         overrides.insert("CLOUDINARY_URL", emu.cloudinary_url());
         overrides.insert("CLOUDINARY_API_BASE", emu.base_url());

@@ -158,6 +158,21 @@ pub async fn provision(
 }
 
 impl LocalStack {
+    /// The variables through which the functions find this stack's tables and queues (the
+    /// stack's outputs, in AWS), keyed by name.
+    pub fn function_env(&self) -> std::collections::HashMap<&'static str, String> {
+        std::collections::HashMap::from([
+            ("RESULTS_TABLE", self.names.results_table.clone()),
+            ("CHECKPOINT_TABLE", self.names.checkpoint_table.clone()),
+            ("WORK_QUEUE_URL", self.work_queue_url.clone()),
+            ("DEAD_LETTER_QUEUE_URL", self.dead_letter_queue_url.clone()),
+            (
+                "MAX_RECEIVE_COUNT",
+                self.settings.max_receive_count.to_string(),
+            ),
+        ])
+    }
+
     /// Deletes everything `provision` created.
     pub async fn teardown(
         &self,

@@ -91,21 +91,13 @@ fn answered(run: &Invocation) -> String {
 
 fn function_env(h: &Harness) -> Vec<(String, String)> {
     let endpoint = local_stack::aws::local_endpoint().unwrap_or_else(|e| panic!("{e}"));
-    [
+    let mut env = h.stack.function_env();
+    env.extend([
         ("AWS_ENDPOINT_URL", endpoint),
         ("CLOUDINARY_URL", h.emulator.cloudinary_url()),
         ("CLOUDINARY_API_BASE", h.emulator.base_url()),
-        ("RESULTS_TABLE", h.stack.names.results_table.clone()),
-        ("CHECKPOINT_TABLE", h.stack.names.checkpoint_table.clone()),
-        ("WORK_QUEUE_URL", h.stack.work_queue_url.clone()),
-        (
-            "DEAD_LETTER_QUEUE_URL",
-            h.stack.dead_letter_queue_url.clone(),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    ]);
+    env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 fn assert_secret_absent(h: &Harness, output: &str) {

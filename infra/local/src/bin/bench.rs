@@ -272,23 +272,11 @@ struct PipelineRun {
 }
 
 /// The functions' variables for a local stack and emulator.
-fn function_env(
-    ctx: &Ctx,
-    stack: &LocalStack,
-    emu: &EmulatorProcess,
-) -> HashMap<&'static str, String> {
-    HashMap::from([
-        ("RESULTS_TABLE", stack.names.results_table.clone()),
-        ("CHECKPOINT_TABLE", stack.names.checkpoint_table.clone()),
-        ("WORK_QUEUE_URL", stack.work_queue_url.clone()),
-        ("DEAD_LETTER_QUEUE_URL", stack.dead_letter_queue_url.clone()),
-        (
-            "MAX_RECEIVE_COUNT",
-            ctx.settings.max_receive_count.to_string(),
-        ),
-        ("CLOUDINARY_URL", emu.cloudinary_url.clone()),
-        ("CLOUDINARY_API_BASE", emu.base_url.clone()),
-    ])
+fn function_env(stack: &LocalStack, emu: &EmulatorProcess) -> HashMap<&'static str, String> {
+    let mut env = stack.function_env();
+    env.insert("CLOUDINARY_URL", emu.cloudinary_url.clone());
+    env.insert("CLOUDINARY_API_BASE", emu.base_url.clone());
+    env
 }
 
 struct ListerPass {
@@ -326,7 +314,7 @@ async fn run_pipeline(
     o: PipelineOptions,
 ) -> anyhow::Result<PipelineRun> {
     let stack = ctx.stack("bench").await?;
-    let mut overrides = function_env(ctx, &stack, emu);
+    let mut overrides = function_env(&stack, emu);
     overrides.insert("OCR_METHOD", o.ocr_method.to_string());
     overrides.insert("WORKER_INSTANCES", o.invocations.to_string());
     if let Some(records) = o.records {
@@ -1035,21 +1023,10 @@ async fn cold_start(ctx: &Ctx, args: &Args, report: &mut Report) -> anyhow::Resu
                     include_str!("../../../../functions/lister/tests/fixtures/scheduled_event.json")
                         .to_string()
                 };
-                let env = vec![
-                    ("AWS_ENDPOINT_URL".to_string(), ctx.endpoint.clone()),
-                    ("CLOUDINARY_URL".into(), emu.cloudinary_url.clone()),
-                    ("CLOUDINARY_API_BASE".into(), emu.base_url.clone()),
-                    ("RESULTS_TABLE".into(), stack.names.results_table.clone()),
-                    (
-                        "CHECKPOINT_TABLE".into(),
-                        stack.names.checkpoint_table.clone(),
-                    ),
-                    ("WORK_QUEUE_URL".into(), stack.work_queue_url.clone()),
-                    (
-                        "DEAD_LETTER_QUEUE_URL".into(),
-                        stack.dead_letter_queue_url.clone(),
-                    ),
-                ];
+                let mut env = function_env(&stack, &emu);
+                env.insert("AWS_ENDPOINT_URL", ctx.endpoint.clone());
+                let env: Vec<(String, String)> =
+                    env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
                 let command = if build.starts_with("host") {
                     tokio::process::Command::new(&path)
                 } else {
@@ -1302,7 +1279,7 @@ async fn lister_throughput(ctx: &Ctx, args: &Args, report: &mut Report) -> anyho
     )
     .await?;
     let stack = ctx.stack("lister").await?;
-    let overrides = function_env(ctx, &stack, &emu);
+    let overrides = function_env(&stack, &emu);
     let env = Env(|name: &str| overrides.get(name).cloned());
     let lister = lister::build(&env.lister(None)?, &ctx.sdk)?;
     ctx.aws_requests(true).await?;

@@ -64,28 +64,14 @@ impl Harness {
 
     /// The environment the functions would see, with `extra` on top.
     pub fn env(&self, extra: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String> + use<>> {
-        let mut vars: HashMap<String, String> = HashMap::from([
-            ("CLOUDINARY_URL".into(), self.emulator.cloudinary_url()),
-            ("CLOUDINARY_API_BASE".into(), self.emulator.base_url()),
-            ("CLOUDINARY_TIMEOUT_MS".into(), "3000".into()),
-            (
-                "RESULTS_TABLE".into(),
-                self.stack.names.results_table.clone(),
-            ),
-            (
-                "CHECKPOINT_TABLE".into(),
-                self.stack.names.checkpoint_table.clone(),
-            ),
-            ("WORK_QUEUE_URL".into(), self.stack.work_queue_url.clone()),
-            (
-                "DEAD_LETTER_QUEUE_URL".into(),
-                self.stack.dead_letter_queue_url.clone(),
-            ),
-            (
-                "MAX_RECEIVE_COUNT".into(),
-                self.stack.settings.max_receive_count.to_string(),
-            ),
+        let mut vars = self.stack.function_env();
+        vars.extend([
+            ("CLOUDINARY_URL", self.emulator.cloudinary_url()),
+            ("CLOUDINARY_API_BASE", self.emulator.base_url()),
+            ("CLOUDINARY_TIMEOUT_MS", "3000".into()),
         ]);
+        let mut vars: HashMap<String, String> =
+            vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         for (k, v) in extra {
             vars.insert(k.to_string(), v.to_string());
         }
