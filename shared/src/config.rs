@@ -3,32 +3,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::cloudinary::{CloudinaryCredentials, OcrMethod};
-
-/// A string that never shows itself in `Debug` or `Display` output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+use crate::cloudinary::settings::{
+    CloudinaryConfig, CloudinaryCredentials, DEFAULT_API_BASE, OcrMethod,
+};
+use crate::defaults;
+use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -36,18 +15,6 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("environment variable {name} is malformed: {reason}")]
     Malformed { name: &'static str, reason: String },
-}
-
-/// Default Cloudinary API base URL.
-pub const DEFAULT_CLOUDINARY_API_BASE: &str = "https://api.cloudinary.com";
-
-/// What both functions need to talk to Cloudinary.
-#[derive(Debug, Clone)]
-pub struct CloudinaryConfig {
-    pub credentials: CloudinaryCredentials,
-    pub api_base: String,
-    pub timeout: Duration,
-    pub ocr_method: OcrMethod,
 }
 
 /// The worker's configuration.
@@ -76,10 +43,6 @@ pub struct ListerConfig {
     /// Assets per listing call (Cloudinary's maximum is 500).
     pub page_size: u32,
 }
-
-/// Records of one batch processed at once, unless `WORKER_CONCURRENCY` says otherwise: a
-/// whole batch (the event source's `BatchSize`), so that it takes one round of Cloudinary calls.
-pub const DEFAULT_WORKER_CONCURRENCY: usize = 10;
 
 /// Reads variables through a function so tests need not touch the process environment.
 pub struct Env<F: Fn(&str) -> Option<String>>(pub F);
@@ -132,14 +95,17 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             })?;
         let api_base = self
             .get("CLOUDINARY_API_BASE")
-            .unwrap_or_else(|| DEFAULT_CLOUDINARY_API_BASE.to_string());
+            .unwrap_or_else(|| DEFAULT_API_BASE.to_string());
         if !(api_base.starts_with("http://") || api_base.starts_with("https://")) {
             return Err(ConfigError::Malformed {
                 name: "CLOUDINARY_API_BASE",
                 reason: format!("{api_base:?} is not an http(s) URL"),
             });
         }
-        let timeout_ms: u64 = self.parsed("CLOUDINARY_TIMEOUT_MS", 20_000)?;
+        let timeout_ms: u64 = self.parsed(
+            "CLOUDINARY_TIMEOUT_MS",
+            defaults::CLOUDINARY_TIMEOUT.as_millis() as u64,
+        )?;
         let ocr_method = match self.get("OCR_METHOD") {
             None => OcrMethod::default(),
             Some(raw) => raw.parse().map_err(|reason| ConfigError::Malformed {
@@ -156,7 +122,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 
     pub fn worker(&self, cloudinary_url: Option<Secret>) -> Result<WorkerConfig, ConfigError> {
-        let concurrency: usize = self.parsed("WORKER_CONCURRENCY", DEFAULT_WORKER_CONCURRENCY)?;
+        let concurrency: usize = self.parsed("WORKER_CONCURRENCY", defaults::RECORDS_IN_FLIGHT)?;
         if concurrency == 0 {
             return Err(ConfigError::Malformed {
                 name: "WORKER_CONCURRENCY",
@@ -169,17 +135,17 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             work_queue_url: self.required("WORK_QUEUE_URL")?,
             dead_letter_queue_url: self.required("DEAD_LETTER_QUEUE_URL")?,
             concurrency,
-            max_receive_count: self.parsed("MAX_RECEIVE_COUNT", 5)?,
+            max_receive_count: self.parsed("MAX_RECEIVE_COUNT", defaults::MAX_RECEIVE_COUNT)?,
             instances: self.parsed::<u32>("WORKER_INSTANCES", 1)?.max(1),
         })
     }
 
     pub fn lister(&self, cloudinary_url: Option<Secret>) -> Result<ListerConfig, ConfigError> {
-        let page_size: u32 = self.parsed("LISTER_PAGE_SIZE", 500)?;
-        if !(1..=500).contains(&page_size) {
+        let page_size: u32 = self.parsed("LISTER_PAGE_SIZE", defaults::PAGE_SIZE)?;
+        if !(1..=defaults::MAX_PAGE_SIZE).contains(&page_size) {
             return Err(ConfigError::Malformed {
                 name: "LISTER_PAGE_SIZE",
-                reason: format!("{page_size} is outside 1..=500"),
+                reason: format!("{page_size} is outside 1..={}", defaults::MAX_PAGE_SIZE),
             });
         }
         Ok(ListerConfig {
@@ -217,10 +183,10 @@ mod tests {
         .worker(None)
         .unwrap();
         assert_eq!(cfg.results_table, "results");
-        assert_eq!(cfg.concurrency, 10);
-        assert_eq!(cfg.max_receive_count, 5);
+        assert_eq!(cfg.concurrency, defaults::RECORDS_IN_FLIGHT);
+        assert_eq!(cfg.max_receive_count, defaults::MAX_RECEIVE_COUNT);
         assert_eq!(cfg.instances, 1);
-        assert_eq!(cfg.cloudinary.api_base, DEFAULT_CLOUDINARY_API_BASE);
+        assert_eq!(cfg.cloudinary.api_base, DEFAULT_API_BASE);
         assert_eq!(cfg.cloudinary.credentials.cloud_name, "demo");
         assert_eq!(cfg.cloudinary.ocr_method, OcrMethod::Explicit);
     }

@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 /// How a failure is handled, decided where the error is made, never from its text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
     /// Timeouts, 5xx, AWS throttling: SQS retries it after the visibility timeout.
     Transient,
@@ -13,12 +13,58 @@ pub enum ErrorClass {
     Permanent,
 }
 
+impl ErrorClass {
+    pub const ALL: [Self; 3] = [Self::Transient, Self::RateLimited, Self::Permanent];
+}
+
 /// An error that can tell its class and, when rate limited, when to try again.
 pub trait Classified {
     fn class(&self) -> ErrorClass;
     /// When the quota resets, for rate-limited errors that know it.
     fn retry_at(&self) -> Option<SystemTime> {
         None
+    }
+}
+
+/// A remote service's refusal or failure as the use cases see it: its class, when to try
+/// again, and the whole chain in words. Adapters turn their own errors into it, so a port's
+/// twin can fail exactly as the real service does without speaking its protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct RemoteError {
+    pub class: ErrorClass,
+    pub retry_at: Option<SystemTime>,
+    pub reason: String,
+}
+
+impl RemoteError {
+    pub fn new(class: ErrorClass, reason: impl Into<String>) -> Self {
+        Self {
+            class,
+            retry_at: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// Keeps the class, the retry time and the chain of `err`.
+    pub fn from_classified<E>(err: &E) -> Self
+    where
+        E: Classified + std::error::Error + 'static,
+    {
+        Self {
+            class: err.class(),
+            retry_at: err.retry_at(),
+            reason: error_chain(err),
+        }
+    }
+}
+
+impl Classified for RemoteError {
+    fn class(&self) -> ErrorClass {
+        self.class
+    }
+    fn retry_at(&self) -> Option<SystemTime> {
+        self.retry_at
     }
 }
 

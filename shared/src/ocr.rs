@@ -96,7 +96,7 @@ mod tests {
 
     fn fixture(name: &str) -> Value {
         let path = format!(
-            "{}/../../shared/fixtures/cloudinary/{name}",
+            "{}/tests/fixtures/cloudinary/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         serde_json::from_str(

@@ -14,7 +14,13 @@
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use crate::cloudinary::Quota;
+/// The Admin API's hourly quota as an answer reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset: Option<SystemTime>,
+}
 
 /// Shared by every record of every invocation in one worker instance.
 #[derive(Debug)]

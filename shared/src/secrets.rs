@@ -2,7 +2,7 @@
 
 use aws_sdk_secretsmanager::Client;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {

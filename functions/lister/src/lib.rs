@@ -3,43 +3,74 @@
 use std::time::SystemTime;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-use serde_json::{Value, json};
+use serde_json::Value;
 use shared::cloudinary::{ClientBuildError, CloudinaryClient};
 use shared::config::ListerConfig;
-use shared::lister::{AssetSource, ListerError, ListerOptions, StopReason, run_lister};
+use shared::lister::{AssetSource, ListerError, ListerOptions, RunSummary, run_lister};
 use shared::queue::{SqsQueue, WorkQueue};
 use shared::store::{CheckpointStore, DynamoCheckpointStore};
 
-/// The lister wired to the real services.
+/// The lister: asset source, work queue and checkpoint store, with its settings.
 pub struct Lister<A, Q, C> {
-    pub source: A,
-    pub queue: Q,
-    pub checkpoints: C,
+    source: A,
+    queue: Q,
+    checkpoints: C,
     /// Key of this account's checkpoint item.
-    pub checkpoint_id: String,
-    pub options: ListerOptions,
+    checkpoint_id: String,
+    options: ListerOptions,
 }
 
+impl<A: AssetSource, Q: WorkQueue, C: CheckpointStore> Lister<A, Q, C> {
+    pub fn new(
+        source: A,
+        queue: Q,
+        checkpoints: C,
+        checkpoint_id: impl Into<String>,
+        options: ListerOptions,
+    ) -> Self {
+        Self {
+            source,
+            queue,
+            checkpoints,
+            checkpoint_id: checkpoint_id.into(),
+            options,
+        }
+    }
+}
+
+/// The lister wired to the real services.
 pub type SqsLister = Lister<CloudinaryClient, SqsQueue, DynamoCheckpointStore>;
+
+/// The lister's options for a configuration.
+pub fn options(config: &ListerConfig) -> ListerOptions {
+    ListerOptions {
+        page_size: config.page_size,
+        ..ListerOptions::default()
+    }
+}
 
 pub fn build(
     config: &ListerConfig,
     sdk: &aws_config::SdkConfig,
 ) -> Result<SqsLister, ClientBuildError> {
+    build_with(config, sdk, options(config))
+}
+
+/// Builds the lister with options of the caller's.
+pub fn build_with(
+    config: &ListerConfig,
+    sdk: &aws_config::SdkConfig,
+    options: ListerOptions,
+) -> Result<SqsLister, ClientBuildError> {
     let source = CloudinaryClient::new(&config.cloudinary)?;
-    Ok(Lister {
-        checkpoint_id: format!("lister#{}", source.cloud_name()),
+    let checkpoint_id = format!("lister#{}", source.cloud_name());
+    Ok(Lister::new(
         source,
-        queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.work_queue_url),
-        checkpoints: DynamoCheckpointStore::new(
-            aws_sdk_dynamodb::Client::new(sdk),
-            &config.checkpoint_table,
-        ),
-        options: ListerOptions {
-            page_size: config.page_size,
-            ..ListerOptions::default()
-        },
-    })
+        SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.work_queue_url),
+        DynamoCheckpointStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.checkpoint_table),
+        checkpoint_id,
+        options,
+    ))
 }
 
 /// Reads `full_rescan` from the event: top level (manual invoke with `{"full_rescan": true}`)
@@ -63,12 +94,12 @@ pub async fn handle<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
     lister: &Lister<A, Q, C>,
     event: Value,
     deadline: SystemTime,
-) -> Result<Value, ListerError> {
+) -> Result<RunSummary, ListerError> {
     let options = ListerOptions {
         full_rescan: full_rescan_requested(&event),
         ..lister.options.clone()
     };
-    let report = run_lister(
+    run_lister(
         &lister.source,
         &lister.queue,
         &lister.checkpoints,
@@ -76,37 +107,23 @@ pub async fn handle<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
         &options,
         deadline,
     )
-    .await?;
-    let (stop, until) = match &report.stop {
-        StopReason::PassComplete => ("pass_complete", None),
-        StopReason::Deadline => ("deadline", None),
-        StopReason::RateLimited { until } => ("rate_limited", until.map(shared::clock::rfc3339)),
-    };
-    Ok(json!({
-        "mode": report.mode,
-        "pages": report.pages,
-        "listed": report.listed,
-        "enqueued": report.enqueued,
-        "pass_listed": report.pass_listed,
-        "stop": stop,
-        "quota_resets_at": until,
-    }))
+    .await
 }
 
-/// CloudWatch metrics of one run, from its summary (the Lambda binary writes them).
-pub fn run_metrics(summary: &Value) -> Vec<shared::telemetry::Metric> {
+/// CloudWatch metrics of one run (the Lambda binary writes them).
+pub fn run_metrics(summary: &RunSummary) -> Vec<shared::telemetry::Metric> {
     use shared::telemetry::Metric;
-    let n = |k: &str| summary[k].as_u64().unwrap_or(0);
     vec![
-        Metric::count("AssetsListed", n("listed")),
-        Metric::count("AssetsEnqueued", n("enqueued")),
-        Metric::count("ListingPages", n("pages")),
+        Metric::count("AssetsListed", summary.listed),
+        Metric::count("AssetsEnqueued", summary.enqueued),
+        Metric::count("ListingPages", summary.pages),
     ]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn rescan_flag_from_manual_and_scheduled_events() {

@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
+use shared::lister::RunSummary;
 
 async fn init() -> Result<lister::SqsLister, Error> {
     let sdk = aws_config::load_from_env().await;
@@ -32,7 +33,7 @@ async fn main() -> Result<(), Error> {
                     Error::from(chain)
                 })?;
             shared::telemetry::emit_metrics("lister", &lister::run_metrics(&summary));
-            Ok::<_, Error>(summary)
+            Ok::<RunSummary, Error>(summary)
         }
     }))
     .await

@@ -12,22 +12,35 @@ use shared::worker::{BatchOutcome, InboundRecord, OcrService, Worker, WorkerSett
 /// The worker wired to the real services.
 pub type SqsWorker = Worker<CloudinaryClient, DynamoResultStore, SqsQueue, SqsQueue>;
 
+/// The worker's settings for a configuration.
+pub fn settings(config: &WorkerConfig) -> WorkerSettings {
+    WorkerSettings {
+        concurrency: config.concurrency,
+        max_receive_count: config.max_receive_count,
+        instances: config.instances,
+        // Never start a record that could not finish its Cloudinary call before the deadline.
+        deadline_margin: config.cloudinary.timeout + shared::defaults::WORKER_DEADLINE_SLACK,
+        ..WorkerSettings::default()
+    }
+}
+
 /// Builds the worker once per cold start.
 pub fn build(
     config: &WorkerConfig,
     sdk: &aws_config::SdkConfig,
 ) -> Result<SqsWorker, ClientBuildError> {
+    build_with(config, sdk, settings(config))
+}
+
+/// Builds the worker with settings of the caller's (the local chaos run shortens its margins).
+pub fn build_with(
+    config: &WorkerConfig,
+    sdk: &aws_config::SdkConfig,
+    settings: WorkerSettings,
+) -> Result<SqsWorker, ClientBuildError> {
     let ocr = CloudinaryClient::new(&config.cloudinary)?;
     let dynamo = aws_sdk_dynamodb::Client::new(sdk);
     let sqs = aws_sdk_sqs::Client::new(sdk);
-    let settings = WorkerSettings {
-        concurrency: config.concurrency,
-        max_receive_count: config.max_receive_count,
-        instances: config.instances,
-        // Never start a record that could not finish its Cloudinary call before the deadline.
-        deadline_margin: config.cloudinary.timeout + std::time::Duration::from_secs(5),
-        ..WorkerSettings::default()
-    };
     Ok(Worker::new(
         ocr,
         DynamoResultStore::new(dynamo, &config.results_table),

@@ -155,7 +155,7 @@ pub async fn export(
     let result = for_each_item(ddb, table, segments, filter, None, |item| {
         sink.write(&Row::from_item(item))?;
         written += 1;
-        if let Some(b) = bar.as_ref().filter(|_| written % 1000 == 0) {
+        if let Some(b) = bar.as_ref().filter(|_| written.is_multiple_of(1000)) {
             b.set_position(written);
         }
         Ok(())

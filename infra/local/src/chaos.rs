@@ -4,17 +4,15 @@
 //! permanent failures, each with its reason.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cloudinary_emulator::{Asset, Emulator, EmulatorConfig, generate};
-use shared::config::Env;
 use shared::store::Status;
-use shared::worker::Disposition;
 
-use crate::provision::{StackNames, StackSettings, provision};
-use crate::runner::{DrainEnd, DrainStats, MappingSettings, drain};
+use crate::provision::StackSettings;
+use crate::runner::{DrainEnd, DrainStats, MappingSettings};
+use crate::scenario::{DrainTimes, OnRateLimit, Scenario, Tally};
 
 #[derive(Debug, Clone)]
 pub struct ChaosOptions {
@@ -194,14 +192,13 @@ pub async fn run(
     options: &ChaosOptions,
 ) -> anyhow::Result<ChaosReport> {
     let started = Instant::now();
-    let ddb = aws_sdk_dynamodb::Client::new(sdk);
-    let sqs = aws_sdk_sqs::Client::new(sdk);
     let settings = StackSettings {
         worker_timeout: Duration::from_secs(6),
         visibility_timeout: Duration::from_secs(8),
-        ..StackSettings::default()
+        ..crate::scenario::template_settings()?
     };
-    let stack = provision(&ddb, &sqs, StackNames::unique("chaos"), settings.clone()).await?;
+    let mut scenario = Scenario::provision(sdk, "chaos", settings).await?;
+    let (sqs, stack) = (scenario.sqs.clone(), scenario.stack.clone());
 
     let mut corpus = generate(options.assets.saturating_sub(2));
     let mut big = corpus[0].clone();
@@ -221,18 +218,21 @@ pub async fn run(
     config.admin_window = options.quota_window;
     let emulator = Emulator::start(config, corpus.clone(), 0).await?;
 
-    let mut vars = stack.function_env();
-    vars.extend([
-        ("CLOUDINARY_URL", emulator.cloudinary_url()),
-        ("CLOUDINARY_API_BASE", emulator.base_url()),
-        ("CLOUDINARY_TIMEOUT_MS", "1000".to_string()),
-        ("OCR_METHOD", "update".to_string()),
-    ]);
-    let env = Env(|name: &str| vars.get(name).cloned());
-    let lister = lister::build(&env.lister(None)?, sdk)?;
-    let mut worker = worker::build(&env.worker(None)?, sdk)?;
-    worker.settings.deadline_margin = Duration::from_millis(1500);
-    worker.settings.pending_poll_delay = Duration::from_secs(1);
+    scenario.use_cloudinary(emulator.cloudinary_url(), emulator.base_url());
+    scenario.set("CLOUDINARY_TIMEOUT_MS", "1000");
+    scenario.set("OCR_METHOD", "update");
+    scenario.set("WORKER_INSTANCES", options.invocations.to_string());
+    let lister = scenario.lister()?;
+    let pool = crate::scenario::WorkerPool::new(
+        (0..options.invocations.max(1))
+            .map(|_| {
+                scenario.worker_adjusted(|s| {
+                    s.deadline_margin = Duration::from_millis(1500);
+                    s.pending_poll_delay = Duration::from_secs(1);
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    );
 
     // Bad input beside the listing: malformed bodies and an asset that no longer exists.
     let queue = shared::queue::SqsQueue::new(sqs.clone(), &stack.work_queue_url);
@@ -252,48 +252,26 @@ pub async fn run(
     }
 
     // The schedule runs the lister until its pass completes (waiting out the quota).
-    for _ in 0..1000 {
-        let summary = lister::handle(
+    scenario
+        .list_until_done(
             &lister,
-            serde_json::json!({}),
-            SystemTime::now() + Duration::from_secs(60),
+            OnRateLimit::WaitAndContinue(options.quota_window / 2),
+            1000,
+            |_, _| {},
         )
-        .await
-        .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
-        if summary["stop"] == "pass_complete" {
-            break;
-        }
-        tokio::time::sleep(options.quota_window / 2).await;
-    }
+        .await?;
 
-    let deferred = AtomicU64::new(0);
-    let retried = AtomicU64::new(0);
-    let handler = |event, deadline| {
-        let (worker, deferred, retried) = (&worker, &deferred, &retried);
-        async move {
-            let (response, outcome) = worker::handle_with_outcome(worker, event, deadline).await?;
-            for (_, d) in &outcome.results {
-                match d {
-                    Disposition::Deferred { .. } => deferred.fetch_add(1, Ordering::Relaxed),
-                    Disposition::Retry { .. } => retried.fetch_add(1, Ordering::Relaxed),
-                    _ => 0,
-                };
-            }
-            Ok(response)
-        }
-    };
+    let tally = Tally::default();
     let mapping = MappingSettings {
-        queue_url: stack.work_queue_url.clone(),
-        queue_arn: stack.work_queue_arn.clone(),
-        batch_size: 10,
-        max_concurrency: options.invocations,
-        function_timeout: settings.worker_timeout,
+        batch_size: shared::defaults::BATCH_SIZE as i32,
         idle_grace: Duration::from_secs(2),
         max_duration: Duration::from_secs(3600),
         kill_rate: options.kill_rate,
+        ..scenario.mapping(options.invocations, Duration::from_secs(3600))
     };
     let stats = DrainStats::default();
-    let drained = drain(&sqs, &mapping, &stats, &handler);
+    let times = DrainTimes::default();
+    let drained = scenario.drain(&pool, &mapping, &stats, &tally, &times);
     tokio::pin!(drained);
     let mut ticker = tokio::time::interval(Duration::from_secs(5));
     let mut squeeze = tokio::time::interval(Duration::from_secs(4));
@@ -308,7 +286,7 @@ pub async fn run(
             }
             _ = ticker.tick() => {
                 let (inv, records, deleted, failed) = stats.snapshot();
-                println!("  ... {records} records in {inv} invocations, {deleted} deleted, {failed} failed, {} deferred, {} killed", deferred.load(Ordering::Relaxed), stats.killed.load(Ordering::Relaxed));
+                println!("  ... {records} records in {inv} invocations, {deleted} deleted, {failed} failed, {} deferred, {} killed", tally.get("deferred"), stats.killed.load(std::sync::atomic::Ordering::Relaxed));
             }
         }
     };
@@ -319,7 +297,7 @@ pub async fn run(
         expected_dlq: options.malformed + 2,
         ..ChaosReport::default()
     };
-    let items = crate::scan_items(&ddb, &stack.names.results_table).await?;
+    let items = scenario.items().await?;
     for a in &corpus {
         if a.public_id == long_key.public_id {
             continue; // cannot be a key: dead-lettered instead
@@ -349,10 +327,10 @@ pub async fn run(
         .unwrap_or(0);
     report.injected_errors = stats_e.injected_errors;
     report.rate_limited_answers = stats_e.rate_limited;
-    report.deferred = deferred.load(Ordering::Relaxed);
-    report.retried = retried.load(Ordering::Relaxed);
-    report.killed_invocations = stats.killed.load(Ordering::Relaxed);
-    report.invocations = stats.invocations.load(Ordering::Relaxed);
+    report.deferred = tally.get("deferred");
+    report.retried = tally.get("retry");
+    report.killed_invocations = stats.killed.load(std::sync::atomic::Ordering::Relaxed);
+    report.invocations = stats.invocations.load(std::sync::atomic::Ordering::Relaxed);
 
     // The DLQ: read every message with its reason.
     let letters = crate::receive_all(&sqs, &stack.dead_letter_queue_url).await?;
@@ -407,17 +385,20 @@ pub async fn run(
     .await
     .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
     let after = DrainStats::default();
-    drain(&sqs, &mapping, &after, &handler).await?;
+    scenario
+        .drain(&pool, &mapping, &after, &tally, &DrainTimes::default())
+        .await?;
     report.dlq_after_redrive = crate::receive_all(&sqs, &stack.dead_letter_queue_url)
         .await?
         .len();
-    report.fixed_asset_done = crate::scan_items(&ddb, &stack.names.results_table)
+    report.fixed_asset_done = scenario
+        .items()
         .await?
         .get(MISSING)
         .and_then(|i| i.get("status"))
         .and_then(|v| v.as_s().ok())
         .is_some_and(|s| s == "done");
     report.elapsed = started.elapsed();
-    stack.teardown(&ddb, &sqs).await?;
+    scenario.teardown().await?;
     Ok(report)
 }

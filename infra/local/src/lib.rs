@@ -8,6 +8,8 @@ pub mod chaos;
 pub mod provision;
 pub mod runner;
 pub mod runtime_api;
+pub mod scenario;
+pub mod settings;
 pub mod template;
 
 /// Every item of a table, keyed by `publicId` (for checks on small tables).

@@ -1,22 +1,19 @@
 //! `make demo`: the whole pipeline, end to end, against moto and the Cloudinary emulator (or a
 //! real Cloudinary account when `CLOUDINARY_URL` is set), with progress and a summary.
 
-use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use aws_sdk_dynamodb::types::AttributeValue;
 use clap::Parser;
 use cloudinary_emulator::{Emulator, EmulatorConfig, generate};
-use local_stack::provision::{StackNames, StackSettings, provision};
-use local_stack::runner::{DrainEnd, DrainStats, MappingSettings, drain};
-use shared::config::Env;
-use shared::queue::queue_depth;
-use shared::store::Status;
-use shared::worker::Disposition;
+use local_stack::runner::{DrainEnd, DrainStats};
+use local_stack::scenario::{
+    DrainTimes, OnRateLimit, Scenario, Tally, by_status, local_sdk, template_settings, verify,
+    with_progress,
+};
+use shared::lister::StopReason;
 
 /// Runs the pipeline end to end on the local servers.
 #[derive(Parser, Debug)]
@@ -36,48 +33,18 @@ struct Args {
     samples: usize,
 }
 
-#[derive(Default)]
-struct Tally {
-    done: AtomicU64,
-    no_text: AtomicU64,
-    skipped: AtomicU64,
-    deferred: AtomicU64,
-    dead_lettered: AtomicU64,
-    retried: AtomicU64,
-}
-
-impl Tally {
-    fn add(&self, d: &Disposition) {
-        let counter = match d {
-            Disposition::Stored(Status::Done) => &self.done,
-            Disposition::Stored(_) => &self.no_text,
-            Disposition::Skipped => &self.skipped,
-            Disposition::Deferred { .. } => &self.deferred,
-            Disposition::DeadLettered { .. } => &self.dead_lettered,
-            Disposition::Retry { .. } => &self.retried,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-    fn get(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     local_stack::init_cli_logs();
     let args = Args::parse();
     let started = Instant::now();
-    let endpoint = local_stack::aws::local_endpoint().map_err(anyhow::Error::msg)?;
-    let sdk = local_stack::aws::sdk_config(&endpoint).await;
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-
-    let settings = StackSettings::default();
-    let stack = provision(&ddb, &sqs, StackNames::unique("demo"), settings.clone()).await?;
+    let sdk = local_sdk().await?;
+    let mut scenario = Scenario::provision(&sdk, "demo", template_settings()?).await?;
     println!(
-        "AWS (moto) at {endpoint}: table {}, queue {}",
-        stack.names.results_table, stack.names.work_queue
+        "AWS (moto) at {}: table {}, queue {}",
+        local_stack::aws::local_endpoint().map_err(anyhow::Error::msg)?,
+        scenario.stack.names.results_table,
+        scenario.stack.names.work_queue
     );
 
     // A real account when CLOUDINARY_URL is set; otherwise the emulator with a generated corpus.
@@ -97,92 +64,58 @@ async fn main() -> anyhow::Result<()> {
             emu.base_url(),
             args.assets
         );
+        scenario.use_cloudinary(emu.cloudinary_url(), emu.base_url());
         Some(emu)
     };
-    let mut overrides = stack.function_env();
-    if let Some(emu) = &emulator {
-        overrides.insert("CLOUDINARY_URL", emu.cloudinary_url());
-        overrides.insert("CLOUDINARY_API_BASE", emu.base_url());
-    }
-    let env = Env(|name: &str| {
-        overrides
-            .get(name)
-            .cloned()
-            .or_else(|| std::env::var(name).ok())
-    });
-    let lister_config = env.lister(None)?;
-    let worker_config = env.worker(None)?;
-    println!("OCR method: {}", worker_config.cloudinary.ocr_method);
-    let lister = lister::build(&lister_config, &sdk)?;
-    let worker = worker::build(&worker_config, &sdk)?;
+    // One worker instance per concurrent invocation, each keeping to its share of the quota.
+    scenario.set("WORKER_INSTANCES", args.invocations.to_string());
+    let lister = scenario.lister()?;
+    let pool = scenario.workers(args.invocations)?;
+    println!(
+        "OCR method: {}",
+        scenario.env().worker(None)?.cloudinary.ocr_method
+    );
 
     // 1. The schedule invokes the lister until its pass is complete.
-    let mut listed = 0u64;
-    let mut enqueued = 0u64;
-    let mut runs = 0;
-    loop {
-        runs += 1;
-        let deadline = SystemTime::now() + Duration::from_secs(900);
-        let summary = lister::handle(&lister, serde_json::json!({}), deadline)
-            .await
-            .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
-        listed += summary["listed"].as_u64().unwrap_or(0);
-        enqueued += summary["enqueued"].as_u64().unwrap_or(0);
-        println!(
-            "lister run {runs}: {} pages, {} listed, {} enqueued, stop: {}",
-            summary["pages"], summary["listed"], summary["enqueued"], summary["stop"]
-        );
-        match summary["stop"].as_str() {
-            Some("pass_complete") => break,
-            Some("rate_limited") => {
+    let listing = scenario
+        .list_until_done(&lister, OnRateLimit::Stop, 100, |run, summary| {
+            println!(
+                "lister run {run}: {} pages, {} listed, {} enqueued, stop: {:?}",
+                summary.pages,
+                summary.listed,
+                summary.enqueued,
+                serde_json::to_value(summary.stop).unwrap_or_default()
+            );
+            if summary.stop == StopReason::RateLimited {
                 println!(
                     "listing is rate limited until {}; processing what was listed",
-                    summary["quota_resets_at"]
+                    summary.quota_resets_at.as_deref().unwrap_or("its reset")
                 );
-                break;
             }
-            _ if runs >= 100 => bail!("the lister did not complete its pass in 100 runs"),
-            _ => {}
-        }
-    }
+        })
+        .await?;
+    let (listed, enqueued) = (listing.listed, listing.enqueued);
 
     // 2. The event source mapping drains the queue through the worker.
-    let tally = Arc::new(Tally::default());
+    let tally = Tally::default();
     let stats = DrainStats::default();
-    let mapping = MappingSettings {
-        queue_url: stack.work_queue_url.clone(),
-        queue_arn: stack.work_queue_arn.clone(),
-        batch_size: settings.batch_size as i32,
-        max_concurrency: args.invocations,
-        function_timeout: settings.worker_timeout,
+    let mapping = local_stack::runner::MappingSettings {
         idle_grace: Duration::from_secs(2),
-        max_duration: Duration::from_secs(3600),
-        kill_rate: 0.0,
+        ..scenario.mapping(args.invocations, Duration::from_secs(3600))
     };
     let drain_started = Instant::now();
-    let handler = |event, deadline| {
-        let worker = &worker;
-        let tally = tally.clone();
-        async move {
-            let (response, outcome) = worker::handle_with_outcome(worker, event, deadline).await?;
-            for (_, d) in &outcome.results {
-                tally.add(d);
-            }
-            Ok(response)
-        }
-    };
     let tty = std::io::stdout().is_terminal();
     let progress = |final_line: bool| {
         let line = format!(
             "worker: {} records in {} invocations | done {} | no_text {} | dead-lettered {} | deferred {} | retried {} | skipped {} | {:.0}/s",
             stats.records.load(Ordering::Relaxed),
             stats.invocations.load(Ordering::Relaxed),
-            Tally::get(&tally.done),
-            Tally::get(&tally.no_text),
-            Tally::get(&tally.dead_lettered),
-            Tally::get(&tally.deferred),
-            Tally::get(&tally.retried),
-            Tally::get(&tally.skipped),
+            tally.get("done"),
+            tally.get("no_text"),
+            tally.get("dead_lettered"),
+            tally.get("deferred"),
+            tally.get("retry"),
+            tally.get("skipped"),
             stats.records.load(Ordering::Relaxed) as f64
                 / drain_started.elapsed().as_secs_f64().max(0.001),
         );
@@ -193,15 +126,12 @@ async fn main() -> anyhow::Result<()> {
         }
         let _flush_is_best_effort = std::io::stdout().flush();
     };
-    let drained = drain(&sqs, &mapping, &stats, handler);
-    tokio::pin!(drained);
-    let mut ticker = tokio::time::interval(Duration::from_secs(if tty { 1 } else { 3 }));
-    let end = loop {
-        tokio::select! {
-            end = &mut drained => break end?,
-            _ = ticker.tick() => progress(false),
-        }
-    };
+    let end = with_progress(
+        scenario.drain(&pool, &mapping, &stats, &tally, &DrainTimes::default()),
+        Duration::from_secs(if tty { 1 } else { 3 }),
+        || progress(false),
+    )
+    .await?;
     progress(true);
     if end == DrainEnd::TimedOut {
         println!(
@@ -211,18 +141,9 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // 3. Summary, read back from the table and the queues.
-    let items = local_stack::scan_items(&ddb, &stack.names.results_table).await?;
-    let mut by_status: HashMap<String, u64> = HashMap::new();
-    for item in items.values() {
-        let status = item
-            .get("status")
-            .and_then(|v| v.as_s().ok())
-            .cloned()
-            .unwrap_or_else(|| "in progress".into());
-        *by_status.entry(status).or_default() += 1;
-    }
-    let dlq = queue_depth(&sqs, &stack.dead_letter_queue_url).await?;
-    let work = queue_depth(&sqs, &stack.work_queue_url).await?;
+    let items = scenario.items().await?;
+    let by_status = by_status(&items);
+    let (work, dlq) = scenario.depths().await?;
     let count = |s: &str| by_status.get(s).copied().unwrap_or(0);
     println!();
     println!("Summary");
@@ -249,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
             s.list_calls + s.search_calls,
             s.admin_calls
         );
-        problems = verify(emu, &items);
+        problems = verify(&emu.assets(), &items, &emu.ocr_billed_all());
         if problems.is_empty() {
             println!(
                 "  verified                 every asset has exactly one item with the corpus's text, and exactly one OCR call"
@@ -258,7 +179,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!();
-    println!("Sample rows (table {})", stack.names.results_table);
+    println!("Sample rows (table {})", scenario.stack.names.results_table);
     let mut ids: Vec<&String> = items.keys().collect();
     ids.sort();
     let step = (ids.len() / args.samples.max(1)).max(1);
@@ -282,10 +203,11 @@ async fn main() -> anyhow::Result<()> {
 
     // 4. The table, exported for long-term storage, as `ocr-ctl export` does it.
     std::fs::create_dir_all(".local").context("creating .local")?;
-    let csv_path = std::path::PathBuf::from(format!(".local/{}.csv", stack.names.results_table));
+    let csv_path =
+        std::path::PathBuf::from(format!(".local/{}.csv", scenario.stack.names.results_table));
     let exported = ocr_ctl::export::export(
-        &ddb,
-        &stack.names.results_table,
+        &scenario.ddb,
+        &scenario.stack.names.results_table,
         ocr_ctl::export::Format::Csv,
         Some(&csv_path),
         &Default::default(),
@@ -307,43 +229,4 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Every asset has one item with the corpus's text, and Cloudinary billed one OCR per asset.
-fn verify(emu: &Emulator, items: &HashMap<String, HashMap<String, AttributeValue>>) -> Vec<String> {
-    let mut problems = Vec::new();
-    let assets = emu.assets();
-    if items.len() != assets.len() {
-        problems.push(format!("{} items for {} assets", items.len(), assets.len()));
-    }
-    let billed = emu.ocr_billed_all();
-    for a in &assets {
-        let Some(item) = items.get(&a.public_id) else {
-            problems.push(format!("no item for {:?}", a.public_id));
-            continue;
-        };
-        let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-        match &a.text {
-            Some(text)
-                if s("status").as_deref() != Some("done") || s("text").as_ref() != Some(text) =>
-            {
-                problems.push(format!(
-                    "{:?}: expected status done with the corpus text, got {:?}",
-                    a.public_id,
-                    s("status")
-                ))
-            }
-            None if s("status").as_deref() != Some("no_text") => problems.push(format!(
-                "{:?}: expected no_text, got {:?}",
-                a.public_id,
-                s("status")
-            )),
-            _ => {}
-        }
-        let calls = billed.get(&a.public_id).copied().unwrap_or(0);
-        if calls != 1 {
-            problems.push(format!("{:?}: {calls} OCR calls", a.public_id));
-        }
-    }
-    problems
 }

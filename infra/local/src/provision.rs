@@ -1,35 +1,13 @@
 //! Creates the stack's results table, checkpoint table, work queue and DLQ locally, with the
 //! production stack's settings.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
-/// Settings shared with `template.yaml`.
-#[derive(Debug, Clone)]
-pub struct StackSettings {
-    /// The worker's timeout; the work queue's visibility timeout is 6 times it.
-    pub worker_timeout: Duration,
-    pub visibility_timeout: Duration,
-    pub max_receive_count: u32,
-    pub batch_size: u32,
-    /// Concurrent worker invocations (`ReservedConcurrentExecutions` = `MaximumConcurrency`).
-    pub worker_concurrency: usize,
-    pub dlq_retention: Duration,
-}
-
-impl Default for StackSettings {
-    /// The production stack's settings, read from `template.yaml` (built in).
-    fn default() -> Self {
-        crate::template::Template::parse(crate::template::TEMPLATE)
-            .and_then(|t| t.stack_settings())
-            .unwrap_or_else(|e| panic!("template.yaml: {e}"))
-    }
-}
+pub use crate::settings::StackSettings;
 
 /// Names of one stack's resources; a random suffix keeps parallel tests apart.
 #[derive(Debug, Clone)]

@@ -3,12 +3,17 @@
 
 use std::time::Duration;
 
-use serde_yaml::Value;
+use yaml_serde::Value;
 
-use crate::provision::StackSettings;
+use crate::settings::StackSettings;
 
 /// The project's template, as built into this crate.
 pub const TEMPLATE: &str = include_str!("../../../template.yaml");
+
+/// The production stack's settings, read from the built-in `template.yaml`.
+pub fn stack_settings() -> Result<StackSettings, String> {
+    Template::parse(TEMPLATE)?.stack_settings()
+}
 
 /// A number in the template: a literal, or a parameter (its default, and the lowest value a
 /// deployer may give it).
@@ -31,7 +36,7 @@ fn tag_value<'a>(v: &'a Value, tag: &str) -> Option<&'a Value> {
 
 impl Template {
     pub fn parse(text: &str) -> Result<Self, String> {
-        let root: Value = serde_yaml::from_str(text)
+        let root: Value = yaml_serde::from_str(text)
             .map_err(|e| format!("template.yaml is not valid YAML: {e}"))?;
         Ok(Self { root })
     }
@@ -80,6 +85,13 @@ impl Template {
                 path.join(".")
             )
         })
+    }
+
+    /// A parameter's default, as a number.
+    pub fn parameter_default(&self, name: &str) -> Option<f64> {
+        let v = self.root.get("Parameters")?.get(name)?.get("Default")?;
+        v.as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
     }
 
     /// A function's configured memory in MB (its default, for a parameter).

@@ -1,25 +1,32 @@
-//! Test harness: a fresh stack (uniquely named table/queues) on moto and an in-process
+//! Test harness: a fresh scenario (uniquely named tables and queues) on moto and an in-process
 //! Cloudinary emulator per test. Fails, never skips, when moto is not running.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use cloudinary_emulator::{Asset, Emulator, EmulatorConfig};
-use local_stack::provision::{LocalStack, StackNames, StackSettings, provision};
-use local_stack::runner::{DrainEnd, DrainStats, MappingSettings, drain};
-use shared::config::Env;
+use local_stack::provision::StackSettings;
+use local_stack::runner::{DrainEnd, DrainStats, drain};
+use local_stack::scenario::{OnRateLimit, Scenario};
 
-pub type Item = HashMap<String, AttributeValue>;
+pub use local_stack::scenario::Item;
 
 pub struct Harness {
-    pub sdk: aws_config::SdkConfig,
-    pub ddb: aws_sdk_dynamodb::Client,
-    pub sqs: aws_sdk_sqs::Client,
-    pub stack: LocalStack,
+    pub scenario: Scenario,
     pub emulator: Emulator,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Scenario;
+    fn deref(&self) -> &Scenario {
+        &self.scenario
+    }
+}
+
+/// The production stack's settings, from `template.yaml`.
+pub fn stack_settings() -> StackSettings {
+    local_stack::template::stack_settings().unwrap_or_else(|e| panic!("template.yaml: {e}"))
 }
 
 pub fn asset(public_id: &str, text: Option<&str>) -> Asset {
@@ -41,50 +48,29 @@ impl Harness {
         settings: StackSettings,
         configure: impl FnOnce(&mut EmulatorConfig),
     ) -> Self {
-        let endpoint = local_stack::aws::local_endpoint().unwrap_or_else(|e| panic!("{e}"));
-        let sdk = local_stack::aws::sdk_config(&endpoint).await;
-        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let stack = provision(&ddb, &sqs, StackNames::unique("test"), settings)
+        let sdk = local_stack::scenario::local_sdk()
             .await
-            .unwrap_or_else(|e| panic!("provisioning on moto at {endpoint} failed: {e:#}"));
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut scenario = Scenario::provision(&sdk, "test", settings)
+            .await
+            .unwrap_or_else(|e| panic!("provisioning on moto failed: {e:#}"));
         let mut config = EmulatorConfig::new("testcloud");
         configure(&mut config);
         let emulator = Emulator::start(config, assets, 0)
             .await
             .expect("emulator starts");
-        Self {
-            sdk,
-            ddb,
-            sqs,
-            stack,
-            emulator,
-        }
-    }
-
-    /// The environment the functions would see, with `extra` on top.
-    pub fn env(&self, extra: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String> + use<>> {
-        let mut vars = self.stack.function_env();
-        vars.extend([
-            ("CLOUDINARY_URL", self.emulator.cloudinary_url()),
-            ("CLOUDINARY_API_BASE", self.emulator.base_url()),
-            ("CLOUDINARY_TIMEOUT_MS", "3000".into()),
-        ]);
-        let mut vars: HashMap<String, String> =
-            vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        for (k, v) in extra {
-            vars.insert(k.to_string(), v.to_string());
-        }
-        Env(move |name: &str| vars.get(name).cloned())
+        scenario.use_cloudinary(emulator.cloudinary_url(), emulator.base_url());
+        scenario.set("CLOUDINARY_TIMEOUT_MS", "3000");
+        Self { scenario, emulator }
     }
 
     pub fn worker(&self, extra: &[(&str, &str)]) -> worker::SqsWorker {
-        let config = self.env(extra).worker(None).expect("worker config");
+        let config = self.env_with(extra).worker(None).expect("worker config");
         worker::build(&config, &self.sdk).expect("worker builds")
     }
 
     pub fn lister(&self, extra: &[(&str, &str)]) -> lister::SqsLister {
-        let config = self.env(extra).lister(None).expect("lister config");
+        let config = self.env_with(extra).lister(None).expect("lister config");
         lister::build(&config, &self.sdk).expect("lister builds")
     }
 
@@ -122,21 +108,11 @@ impl Harness {
     }
 
     pub async fn item(&self, public_id: &str) -> Option<Item> {
-        self.ddb
-            .get_item()
-            .table_name(&self.stack.names.results_table)
-            .key("publicId", AttributeValue::S(public_id.into()))
-            .consistent_read(true)
-            .send()
-            .await
-            .expect("get item")
-            .item
+        self.items().await.remove(public_id)
     }
 
     pub async fn items(&self) -> HashMap<String, Item> {
-        local_stack::scan_items(&self.ddb, &self.stack.names.results_table)
-            .await
-            .expect("scan")
+        self.scenario.items().await.expect("scan")
     }
 
     /// Every message in the DLQ (received and left there), with its attributes.
@@ -146,7 +122,7 @@ impl Harness {
             .expect("receive dlq")
     }
 
-    /// Runs the event-source loop until the work queue is empty.
+    /// Runs the event-source loop until the work queue is empty, every invocation on `worker`.
     pub async fn drain(
         &self,
         worker: &worker::SqsWorker,
@@ -154,17 +130,8 @@ impl Harness {
         max: Duration,
     ) -> (DrainEnd, DrainStats) {
         let stats = DrainStats::default();
-        let settings = MappingSettings {
-            queue_url: self.stack.work_queue_url.clone(),
-            queue_arn: self.stack.work_queue_arn.clone(),
-            batch_size: self.stack.settings.batch_size as i32,
-            max_concurrency: concurrency,
-            function_timeout: self.stack.settings.worker_timeout,
-            idle_grace: Duration::from_millis(500),
-            max_duration: max,
-            kill_rate: 0.0,
-        };
-        let end = drain(&self.sqs, &settings, &stats, |event, deadline| {
+        let mapping = self.mapping(concurrency, max);
+        let end = drain(&self.sqs, &mapping, &stats, |event, deadline| {
             worker::handle(worker, event, deadline)
         })
         .await
@@ -172,23 +139,17 @@ impl Harness {
         (end, stats)
     }
 
-    /// Runs the lister (as the schedule would) until its pass completes.
+    /// Runs the lister (as the schedule would) until its pass completes; the assets enqueued.
     pub async fn list_all(&self, lister: &lister::SqsLister) -> u64 {
-        let mut enqueued = 0;
-        for _ in 0..50 {
-            let summary = lister::handle(
-                lister,
-                serde_json::json!({}),
-                SystemTime::now() + Duration::from_secs(60),
-            )
-            .await
-            .expect("lister run");
-            enqueued += summary["enqueued"].as_u64().unwrap();
-            if summary["stop"] == "pass_complete" {
-                return enqueued;
-            }
-        }
-        panic!("lister did not complete in 50 runs");
+        self.list_until_done(
+            lister,
+            OnRateLimit::WaitAndContinue(Duration::ZERO),
+            50,
+            |_, _| {},
+        )
+        .await
+        .expect("the lister completes its pass")
+        .enqueued
     }
 }
 
@@ -215,6 +176,6 @@ pub fn fast_retry_settings(max_receive_count: u32) -> StackSettings {
     StackSettings {
         visibility_timeout: Duration::from_secs(1),
         max_receive_count,
-        ..StackSettings::default()
+        ..stack_settings()
     }
 }

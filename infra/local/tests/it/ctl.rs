@@ -1,12 +1,9 @@
 //! `ocr-ctl` against moto: export, grep, status, reocr and redrive on awkward data.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{Harness, asset, s};
 use clap::Parser;
-use common::{Harness, asset, s};
-use local_stack::provision::StackSettings;
 use ocr_ctl::export::Row;
 use shared::ocr::{AssetFields, OcrOutcome};
 use shared::store::ResultRecord;
@@ -70,14 +67,14 @@ async fn put(h: &Harness, id: &str, text: Option<&str>, failed: bool) {
     h.ddb
         .put_item()
         .table_name(&h.stack.names.results_table)
-        .set_item(Some(record.to_item()))
+        .set_item(Some(shared::store::dynamodb::to_item(&record)))
         .send()
         .await
         .unwrap();
 }
 
 async fn seeded() -> Harness {
-    let h = Harness::new(vec![], StackSettings::default(), |_| {}).await;
+    let h = Harness::new(vec![], crate::common::stack_settings(), |_| {}).await;
     for (id, text) in awkward() {
         put(&h, &id, text.as_deref(), false).await;
     }
@@ -301,7 +298,7 @@ async fn reocr_enqueues_forced_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redrive_moves_every_message_back_unchanged_and_the_worker_finishes_them() {
     // Three assets that do not exist yet: dead-lettered as 404s.
-    let h = Harness::new(vec![], StackSettings::default(), |_| {}).await;
+    let h = Harness::new(vec![], crate::common::stack_settings(), |_| {}).await;
     let mut bodies = Vec::new();
     for i in 0..3 {
         let body = shared::message::WorkMessage::new(format!("late/{i} & co?"), "image", "upload")
@@ -341,7 +338,7 @@ async fn redrive_moves_every_message_back_unchanged_and_the_worker_finishes_them
     for m in &messages {
         moved.push(m.body().unwrap().to_string());
         assert!(
-            common::attr(m, shared::queue::ATTR_REASON).is_some(),
+            crate::common::attr(m, shared::queue::ATTR_REASON).is_some(),
             "attributes travel with the message"
         );
     }

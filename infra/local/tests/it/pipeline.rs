@@ -1,22 +1,19 @@
 //! The pipeline against moto and the Cloudinary emulator: lister → SQS → worker → DynamoDB,
 //! the DLQ, and each failure path. Run with `make test` (it starts moto).
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
+use crate::common::{Harness, asset, attr, fast_retry_settings, n, s};
 use aws_lambda_events::event::sqs::SqsEvent;
 use cloudinary_emulator::generate;
-use common::{Harness, asset, attr, fast_retry_settings, n, s};
-use local_stack::provision::StackSettings;
 use local_stack::runner::{DrainEnd, sqs_event};
 use shared::queue::{ATTR_KIND, ATTR_REASON};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_asset_once_with_its_text_across_several_pages() {
     let assets = generate(120);
-    let h = Harness::new(assets.clone(), StackSettings::default(), |_| {}).await;
+    let h = Harness::new(assets.clone(), crate::common::stack_settings(), |_| {}).await;
     let lister = h.lister(&[("LISTER_PAGE_SIZE", "25")]);
     assert_eq!(h.list_all(&lister).await, 120);
     assert_eq!(h.emulator.stats().list_calls, 5, "120 assets at 25 a page");
@@ -81,7 +78,7 @@ async fn a_batch_with_one_failing_asset_reports_exactly_that_message() {
     let assets: Vec<_> = (0..10)
         .map(|i| asset(&format!("batch/{i}"), Some(&format!("text {i}"))))
         .collect();
-    let h = Harness::new(assets, StackSettings::default(), |c| {
+    let h = Harness::new(assets, crate::common::stack_settings(), |c| {
         c.forced_status.insert("batch/7".into(), 503);
     })
     .await;
@@ -131,7 +128,7 @@ async fn a_batch_with_one_failing_asset_reports_exactly_that_message() {
 async fn missing_asset_and_malformed_bodies_are_dead_lettered_with_reasons() {
     let h = Harness::new(
         vec![asset("kept", Some("hello"))],
-        StackSettings::default(),
+        crate::common::stack_settings(),
         |_| {},
     )
     .await;
@@ -240,7 +237,7 @@ async fn the_redrive_policy_catches_what_the_worker_does_not_dead_letter() {
 async fn done_assets_and_duplicates_cost_no_second_ocr_unless_forced() {
     let h = Harness::new(
         vec![asset("once", Some("paid once"))],
-        StackSettings::default(),
+        crate::common::stack_settings(),
         |_| {},
     )
     .await;
@@ -276,7 +273,7 @@ async fn rate_limited_messages_are_deferred_never_dead_lettered() {
     let assets: Vec<_> = (0..6)
         .map(|i| asset(&format!("quota/{i}"), Some("t")))
         .collect();
-    let h = Harness::new(assets, StackSettings::default(), |c| {
+    let h = Harness::new(assets, crate::common::stack_settings(), |c| {
         c.admin_limit = 2;
         c.admin_window = Duration::from_secs(2);
     })
@@ -311,13 +308,14 @@ async fn rate_limited_messages_are_deferred_never_dead_lettered() {
 async fn pending_ocr_is_read_back_without_paying_twice() {
     let h = Harness::new(
         vec![asset("slow/ocr", Some("eventually"))],
-        StackSettings::default(),
+        crate::common::stack_settings(),
         |c| c.pending_rate = 1.0,
     )
     .await;
     h.send_asset("slow/ocr").await;
-    let mut worker = h.worker(&[]);
-    worker.settings.pending_poll_delay = Duration::from_secs(1);
+    let worker = h
+        .worker_adjusted(|s| s.pending_poll_delay = Duration::from_secs(1))
+        .unwrap();
     h.drain(&worker, 1, Duration::from_secs(30)).await;
     let item = h.item("slow/ocr").await.unwrap();
     assert_eq!(s(&item, "text").as_deref(), Some("eventually"));
@@ -335,7 +333,7 @@ async fn oversize_key_and_oversize_text() {
     let big_text = "é".repeat(250_000); // 500,000 bytes
     let h = Harness::new(
         vec![asset(&long_id, Some("x")), asset("big", Some(&big_text))],
-        StackSettings::default(),
+        crate::common::stack_settings(),
         |_| {},
     )
     .await;
@@ -370,7 +368,7 @@ async fn oversize_key_and_oversize_text() {
 async fn near_the_deadline_records_are_returned_unstarted() {
     let h = Harness::new(
         vec![asset("late", Some("x"))],
-        StackSettings::default(),
+        crate::common::stack_settings(),
         |_| {},
     )
     .await;
@@ -392,11 +390,11 @@ async fn near_the_deadline_records_are_returned_unstarted() {
 async fn a_captured_sqs_event_is_handled() {
     let h = Harness::new(
         vec![asset("street signs/stop & go?", Some("WAITING?\n"))],
-        StackSettings::default(),
+        crate::common::stack_settings(),
         |_| {},
     )
     .await;
-    let event: SqsEvent = serde_json::from_str(include_str!("fixtures/sqs_event.json")).unwrap();
+    let event: SqsEvent = serde_json::from_str(include_str!("../fixtures/sqs_event.json")).unwrap();
     let worker = h.worker(&[]);
     let response = worker::handle(&worker, event, SystemTime::now() + Duration::from_secs(60))
         .await
@@ -416,26 +414,35 @@ async fn a_captured_sqs_event_is_handled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_lister_resumes_from_its_checkpoint_then_lists_only_new_assets() {
-    let h = Harness::new(generate(50), StackSettings::default(), |c| {
+    let h = Harness::new(generate(50), crate::common::stack_settings(), |c| {
         c.latency = Duration::from_millis(150)
     })
     .await;
-    let mut lister = h.lister(&[("LISTER_PAGE_SIZE", "10")]);
-    lister.options.deadline_margin = Duration::from_millis(100);
+    let config = h
+        .env_with(&[("LISTER_PAGE_SIZE", "10")])
+        .lister(None)
+        .unwrap();
+    let with_margin = |margin| {
+        let options = shared::lister::ListerOptions {
+            deadline_margin: margin,
+            ..lister::options(&config)
+        };
+        lister::build_with(&config, &h.sdk, options).unwrap()
+    };
 
     // A short invocation stops cleanly after a few pages and saves where it was.
     let first = lister::handle(
-        &lister,
+        &with_margin(Duration::from_millis(100)),
         serde_json::json!({}),
         SystemTime::now() + Duration::from_millis(600),
     )
     .await
     .unwrap();
-    assert_eq!(first["stop"], "deadline");
-    let listed_first = first["listed"].as_u64().unwrap();
-    assert!((10..50).contains(&listed_first), "{first}");
+    assert_eq!(first.stop, shared::lister::StopReason::Deadline);
+    let listed_first = first.listed;
+    assert!((10..50).contains(&listed_first), "{first:?}");
     // The next runs continue from the cursor: nothing listed twice.
-    lister.options.deadline_margin = Duration::from_secs(1);
+    let lister = with_margin(Duration::from_secs(1));
     let rest = h.list_all(&lister).await;
     assert_eq!(listed_first + rest, 50);
     assert_eq!(h.emulator.stats().list_calls, 5);
@@ -451,8 +458,8 @@ async fn the_lister_resumes_from_its_checkpoint_then_lists_only_new_assets() {
     )
     .await
     .unwrap();
-    assert_eq!(incremental["mode"], "incremental");
-    assert_eq!(incremental["enqueued"], 1);
+    assert_eq!(incremental.mode, shared::lister::PassMode::Incremental);
+    assert_eq!(incremental.enqueued, 1);
     assert_eq!(h.emulator.stats().search_calls, 1);
 
     // A full re-scan can be requested.
@@ -463,8 +470,8 @@ async fn the_lister_resumes_from_its_checkpoint_then_lists_only_new_assets() {
     )
     .await
     .unwrap();
-    assert_eq!(full["mode"], "full");
-    assert_eq!(full["enqueued"], 51);
+    assert_eq!(full.mode, shared::lister::PassMode::Full);
+    assert_eq!(full.enqueued, 51);
 
     let mut ids = HashSet::new();
     loop {
@@ -484,7 +491,7 @@ async fn the_lister_resumes_from_its_checkpoint_then_lists_only_new_assets() {
 async fn two_concurrent_deliveries_of_one_asset_pay_for_one_ocr() {
     let h = Harness::new(
         vec![asset("twice", Some("once"))],
-        StackSettings::default(),
+        crate::common::stack_settings(),
         |c| {
             c.latency = Duration::from_millis(400);
         },
@@ -527,7 +534,7 @@ async fn two_concurrent_deliveries_of_one_asset_pay_for_one_ocr() {
     assert!(
         outcomes
             .iter()
-            .any(|d| matches!(d, shared::worker::Disposition::Deferred { .. })),
+            .any(|d| matches!(d, shared::worker::Disposition::Deferred(_))),
         "the other delivery waits for the claim: {outcomes:?}"
     );
     assert_eq!(

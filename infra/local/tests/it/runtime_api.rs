@@ -3,13 +3,10 @@
 //! Also measures each binary's start-up (exec to first poll) and proves the Cloudinary secret
 //! never reaches its output.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Harness, asset, s};
-use local_stack::provision::StackSettings;
+use crate::common::{Harness, asset, s};
 use local_stack::runtime_api::{Invocation, invoke_bootstrap};
 
 /// Which build of a function runs.
@@ -119,11 +116,11 @@ async fn the_worker_binary_answers_a_real_sqs_event() {
 async fn worker_answers(build: Build) {
     let h = Harness::new(
         vec![asset("street signs/stop & go?", Some("WAITING?\n"))],
-        StackSettings::default(),
+        crate::common::stack_settings(),
         |_| {},
     )
     .await;
-    let event = include_str!("fixtures/sqs_event.json").to_string();
+    let event = include_str!("../fixtures/sqs_event.json").to_string();
     let run = invoke("worker", build, &function_env(&h), event).await;
     let body = answered(&run);
     let response: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -169,12 +166,12 @@ async fn the_lister_binary_answers_a_real_scheduled_event() {
 async fn lister_answers(build: Build) {
     let h = Harness::new(
         cloudinary_emulator::generate(30),
-        StackSettings::default(),
+        crate::common::stack_settings(),
         |_| {},
     )
     .await;
-    let event =
-        include_str!("../../../functions/lister/tests/fixtures/scheduled_event.json").to_string();
+    let event = include_str!("../../../../functions/lister/tests/fixtures/scheduled_event.json")
+        .to_string();
     let run = invoke("lister", build, &function_env(&h), event).await;
     let body = answered(&run);
     let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -194,7 +191,7 @@ async fn lister_answers(build: Build) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bad_configuration_is_an_init_error_that_names_the_variable() {
-    let h = Harness::new(vec![], StackSettings::default(), |_| {}).await;
+    let h = Harness::new(vec![], crate::common::stack_settings(), |_| {}).await;
     let env: Vec<(String, String)> = function_env(&h)
         .into_iter()
         .filter(|(k, _)| k != "RESULTS_TABLE")

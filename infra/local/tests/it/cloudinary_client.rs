@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use cloudinary_emulator::{Emulator, EmulatorConfig, generate};
 use shared::cloudinary::{CloudinaryClient, CloudinaryError, OcrMethod};
-use shared::config::{Env, Secret};
+use shared::config::Env;
 use shared::error::{Classified, ErrorClass};
+use shared::lister::{AssetSource, Listing};
+use shared::secret::Secret;
 
 fn client(emu: &Emulator, url: &str, method: OcrMethod) -> CloudinaryClient {
     let base = emu.base_url();
@@ -95,7 +97,7 @@ async fn the_quota_is_reported_then_enforced_with_420() {
         .unwrap()
         .as_secs();
     assert_eq!(reset_secs % 3600, 0, "the reset falls on the hour");
-    c.list_page(first.value.next_cursor.as_deref(), 2)
+    c.list_page(first.value.into_page(None).next_cursor.as_deref(), 2)
         .await
         .unwrap();
     let err = c.list_page(None, 2).await.unwrap_err();
@@ -144,11 +146,12 @@ async fn listing_pages_with_cursors_and_search_filters_by_date() {
         .await
         .unwrap();
     let c = client(&emu, &emu.cloudinary_url(), OcrMethod::Explicit);
+    // Through the lister's port, as the lister pages.
     let mut cursor = None;
     let mut ids = Vec::new();
     loop {
-        let page = c.list_page(cursor.as_deref(), 10).await.unwrap().value;
-        ids.extend(page.resources.into_iter().map(|a| a.public_id));
+        let page = c.page(&Listing::All, cursor.as_deref(), 10).await.unwrap();
+        ids.extend(page.assets.into_iter().map(|a| a.public_id));
         cursor = page.next_cursor;
         if cursor.is_none() {
             break;
@@ -159,15 +162,14 @@ async fn listing_pages_with_cursors_and_search_filters_by_date() {
 
     // Generated assets are a minute apart from 2021-01-01T00:00:00Z.
     let page = c
-        .search_page(
-            &shared::lister::incremental_expression("2021-01-01T00:20:00Z"),
+        .page(
+            &Listing::CreatedSince("2021-01-01T00:20:00Z".into()),
             None,
             500,
         )
         .await
-        .unwrap()
-        .value;
-    assert_eq!(page.resources.len(), 3);
+        .unwrap();
+    assert_eq!(page.assets.len(), 3);
     assert!(page.next_cursor.is_none());
     let err = c.search_page("tags:cats", None, 10).await.unwrap_err();
     assert_eq!(status(&err), 400);

@@ -21,11 +21,37 @@ fn the_local_stack_takes_its_settings_from_the_template() {
         (5, 10, 4)
     );
     assert_eq!(s.dlq_retention, Duration::from_secs(14 * 24 * 3600));
-    let d = local_stack::provision::StackSettings::default();
+    let d = crate::common::stack_settings();
     assert_eq!(
         (d.visibility_timeout, d.max_receive_count),
         (s.visibility_timeout, s.max_receive_count)
     );
+}
+
+/// The code's defaults (what a function does when a variable is unset, what the local runner
+/// uses) are the template's.
+#[test]
+fn the_template_says_what_the_code_defaults_to() {
+    use shared::defaults as d;
+    let t = Template::parse(TEMPLATE).unwrap();
+    let s = t.stack_settings().unwrap();
+    assert_eq!(s.worker_timeout, d::WORKER_TIMEOUT);
+    assert_eq!(s.visibility_timeout, d::VISIBILITY_TIMEOUT);
+    assert_eq!(s.max_receive_count, d::MAX_RECEIVE_COUNT);
+    assert_eq!(s.batch_size, d::BATCH_SIZE);
+    let param = |name: &str| {
+        t.parameter_default(name)
+            .unwrap_or_else(|| panic!("{name}"))
+    };
+    assert_eq!(
+        param("WorkerRecordConcurrency"),
+        d::RECORDS_IN_FLIGHT as f64
+    );
+    assert_eq!(param("ListerPageSize"), f64::from(d::PAGE_SIZE));
+    assert_eq!(param("MaxReceiveCount"), f64::from(d::MAX_RECEIVE_COUNT));
+    assert_eq!(param("BatchSize"), f64::from(d::BATCH_SIZE));
+    // A record is started only with time to finish its call before the function's timeout.
+    assert!(d::CLOUDINARY_TIMEOUT + d::WORKER_DEADLINE_SLACK < d::WORKER_TIMEOUT);
 }
 
 /// Each mutation breaks one invariant; the check must name it.

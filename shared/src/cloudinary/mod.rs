@@ -1,91 +1,22 @@
 //! Cloudinary client: listing, search, enabling OCR (Admin API update or Upload API explicit)
 //! and reading a resource back, with the quota headers of every answer.
 
-use std::fmt;
-use std::str::FromStr;
+pub mod settings;
+
 use std::time::{Duration, SystemTime};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
-use crate::config::{CloudinaryConfig, Secret};
-use crate::error::{Classified, ErrorClass};
+use crate::error::{Classified, ErrorClass, RemoteError};
+use crate::lister::{AssetPage, AssetSource, ListedAsset, Listing};
+use crate::message::WorkMessage;
+use crate::ocr::parse_resource;
+use crate::rate_gate::Quota;
+use crate::secret::Secret;
+use crate::worker::{OcrAnswer, OcrService};
 
-/// `cloudinary://API_KEY:API_SECRET@CLOUD_NAME`, the ecosystem's convention.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CloudinaryCredentials {
-    pub api_key: String,
-    pub api_secret: Secret,
-    pub cloud_name: String,
-}
-
-impl fmt::Debug for CloudinaryCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CloudinaryCredentials")
-            .field("api_key", &self.api_key)
-            .field("api_secret", &self.api_secret)
-            .field("cloud_name", &self.cloud_name)
-            .finish()
-    }
-}
-
-impl CloudinaryCredentials {
-    /// Parses `CLOUDINARY_URL`. Errors never repeat the value (it holds the secret).
-    pub fn parse(url: &Secret) -> Result<Self, String> {
-        let raw = url.expose().trim();
-        let rest = raw.strip_prefix("cloudinary://").ok_or_else(|| {
-            "must start with cloudinary:// (cloudinary://API_KEY:API_SECRET@CLOUD_NAME)".to_string()
-        })?;
-        // Query options (e.g. `?secure=true`) are accepted and ignored.
-        let rest = rest.split('?').next().unwrap_or_default();
-        let (userinfo, cloud_name) = rest.rsplit_once('@').ok_or_else(|| {
-            "missing @CLOUD_NAME (cloudinary://API_KEY:API_SECRET@CLOUD_NAME)".to_string()
-        })?;
-        let (api_key, api_secret) = userinfo.split_once(':').ok_or_else(|| {
-            "missing API_KEY:API_SECRET (cloudinary://API_KEY:API_SECRET@CLOUD_NAME)".to_string()
-        })?;
-        let cloud_name = cloud_name.trim_end_matches('/');
-        if api_key.is_empty() || api_secret.is_empty() || cloud_name.is_empty() {
-            return Err("API_KEY, API_SECRET and CLOUD_NAME must all be non-empty".into());
-        }
-        Ok(Self {
-            api_key: api_key.to_string(),
-            api_secret: Secret::new(api_secret),
-            cloud_name: cloud_name.to_string(),
-        })
-    }
-}
-
-/// How OCR is switched on for an existing asset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OcrMethod {
-    /// Upload API `explicit`, signed: not counted against the Admin API's hourly quota,
-    /// which is then left entirely to listing.
-    #[default]
-    Explicit,
-    /// Admin API update with `ocr=adv_ocr` (HTTP Basic auth): one hourly-quota call per image.
-    AdminUpdate,
-}
-
-impl FromStr for OcrMethod {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim() {
-            "explicit" => Ok(Self::Explicit),
-            "update" | "admin" => Ok(Self::AdminUpdate),
-            other => Err(format!("{other:?} is not one of: explicit, update")),
-        }
-    }
-}
-
-impl fmt::Display for OcrMethod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Explicit => "explicit",
-            Self::AdminUpdate => "update",
-        })
-    }
-}
+pub use settings::{CloudinaryConfig, CloudinaryCredentials, DEFAULT_API_BASE, OcrMethod};
 
 /// What Cloudinary's SDKs leave unescaped in a public_id travelling in a URL path:
 /// `[a-zA-Z0-9_.-/:]`; everything else is UTF-8 percent-encoded.
@@ -101,32 +32,22 @@ pub fn encode_public_id(public_id: &str) -> String {
     utf8_percent_encode(public_id, PUBLIC_ID_SAFE).to_string()
 }
 
-/// The Admin API's hourly quota as reported on an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quota {
-    pub limit: u64,
-    pub remaining: u64,
-    pub reset: Option<SystemTime>,
-}
-
-impl Quota {
-    /// Reads `X-FeatureRateLimit-Limit/-Remaining/-Reset`; `None` when absent (Upload API).
-    pub fn from_headers(headers: &reqwest::header::HeaderMap) -> Option<Self> {
-        let get = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-        };
-        let limit = get("x-featureratelimit-limit")?.parse().ok()?;
-        let remaining = get("x-featureratelimit-remaining")?.parse().ok()?;
-        let reset = get("x-featureratelimit-reset").and_then(|v| httpdate::parse_http_date(v).ok());
-        Some(Self {
-            limit,
-            remaining,
-            reset,
-        })
-    }
+/// Reads `X-FeatureRateLimit-Limit/-Remaining/-Reset`; `None` when absent (Upload API).
+pub fn quota_from_headers(headers: &reqwest::header::HeaderMap) -> Option<Quota> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let limit = get("x-featureratelimit-limit")?.parse().ok()?;
+    let remaining = get("x-featureratelimit-remaining")?.parse().ok()?;
+    let reset = get("x-featureratelimit-reset").and_then(|v| httpdate::parse_http_date(v).ok());
+    Some(Quota {
+        limit,
+        remaining,
+        reset,
+    })
 }
 
 /// A decoded answer and the quota it reported.
@@ -183,16 +104,16 @@ impl Classified for CloudinaryError {
     }
 }
 
-/// One asset as listed by the Admin API or the Search API.
+/// One asset as the Admin API and the Search API list it.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct ListedAsset {
-    pub public_id: String,
+struct WireAsset {
+    public_id: String,
     #[serde(default = "default_resource_type")]
-    pub resource_type: String,
+    resource_type: String,
     #[serde(rename = "type", default = "default_delivery_type")]
-    pub delivery_type: String,
+    delivery_type: String,
     #[serde(default)]
-    pub created_at: Option<String>,
+    created_at: Option<String>,
 }
 
 fn default_resource_type() -> String {
@@ -202,13 +123,38 @@ fn default_delivery_type() -> String {
     "upload".into()
 }
 
-/// A page of a listing.
+/// A page of a listing, as Cloudinary sends it.
 #[derive(Debug, Clone, Deserialize)]
-pub struct AssetPage {
+pub struct WirePage {
     #[serde(default)]
-    pub resources: Vec<ListedAsset>,
+    resources: Vec<WireAsset>,
     #[serde(default)]
-    pub next_cursor: Option<String>,
+    next_cursor: Option<String>,
+}
+
+impl WirePage {
+    /// The page in the lister's terms, with the quota its answer reported.
+    pub fn into_page(self, quota: Option<Quota>) -> AssetPage {
+        AssetPage {
+            assets: self
+                .resources
+                .into_iter()
+                .map(|a| ListedAsset {
+                    public_id: a.public_id,
+                    resource_type: a.resource_type,
+                    delivery_type: a.delivery_type,
+                    created_at: a.created_at,
+                })
+                .collect(),
+            next_cursor: self.next_cursor.filter(|c| !c.is_empty()),
+            quota,
+        }
+    }
+}
+
+/// The search expression of an incremental pass.
+pub fn incremental_expression(since: &str) -> String {
+    format!("resource_type:image AND type:upload AND created_at>=\"{since}\"")
 }
 
 #[derive(Deserialize)]
@@ -315,7 +261,7 @@ impl CloudinaryClient {
                 source,
             })?;
         let status = resp.status().as_u16();
-        let quota = Quota::from_headers(resp.headers());
+        let quota = quota_from_headers(resp.headers());
         let body = resp
             .bytes()
             .await
@@ -355,7 +301,7 @@ impl CloudinaryClient {
         &self,
         cursor: Option<&str>,
         max_results: u32,
-    ) -> Result<Answer<AssetPage>, CloudinaryError> {
+    ) -> Result<Answer<WirePage>, CloudinaryError> {
         let mut query = vec![("max_results", max_results.to_string())];
         if let Some(c) = cursor {
             query.push(("next_cursor", c.to_string()));
@@ -374,7 +320,7 @@ impl CloudinaryClient {
         expression: &str,
         cursor: Option<&str>,
         max_results: u32,
-    ) -> Result<Answer<AssetPage>, CloudinaryError> {
+    ) -> Result<Answer<WirePage>, CloudinaryError> {
         let mut body = serde_json::json!({
             "expression": expression,
             "max_results": max_results,
@@ -448,6 +394,58 @@ impl CloudinaryClient {
             self.admin(self.http.get(url)),
         )
         .await
+    }
+}
+
+/// The worker's OCR port on Cloudinary: the answer parsed into the domain's result.
+impl OcrService for CloudinaryClient {
+    async fn request_ocr(&self, m: &WorkMessage) -> Result<OcrAnswer, RemoteError> {
+        let answer =
+            CloudinaryClient::request_ocr(self, &m.public_id, &m.resource_type, &m.delivery_type)
+                .await
+                .map_err(|e| RemoteError::from_classified(&e))?;
+        ocr_answer(answer)
+    }
+
+    async fn fetch_result(&self, m: &WorkMessage) -> Result<OcrAnswer, RemoteError> {
+        let answer = self
+            .get_resource(&m.public_id, &m.resource_type, &m.delivery_type)
+            .await
+            .map_err(|e| RemoteError::from_classified(&e))?;
+        ocr_answer(answer)
+    }
+}
+
+/// An answer without `info.ocr.adv_ocr` means the add-on did not run: asking again the same
+/// way cannot help, so it is permanent.
+fn ocr_answer(answer: Answer<serde_json::Value>) -> Result<OcrAnswer, RemoteError> {
+    let result = parse_resource(&answer.value)
+        .map_err(|e| RemoteError::new(ErrorClass::Permanent, crate::error::error_chain(&e)))?;
+    Ok(OcrAnswer {
+        result,
+        quota: answer.quota,
+        latency: answer.latency,
+    })
+}
+
+/// The lister's asset source on Cloudinary: the Admin API listing for a full pass, the Search
+/// API for an incremental one.
+impl AssetSource for CloudinaryClient {
+    async fn page(
+        &self,
+        listing: &Listing,
+        cursor: Option<&str>,
+        page_size: u32,
+    ) -> Result<AssetPage, RemoteError> {
+        let answer = match listing {
+            Listing::All => self.list_page(cursor, page_size).await,
+            Listing::CreatedSince(since) => {
+                self.search_page(&incremental_expression(since), cursor, page_size)
+                    .await
+            }
+        }
+        .map_err(|e| RemoteError::from_classified(&e))?;
+        Ok(answer.value.into_page(answer.quota))
     }
 }
 
@@ -562,12 +560,12 @@ mod tests {
             "X-FeatureRateLimit-Reset",
             "Wed, 25 Nov 2026 04:00:00 GMT".parse().unwrap(),
         );
-        let q = Quota::from_headers(&h).unwrap();
+        let q = quota_from_headers(&h).unwrap();
         assert_eq!((q.limit, q.remaining), (500, 12));
         assert_eq!(
             q.reset.unwrap(),
             httpdate::parse_http_date("Wed, 25 Nov 2026 04:00:00 GMT").unwrap()
         );
-        assert!(Quota::from_headers(&reqwest::header::HeaderMap::new()).is_none());
+        assert!(quota_from_headers(&reqwest::header::HeaderMap::new()).is_none());
     }
 }

@@ -1,6 +1,5 @@
 //! The work queue and the dead-letter queue on SQS.
 
-use std::future::Future;
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
@@ -9,79 +8,13 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry,
 };
 
-use crate::error::{Classified, ErrorClass};
+use super::{
+    ATTR_FAILED_AT, ATTR_KIND, ATTR_REASON, ATTR_RECEIVE_COUNT, ATTR_SOURCE_ID, DeadLetter,
+    DeadLetterQueue, MAX_DELAY, QueueDepth, QueueError, SEND_BATCH_MAX, WorkQueue,
+};
 use crate::message::WorkMessage;
 
-/// SQS's per-call batch limit.
-pub const SEND_BATCH_MAX: usize = 10;
-/// SQS's longest message delay.
-pub const MAX_DELAY: Duration = Duration::from_secs(900);
 const SEND_ATTEMPTS: u32 = 6;
-
-#[derive(Debug, thiserror::Error)]
-pub enum QueueError {
-    #[error("SQS {operation} on {queue} failed ({code})")]
-    Sdk {
-        operation: &'static str,
-        queue: String,
-        code: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    #[error("SQS rejected {count} message(s) on {queue} after {attempts} attempts: {detail}")]
-    Rejected {
-        queue: String,
-        count: usize,
-        attempts: u32,
-        detail: String,
-    },
-}
-
-impl Classified for QueueError {
-    fn class(&self) -> ErrorClass {
-        ErrorClass::Transient
-    }
-}
-
-/// Why a message was dead-lettered; travels as message attributes beside the unchanged body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter<'a> {
-    pub body: &'a str,
-    pub reason: &'a str,
-    /// `permanent` (failed at once) or `exhausted` (retries used up).
-    pub kind: &'a str,
-    pub source_message_id: &'a str,
-    pub receive_count: u32,
-    pub failed_at: &'a str,
-}
-
-/// Attribute names on dead-lettered messages.
-pub const ATTR_REASON: &str = "failure_reason";
-pub const ATTR_KIND: &str = "failure_kind";
-pub const ATTR_SOURCE_ID: &str = "source_message_id";
-pub const ATTR_RECEIVE_COUNT: &str = "receive_count";
-pub const ATTR_FAILED_AT: &str = "failed_at";
-
-pub trait WorkQueue: Send + Sync {
-    /// Sends every message, 10 per call, retrying the entries a batch result reports as failed.
-    fn enqueue(
-        &self,
-        messages: &[WorkMessage],
-    ) -> impl Future<Output = Result<(), QueueError>> + Send;
-    /// Sends up to 10 messages in one call, each visible after its delay (at most 15 minutes).
-    /// Returns, per entry, why it was not sent (`None`: sent).
-    fn send_delayed_batch(
-        &self,
-        entries: &[(WorkMessage, Duration)],
-    ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send;
-}
-
-pub trait DeadLetterQueue: Send + Sync {
-    fn dead_letter(
-        &self,
-        letter: &DeadLetter<'_>,
-    ) -> impl Future<Output = Result<(), QueueError>> + Send;
-}
 
 /// A queue on SQS, by URL.
 #[derive(Debug, Clone)]
@@ -279,7 +212,7 @@ impl DeadLetterQueue for SqsQueue {
             .queue_url(&self.url)
             .message_body(body)
             .message_attributes(ATTR_REASON, string_attr(reason))
-            .message_attributes(ATTR_KIND, string_attr(letter.kind))
+            .message_attributes(ATTR_KIND, string_attr(letter.kind.as_str()))
             .message_attributes(ATTR_SOURCE_ID, string_attr(letter.source_message_id))
             .message_attributes(
                 ATTR_RECEIVE_COUNT,
@@ -294,20 +227,6 @@ impl DeadLetterQueue for SqsQueue {
             .await
             .map_err(|e| self.sdk_error("SendMessage", e))?;
         Ok(())
-    }
-}
-
-/// Approximate message counts of a queue.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct QueueDepth {
-    pub visible: u64,
-    pub in_flight: u64,
-    pub delayed: u64,
-}
-
-impl QueueDepth {
-    pub fn total(&self) -> u64 {
-        self.visible + self.in_flight + self.delayed
     }
 }
 

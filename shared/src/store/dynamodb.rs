@@ -1,220 +1,18 @@
-//! The results table (one item per asset, keyed by `publicId`) and the lister's checkpoint.
+//! The results table and the checkpoint table on DynamoDB.
 
 use std::collections::HashMap;
-use std::future::Future;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 
-use crate::error::{Classified, ErrorClass};
-use crate::ocr::{AssetFields, OcrOutcome};
-
-/// DynamoDB's partition-key limit.
-pub const MAX_KEY_BYTES: usize = 2048;
-/// Text kept in an item. DynamoDB's item limit is 400 KB (and moto rejects a little under
-/// it); the rest of an item is small, so this keeps every item well inside both.
-pub const MAX_TEXT_BYTES: usize = 350_000;
-
-/// Terminal state of an asset in the results table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Status {
-    Done,
-    NoText,
-    Failed,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Done => "done",
-            Self::NoText => "no_text",
-            Self::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "done" => Some(Self::Done),
-            "no_text" => Some(Self::NoText),
-            "failed" => Some(Self::Failed),
-            _ => None,
-        }
-    }
-
-    /// Already paid for: skipped unless a re-OCR is forced.
-    pub fn is_complete(self) -> bool {
-        matches!(self, Self::Done | Self::NoText)
-    }
-}
-
-/// The item written when an asset reaches a terminal state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResultRecord {
-    pub public_id: String,
-    pub status: Status,
-    pub text: Option<String>,
-    pub locale: Option<String>,
-    /// Size of the full text in UTF-8 bytes, also when it was truncated.
-    pub text_bytes: u64,
-    pub truncated: bool,
-    pub resource_type: String,
-    pub delivery_type: String,
-    pub asset: AssetFields,
-    pub ocr_at: String,
-    pub attempts: u32,
-    pub error: Option<String>,
-}
-
-/// Cuts `text` to at most `max` bytes at a UTF-8 character boundary.
-pub fn truncate_utf8(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
-impl ResultRecord {
-    /// The record for a finished OCR (`Text` or `NoText`).
-    pub fn from_outcome(
-        public_id: &str,
-        resource_type: &str,
-        delivery_type: &str,
-        outcome: OcrOutcome,
-        asset: AssetFields,
-        attempts: u32,
-        ocr_at: String,
-    ) -> Self {
-        let (status, text, locale) = match outcome {
-            OcrOutcome::Text { text, locale } => (Status::Done, Some(text), locale),
-            _ => (Status::NoText, None, None),
-        };
-        let text_bytes = text.as_ref().map_or(0, |t| t.len() as u64);
-        let (text, truncated) = match text {
-            Some(t) if t.len() > MAX_TEXT_BYTES => {
-                (Some(truncate_utf8(&t, MAX_TEXT_BYTES).to_string()), true)
-            }
-            other => (other, false),
-        };
-        Self {
-            public_id: public_id.to_string(),
-            status,
-            text,
-            locale,
-            text_bytes,
-            truncated,
-            resource_type: resource_type.to_string(),
-            delivery_type: delivery_type.to_string(),
-            asset,
-            ocr_at,
-            attempts,
-            error: None,
-        }
-    }
-
-    /// The record for a permanent failure.
-    pub fn failed(
-        public_id: &str,
-        resource_type: &str,
-        delivery_type: &str,
-        error: &str,
-        attempts: u32,
-        at: String,
-    ) -> Self {
-        Self {
-            public_id: public_id.to_string(),
-            status: Status::Failed,
-            text: None,
-            locale: None,
-            text_bytes: 0,
-            truncated: false,
-            resource_type: resource_type.to_string(),
-            delivery_type: delivery_type.to_string(),
-            asset: AssetFields::default(),
-            ocr_at: at,
-            attempts,
-            error: Some(truncate_utf8(error, 2000).to_string()),
-        }
-    }
-
-    pub fn to_item(&self) -> HashMap<String, AttributeValue> {
-        let mut item = HashMap::new();
-        let s = |v: &str| AttributeValue::S(v.to_string());
-        let n = |v: u64| AttributeValue::N(v.to_string());
-        item.insert("publicId".into(), s(&self.public_id));
-        item.insert("status".into(), s(self.status.as_str()));
-        if let Some(t) = &self.text {
-            item.insert("text".into(), s(t));
-        }
-        if let Some(l) = &self.locale {
-            item.insert("locale".into(), s(l));
-        }
-        item.insert("textBytes".into(), n(self.text_bytes));
-        item.insert("truncated".into(), AttributeValue::Bool(self.truncated));
-        item.insert("resourceType".into(), s(&self.resource_type));
-        item.insert("deliveryType".into(), s(&self.delivery_type));
-        if let Some(v) = &self.asset.format {
-            item.insert("format".into(), s(v));
-        }
-        if let Some(v) = self.asset.bytes {
-            item.insert("bytes".into(), n(v));
-        }
-        if let Some(v) = self.asset.width {
-            item.insert("width".into(), n(v));
-        }
-        if let Some(v) = self.asset.height {
-            item.insert("height".into(), n(v));
-        }
-        if let Some(v) = &self.asset.created_at {
-            item.insert("assetCreatedAt".into(), s(v));
-        }
-        item.insert("ocrAt".into(), s(&self.ocr_at));
-        item.insert("attempts".into(), n(self.attempts as u64));
-        if let Some(e) = &self.error {
-            item.insert("error".into(), s(e));
-        }
-        item
-    }
-}
-
-/// A request to own an asset for the length of one invocation.
-#[derive(Debug, Clone)]
-pub struct Claim<'a> {
-    pub public_id: &'a str,
-    pub resource_type: &'a str,
-    pub delivery_type: &'a str,
-    pub token: &'a str,
-    pub now_ms: u64,
-    pub expires_at_ms: u64,
-    pub force: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClaimOutcome {
-    /// Ours until the expiry; `attempts` counts this one.
-    Claimed { attempts: u32 },
-    /// Already complete (and no re-OCR forced).
-    AlreadyComplete(Status),
-    /// Another invocation holds it until this time (ms since the epoch).
-    HeldUntil(u64),
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("DynamoDB {operation} on table {table} failed ({code})")]
-pub struct StoreError {
-    pub operation: &'static str,
-    pub table: String,
-    pub code: String,
-    #[source]
-    pub source: Box<dyn std::error::Error + Send + Sync>,
-}
+use super::{
+    Checkpoint, CheckpointStore, Claim, ClaimOutcome, PassMode, ResultRecord, ResultStore, Status,
+    StoreError, truncate_utf8,
+};
 
 impl StoreError {
-    fn from_sdk<E, R>(
+    pub(crate) fn from_sdk<E, R>(
         operation: &'static str,
         table: &str,
         err: aws_sdk_dynamodb::error::SdkError<E, R>,
@@ -233,40 +31,44 @@ impl StoreError {
     }
 }
 
-impl Classified for StoreError {
-    fn class(&self) -> ErrorClass {
-        // A request DynamoDB rejects as invalid fails the same way every time.
-        match self.code.as_str() {
-            "ValidationException" | "ResourceNotFoundException" => ErrorClass::Permanent,
-            _ => ErrorClass::Transient,
-        }
+/// The item DynamoDB stores for a record.
+pub fn to_item(record: &ResultRecord) -> HashMap<String, AttributeValue> {
+    let mut item = HashMap::new();
+    let s = |v: &str| AttributeValue::S(v.to_string());
+    let n = |v: u64| AttributeValue::N(v.to_string());
+    item.insert("publicId".into(), s(&record.public_id));
+    item.insert("status".into(), s(record.status.as_str()));
+    if let Some(t) = &record.text {
+        item.insert("text".into(), s(t));
     }
-}
-
-/// Where results live. The worker is generic over it.
-pub trait ResultStore: Send + Sync {
-    /// Terminal statuses of the given assets (absent ones are left out); one call per 100 ids.
-    fn statuses(
-        &self,
-        public_ids: &[String],
-    ) -> impl Future<Output = Result<HashMap<String, Status>, StoreError>> + Send;
-    fn claim(
-        &self,
-        claim: &Claim<'_>,
-    ) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
-    /// Writes the terminal record if the claim is still ours; `false` when it was lost.
-    fn put_result(
-        &self,
-        record: &ResultRecord,
-        token: &str,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Gives the claim up (the asset will be retried), noting the error that caused it.
-    fn release(
-        &self,
-        public_id: &str,
-        token: &str,
-        error: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    if let Some(l) = &record.locale {
+        item.insert("locale".into(), s(l));
+    }
+    item.insert("textBytes".into(), n(record.text_bytes));
+    item.insert("truncated".into(), AttributeValue::Bool(record.truncated));
+    item.insert("resourceType".into(), s(&record.resource_type));
+    item.insert("deliveryType".into(), s(&record.delivery_type));
+    if let Some(v) = &record.asset.format {
+        item.insert("format".into(), s(v));
+    }
+    if let Some(v) = record.asset.bytes {
+        item.insert("bytes".into(), n(v));
+    }
+    if let Some(v) = record.asset.width {
+        item.insert("width".into(), n(v));
+    }
+    if let Some(v) = record.asset.height {
+        item.insert("height".into(), n(v));
+    }
+    if let Some(v) = &record.asset.created_at {
+        item.insert("assetCreatedAt".into(), s(v));
+    }
+    item.insert("ocrAt".into(), s(&record.ocr_at));
+    item.insert("attempts".into(), n(record.attempts as u64));
+    if let Some(e) = &record.error {
+        item.insert("error".into(), s(e));
+    }
+    item
 }
 
 /// The results table on DynamoDB.
@@ -450,7 +252,7 @@ impl ResultStore for DynamoResultStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(record.to_item()))
+            .set_item(Some(to_item(record)))
             .condition_expression("claimToken = :token")
             .expression_attribute_values(":token", AttributeValue::S(token.to_string()))
             .send()
@@ -498,37 +300,6 @@ impl ResultStore for DynamoResultStore {
     }
 }
 
-/// Where the lister is in its pass over the account.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Checkpoint {
-    /// Cursor of the next page to list; `None` between passes.
-    pub cursor: Option<String>,
-    /// `full` or `incremental`, for the pass in progress.
-    pub mode: Option<String>,
-    /// When the pass in progress started (RFC 3339).
-    pub pass_started_at: Option<String>,
-    /// Lower bound (`created_at`) of the incremental pass in progress.
-    pub since: Option<String>,
-    /// Assets listed and enqueued so far in the pass in progress.
-    pub pass_listed: u64,
-    /// When the last complete pass started (RFC 3339): the next incremental pass starts there.
-    pub last_pass_started_at: Option<String>,
-    /// When the last complete full pass finished (RFC 3339).
-    pub last_full_pass_at: Option<String>,
-    /// Assets listed over all passes.
-    pub total_listed: u64,
-    pub updated_at: Option<String>,
-}
-
-pub trait CheckpointStore: Send + Sync {
-    fn load(&self, id: &str) -> impl Future<Output = Result<Checkpoint, StoreError>> + Send;
-    fn save(
-        &self,
-        id: &str,
-        checkpoint: &Checkpoint,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-}
-
 /// The lister's checkpoint table on DynamoDB (partition key `id`).
 #[derive(Debug, Clone)]
 pub struct DynamoCheckpointStore {
@@ -562,7 +333,7 @@ impl CheckpointStore for DynamoCheckpointStore {
         let s = |name: &str| attr_str(&item, name).map(str::to_string);
         Ok(Checkpoint {
             cursor: s("cursor"),
-            mode: s("mode"),
+            mode: s("mode").as_deref().and_then(PassMode::parse),
             pass_started_at: s("passStartedAt"),
             since: s("since"),
             pass_listed: attr_u64(&item, "passListed").unwrap_or(0),
@@ -585,9 +356,10 @@ impl CheckpointStore for DynamoCheckpointStore {
                 AttributeValue::N(c.total_listed.to_string()),
             ),
         ]);
+        let mode = c.mode.map(|m| m.as_str().to_string());
         for (name, value) in [
             ("cursor", &c.cursor),
-            ("mode", &c.mode),
+            ("mode", &mode),
             ("passStartedAt", &c.pass_started_at),
             ("since", &c.since),
             ("lastPassStartedAt", &c.last_pass_started_at),
@@ -606,52 +378,5 @@ impl CheckpointStore for DynamoCheckpointStore {
             .await
             .map_err(|e| StoreError::from_sdk("PutItem", &self.table, e))?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn truncation_respects_utf8_boundaries() {
-        assert_eq!(truncate_utf8("héllo", 2), "h");
-        assert_eq!(truncate_utf8("héllo", 3), "hé");
-        assert_eq!(truncate_utf8("abc", 10), "abc");
-        assert_eq!(truncate_utf8("€€", 4), "€");
-    }
-
-    #[test]
-    fn oversize_text_is_truncated_and_says_so() {
-        let text = "ü".repeat(MAX_TEXT_BYTES); // 2 bytes each
-        let r = ResultRecord::from_outcome(
-            "a",
-            "image",
-            "upload",
-            OcrOutcome::Text {
-                text: text.clone(),
-                locale: None,
-            },
-            AssetFields::default(),
-            1,
-            "t".into(),
-        );
-        assert!(r.truncated);
-        assert_eq!(r.text_bytes, text.len() as u64);
-        let kept = r.text.unwrap();
-        assert!(kept.len() <= MAX_TEXT_BYTES && text.starts_with(&kept));
-        let small = ResultRecord::from_outcome(
-            "a",
-            "image",
-            "upload",
-            OcrOutcome::NoText,
-            AssetFields::default(),
-            1,
-            "t".into(),
-        );
-        assert_eq!(
-            (small.status, small.truncated, small.text_bytes, small.text),
-            (Status::NoText, false, 0, None)
-        );
     }
 }

@@ -1,0 +1,13 @@
+//! The integration tests, one binary (one link of the AWS SDK): the pipeline against moto and
+//! the Cloudinary emulator, the client against the emulator, `ocr-ctl`, the shipped bootstraps
+//! through the Runtime API, the template's invariants and the chaos run. `make test` starts
+//! moto; a test that needs it fails (never skips) when it is not running.
+
+mod chaos;
+mod cloudinary_client;
+mod common;
+mod ctl;
+mod layering;
+mod pipeline;
+mod runtime_api;
+mod template;

@@ -1,0 +1,40 @@
+//! The pipeline's defaults, in one place: the configuration falls back to them, the local
+//! runner uses them, and the template test checks that `template.yaml` says the same.
+
+use std::time::Duration;
+
+/// Records of one batch processed at once: a whole batch (the event source's `BatchSize`),
+/// so that it takes one round of Cloudinary calls.
+pub const RECORDS_IN_FLIGHT: usize = 10;
+/// Records per worker invocation (the event source's `BatchSize`).
+pub const BATCH_SIZE: u32 = 10;
+/// Receives of one message before SQS moves it to the dead-letter queue (`maxReceiveCount`).
+pub const MAX_RECEIVE_COUNT: u32 = 5;
+/// Assets per listing call (Cloudinary's maximum).
+pub const PAGE_SIZE: u32 = 500;
+/// Cloudinary's largest page.
+pub const MAX_PAGE_SIZE: u32 = 500;
+/// How long one Cloudinary call may take.
+pub const CLOUDINARY_TIMEOUT: Duration = Duration::from_secs(20);
+/// The worker function's timeout (`WorkerTimeout` in the template).
+pub const WORKER_TIMEOUT: Duration = Duration::from_secs(60);
+/// The work queue's visibility timeout: six times the worker's timeout, as AWS advises for
+/// SQS event sources.
+pub const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(6 * 60);
+/// A worker record is not started with less than the Cloudinary timeout plus this left.
+pub const WORKER_DEADLINE_SLACK: Duration = Duration::from_secs(5);
+/// No listing page is started with less time than this left.
+pub const LISTER_DEADLINE_MARGIN: Duration = Duration::from_secs(20);
+/// Delay before a pending OCR result is read back.
+pub const PENDING_POLL_DELAY: Duration = Duration::from_secs(30);
+/// Read-backs of a pending OCR before it is given up as failed.
+pub const MAX_PENDING_POLLS: u32 = 20;
+/// While the quota is spent, an invocation waits before returning, up to this long before
+/// its deadline.
+pub const HOLD_MARGIN: Duration = Duration::from_secs(5);
+/// An incremental pass starts this long before the previous pass started.
+pub const INCREMENTAL_OVERLAP: Duration = Duration::from_secs(600);
+/// Attempts per listing call on transient errors.
+pub const LISTING_ATTEMPTS: u32 = 4;
+/// A result write that failed after a paid OCR is tried again this much later.
+pub const RESULT_WRITE_RETRY: Duration = Duration::from_secs(5);

@@ -1,0 +1,277 @@
+//! The lister's use case: page through the account from the checkpoint, enqueue one message
+//! per asset, save the cursor after every page, stop cleanly before the deadline.
+
+#[cfg(any(test, feature = "memory"))]
+pub mod memory;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::clock::{Clock, parse_rfc3339, rfc3339};
+use crate::defaults;
+use crate::error::{Classified, ErrorClass, RemoteError, error_chain};
+use crate::message::WorkMessage;
+use crate::queue::{QueueError, WorkQueue};
+use crate::rate_gate::Quota;
+use crate::store::{Checkpoint, CheckpointStore, StoreError};
+
+pub use crate::store::PassMode;
+
+/// One asset as a listing names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedAsset {
+    pub public_id: String,
+    pub resource_type: String,
+    pub delivery_type: String,
+    pub created_at: Option<String>,
+}
+
+/// A page of a listing, and the quota its answer reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssetPage {
+    pub assets: Vec<ListedAsset>,
+    /// The next page's cursor; `None` on the last page.
+    pub next_cursor: Option<String>,
+    pub quota: Option<Quota>,
+}
+
+/// Which assets a pass lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listing {
+    /// Every image asset.
+    All,
+    /// Assets created at or after this RFC 3339 time, oldest first.
+    CreatedSince(String),
+}
+
+/// Where assets are listed from. The lister is generic over it.
+pub trait AssetSource: Send + Sync {
+    fn page(
+        &self,
+        listing: &Listing,
+        cursor: Option<&str>,
+        page_size: u32,
+    ) -> impl Future<Output = Result<AssetPage, RemoteError>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct ListerOptions {
+    pub page_size: u32,
+    /// Start a new full pass now, even if one is in progress or done.
+    pub full_rescan: bool,
+    /// No page is started with less time than this left.
+    pub deadline_margin: Duration,
+    /// An incremental pass starts this long before the previous pass started, so that assets
+    /// indexed late are not missed (the duplicates cost a status read, not an OCR).
+    pub incremental_overlap: Duration,
+    /// Attempts per listing call on transient errors.
+    pub attempts: u32,
+    pub clock: Clock,
+}
+
+impl Default for ListerOptions {
+    fn default() -> Self {
+        Self {
+            page_size: defaults::PAGE_SIZE,
+            full_rescan: false,
+            deadline_margin: defaults::LISTER_DEADLINE_MARGIN,
+            incremental_overlap: defaults::INCREMENTAL_OVERLAP,
+            attempts: defaults::LISTING_ATTEMPTS,
+            clock: Clock::System,
+        }
+    }
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The pass reached its last page.
+    PassComplete,
+    /// Too little time left; the next run continues from the checkpoint.
+    Deadline,
+    /// Cloudinary's quota is spent; the next run continues from the checkpoint.
+    RateLimited,
+}
+
+/// What one lister run did; the Lambda function answers with it as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunSummary {
+    pub mode: PassMode,
+    pub pages: u64,
+    pub listed: u64,
+    pub enqueued: u64,
+    /// Assets listed so far in this pass (over all its runs).
+    pub pass_listed: u64,
+    pub stop: StopReason,
+    /// When the quota resets, for a run stopped by it (RFC 3339).
+    pub quota_resets_at: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListerError {
+    #[error("listing assets failed")]
+    Listing(#[source] RemoteError),
+    #[error("enqueueing a page failed; the page is listed again on the next run")]
+    Queue(#[from] QueueError),
+    #[error("reading or saving the checkpoint failed")]
+    Store(#[from] StoreError),
+}
+
+/// Starts a new pass when none is in progress (or a full rescan is asked for).
+fn begin_pass(cp: &mut Checkpoint, options: &ListerOptions, now: SystemTime) {
+    if !(options.full_rescan || cp.mode.is_none()) {
+        tracing::info!(
+            mode = cp.mode.map(PassMode::as_str),
+            pass_listed = cp.pass_listed,
+            "continuing the pass from the checkpoint"
+        );
+        return;
+    }
+    let incremental = !options.full_rescan && cp.last_full_pass_at.is_some();
+    cp.mode = Some(if incremental {
+        PassMode::Incremental
+    } else {
+        PassMode::Full
+    });
+    cp.cursor = None;
+    cp.pass_listed = 0;
+    cp.pass_started_at = Some(rfc3339(now));
+    cp.since = incremental.then(|| {
+        let last = cp
+            .last_pass_started_at
+            .as_deref()
+            .and_then(parse_rfc3339)
+            .unwrap_or(now);
+        rfc3339(last - options.incremental_overlap)
+    });
+    tracing::info!(
+        mode = cp.mode.map(PassMode::as_str),
+        since = cp.since.as_deref(),
+        "starting a new pass"
+    );
+}
+
+pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
+    source: &A,
+    queue: &Q,
+    checkpoints: &C,
+    checkpoint_id: &str,
+    options: &ListerOptions,
+    deadline: SystemTime,
+) -> Result<RunSummary, ListerError> {
+    let clock = options.clock;
+    let mut cp = checkpoints.load(checkpoint_id).await?;
+    begin_pass(&mut cp, options, clock.now());
+    let mode = cp.mode.unwrap_or(PassMode::Full);
+    let mut summary = RunSummary {
+        mode,
+        pages: 0,
+        listed: 0,
+        enqueued: 0,
+        stop: StopReason::Deadline,
+        pass_listed: cp.pass_listed,
+        quota_resets_at: None,
+    };
+    loop {
+        if clock.until(deadline) < options.deadline_margin {
+            summary.stop = StopReason::Deadline;
+            break;
+        }
+        let page = match fetch_page(source, &cp, options).await {
+            Ok(p) => p,
+            Err(e) => match e.class() {
+                ErrorClass::RateLimited => {
+                    summary.stop = StopReason::RateLimited;
+                    summary.quota_resets_at = e.retry_at().map(rfc3339);
+                    break;
+                }
+                ErrorClass::Transient | ErrorClass::Permanent => {
+                    return Err(ListerError::Listing(e));
+                }
+            },
+        };
+        let messages: Vec<WorkMessage> = page
+            .assets
+            .iter()
+            .filter(|a| a.resource_type == "image")
+            .map(|a| WorkMessage::new(&a.public_id, &a.resource_type, &a.delivery_type))
+            .collect();
+        queue.enqueue(&messages).await?;
+        let n = page.assets.len() as u64;
+        summary.pages += 1;
+        summary.listed += n;
+        summary.enqueued += messages.len() as u64;
+        cp.pass_listed += n;
+        cp.total_listed += n;
+        cp.cursor = page.next_cursor.filter(|c| !c.is_empty());
+        cp.updated_at = Some(rfc3339(clock.now()));
+        let complete = cp.cursor.is_none();
+        if complete {
+            cp.last_pass_started_at = cp.pass_started_at.take();
+            if mode == PassMode::Full {
+                cp.last_full_pass_at = cp.updated_at.clone();
+            }
+            cp.mode = None;
+            cp.since = None;
+        }
+        // Saved after the page is enqueued: a crash in between re-lists one page at most.
+        checkpoints.save(checkpoint_id, &cp).await?;
+        summary.pass_listed = cp.pass_listed;
+        if complete {
+            summary.stop = StopReason::PassComplete;
+            break;
+        }
+        if let Some(q) = page.quota
+            && q.remaining == 0
+        {
+            summary.stop = StopReason::RateLimited;
+            summary.quota_resets_at = q.reset.map(rfc3339);
+            break;
+        }
+    }
+    if summary.stop != StopReason::PassComplete {
+        // Save the pass's start even if no page was listed, so the next run continues it.
+        checkpoints.save(checkpoint_id, &cp).await?;
+    }
+    tracing::info!(
+        mode = summary.mode.as_str(),
+        pages = summary.pages,
+        listed = summary.listed,
+        enqueued = summary.enqueued,
+        pass_listed = summary.pass_listed,
+        stop = ?summary.stop,
+        "lister run finished"
+    );
+    Ok(summary)
+}
+
+/// One page, with retries on transient errors.
+async fn fetch_page<A: AssetSource>(
+    source: &A,
+    cp: &Checkpoint,
+    options: &ListerOptions,
+) -> Result<AssetPage, RemoteError> {
+    let listing = match &cp.since {
+        Some(since) => Listing::CreatedSince(since.clone()),
+        None => Listing::All,
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match source
+            .page(&listing, cp.cursor.as_deref(), options.page_size)
+            .await
+        {
+            Err(e) if e.class() == ErrorClass::Transient && attempt < options.attempts => {
+                tracing::warn!(error = %error_chain(&e), attempt, "listing call failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * (1 << attempt))).await;
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The lister's unit tier: the use case against the in-memory twins, in paused tokio time.
+
+use std::collections::HashSet;
+
+use super::memory::{ListCall, MemoryAssetSource};
+use super::*;
+use crate::clock::from_epoch_ms;
+use crate::queue::memory::{MemoryQueue, QueueOp};
+use crate::store::memory::{MemoryCheckpointStore, StoreOp};
+
+const ID: &str = "lister#test";
+
+struct Rig {
+    source: MemoryAssetSource,
+    queue: MemoryQueue,
+    checkpoints: MemoryCheckpointStore,
+    options: ListerOptions,
+}
+
+impl Rig {
+    fn new(source: MemoryAssetSource) -> Self {
+        Self {
+            source,
+            queue: MemoryQueue::new(),
+            checkpoints: MemoryCheckpointStore::new(),
+            options: ListerOptions {
+                page_size: 100,
+                clock: Clock::tokio(from_epoch_ms(1_800_000_000_000)),
+                ..ListerOptions::default()
+            },
+        }
+    }
+
+    async fn run_for(&self, time: Duration) -> Result<RunSummary, ListerError> {
+        let deadline = self.options.clock.now() + time;
+        run_lister(
+            &self.source,
+            &self.queue,
+            &self.checkpoints,
+            ID,
+            &self.options,
+            deadline,
+        )
+        .await
+    }
+
+    async fn run(&self) -> RunSummary {
+        self.run_for(Duration::from_secs(900)).await.expect("run")
+    }
+
+    fn enqueued_ids(&self) -> Vec<String> {
+        self.queue
+            .sent()
+            .into_iter()
+            .map(|s| s.message.public_id)
+            .collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_pass_pages_through_every_asset_once() {
+    let rig = Rig::new(MemoryAssetSource::generated(250));
+    let summary = rig.run().await;
+    assert_eq!(
+        summary,
+        RunSummary {
+            mode: PassMode::Full,
+            pages: 3,
+            listed: 250,
+            enqueued: 250,
+            pass_listed: 250,
+            stop: StopReason::PassComplete,
+            quota_resets_at: None,
+        }
+    );
+    let ids = rig.enqueued_ids();
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 250);
+    let cp = rig.checkpoints.get(ID).unwrap();
+    assert_eq!((cp.mode, cp.cursor.as_deref()), (None, None));
+    assert!(cp.last_full_pass_at.is_some() && cp.last_pass_started_at.is_some());
+    assert_eq!(rig.source.faults().calls(ListCall::All), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_summary_serialises_as_the_function_answers() {
+    let rig = Rig::new(MemoryAssetSource::generated(3));
+    let json = serde_json::to_value(rig.run().await).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"mode": "full", "pages": 1, "listed": 3, "enqueued": 3,
+            "pass_listed": 3, "stop": "pass_complete", "quota_resets_at": null})
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_stops_before_the_deadline_and_the_next_resumes_from_the_checkpoint() {
+    let rig = Rig::new(MemoryAssetSource::generated(1000).with_latency(Duration::from_secs(1)));
+    let margin = rig.options.deadline_margin;
+    // Time for three pages of a second each, then the margin.
+    let first = rig
+        .run_for(margin + Duration::from_millis(2500))
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.stop, first.pages, first.pass_listed),
+        (StopReason::Deadline, 3, 300)
+    );
+    let cp = rig.checkpoints.get(ID).unwrap();
+    assert_eq!(
+        (cp.mode, cp.cursor.as_deref()),
+        (Some(PassMode::Full), Some("300"))
+    );
+    // No time at all: nothing listed, the pass kept.
+    let idle = rig.run_for(margin / 2).await.unwrap();
+    assert_eq!((idle.stop, idle.pages), (StopReason::Deadline, 0));
+    assert_eq!(
+        rig.checkpoints.get(ID).unwrap().cursor.as_deref(),
+        Some("300")
+    );
+    let rest = rig.run().await;
+    assert_eq!(
+        (rest.stop, rest.pages, rest.pass_listed),
+        (StopReason::PassComplete, 7, 1000)
+    );
+    let ids = rig.enqueued_ids();
+    assert_eq!(ids.len(), 1000);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 1000, "none twice");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_quota_stops_the_run_and_the_next_resumes() {
+    let rig = Rig::new(MemoryAssetSource::generated(250));
+    let reset = from_epoch_ms(1_800_000_360_000);
+    rig.source.report_quota(Some(Quota {
+        limit: 500,
+        remaining: 0,
+        reset: Some(reset),
+    }));
+    let first = rig.run().await;
+    assert_eq!((first.stop, first.pages), (StopReason::RateLimited, 1));
+    assert_eq!(first.quota_resets_at, Some(rfc3339(reset)));
+    // Refused outright (HTTP 420) on the next page: stops without listing.
+    rig.source.report_quota(None);
+    rig.source
+        .faults()
+        .fail_next(ListCall::All, ErrorClass::RateLimited, 1);
+    let refused = rig.run().await;
+    assert_eq!((refused.stop, refused.pages), (StopReason::RateLimited, 0));
+    let rest = rig.run().await;
+    assert_eq!(
+        (rest.stop, rest.pass_listed),
+        (StopReason::PassComplete, 250)
+    );
+    assert_eq!(rig.enqueued_ids().len(), 250);
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_listing_errors_are_retried_then_reported() {
+    let rig = Rig::new(MemoryAssetSource::generated(10));
+    rig.source
+        .faults()
+        .fail_next(ListCall::All, ErrorClass::Transient, 3);
+    assert_eq!(rig.run().await.stop, StopReason::PassComplete);
+
+    let rig = Rig::new(MemoryAssetSource::generated(10));
+    rig.source
+        .faults()
+        .fail_next(ListCall::All, ErrorClass::Transient, 4);
+    let err = rig.run_for(Duration::from_secs(900)).await.unwrap_err();
+    assert!(matches!(err, ListerError::Listing(_)), "{err}");
+    assert_eq!(rig.source.faults().calls(ListCall::All), 4);
+    assert!(rig.queue.sent().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_page_that_could_not_be_enqueued_is_listed_again() {
+    let rig = Rig::new(MemoryAssetSource::generated(250));
+    rig.queue
+        .faults()
+        .fail_next(QueueOp::Enqueue, ErrorClass::Transient, 1);
+    let err = rig.run_for(Duration::from_secs(900)).await.unwrap_err();
+    assert!(matches!(err, ListerError::Queue(_)), "{err}");
+    let rest = rig.run().await;
+    assert_eq!(
+        (rest.stop, rest.pass_listed),
+        (StopReason::PassComplete, 250)
+    );
+    assert_eq!(rig.enqueued_ids().len(), 250);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_checkpoint_that_cannot_be_saved_fails_the_run() {
+    let rig = Rig::new(MemoryAssetSource::generated(250));
+    rig.checkpoints
+        .faults()
+        .fail_next(StoreOp::SaveCheckpoint, ErrorClass::Transient, 1);
+    let err = rig.run_for(Duration::from_secs(900)).await.unwrap_err();
+    assert!(matches!(err, ListerError::Store(_)), "{err}");
+    // The page was enqueued but not recorded: listed again (a duplicate, never a gap).
+    let rest = rig.run().await;
+    assert_eq!(rest.stop, StopReason::PassComplete);
+    assert_eq!(rig.enqueued_ids().len(), 350);
+    assert_eq!(rig.enqueued_ids().iter().collect::<HashSet<_>>().len(), 250);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_full_pass_the_next_lists_what_was_created_since_less_the_overlap() {
+    let rig = Rig::new(MemoryAssetSource::generated(50));
+    rig.run().await;
+    let cp = rig.checkpoints.get(ID).unwrap();
+    let last_start = parse_rfc3339(cp.last_pass_started_at.as_deref().unwrap()).unwrap();
+    let asset = |id: &str, at: SystemTime| ListedAsset {
+        public_id: id.into(),
+        resource_type: "image".into(),
+        delivery_type: "upload".into(),
+        created_at: Some(rfc3339(at)),
+    };
+    // One created just inside the overlap, one after the pass, one video (not enqueued).
+    rig.source
+        .add(asset("late-indexed", last_start - Duration::from_secs(60)));
+    rig.source
+        .add(asset("new", last_start + Duration::from_secs(60)));
+    rig.source.add(ListedAsset {
+        resource_type: "video".into(),
+        ..asset("clip", last_start + Duration::from_secs(1))
+    });
+    rig.queue.take_sent();
+    let summary = rig.run().await;
+    assert_eq!(summary.mode, PassMode::Incremental);
+    assert_eq!((summary.listed, summary.enqueued), (3, 2));
+    assert_eq!(rig.enqueued_ids(), ["late-indexed", "new"]);
+    assert_eq!(rig.source.faults().calls(ListCall::Search), 1);
+
+    // A full rescan asked for by the event starts over.
+    let rescan = Rig {
+        options: ListerOptions {
+            full_rescan: true,
+            ..rig.options.clone()
+        },
+        ..rig
+    };
+    let summary = rescan.run().await;
+    assert_eq!((summary.mode, summary.listed), (PassMode::Full, 53));
+}

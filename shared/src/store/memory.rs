@@ -1,0 +1,239 @@
+//! In-memory twins of the results table and the checkpoint table, with the DynamoDB
+//! adapters' semantics: a claim is taken only when no live claim exists and the asset is not
+//! complete (unless forced); a result is written only under the claim's token and replaces
+//! the whole item; a release gives the claim up only under its token.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::{
+    Checkpoint, CheckpointStore, Claim, ClaimOutcome, ResultRecord, ResultStore, Status,
+    StoreError, truncate_utf8,
+};
+use crate::error::ErrorClass;
+use crate::fault::FaultPlan;
+
+/// The store operations a fault can be planned for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreOp {
+    Statuses,
+    Claim,
+    PutResult,
+    Release,
+    LoadCheckpoint,
+    SaveCheckpoint,
+}
+
+/// One item of the results table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryItem {
+    /// The terminal record, once written.
+    pub record: Option<ResultRecord>,
+    /// The live claim's token and expiry (ms since the epoch).
+    pub claim: Option<(String, u64)>,
+    pub attempts: u32,
+    /// The error noted by the last release.
+    pub error: Option<String>,
+}
+
+impl MemoryItem {
+    pub fn status(&self) -> Option<Status> {
+        self.record.as_ref().map(|r| r.status)
+    }
+}
+
+const TABLE: &str = "memory-results";
+
+fn injected(operation: &'static str, table: &str, class: ErrorClass) -> StoreError {
+    let code = match class {
+        ErrorClass::Permanent => "ValidationException",
+        ErrorClass::Transient | ErrorClass::RateLimited => "ProvisionedThroughputExceededException",
+    };
+    StoreError::new(operation, table, code, "injected fault")
+}
+
+/// The results table in memory.
+#[derive(Debug, Default)]
+pub struct MemoryResultStore {
+    items: Mutex<HashMap<String, MemoryItem>>,
+    faults: FaultPlan<StoreOp>,
+}
+
+impl MemoryResultStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, MemoryItem>> {
+        self.items.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn faults(&self) -> &FaultPlan<StoreOp> {
+        &self.faults
+    }
+
+    /// Seeds a terminal record, as an earlier run would have left it.
+    pub fn insert(&self, record: ResultRecord) {
+        let attempts = record.attempts;
+        self.lock().insert(
+            record.public_id.clone(),
+            MemoryItem {
+                record: Some(record),
+                claim: None,
+                attempts,
+                error: None,
+            },
+        );
+    }
+
+    pub fn item(&self, public_id: &str) -> Option<MemoryItem> {
+        self.lock().get(public_id).cloned()
+    }
+
+    pub fn status(&self, public_id: &str) -> Option<Status> {
+        self.item(public_id).and_then(|i| i.status())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every item, by `publicId`.
+    pub fn items(&self) -> HashMap<String, MemoryItem> {
+        self.lock().clone()
+    }
+
+    /// Another invocation takes the asset's claim over (as after an expiry): the holder's
+    /// token no longer matches.
+    pub fn take_over(&self, public_id: &str, until_ms: u64) {
+        let mut items = self.lock();
+        let item = items.entry(public_id.to_string()).or_default();
+        item.claim = Some(("another invocation".into(), until_ms));
+        item.attempts += 1;
+    }
+
+    fn fault(&self, op: StoreOp, operation: &'static str) -> Result<(), StoreError> {
+        match self.faults.call(op) {
+            Some(class) => Err(injected(operation, TABLE, class)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl ResultStore for MemoryResultStore {
+    async fn statuses(&self, public_ids: &[String]) -> Result<HashMap<String, Status>, StoreError> {
+        self.fault(StoreOp::Statuses, "BatchGetItem")?;
+        let items = self.lock();
+        Ok(public_ids
+            .iter()
+            .filter_map(|id| Some((id.clone(), items.get(id)?.status()?)))
+            .collect())
+    }
+
+    async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
+        self.fault(StoreOp::Claim, "UpdateItem")?;
+        let mut items = self.lock();
+        let item = items.entry(claim.public_id.to_string()).or_default();
+        let free = item
+            .claim
+            .as_ref()
+            .is_none_or(|(_, expires)| *expires < claim.now_ms);
+        let open = claim.force || item.status().is_none_or(|s| s == Status::Failed);
+        if free && open {
+            item.claim = Some((claim.token.to_string(), claim.expires_at_ms));
+            item.attempts += 1;
+            return Ok(ClaimOutcome::Claimed {
+                attempts: item.attempts,
+            });
+        }
+        if !claim.force
+            && let Some(status) = item.status().filter(|s| s.is_complete())
+        {
+            return Ok(ClaimOutcome::AlreadyComplete(status));
+        }
+        let until = item
+            .claim
+            .as_ref()
+            .map_or(claim.now_ms + 1_000, |(_, expires)| *expires);
+        Ok(ClaimOutcome::HeldUntil(until.max(claim.now_ms + 1_000)))
+    }
+
+    async fn put_result(&self, record: &ResultRecord, token: &str) -> Result<bool, StoreError> {
+        self.fault(StoreOp::PutResult, "PutItem")?;
+        let mut items = self.lock();
+        let Some(item) = items.get_mut(&record.public_id) else {
+            return Ok(false);
+        };
+        if item.claim.as_ref().is_none_or(|(t, _)| t != token) {
+            return Ok(false);
+        }
+        *item = MemoryItem {
+            record: Some(record.clone()),
+            claim: None,
+            attempts: record.attempts,
+            error: record.error.clone(),
+        };
+        Ok(true)
+    }
+
+    async fn release(&self, public_id: &str, token: &str, error: &str) -> Result<(), StoreError> {
+        self.fault(StoreOp::Release, "UpdateItem")?;
+        let mut items = self.lock();
+        if let Some(item) = items.get_mut(public_id)
+            && item.claim.as_ref().is_some_and(|(t, _)| t == token)
+        {
+            item.claim = None;
+            item.error = Some(truncate_utf8(error, 2000).to_string());
+        }
+        Ok(())
+    }
+}
+
+/// The checkpoint table in memory.
+#[derive(Debug, Default)]
+pub struct MemoryCheckpointStore {
+    checkpoints: Mutex<HashMap<String, Checkpoint>>,
+    faults: FaultPlan<StoreOp>,
+}
+
+impl MemoryCheckpointStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn faults(&self) -> &FaultPlan<StoreOp> {
+        &self.faults
+    }
+
+    pub fn get(&self, id: &str) -> Option<Checkpoint> {
+        self.checkpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+}
+
+impl CheckpointStore for MemoryCheckpointStore {
+    async fn load(&self, id: &str) -> Result<Checkpoint, StoreError> {
+        if let Some(class) = self.faults.call(StoreOp::LoadCheckpoint) {
+            return Err(injected("GetItem", "memory-checkpoints", class));
+        }
+        Ok(self.get(id).unwrap_or_default())
+    }
+
+    async fn save(&self, id: &str, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        if let Some(class) = self.faults.call(StoreOp::SaveCheckpoint) {
+            return Err(injected("PutItem", "memory-checkpoints", class));
+        }
+        self.checkpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), checkpoint.clone());
+        Ok(())
+    }
+}

@@ -1,0 +1,336 @@
+//! The results table (one item per asset, keyed by `publicId`) and the lister's checkpoint:
+//! the records, the ports, and their adapters (DynamoDB, and in-memory twins for tests).
+
+pub mod dynamodb;
+#[cfg(any(test, feature = "memory"))]
+pub mod memory;
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use crate::error::{Classified, ErrorClass};
+use crate::ocr::{AssetFields, OcrOutcome};
+
+pub use dynamodb::{DynamoCheckpointStore, DynamoResultStore};
+
+/// DynamoDB's partition-key limit.
+pub const MAX_KEY_BYTES: usize = 2048;
+/// Text kept in an item. DynamoDB's item limit is 400 KB (and moto rejects a little under
+/// it); the rest of an item is small, so this keeps every item well inside both.
+pub const MAX_TEXT_BYTES: usize = 350_000;
+
+/// Terminal state of an asset in the results table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Done,
+    NoText,
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::NoText => "no_text",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "done" => Some(Self::Done),
+            "no_text" => Some(Self::NoText),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+
+    /// Already paid for: skipped unless a re-OCR is forced.
+    pub fn is_complete(self) -> bool {
+        matches!(self, Self::Done | Self::NoText)
+    }
+}
+
+/// The item written when an asset reaches a terminal state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultRecord {
+    pub public_id: String,
+    pub status: Status,
+    pub text: Option<String>,
+    pub locale: Option<String>,
+    /// Size of the full text in UTF-8 bytes, also when it was truncated.
+    pub text_bytes: u64,
+    pub truncated: bool,
+    pub resource_type: String,
+    pub delivery_type: String,
+    pub asset: AssetFields,
+    pub ocr_at: String,
+    pub attempts: u32,
+    pub error: Option<String>,
+}
+
+/// Cuts `text` to at most `max` bytes at a UTF-8 character boundary.
+pub fn truncate_utf8(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+impl ResultRecord {
+    /// The record for a finished OCR (`Text` or `NoText`).
+    pub fn from_outcome(
+        public_id: &str,
+        resource_type: &str,
+        delivery_type: &str,
+        outcome: OcrOutcome,
+        asset: AssetFields,
+        attempts: u32,
+        ocr_at: String,
+    ) -> Self {
+        let (status, text, locale) = match outcome {
+            OcrOutcome::Text { text, locale } => (Status::Done, Some(text), locale),
+            _ => (Status::NoText, None, None),
+        };
+        let text_bytes = text.as_ref().map_or(0, |t| t.len() as u64);
+        let (text, truncated) = match text {
+            Some(t) if t.len() > MAX_TEXT_BYTES => {
+                (Some(truncate_utf8(&t, MAX_TEXT_BYTES).to_string()), true)
+            }
+            other => (other, false),
+        };
+        Self {
+            public_id: public_id.to_string(),
+            status,
+            text,
+            locale,
+            text_bytes,
+            truncated,
+            resource_type: resource_type.to_string(),
+            delivery_type: delivery_type.to_string(),
+            asset,
+            ocr_at,
+            attempts,
+            error: None,
+        }
+    }
+
+    /// The record for a permanent failure.
+    pub fn failed(
+        public_id: &str,
+        resource_type: &str,
+        delivery_type: &str,
+        error: &str,
+        attempts: u32,
+        at: String,
+    ) -> Self {
+        Self {
+            public_id: public_id.to_string(),
+            status: Status::Failed,
+            text: None,
+            locale: None,
+            text_bytes: 0,
+            truncated: false,
+            resource_type: resource_type.to_string(),
+            delivery_type: delivery_type.to_string(),
+            asset: AssetFields::default(),
+            ocr_at: at,
+            attempts,
+            error: Some(truncate_utf8(error, 2000).to_string()),
+        }
+    }
+}
+
+/// A request to own an asset for the length of one invocation.
+#[derive(Debug, Clone)]
+pub struct Claim<'a> {
+    pub public_id: &'a str,
+    pub resource_type: &'a str,
+    pub delivery_type: &'a str,
+    pub token: &'a str,
+    pub now_ms: u64,
+    pub expires_at_ms: u64,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// Ours until the expiry; `attempts` counts this one.
+    Claimed { attempts: u32 },
+    /// Already complete (and no re-OCR forced).
+    AlreadyComplete(Status),
+    /// Another invocation holds it until this time (ms since the epoch).
+    HeldUntil(u64),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("DynamoDB {operation} on table {table} failed ({code})")]
+pub struct StoreError {
+    pub operation: &'static str,
+    pub table: String,
+    pub code: String,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl StoreError {
+    /// An error not raised by the AWS SDK (a twin's injected fault, a limit found locally).
+    pub fn new(
+        operation: &'static str,
+        table: &str,
+        code: &str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            operation,
+            table: table.to_string(),
+            code: code.to_string(),
+            source: detail.into().into(),
+        }
+    }
+}
+
+impl Classified for StoreError {
+    fn class(&self) -> ErrorClass {
+        // A request DynamoDB rejects as invalid fails the same way every time.
+        match self.code.as_str() {
+            "ValidationException" | "ResourceNotFoundException" => ErrorClass::Permanent,
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
+/// Where results live. The worker is generic over it.
+pub trait ResultStore: Send + Sync {
+    /// Terminal statuses of the given assets (absent ones are left out); one call per 100 ids.
+    fn statuses(
+        &self,
+        public_ids: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, Status>, StoreError>> + Send;
+    fn claim(
+        &self,
+        claim: &Claim<'_>,
+    ) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
+    /// Writes the terminal record if the claim is still ours; `false` when it was lost.
+    fn put_result(
+        &self,
+        record: &ResultRecord,
+        token: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Gives the claim up (the asset will be retried), noting the error that caused it.
+    fn release(
+        &self,
+        public_id: &str,
+        token: &str,
+        error: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// What a lister pass covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassMode {
+    /// Every asset of the account (Admin API listing).
+    Full,
+    /// Assets created since the previous pass started, less an overlap (Search API).
+    Incremental,
+}
+
+impl PassMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Incremental => "incremental",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "full" => Some(Self::Full),
+            "incremental" => Some(Self::Incremental),
+            _ => None,
+        }
+    }
+}
+
+/// Where the lister is in its pass over the account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Cursor of the next page to list; `None` between passes.
+    pub cursor: Option<String>,
+    /// The pass in progress; `None` between passes.
+    pub mode: Option<PassMode>,
+    /// When the pass in progress started (RFC 3339).
+    pub pass_started_at: Option<String>,
+    /// Lower bound (`created_at`) of the incremental pass in progress.
+    pub since: Option<String>,
+    /// Assets listed and enqueued so far in the pass in progress.
+    pub pass_listed: u64,
+    /// When the last complete pass started (RFC 3339): the next incremental pass starts there.
+    pub last_pass_started_at: Option<String>,
+    /// When the last complete full pass finished (RFC 3339).
+    pub last_full_pass_at: Option<String>,
+    /// Assets listed over all passes.
+    pub total_listed: u64,
+    pub updated_at: Option<String>,
+}
+
+pub trait CheckpointStore: Send + Sync {
+    fn load(&self, id: &str) -> impl Future<Output = Result<Checkpoint, StoreError>> + Send;
+    fn save(
+        &self,
+        id: &str,
+        checkpoint: &Checkpoint,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_respects_utf8_boundaries() {
+        assert_eq!(truncate_utf8("héllo", 2), "h");
+        assert_eq!(truncate_utf8("héllo", 3), "hé");
+        assert_eq!(truncate_utf8("abc", 10), "abc");
+        assert_eq!(truncate_utf8("€€", 4), "€");
+    }
+
+    #[test]
+    fn oversize_text_is_truncated_and_says_so() {
+        let text = "ü".repeat(MAX_TEXT_BYTES); // 2 bytes each
+        let r = ResultRecord::from_outcome(
+            "a",
+            "image",
+            "upload",
+            OcrOutcome::Text {
+                text: text.clone(),
+                locale: None,
+            },
+            AssetFields::default(),
+            1,
+            "t".into(),
+        );
+        assert!(r.truncated);
+        assert_eq!(r.text_bytes, text.len() as u64);
+        let kept = r.text.unwrap();
+        assert!(kept.len() <= MAX_TEXT_BYTES && text.starts_with(&kept));
+        let small = ResultRecord::from_outcome(
+            "a",
+            "image",
+            "upload",
+            OcrOutcome::NoText,
+            AssetFields::default(),
+            1,
+            "t".into(),
+        );
+        assert_eq!(
+            (small.status, small.truncated, small.text_bytes, small.text),
+            (Status::NoText, false, 0, None)
+        );
+    }
+}

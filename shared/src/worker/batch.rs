@@ -1,0 +1,192 @@
+//! The batch loop: every record of a batch gets exactly one disposition.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use tracing::Instrument;
+
+use super::outcome::{BatchOutcome, Disposition, Handled};
+use super::{InboundRecord, OcrService, Worker};
+use crate::error::error_chain;
+use crate::message::WorkMessage;
+use crate::queue::{DeadLetterKind, DeadLetterQueue, SEND_BATCH_MAX, WorkQueue};
+use crate::store::{MAX_KEY_BYTES, ResultStore, Status};
+
+/// A record's body, read: a message to work on, or why it can never be one.
+enum Parsed {
+    Ok(WorkMessage),
+    Bad(String),
+}
+
+fn parse(record: &InboundRecord) -> Parsed {
+    match WorkMessage::parse(&record.body) {
+        Ok(m) if m.public_id.len() > MAX_KEY_BYTES => Parsed::Bad(format!(
+            "public_id is {} bytes, over DynamoDB's {MAX_KEY_BYTES}-byte key limit",
+            m.public_id.len()
+        )),
+        Ok(m) => Parsed::Ok(m),
+        Err(e) => Parsed::Bad(e.to_string()),
+    }
+}
+
+impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, S, Q, D> {
+    /// Processes a batch. Never fails as a whole: every record gets a disposition.
+    pub async fn process_batch(
+        &self,
+        records: Vec<InboundRecord>,
+        deadline: SystemTime,
+    ) -> BatchOutcome {
+        let parsed: Vec<Parsed> = records.iter().map(parse).collect();
+        let statuses = self.read_statuses(&parsed).await;
+        let mut seen = HashSet::new();
+        let jobs = records.iter().zip(parsed).map(|(record, parsed)| {
+            // Only the first message of an asset in a batch works on it.
+            let first = match &parsed {
+                Parsed::Ok(m) => seen.insert((
+                    m.public_id.clone(),
+                    m.resource_type.clone(),
+                    m.delivery_type.clone(),
+                )),
+                Parsed::Bad(_) => true,
+            };
+            let span = tracing::info_span!("record", message_id = %record.message_id, public_id = tracing::field::Empty);
+            let statuses = &statuses;
+            async move {
+                let handled = self
+                    .handle(record, parsed, first, statuses.as_ref(), deadline)
+                    .await;
+                handled.disposition.log();
+                (record.message_id.clone(), handled)
+            }
+            .instrument(span)
+        });
+        let handled: Vec<(String, Handled)> = futures::stream::iter(jobs)
+            .buffered(self.settings.concurrency.max(1))
+            .collect()
+            .await;
+        let cloudinary_latency_ms = handled
+            .iter()
+            .filter_map(|(_, h)| h.latency)
+            .map(|l| l.as_millis() as u64)
+            .collect();
+        let mut results: Vec<(String, Disposition)> = handled
+            .into_iter()
+            .map(|(id, h)| (id, h.disposition))
+            .collect();
+        self.send_deferrals(&mut results).await;
+        self.hold_while_quota_is_spent(deadline).await;
+        BatchOutcome {
+            results,
+            cloudinary_latency_ms,
+            quota_remaining: self.gate.remaining(),
+        }
+    }
+
+    /// One read for the whole batch tells which assets are already paid for; `None` when it
+    /// failed (every record of the batch is then retried).
+    async fn read_statuses(&self, parsed: &[Parsed]) -> Option<HashMap<String, Status>> {
+        let ids: Vec<String> = parsed
+            .iter()
+            .filter_map(|p| match p {
+                Parsed::Ok(m) => Some(m.public_id.clone()),
+                Parsed::Bad(_) => None,
+            })
+            .collect();
+        match self.store.statuses(&ids).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "batch status read failed; every record of the batch is retried");
+                None
+            }
+        }
+    }
+
+    async fn handle(
+        &self,
+        record: &InboundRecord,
+        parsed: Parsed,
+        first: bool,
+        statuses: Option<&HashMap<String, Status>>,
+        deadline: SystemTime,
+    ) -> Handled {
+        let message = match parsed {
+            Parsed::Bad(reason) => {
+                return self
+                    .dead_letter(record, &reason, DeadLetterKind::Permanent)
+                    .await
+                    .into();
+            }
+            Parsed::Ok(_) if !first => return Disposition::Skipped.into(),
+            Parsed::Ok(message) => message,
+        };
+        tracing::Span::current().record("public_id", message.public_id.as_str());
+        let Some(statuses) = statuses else {
+            return Disposition::Retry {
+                reason: "could not read the asset's status".into(),
+            }
+            .into();
+        };
+        match statuses.get(&message.public_id) {
+            Some(status) if status.is_complete() && !message.force => Disposition::Skipped.into(),
+            _ => self.process_record(record, message, deadline).await,
+        }
+    }
+
+    /// Sends the batch's deferred messages, ten per call. A deferral that could not be sent
+    /// becomes a retry: the original message is then not deleted and comes back by itself.
+    async fn send_deferrals(&self, results: &mut [(String, Disposition)]) {
+        let deferred: Vec<(usize, (WorkMessage, Duration))> = results
+            .iter()
+            .enumerate()
+            .filter_map(|(index, (_, d))| match d {
+                Disposition::Deferred(deferral) => {
+                    Some((index, (deferral.message.clone(), deferral.delay)))
+                }
+                _ => None,
+            })
+            .collect();
+        for chunk in deferred.chunks(SEND_BATCH_MAX) {
+            let entries: Vec<(WorkMessage, Duration)> =
+                chunk.iter().map(|(_, entry)| entry.clone()).collect();
+            let failures = match self.queue.send_delayed_batch(&entries).await {
+                Ok(failures) => failures,
+                Err(e) => vec![Some(error_chain(&e)); entries.len()],
+            };
+            for ((index, _), failure) in chunk.iter().zip(failures) {
+                if let Some(error) = failure
+                    && let Some((message_id, disposition)) = results.get_mut(*index)
+                {
+                    tracing::warn!(%message_id, %error, "deferring failed; the message is retried");
+                    *disposition = Disposition::Retry {
+                        reason: format!("deferring failed: {error}"),
+                    };
+                }
+            }
+        }
+    }
+
+    /// When this instance may not call Cloudinary for a while (its share of the quota is
+    /// spent until the reset), the invocation waits, up to the reset or near its deadline,
+    /// before it returns. Returning at once would make the event source hand it the next batch
+    /// straight away, only for every message of it to be deferred again: with a backlog that
+    /// churns the whole queue through SQS while the quota is closed. A waiting invocation costs
+    /// Lambda time, far less than that churn, and holds no messages (they are deferred).
+    async fn hold_while_quota_is_spent(&self, deadline: SystemTime) {
+        let now = self.now();
+        let Some(until) = self.gate.closed_until(now) else {
+            return;
+        };
+        let latest = deadline
+            .checked_sub(self.settings.hold_margin)
+            .unwrap_or(now);
+        let wait = until.min(latest).duration_since(now).unwrap_or_default();
+        if wait > Duration::ZERO {
+            tracing::info!(
+                wait_ms = wait.as_millis() as u64,
+                "quota spent: holding before the next batch"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+}

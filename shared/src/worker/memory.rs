@@ -1,0 +1,146 @@
+//! An in-memory twin of the OCR service: scripted answers and faults, and a count of what it
+//! was asked (and so paid) for. It speaks the port's domain types, never Cloudinary's JSON.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::{OcrAnswer, OcrService};
+use crate::error::RemoteError;
+use crate::fault::FaultPlan;
+use crate::message::WorkMessage;
+use crate::ocr::{AssetFields, OcrOutcome, OcrResult};
+use crate::rate_gate::Quota;
+
+/// The OCR service's two calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OcrCall {
+    /// Switching OCR on: paid.
+    Request,
+    /// Reading a result back: free.
+    Fetch,
+}
+
+/// One scripted answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scripted {
+    Answer(OcrOutcome),
+    Fail(RemoteError),
+}
+
+/// The OCR service in memory. Unscripted assets answer with the text `text of {public_id}`.
+#[derive(Debug, Default)]
+pub struct ScriptedOcr {
+    scripts: Mutex<HashMap<(OcrCall, String), VecDeque<Scripted>>>,
+    calls: Mutex<HashMap<(OcrCall, String), u32>>,
+    faults: FaultPlan<OcrCall>,
+    quota: Mutex<Option<Quota>>,
+    latency: Duration,
+}
+
+impl ScriptedOcr {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every call takes this long (in tokio time).
+    pub fn with_latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// The next calls of `call` for `public_id` answer these, in order.
+    pub fn script(
+        &self,
+        call: OcrCall,
+        public_id: &str,
+        answers: impl IntoIterator<Item = Scripted>,
+    ) {
+        self.scripts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((call, public_id.to_string()))
+            .or_default()
+            .extend(answers);
+    }
+
+    /// Faults for every asset: the next calls of `call` fail with this class.
+    pub fn faults(&self) -> &FaultPlan<OcrCall> {
+        &self.faults
+    }
+
+    /// The quota every answer reports from now on (`None`: no quota headers, as the Upload API).
+    pub fn report_quota(&self, quota: Option<Quota>) {
+        *self.quota.lock().unwrap_or_else(|e| e.into_inner()) = quota;
+    }
+
+    /// Calls of `call` made for `public_id`.
+    pub fn calls(&self, call: OcrCall, public_id: &str) -> u32 {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(call, public_id.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Calls of `call` over all assets.
+    pub fn total_calls(&self, call: OcrCall) -> u32 {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|((c, _), _)| *c == call)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    async fn answer(&self, call: OcrCall, message: &WorkMessage) -> Result<OcrAnswer, RemoteError> {
+        tokio::time::sleep(self.latency).await;
+        let key = (call, message.public_id.clone());
+        *self
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default() += 1;
+        if let Some(class) = self.faults.call(call) {
+            return Err(RemoteError::new(class, format!("injected {class:?} fault")));
+        }
+        let scripted = self
+            .scripts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&key)
+            .and_then(VecDeque::pop_front);
+        let outcome = match scripted {
+            Some(Scripted::Fail(e)) => return Err(e),
+            Some(Scripted::Answer(outcome)) => outcome,
+            None => OcrOutcome::Text {
+                text: format!("text of {}", message.public_id),
+                locale: Some("en".into()),
+            },
+        };
+        Ok(OcrAnswer {
+            result: OcrResult {
+                outcome,
+                asset: AssetFields {
+                    format: Some("png".into()),
+                    ..AssetFields::default()
+                },
+            },
+            quota: *self.quota.lock().unwrap_or_else(|e| e.into_inner()),
+            latency: self.latency,
+        })
+    }
+}
+
+impl OcrService for ScriptedOcr {
+    async fn request_ocr(&self, message: &WorkMessage) -> Result<OcrAnswer, RemoteError> {
+        self.answer(OcrCall::Request, message).await
+    }
+
+    async fn fetch_result(&self, message: &WorkMessage) -> Result<OcrAnswer, RemoteError> {
+        self.answer(OcrCall::Fetch, message).await
+    }
+}

@@ -1,0 +1,149 @@
+//! The worker's use case: one SQS batch of work messages in, one disposition per message out.
+//!
+//! - [`batch`]: the batch loop (parse, one status read, duplicates, records in flight, the
+//!   deferrals sent together, holding while the quota is spent);
+//! - [`record`]: one record's path, in named steps: admit, claim, call, interpret, store;
+//! - [`failure`]: what a failure becomes, by its class and the receive it happened on;
+//! - [`outcome`]: what became of each record, each outcome carrying its own data.
+
+mod batch;
+mod failure;
+#[cfg(any(test, feature = "memory"))]
+pub mod memory;
+mod outcome;
+mod record;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use crate::clock::Clock;
+use crate::defaults;
+use crate::error::RemoteError;
+use crate::message::WorkMessage;
+use crate::ocr::OcrResult;
+use crate::queue::{DeadLetterQueue, WorkQueue};
+use crate::rate_gate::{Quota, RateGate};
+use crate::store::ResultStore;
+
+pub use failure::{FailurePlan, plan_failure};
+pub use outcome::{BatchOutcome, Deferral, Disposition, tally};
+
+/// What an OCR service answered about one asset, in the domain's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OcrAnswer {
+    pub result: OcrResult,
+    /// The Admin API quota the answer reported (absent with the Upload API).
+    pub quota: Option<Quota>,
+    pub latency: Duration,
+}
+
+/// Enables OCR on an asset and reads results back. The worker is generic over it.
+pub trait OcrService: Send + Sync {
+    /// Switches OCR on (a paid call).
+    fn request_ocr(
+        &self,
+        message: &WorkMessage,
+    ) -> impl Future<Output = Result<OcrAnswer, RemoteError>> + Send;
+    /// Reads an earlier OCR's result without starting (or paying for) a new one.
+    fn fetch_result(
+        &self,
+        message: &WorkMessage,
+    ) -> impl Future<Output = Result<OcrAnswer, RemoteError>> + Send;
+}
+
+/// One SQS record, as the worker needs it.
+#[derive(Debug, Clone)]
+pub struct InboundRecord {
+    pub message_id: String,
+    pub body: String,
+    /// `ApproximateReceiveCount` (1 on the first delivery).
+    pub receive_count: u32,
+}
+
+/// Tuning of the worker, fixed when it is built.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Records of a batch processed at once.
+    pub concurrency: usize,
+    /// The work queue's `maxReceiveCount`; a transient failure on this receive is dead-lettered
+    /// with its reason.
+    pub max_receive_count: u32,
+    /// A record is not started with less time than this left before the deadline.
+    pub deadline_margin: Duration,
+    /// Delay before reading back a pending OCR result.
+    pub pending_poll_delay: Duration,
+    /// Deferrals for a pending OCR before it is given up as failed.
+    pub max_pending_polls: u32,
+    /// Worker instances that may run at once (the reserved concurrency): each takes only its
+    /// share of the Cloudinary quota that remains, so together they are not refused.
+    pub instances: u32,
+    /// While the quota is spent, an invocation waits before returning, up to this long before
+    /// its deadline.
+    pub hold_margin: Duration,
+    /// Where "now" comes from.
+    pub clock: Clock,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: defaults::RECORDS_IN_FLIGHT,
+            max_receive_count: defaults::MAX_RECEIVE_COUNT,
+            deadline_margin: defaults::CLOUDINARY_TIMEOUT + defaults::WORKER_DEADLINE_SLACK,
+            pending_poll_delay: defaults::PENDING_POLL_DELAY,
+            max_pending_polls: defaults::MAX_PENDING_POLLS,
+            instances: 1,
+            hold_margin: defaults::HOLD_MARGIN,
+            clock: Clock::System,
+        }
+    }
+}
+
+/// The worker: OCR service, result store, work queue (for deferrals) and dead-letter queue.
+pub struct Worker<O, S, Q, D> {
+    ocr: O,
+    store: S,
+    queue: Q,
+    dlq: D,
+    gate: RateGate,
+    settings: WorkerSettings,
+}
+
+impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, S, Q, D> {
+    pub fn new(ocr: O, store: S, queue: Q, dlq: D, settings: WorkerSettings) -> Self {
+        Self {
+            ocr,
+            store,
+            queue,
+            dlq,
+            gate: RateGate::shared_by(settings.instances),
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &WorkerSettings {
+        &self.settings
+    }
+
+    pub fn ocr(&self) -> &O {
+        &self.ocr
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn queue(&self) -> &Q {
+        &self.queue
+    }
+
+    pub fn dead_letter_queue(&self) -> &D {
+        &self.dlq
+    }
+
+    fn now(&self) -> SystemTime {
+        self.settings.clock.now()
+    }
+}

@@ -1,0 +1,758 @@
+//! The worker's unit tier: the use case against the in-memory twins, in paused tokio time.
+//! Tables cover every disposition, every error class, first and last receive; the named tests
+//! cover the paths that need a sequence (a lost claim, a paid OCR whose write failed, ...).
+
+use std::time::{Duration, SystemTime};
+
+use super::memory::{OcrCall, Scripted, ScriptedOcr};
+use super::*;
+use crate::clock::{Clock, from_epoch_ms};
+use crate::error::ErrorClass;
+use crate::ocr::OcrOutcome;
+use crate::queue::DeadLetterKind;
+use crate::queue::memory::{MemoryQueue, QueueOp};
+use crate::rate_gate::Quota;
+use crate::store::memory::{MemoryResultStore, StoreOp};
+use crate::store::{ResultRecord, Status};
+
+type TestWorker = Worker<ScriptedOcr, MemoryResultStore, MemoryQueue, MemoryQueue>;
+
+const MAX_RECEIVES: u32 = 5;
+const FIRST: u32 = 1;
+const LAST: u32 = MAX_RECEIVES;
+const ORIGIN_MS: u64 = 1_800_000_000_000;
+
+fn settings() -> WorkerSettings {
+    WorkerSettings {
+        max_receive_count: MAX_RECEIVES,
+        deadline_margin: Duration::from_secs(25),
+        pending_poll_delay: Duration::from_secs(30),
+        max_pending_polls: 3,
+        clock: Clock::tokio(from_epoch_ms(ORIGIN_MS)),
+        ..WorkerSettings::default()
+    }
+}
+
+fn worker_with(ocr: ScriptedOcr, settings: WorkerSettings) -> TestWorker {
+    Worker::new(
+        ocr,
+        MemoryResultStore::new(),
+        MemoryQueue::new(),
+        MemoryQueue::new(),
+        settings,
+    )
+}
+
+fn worker(ocr: ScriptedOcr) -> TestWorker {
+    worker_with(ocr, settings())
+}
+
+fn body(public_id: &str) -> String {
+    WorkMessage::new(public_id, "image", "upload").to_body()
+}
+
+fn record(message_id: &str, body: String, receive_count: u32) -> InboundRecord {
+    InboundRecord {
+        message_id: message_id.into(),
+        body,
+        receive_count,
+    }
+}
+
+fn deadline(w: &TestWorker, left: Duration) -> SystemTime {
+    w.settings().clock.now() + left
+}
+
+/// One record of `public_id` on receive `receive_count`, with a minute to go.
+async fn run_one(w: &TestWorker, public_id: &str, receive_count: u32) -> Disposition {
+    let d = deadline(w, Duration::from_secs(60));
+    let outcome = w
+        .process_batch(vec![record("m1", body(public_id), receive_count)], d)
+        .await;
+    assert_eq!(outcome.results.len(), 1);
+    outcome.results[0].1.clone()
+}
+
+/// A disposition's label and, for dead letters, their kind.
+type Shape = (&'static str, Option<DeadLetterKind>);
+
+/// The disposition's shape, for tables.
+fn shape(d: &Disposition) -> Shape {
+    match d {
+        Disposition::DeadLettered { kind, .. } => ("dead_lettered", Some(*kind)),
+        other => (other.label(), None),
+    }
+}
+
+fn remote(class: ErrorClass) -> Scripted {
+    Scripted::Fail(RemoteError::new(
+        class,
+        format!("cloudinary said no ({class:?})"),
+    ))
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_ocr_outcome_on_first_and_last_receive() {
+    use Disposition as D;
+    let table: Vec<(OcrOutcome, u32, Shape, Option<Status>)> = vec![
+        (text("hello"), FIRST, ("done", None), Some(Status::Done)),
+        (text("hello"), LAST, ("done", None), Some(Status::Done)),
+        (
+            OcrOutcome::NoText,
+            FIRST,
+            ("no_text", None),
+            Some(Status::NoText),
+        ),
+        (
+            OcrOutcome::NoText,
+            LAST,
+            ("no_text", None),
+            Some(Status::NoText),
+        ),
+        (OcrOutcome::Pending, FIRST, ("deferred", None), None),
+        (OcrOutcome::Pending, LAST, ("deferred", None), None),
+        (
+            failed_ocr(),
+            FIRST,
+            ("dead_lettered", Some(DeadLetterKind::Permanent)),
+            Some(Status::Failed),
+        ),
+        (
+            failed_ocr(),
+            LAST,
+            ("dead_lettered", Some(DeadLetterKind::Permanent)),
+            Some(Status::Failed),
+        ),
+    ];
+    for (outcome, receive, expected, status) in table {
+        let ocr = ScriptedOcr::new();
+        ocr.script(OcrCall::Request, "a", [Scripted::Answer(outcome.clone())]);
+        let w = worker(ocr);
+        let d = run_one(&w, "a", receive).await;
+        let case = format!("{outcome:?} on receive {receive}");
+        assert_eq!(shape(&d), expected, "{case}: {d:?}");
+        assert_eq!(w.store().status("a"), status, "{case}");
+        assert_eq!(w.ocr().calls(OcrCall::Request, "a"), 1, "{case}: paid once");
+        let item = w.store().item("a").expect("an item");
+        assert_eq!(item.claim, None, "{case}: no claim is left behind");
+        match &d {
+            D::Deferred(deferral) => {
+                assert!(
+                    deferral.message.ocr_requested,
+                    "{case}: read back, never paid again"
+                );
+                assert_eq!(deferral.delay, Duration::from_secs(30), "{case}");
+                assert_eq!(w.queue().sent().len(), 1, "{case}: sent again");
+            }
+            D::DeadLettered { reason, .. } => {
+                assert_eq!(w.dead_letter_queue().letters()[0].reason, *reason, "{case}");
+                assert!(reason.contains("\"failed\""), "{case}: {reason}");
+            }
+            D::Stored(Status::Done) => {
+                let rec = item.record.expect("a record");
+                assert_eq!(rec.text.as_deref(), Some("hello"), "{case}");
+            }
+            D::Stored(_) | D::Skipped | D::Retry { .. } => {}
+        }
+        if !matches!(d, D::Deferred(_)) {
+            assert!(w.queue().sent().is_empty(), "{case}: nothing sent again");
+        }
+    }
+}
+
+fn text(t: &str) -> OcrOutcome {
+    OcrOutcome::Text {
+        text: t.into(),
+        locale: Some("en".into()),
+    }
+}
+
+fn failed_ocr() -> OcrOutcome {
+    OcrOutcome::Failed {
+        status: "failed".into(),
+    }
+}
+
+/// A Cloudinary error of every class, on the first and on the last receive.
+#[tokio::test(start_paused = true)]
+async fn every_cloudinary_error_class_on_first_and_last_receive() {
+    let dl = |k| ("dead_lettered", Some(k));
+    let table = [
+        (ErrorClass::Transient, FIRST, ("retry", None), None),
+        (
+            ErrorClass::Transient,
+            LAST,
+            dl(DeadLetterKind::Exhausted),
+            Some(Status::Failed),
+        ),
+        (ErrorClass::RateLimited, FIRST, ("deferred", None), None),
+        (ErrorClass::RateLimited, LAST, ("deferred", None), None),
+        (
+            ErrorClass::Permanent,
+            FIRST,
+            dl(DeadLetterKind::Permanent),
+            Some(Status::Failed),
+        ),
+        (
+            ErrorClass::Permanent,
+            LAST,
+            dl(DeadLetterKind::Permanent),
+            Some(Status::Failed),
+        ),
+    ];
+    for (class, receive, expected, status) in table {
+        let ocr = ScriptedOcr::new();
+        ocr.script(OcrCall::Request, "a", [remote(class)]);
+        let w = worker(ocr);
+        let d = run_one(&w, "a", receive).await;
+        let case = format!("{class:?} on receive {receive}");
+        assert_eq!(shape(&d), expected, "{case}: {d:?}");
+        let item = w.store().item("a").expect("the claim made an item");
+        assert_eq!(item.status(), status, "{case}");
+        assert_eq!(item.claim, None, "{case}: the claim is given up");
+        let letters = w.dead_letter_queue().letters();
+        match expected.1 {
+            Some(kind) => {
+                assert_eq!(letters.len(), 1, "{case}");
+                assert_eq!(letters[0].kind, kind, "{case}");
+                assert!(letters[0].reason.contains("cloudinary said no"), "{case}");
+                assert_eq!(letters[0].receive_count, receive, "{case}");
+                if kind == DeadLetterKind::Exhausted {
+                    assert!(
+                        letters[0].reason.starts_with("gave up after 5 receives"),
+                        "{case}"
+                    );
+                }
+                let rec = item.record.expect("the failure is recorded");
+                assert_eq!(
+                    rec.error.as_deref(),
+                    Some(letters[0].reason.as_str()),
+                    "{case}"
+                );
+            }
+            None => assert!(letters.is_empty(), "{case}: {letters:?}"),
+        }
+        if let Disposition::Deferred(deferral) = &d {
+            // Without a reset time, the default backoff; the deferral is not a receive.
+            assert_eq!(deferral.delay, crate::rate_gate::DEFAULT_BACKOFF, "{case}");
+            assert_eq!(deferral.message.deferrals, 1, "{case}");
+            assert_eq!(w.queue().sent()[0].message, deferral.message, "{case}");
+        }
+    }
+}
+
+/// A results-table error of every class the store has, met while claiming.
+#[tokio::test(start_paused = true)]
+async fn every_store_error_class_while_claiming_on_first_and_last_receive() {
+    let table = [
+        (ErrorClass::Transient, FIRST, ("retry", None)),
+        (
+            ErrorClass::Transient,
+            LAST,
+            ("dead_lettered", Some(DeadLetterKind::Exhausted)),
+        ),
+        (
+            ErrorClass::Permanent,
+            FIRST,
+            ("dead_lettered", Some(DeadLetterKind::Permanent)),
+        ),
+        (
+            ErrorClass::Permanent,
+            LAST,
+            ("dead_lettered", Some(DeadLetterKind::Permanent)),
+        ),
+    ];
+    for (class, receive, expected) in table {
+        let w = worker(ScriptedOcr::new());
+        w.store().faults().fail_next(StoreOp::Claim, class, 1);
+        let d = run_one(&w, "a", receive).await;
+        let case = format!("{class:?} on receive {receive}");
+        assert_eq!(shape(&d), expected, "{case}: {d:?}");
+        assert_eq!(
+            w.ocr().total_calls(OcrCall::Request),
+            0,
+            "{case}: nothing paid"
+        );
+        assert_eq!(
+            w.dead_letter_queue().letters().len(),
+            usize::from(expected.1.is_some()),
+            "{case}"
+        );
+    }
+}
+
+/// The plan is a function of the class and the receive alone; every class has one.
+#[test]
+fn the_failure_plan_covers_every_class() {
+    for class in ErrorClass::ALL {
+        for receive in [FIRST, LAST - 1, LAST, LAST + 1] {
+            let plan = plan_failure(class, receive, MAX_RECEIVES);
+            let expected = match class {
+                ErrorClass::RateLimited => FailurePlan::Defer,
+                ErrorClass::Transient if receive < LAST => FailurePlan::Retry,
+                ErrorClass::Transient => FailurePlan::DeadLetter(DeadLetterKind::Exhausted),
+                ErrorClass::Permanent => FailurePlan::DeadLetter(DeadLetterKind::Permanent),
+            };
+            assert_eq!(plan, expected, "{class:?} on receive {receive}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limit_with_a_reset_time_waits_for_it_and_closes_the_gate() {
+    let ocr = ScriptedOcr::new();
+    let w0 = settings().clock.now();
+    ocr.script(
+        OcrCall::Request,
+        "a",
+        [Scripted::Fail(RemoteError {
+            class: ErrorClass::RateLimited,
+            retry_at: Some(w0 + Duration::from_secs(120)),
+            reason: "HTTP 420".into(),
+        })],
+    );
+    let w = worker(ocr);
+    let d = w
+        .process_batch(
+            vec![record("m1", body("a"), 1), record("m2", body("b"), 1)],
+            deadline(&w, Duration::from_secs(60)),
+        )
+        .await;
+    let delays: Vec<Duration> = d
+        .results
+        .iter()
+        .map(|(_, d)| match d {
+            Disposition::Deferred(x) => x.delay,
+            other => panic!("expected deferrals, got {other:?}"),
+        })
+        .collect();
+    // "b" was either admitted before the 420 (then answered) or refused by the closed gate.
+    assert_eq!(delays[0], Duration::from_secs(120));
+    assert!(w.ocr().calls(OcrCall::Request, "b") <= 1);
+    assert_eq!(
+        w.queue().sent().len(),
+        2,
+        "both deferrals sent, in one batch call"
+    );
+    assert_eq!(w.queue().faults().calls(QueueOp::SendDelayed), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_are_not_started_inside_the_deadline_margin() {
+    let w = worker(ScriptedOcr::new());
+    for left in [Duration::ZERO, Duration::from_secs(24)] {
+        let outcome = w
+            .process_batch(vec![record("m1", body("a"), 1)], deadline(&w, left))
+            .await;
+        match &outcome.results[0].1 {
+            Disposition::Retry { reason } => assert!(reason.contains("deadline"), "{reason}"),
+            other => panic!("{left:?} left: {other:?}"),
+        }
+    }
+    assert_eq!(w.ocr().total_calls(OcrCall::Request), 0);
+    assert!(w.store().is_empty(), "not even claimed");
+    // With the margin and a moment more, the record runs.
+    let d = w
+        .process_batch(
+            vec![record("m1", body("a"), 1)],
+            deadline(&w, Duration::from_secs(26)),
+        )
+        .await;
+    assert_eq!(d.results[0].1, Disposition::Stored(Status::Done));
+}
+
+#[tokio::test(start_paused = true)]
+async fn duplicates_within_a_batch_pay_once() {
+    let w = worker(ScriptedOcr::new().with_latency(Duration::from_millis(200)));
+    let outcome = w
+        .process_batch(
+            vec![
+                record("m1", body("a"), 1),
+                record("m2", body("a"), 1),
+                record("m3", body("b"), 1),
+            ],
+            deadline(&w, Duration::from_secs(60)),
+        )
+        .await;
+    let labels: Vec<&str> = outcome.results.iter().map(|(_, d)| d.label()).collect();
+    assert_eq!(labels, ["done", "skipped", "done"]);
+    assert_eq!(w.ocr().calls(OcrCall::Request, "a"), 1);
+    assert_eq!(outcome.cloudinary_latency_ms, vec![200, 200]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn complete_assets_are_skipped_unless_a_re_ocr_is_forced() {
+    let w = worker(ScriptedOcr::new());
+    w.store().insert(ResultRecord::from_outcome(
+        "a",
+        "image",
+        "upload",
+        text("old"),
+        Default::default(),
+        1,
+        "t".into(),
+    ));
+    assert_eq!(run_one(&w, "a", 1).await, Disposition::Skipped);
+    assert_eq!(w.ocr().total_calls(OcrCall::Request), 0);
+    let forced = WorkMessage {
+        force: true,
+        ..WorkMessage::new("a", "image", "upload")
+    };
+    let outcome = w
+        .process_batch(
+            vec![record("m2", forced.to_body(), 1)],
+            deadline(&w, Duration::from_secs(60)),
+        )
+        .await;
+    assert_eq!(outcome.results[0].1, Disposition::Stored(Status::Done));
+    assert_eq!(w.ocr().calls(OcrCall::Request, "a"), 1);
+    let rec = w.store().item("a").unwrap().record.unwrap();
+    assert_eq!((rec.text.as_deref(), rec.attempts), (Some("text of a"), 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_claim_held_elsewhere_is_deferred_until_it_expires() {
+    let w = worker(ScriptedOcr::new());
+    w.store().take_over("a", ORIGIN_MS + 90_000);
+    match run_one(&w, "a", 1).await {
+        Disposition::Deferred(d) => {
+            assert_eq!(d.delay, Duration::from_secs(90));
+            assert!(d.reason.contains("another invocation"), "{}", d.reason);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.ocr().total_calls(OcrCall::Request), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_claim_leaves_the_result_to_its_new_owner() {
+    let w = worker(ScriptedOcr::new().with_latency(Duration::from_secs(2)));
+    let (outcome, ()) = tokio::join!(
+        w.process_batch(
+            vec![record("m1", body("a"), 1)],
+            deadline(&w, Duration::from_secs(60))
+        ),
+        async {
+            // While the OCR call is out, the claim expires and another invocation takes it.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            w.store().take_over("a", ORIGIN_MS + 600_000);
+        }
+    );
+    assert_eq!(outcome.results[0].1, Disposition::Skipped);
+    let item = w.store().item("a").unwrap();
+    assert_eq!(
+        item.record, None,
+        "nothing written over the new owner's claim"
+    );
+    assert_eq!(item.claim.unwrap().0, "another invocation");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paid_ocr_whose_write_failed_is_read_back_never_paid_again() {
+    let w = worker(ScriptedOcr::new());
+    w.store()
+        .faults()
+        .fail_next(StoreOp::PutResult, ErrorClass::Transient, 1);
+    let d = run_one(&w, "a", 1).await;
+    let Disposition::Deferred(deferral) = d else {
+        panic!("{d:?}")
+    };
+    assert!(deferral.message.ocr_requested);
+    assert_eq!(deferral.delay, crate::defaults::RESULT_WRITE_RETRY);
+    assert_eq!(w.store().item("a").unwrap().claim, None, "released");
+
+    // The deferred message comes back: the result is read, not requested.
+    let sent = w.queue().take_sent();
+    let outcome = w
+        .process_batch(
+            vec![record("m2", sent[0].message.to_body(), 1)],
+            deadline(&w, Duration::from_secs(60)),
+        )
+        .await;
+    assert_eq!(outcome.results[0].1, Disposition::Stored(Status::Done));
+    assert_eq!(w.ocr().calls(OcrCall::Request, "a"), 1);
+    assert_eq!(w.ocr().calls(OcrCall::Fetch, "a"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_result_the_table_refuses_for_good_is_dead_lettered() {
+    let w = worker(ScriptedOcr::new());
+    w.store()
+        .faults()
+        .fail_next(StoreOp::PutResult, ErrorClass::Permanent, 1);
+    let d = run_one(&w, "a", 1).await;
+    assert_eq!(
+        shape(&d),
+        ("dead_lettered", Some(DeadLetterKind::Permanent))
+    );
+    assert!(
+        w.dead_letter_queue().letters()[0]
+            .reason
+            .contains("ValidationException")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_to_record_a_failure_leaves_the_message_for_sqs() {
+    let ocr = ScriptedOcr::new();
+    ocr.script(OcrCall::Request, "a", [remote(ErrorClass::Permanent)]);
+    let w = worker(ocr);
+    w.store()
+        .faults()
+        .fail_next(StoreOp::PutResult, ErrorClass::Transient, 1);
+    match run_one(&w, "a", 1).await {
+        Disposition::Retry { reason } => {
+            assert!(reason.contains("recording the failure failed"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        w.dead_letter_queue().letters().is_empty(),
+        "not dead-lettered unrecorded"
+    );
+    assert_eq!(
+        w.store().item("a").unwrap().claim,
+        None,
+        "released for the retry"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_to_dead_letter_leaves_the_message_for_sqs() {
+    let w = worker(ScriptedOcr::new());
+    w.dead_letter_queue()
+        .faults()
+        .fail_next(QueueOp::DeadLetter, ErrorClass::Transient, 1);
+    let outcome = w
+        .process_batch(
+            vec![record("m1", "{not json".into(), 1)],
+            deadline(&w, Duration::from_secs(60)),
+        )
+        .await;
+    match &outcome.results[0].1 {
+        Disposition::Retry { reason } => {
+            assert!(reason.contains("dead-lettering failed"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(outcome.failed_message_ids().collect::<Vec<_>>(), ["m1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_messages_are_dead_lettered_with_their_reason_without_a_call() {
+    let w = worker(ScriptedOcr::new());
+    let long = body(&"k".repeat(crate::store::MAX_KEY_BYTES + 1));
+    let bodies = [
+        "",
+        "{nope",
+        r#"{"v":1}"#,
+        r#"{"public_id":""}"#,
+        r#"{"v":9,"public_id":"x"}"#,
+    ];
+    let mut records: Vec<InboundRecord> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| record(&format!("m{i}"), b.to_string(), 1))
+        .collect();
+    records.push(record("long", long, 1));
+    let outcome = w
+        .process_batch(records, deadline(&w, Duration::from_secs(60)))
+        .await;
+    for (id, d) in &outcome.results {
+        assert_eq!(
+            shape(d),
+            ("dead_lettered", Some(DeadLetterKind::Permanent)),
+            "{id}"
+        );
+    }
+    let letters = w.dead_letter_queue().letters();
+    assert_eq!(letters.len(), 6);
+    assert!(letters.iter().all(|l| !l.reason.is_empty()));
+    assert!(
+        letters[5].reason.contains("key limit"),
+        "{}",
+        letters[5].reason
+    );
+    assert_eq!(w.ocr().total_calls(OcrCall::Request), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_status_read_retries_the_whole_batch_without_a_call() {
+    let w = worker(ScriptedOcr::new());
+    w.store()
+        .faults()
+        .fail_next(StoreOp::Statuses, ErrorClass::Transient, 1);
+    let outcome = w
+        .process_batch(
+            vec![record("m1", body("a"), 1), record("m2", body("b"), 1)],
+            deadline(&w, Duration::from_secs(60)),
+        )
+        .await;
+    assert_eq!(outcome.failed_message_ids().count(), 2);
+    assert_eq!(w.ocr().total_calls(OcrCall::Request), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deferrals_that_cannot_be_sent_become_retries() {
+    let ocr = ScriptedOcr::new();
+    for id in ["a", "b", "c"] {
+        let pending = Scripted::Answer(OcrOutcome::Pending);
+        ocr.script(OcrCall::Request, id, [pending.clone(), pending]);
+    }
+    let w = worker(ocr);
+    // One entry of the batch call fails: only that message is retried.
+    w.queue()
+        .faults()
+        .fail_next(QueueOp::DelayedEntry, ErrorClass::Transient, 1);
+    let records = || {
+        vec![
+            record("m1", body("a"), 1),
+            record("m2", body("b"), 1),
+            record("m3", body("c"), 1),
+        ]
+    };
+    let outcome = w
+        .process_batch(records(), deadline(&w, Duration::from_secs(60)))
+        .await;
+    let labels: Vec<&str> = outcome.results.iter().map(|(_, d)| d.label()).collect();
+    assert_eq!(labels, ["retry", "deferred", "deferred"]);
+    assert_eq!(w.queue().sent().len(), 2);
+
+    // The whole call fails: every deferral is retried.
+    w.queue()
+        .faults()
+        .fail_next(QueueOp::SendDelayed, ErrorClass::Transient, 1);
+    let outcome = w
+        .process_batch(records(), deadline(&w, Duration::from_secs(60)))
+        .await;
+    assert_eq!(outcome.failed_message_ids().count(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pending_ocr_is_read_back_until_done_then_given_up() {
+    let ocr = ScriptedOcr::new();
+    ocr.script(
+        OcrCall::Request,
+        "a",
+        [Scripted::Answer(OcrOutcome::Pending)],
+    );
+    ocr.script(OcrCall::Fetch, "a", [Scripted::Answer(OcrOutcome::Pending)]);
+    let w = worker(ocr);
+    let mut message = body("a");
+    let mut last = Disposition::Skipped;
+    for _ in 0..3 {
+        let outcome = w
+            .process_batch(
+                vec![record("m", message.clone(), 1)],
+                deadline(&w, Duration::from_secs(60)),
+            )
+            .await;
+        last = outcome.results[0].1.clone();
+        match &last {
+            Disposition::Deferred(d) => message = d.message.to_body(),
+            _ => break,
+        }
+    }
+    assert_eq!(last, Disposition::Stored(Status::Done));
+    assert_eq!(w.ocr().calls(OcrCall::Request, "a"), 1);
+    assert_eq!(w.ocr().calls(OcrCall::Fetch, "a"), 2);
+
+    // Still pending after the allowed checks: failed for good.
+    let ocr = ScriptedOcr::new();
+    ocr.script(OcrCall::Fetch, "b", [Scripted::Answer(OcrOutcome::Pending)]);
+    let w = worker(ocr);
+    let tired = WorkMessage {
+        ocr_requested: true,
+        deferrals: 3,
+        ..WorkMessage::new("b", "image", "upload")
+    };
+    let outcome = w
+        .process_batch(
+            vec![record("m", tired.to_body(), 1)],
+            deadline(&w, Duration::from_secs(60)),
+        )
+        .await;
+    match &outcome.results[0].1 {
+        Disposition::DeadLettered { reason, .. } => {
+            assert!(reason.contains("still pending after 3"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.ocr().total_calls(OcrCall::Request), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_quota_defers_what_is_left_and_holds_the_invocation() {
+    let ocr = ScriptedOcr::new();
+    let reset = from_epoch_ms(ORIGIN_MS) + Duration::from_secs(40);
+    ocr.report_quota(Some(Quota {
+        limit: 100,
+        remaining: 0,
+        reset: Some(reset),
+    }));
+    let w = worker_with(
+        ocr,
+        WorkerSettings {
+            concurrency: 1,
+            ..settings()
+        },
+    );
+    let started = tokio::time::Instant::now();
+    let outcome = w
+        .process_batch(
+            vec![record("m1", body("a"), 1), record("m2", body("b"), 1)],
+            deadline(&w, Duration::from_secs(60)),
+        )
+        .await;
+    assert_eq!(outcome.results[0].1, Disposition::Stored(Status::Done));
+    match &outcome.results[1].1 {
+        Disposition::Deferred(d) => assert_eq!(d.delay, Duration::from_secs(40)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        w.ocr().total_calls(OcrCall::Request),
+        1,
+        "no call Cloudinary would refuse"
+    );
+    assert_eq!(outcome.quota_remaining, Some(0));
+    // The invocation waits until the reset (within its deadline, less the hold margin).
+    assert_eq!(started.elapsed(), Duration::from_secs(40));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_whole_batch_of_varied_records_ends_with_one_disposition_each() {
+    let ocr = ScriptedOcr::new();
+    ocr.script(
+        OcrCall::Request,
+        "none",
+        [Scripted::Answer(OcrOutcome::NoText)],
+    );
+    ocr.script(OcrCall::Request, "busy", [remote(ErrorClass::Transient)]);
+    ocr.script(OcrCall::Request, "gone", [remote(ErrorClass::Permanent)]);
+    ocr.script(OcrCall::Request, "wait", [remote(ErrorClass::RateLimited)]);
+    let w = worker(ocr);
+    let ids = ["text", "none", "busy", "gone", "wait", "text"];
+    let records: Vec<InboundRecord> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| record(&format!("m{i}"), body(id), 1))
+        .collect();
+    let outcome = w
+        .process_batch(records, deadline(&w, Duration::from_secs(60)))
+        .await;
+    let labels: Vec<&str> = outcome.results.iter().map(|(_, d)| d.label()).collect();
+    assert_eq!(
+        labels,
+        [
+            "done",
+            "no_text",
+            "retry",
+            "dead_lettered",
+            "deferred",
+            "skipped"
+        ]
+    );
+    assert_eq!(outcome.failed_message_ids().collect::<Vec<_>>(), ["m2"]);
+    let t = tally(&outcome);
+    assert_eq!((t["done"], t["skipped"]), (1, 1));
+}
