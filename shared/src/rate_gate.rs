@@ -72,10 +72,6 @@ pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(60);
 const SETTLE: Duration = Duration::from_secs(1);
 
 impl RateGate {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// A gate for one of `instances` processes that call on the same quota.
     pub fn shared_by(instances: u32) -> Self {
         Self {
@@ -188,7 +184,7 @@ mod tests {
 
     #[test]
     fn blocks_until_reset_after_a_refusal() {
-        let gate = RateGate::new();
+        let gate = RateGate::default();
         let now = SystemTime::now();
         gate.block_until(now + Duration::from_secs(30));
         assert_eq!(gate.admit(now).unwrap_err(), now + Duration::from_secs(30));
@@ -197,7 +193,7 @@ mod tests {
 
     #[test]
     fn one_probe_call_until_the_quota_is_known() {
-        let gate = RateGate::new();
+        let gate = RateGate::default();
         let now = SystemTime::now();
         let probe = gate.admit(now).unwrap();
         assert!(gate.admit(now).is_err(), "a second call before any answer");
@@ -209,7 +205,7 @@ mod tests {
 
     #[test]
     fn answers_without_quota_headers_leave_calls_unbounded() {
-        let gate = RateGate::new();
+        let gate = RateGate::default();
         let now = SystemTime::now();
         let probe = gate.admit(now).unwrap();
         gate.observe(None);
@@ -220,7 +216,7 @@ mod tests {
 
     #[test]
     fn remaining_quota_bounds_calls_in_flight() {
-        let gate = RateGate::new();
+        let gate = RateGate::default();
         let now = SystemTime::now();
         let reset = now + Duration::from_secs(600);
         gate.observe(quota(10, 2, reset));
@@ -299,7 +295,7 @@ mod tests {
 
     #[test]
     fn late_answers_do_not_undo_what_newer_ones_said() {
-        let gate = RateGate::new();
+        let gate = RateGate::default();
         let now = SystemTime::now();
         let reset = now + Duration::from_secs(600);
         gate.observe(quota(10, 3, reset));

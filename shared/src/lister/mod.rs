@@ -156,6 +156,8 @@ fn begin_pass(cp: &mut Checkpoint, options: &ListerOptions, now: SystemTime) {
     );
 }
 
+/// Lists from the checkpoint until the pass completes, the quota is spent, or the deadline
+/// nears; the checkpoint is saved after every page.
 pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
     source: &A,
     queue: &Q,
@@ -167,9 +169,8 @@ pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
     let clock = options.clock;
     let mut cp = checkpoints.load(checkpoint_id).await?;
     begin_pass(&mut cp, options, clock.now());
-    let mode = cp.mode.unwrap_or(PassMode::Full);
     let mut summary = RunSummary {
-        mode,
+        mode: cp.mode.unwrap_or(PassMode::Full),
         pages: 0,
         listed: 0,
         enqueued: 0,
@@ -177,63 +178,34 @@ pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
         pass_listed: cp.pass_listed,
         quota_resets_at: None,
     };
-    loop {
+    summary.stop = loop {
         if clock.until(deadline) < options.deadline_margin {
-            summary.stop = StopReason::Deadline;
-            break;
+            break StopReason::Deadline;
         }
         let page = match fetch_page(source, &cp, options).await {
-            Ok(p) => p,
+            Ok(page) => page,
             Err(e) => match e.class() {
                 ErrorClass::RateLimited => {
-                    summary.stop = StopReason::RateLimited;
                     summary.quota_resets_at = e.retry_at().map(rfc3339);
-                    break;
+                    break StopReason::RateLimited;
                 }
                 ErrorClass::Transient | ErrorClass::Permanent => {
                     return Err(ListerError::Listing(e));
                 }
             },
         };
-        let messages: Vec<WorkMessage> = page
-            .assets
-            .iter()
-            .filter(|a| a.resource_type == "image")
-            .map(|a| WorkMessage::new(&a.public_id, &a.resource_type, &a.delivery_type))
-            .collect();
-        queue.enqueue(&messages).await?;
-        let n = page.assets.len() as u64;
-        summary.pages += 1;
-        summary.listed += n;
-        summary.enqueued += messages.len() as u64;
-        cp.pass_listed += n;
-        cp.total_listed += n;
-        cp.cursor = page.next_cursor.filter(|c| !c.is_empty());
-        cp.updated_at = Some(rfc3339(clock.now()));
-        let complete = cp.cursor.is_none();
-        if complete {
-            cp.last_pass_started_at = cp.pass_started_at.take();
-            if mode == PassMode::Full {
-                cp.last_full_pass_at = cp.updated_at.clone();
-            }
-            cp.mode = None;
-            cp.since = None;
-        }
+        let quota = page.quota;
+        let complete = enqueue_page(queue, page, &mut cp, &mut summary, clock.now()).await?;
         // Saved after the page is enqueued: a crash in between re-lists one page at most.
         checkpoints.save(checkpoint_id, &cp).await?;
-        summary.pass_listed = cp.pass_listed;
         if complete {
-            summary.stop = StopReason::PassComplete;
-            break;
+            break StopReason::PassComplete;
         }
-        if let Some(q) = page.quota
-            && q.remaining == 0
-        {
-            summary.stop = StopReason::RateLimited;
+        if let Some(q) = quota.filter(|q| q.remaining == 0) {
             summary.quota_resets_at = q.reset.map(rfc3339);
-            break;
+            break StopReason::RateLimited;
         }
-    }
+    };
     if summary.stop != StopReason::PassComplete {
         // Save the pass's start even if no page was listed, so the next run continues it.
         checkpoints.save(checkpoint_id, &cp).await?;
@@ -250,6 +222,43 @@ pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
     Ok(summary)
 }
 
+/// Enqueues one message per image of the page and moves the checkpoint past it; `true` when
+/// that was the pass's last page.
+async fn enqueue_page<Q: WorkQueue>(
+    queue: &Q,
+    page: AssetPage,
+    cp: &mut Checkpoint,
+    summary: &mut RunSummary,
+    now: SystemTime,
+) -> Result<bool, ListerError> {
+    let messages: Vec<WorkMessage> = page
+        .assets
+        .iter()
+        .filter(|a| a.resource_type == "image")
+        .map(|a| WorkMessage::new(&a.public_id, &a.resource_type, &a.delivery_type))
+        .collect();
+    queue.enqueue(&messages).await?;
+    let n = page.assets.len() as u64;
+    summary.pages += 1;
+    summary.listed += n;
+    summary.enqueued += messages.len() as u64;
+    cp.pass_listed += n;
+    cp.total_listed += n;
+    summary.pass_listed = cp.pass_listed;
+    cp.cursor = page.next_cursor.filter(|c| !c.is_empty());
+    cp.updated_at = Some(rfc3339(now));
+    let complete = cp.cursor.is_none();
+    if complete {
+        cp.last_pass_started_at = cp.pass_started_at.take();
+        if summary.mode == PassMode::Full {
+            cp.last_full_pass_at = cp.updated_at.clone();
+        }
+        cp.mode = None;
+        cp.since = None;
+    }
+    Ok(complete)
+}
+
 /// One page, with retries on transient errors.
 async fn fetch_page<A: AssetSource>(
     source: &A,
@@ -263,15 +272,22 @@ async fn fetch_page<A: AssetSource>(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match source
+        let err = match source
             .page(&listing, cp.cursor.as_deref(), options.page_size)
             .await
         {
-            Err(e) if e.class() == ErrorClass::Transient && attempt < options.attempts => {
-                tracing::warn!(error = %error_chain(&e), attempt, "listing call failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200 * (1 << attempt))).await;
-            }
-            other => return other,
+            Ok(page) => return Ok(page),
+            Err(e) => e,
+        };
+        let retry = match err.class() {
+            ErrorClass::Transient => attempt < options.attempts,
+            // A refusal ends the run (the next one continues); a permanent error fails it.
+            ErrorClass::RateLimited | ErrorClass::Permanent => false,
+        };
+        if !retry {
+            return Err(err);
         }
+        tracing::warn!(error = %error_chain(&err), attempt, "listing call failed; retrying");
+        tokio::time::sleep(Duration::from_millis(200 * (1 << attempt))).await;
     }
 }

@@ -63,72 +63,84 @@ impl SqsQueue {
             if attempt > 1 {
                 tokio::time::sleep(Duration::from_millis(50 * (1 << (attempt - 2)))).await;
             }
-            let entries: Vec<SendMessageBatchRequestEntry> = pending
-                .iter()
-                .map(|&i| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(&bodies[i])
-                        .build()
-                        .expect("id and body are set")
-                })
-                .collect();
-            match self
-                .client
-                .send_message_batch()
-                .queue_url(&self.url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-            {
-                Ok(out) => {
-                    let mut retry = Vec::new();
-                    for failed in out.failed() {
-                        last_detail = format!(
-                            "{}: {}",
-                            failed.code(),
-                            failed.message().unwrap_or_default()
-                        );
-                        let index: usize = failed.id().parse().unwrap_or(usize::MAX);
-                        if failed.sender_fault() {
+            match self.send_entries(bodies, &pending).await {
+                Ok(failed) => {
+                    pending = Vec::new();
+                    for f in failed {
+                        last_detail = f.detail;
+                        if f.sender_fault {
                             // The request itself is wrong (e.g. body too large): resending cannot help.
-                            return Err(QueueError::Rejected {
-                                queue: self.url.clone(),
-                                count: 1,
-                                attempts: attempt,
-                                detail: last_detail,
-                            });
+                            return Err(self.rejected(1, attempt, last_detail));
                         }
-                        if index < bodies.len() {
-                            retry.push(index);
-                        }
+                        pending.extend(f.index);
                     }
-                    if !retry.is_empty() {
-                        tracing::warn!(queue = %self.url, failed = retry.len(), attempt, "SendMessageBatch entries failed; retrying them");
+                    if !pending.is_empty() {
+                        tracing::warn!(queue = %self.url, failed = pending.len(), attempt, "SendMessageBatch entries failed; retrying them");
                     }
-                    pending = retry;
                 }
+                Err(err) if attempt == SEND_ATTEMPTS => return Err(err),
                 Err(err) => {
-                    let err = self.sdk_error("SendMessageBatch", err);
-                    if attempt == SEND_ATTEMPTS {
-                        return Err(err);
-                    }
                     tracing::warn!(queue = %self.url, attempt, error = %err, "SendMessageBatch failed; retrying");
                     last_detail = err.to_string();
                 }
             }
         }
-        if pending.is_empty() {
-            Ok(())
-        } else {
-            Err(QueueError::Rejected {
-                queue: self.url.clone(),
-                count: pending.len(),
-                attempts: SEND_ATTEMPTS,
-                detail: last_detail,
-            })
+        match pending.len() {
+            0 => Ok(()),
+            n => Err(self.rejected(n, SEND_ATTEMPTS, last_detail)),
         }
     }
+
+    /// One `SendMessageBatch` of the bodies at `indexes`; the entries it reports failed.
+    async fn send_entries(
+        &self,
+        bodies: &[String],
+        indexes: &[usize],
+    ) -> Result<Vec<FailedEntry>, QueueError> {
+        let entries: Vec<SendMessageBatchRequestEntry> = indexes
+            .iter()
+            .map(|&i| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(&bodies[i])
+                    .build()
+                    .expect("id and body are set")
+            })
+            .collect();
+        let out = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("SendMessageBatch", e))?;
+        Ok(out
+            .failed()
+            .iter()
+            .map(|f| FailedEntry {
+                index: f.id().parse().ok().filter(|i| *i < bodies.len()),
+                sender_fault: f.sender_fault(),
+                detail: format!("{}: {}", f.code(), f.message().unwrap_or_default()),
+            })
+            .collect())
+    }
+
+    fn rejected(&self, count: usize, attempts: u32, detail: String) -> QueueError {
+        QueueError::Rejected {
+            queue: self.url.clone(),
+            count,
+            attempts,
+            detail,
+        }
+    }
+}
+
+/// An entry of a batch that SQS did not take.
+struct FailedEntry {
+    index: Option<usize>,
+    sender_fault: bool,
+    detail: String,
 }
 
 fn string_attr(value: &str) -> MessageAttributeValue {
@@ -270,22 +282,48 @@ pub async fn move_messages(
     let mut empty_receives = 0;
     while max.is_none_or(|m| report.moved < m) && empty_receives < 2 {
         let want = max.map_or(10, |m| (m - report.moved).min(10)) as i32;
-        let received = client
-            .receive_message()
-            .queue_url(from)
-            .max_number_of_messages(want)
-            .wait_time_seconds(1)
-            .visibility_timeout(120)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .map_err(|e| source.sdk_error("ReceiveMessage", e))?;
-        let messages = received.messages.unwrap_or_default();
+        let messages = source.receive_with_attributes(want).await?;
         if messages.is_empty() {
             empty_receives += 1;
             continue;
         }
         empty_receives = 0;
+        let (sent, not_sent) = dest.send_copies(&messages).await?;
+        report.not_sent += not_sent;
+        let (deleted, not_deleted) = source.delete(&sent).await?;
+        // A message sent but not deleted is moved twice; idempotency absorbs the copy.
+        report.moved += deleted;
+        report.not_deleted += not_deleted;
+    }
+    Ok(report)
+}
+
+impl SqsQueue {
+    /// Up to `max` messages with their message attributes, invisible for two minutes.
+    async fn receive_with_attributes(
+        &self,
+        max: i32,
+    ) -> Result<Vec<aws_sdk_sqs::types::Message>, QueueError> {
+        let received = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max)
+            .wait_time_seconds(1)
+            .visibility_timeout(120)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("ReceiveMessage", e))?;
+        Ok(received.messages.unwrap_or_default())
+    }
+
+    /// Sends copies of `messages` (bodies and message attributes unchanged); the receipt
+    /// handles of those accepted, and how many were refused.
+    async fn send_copies(
+        &self,
+        messages: &[aws_sdk_sqs::types::Message],
+    ) -> Result<(Vec<String>, usize), QueueError> {
         let entries: Vec<SendMessageBatchRequestEntry> = messages
             .iter()
             .enumerate()
@@ -298,41 +336,52 @@ pub async fn move_messages(
                     .expect("id and body are set")
             })
             .collect();
-        let sent = client
+        let sent = self
+            .client
             .send_message_batch()
-            .queue_url(to)
+            .queue_url(&self.url)
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| dest.sdk_error("SendMessageBatch", e))?;
-        let deletes: Vec<DeleteMessageBatchRequestEntry> = sent
+            .map_err(|e| self.sdk_error("SendMessageBatch", e))?;
+        let handles = sent
             .successful()
             .iter()
             .filter_map(|ok| {
                 let m = messages.get(ok.id().parse::<usize>().ok()?)?;
+                m.receipt_handle().map(str::to_string)
+            })
+            .collect();
+        Ok((handles, sent.failed().len()))
+    }
+
+    /// Deletes messages by receipt handle (at most 10); how many were and were not deleted.
+    async fn delete(&self, handles: &[String]) -> Result<(usize, usize), QueueError> {
+        if handles.is_empty() {
+            return Ok((0, 0));
+        }
+        let entries: Vec<DeleteMessageBatchRequestEntry> = handles
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| {
                 DeleteMessageBatchRequestEntry::builder()
-                    .id(ok.id())
-                    .receipt_handle(m.receipt_handle()?)
+                    .id(i.to_string())
+                    .receipt_handle(h)
                     .build()
                     .ok()
             })
             .collect();
-        report.not_sent += sent.failed().len();
-        if !deletes.is_empty() {
-            let n = deletes.len();
-            let out = client
-                .delete_message_batch()
-                .queue_url(from)
-                .set_entries(Some(deletes))
-                .send()
-                .await
-                .map_err(|e| source.sdk_error("DeleteMessageBatch", e))?;
-            // A message sent but not deleted is moved twice; idempotency absorbs the copy.
-            report.not_deleted += out.failed().len();
-            report.moved += n - out.failed().len();
-        }
+        let out = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("DeleteMessageBatch", e))?;
+        let failed = out.failed().len();
+        Ok((handles.len() - failed, failed))
     }
-    Ok(report)
 }
 
 /// What a [`move_messages`] did.

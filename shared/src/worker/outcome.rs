@@ -98,10 +98,6 @@ impl BatchOutcome {
             .filter(|(_, d)| d.is_failure())
             .map(|(id, _)| id.as_str())
     }
-
-    pub fn count(&self, pred: impl Fn(&Disposition) -> bool) -> usize {
-        self.results.iter().filter(|(_, d)| pred(d)).count()
-    }
 }
 
 /// Counts of a batch by [`Disposition::label`], for logs and summaries.

@@ -159,9 +159,12 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
                 Ok(answer)
             }
             Err(e) => {
-                if e.class == ErrorClass::RateLimited {
-                    self.gate
-                        .block_until(e.retry_at.unwrap_or_else(|| self.now() + DEFAULT_BACKOFF));
+                match e.class {
+                    // Every call would be refused until the reset: close the gate until then.
+                    ErrorClass::RateLimited => self
+                        .gate
+                        .block_until(e.retry_at.unwrap_or_else(|| self.now() + DEFAULT_BACKOFF)),
+                    ErrorClass::Transient | ErrorClass::Permanent => {}
                 }
                 drop(permit);
                 tracing::info!(error = %e.reason, class = ?e.class, "cloudinary call failed");
