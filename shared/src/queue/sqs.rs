@@ -99,22 +99,9 @@ impl SqsQueue {
     ) -> Result<Vec<FailedEntry>, QueueError> {
         let entries: Vec<SendMessageBatchRequestEntry> = indexes
             .iter()
-            .map(|&i| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(&bodies[i])
-                    .build()
-                    .expect("id and body are set")
-            })
+            .map(|&i| entry(i, &bodies[i]).build().expect("id and body are set"))
             .collect();
-        let out = self
-            .client
-            .send_message_batch()
-            .queue_url(&self.url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| self.sdk_error("SendMessageBatch", e))?;
+        let out = self.send_message_batch(entries).await?;
         Ok(out
             .failed()
             .iter()
@@ -126,6 +113,20 @@ impl SqsQueue {
             .collect())
     }
 
+    async fn send_message_batch(
+        &self,
+        entries: Vec<SendMessageBatchRequestEntry>,
+    ) -> Result<aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput, QueueError>
+    {
+        self.client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("SendMessageBatch", e))
+    }
+
     fn rejected(&self, count: usize, attempts: u32, detail: String) -> QueueError {
         QueueError::Rejected {
             queue: self.url.clone(),
@@ -134,6 +135,16 @@ impl SqsQueue {
             detail,
         }
     }
+}
+
+/// A batch entry: its id is its index in the batch.
+fn entry(
+    index: usize,
+    body: &str,
+) -> aws_sdk_sqs::types::builders::SendMessageBatchRequestEntryBuilder {
+    SendMessageBatchRequestEntry::builder()
+        .id(index.to_string())
+        .message_body(body)
 }
 
 /// An entry of a batch that SQS did not take.
@@ -175,22 +186,13 @@ impl WorkQueue for SqsQueue {
             .iter()
             .enumerate()
             .map(|(i, (message, delay))| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(message.to_body())
+                entry(i, &message.to_body())
                     .delay_seconds((*delay).min(MAX_DELAY).as_secs() as i32)
                     .build()
                     .expect("id and body are set")
             })
             .collect();
-        let out = self
-            .client
-            .send_message_batch()
-            .queue_url(&self.url)
-            .set_entries(Some(request))
-            .send()
-            .await
-            .map_err(|e| self.sdk_error("SendMessageBatch", e))?;
+        let out = self.send_message_batch(request).await?;
         let mut failures = vec![None; entries.len()];
         for failed in out.failed() {
             if let Some(slot) = failed
@@ -328,22 +330,13 @@ impl SqsQueue {
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(m.body().unwrap_or_default())
+                entry(i, m.body().unwrap_or_default())
                     .set_message_attributes(m.message_attributes().cloned())
                     .build()
                     .expect("id and body are set")
             })
             .collect();
-        let sent = self
-            .client
-            .send_message_batch()
-            .queue_url(&self.url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| self.sdk_error("SendMessageBatch", e))?;
+        let sent = self.send_message_batch(entries).await?;
         let handles = sent
             .successful()
             .iter()
