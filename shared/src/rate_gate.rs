@@ -50,6 +50,8 @@ struct GateState {
     in_flight: u64,
     /// An answer has arrived (with or without quota headers: the Upload API sends none).
     answered: bool,
+    /// When the window turned without an answer telling the new one's end.
+    unknown_since: Option<SystemTime>,
 }
 
 /// Permission to make one call; gives the slot back when dropped.
@@ -70,6 +72,9 @@ pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(60);
 
 /// When a window's reset is not known yet, the answers in flight will tell it soon.
 const SETTLE: Duration = Duration::from_secs(1);
+
+/// A share spent in a window whose end is not known is probed again after this long.
+const PROBE_UNKNOWN_WINDOW: Duration = Duration::from_secs(60);
 
 impl RateGate {
     /// A gate for one of `instances` processes that call on the same quota.
@@ -109,6 +114,7 @@ impl RateGate {
         if s.window_end.is_some_and(|end| end <= now) {
             // A new window: the whole limit, until an answer reports the new figures.
             s.window_end = None;
+            s.unknown_since = Some(now);
             s.used = 0;
             if let Some(q) = s.quota.as_mut() {
                 *q = Quota {
@@ -125,10 +131,22 @@ impl RateGate {
             None => Ok(()),
             Some(q) => {
                 let share = (q.limit / self.sharers).max(1);
-                if s.used >= share || q.remaining / self.sharers <= s.in_flight {
-                    Err(retry)
-                } else {
-                    Ok(())
+                let spent = s.used >= share || q.remaining / self.sharers <= s.in_flight;
+                match (spent, s.window_end) {
+                    (false, _) => Ok(()),
+                    (true, Some(end)) => Err(end),
+                    // Spent in a window whose end no answer has told yet (every call since
+                    // the turn failed): without an answer `used` would never be reset, and
+                    // the gate would stay closed for good. After a while, one probe at a time
+                    // learns the window again.
+                    (true, None)
+                        if s.in_flight == 0
+                            && s.unknown_since
+                                .is_some_and(|t| now >= t + PROBE_UNKNOWN_WINDOW) =>
+                    {
+                        Ok(())
+                    }
+                    (true, None) => Err(retry),
                 }
             }
         }
@@ -155,7 +173,10 @@ impl RateGate {
             _ => s.quota = Some(q),
         }
         match (s.window_end, q.reset) {
-            (None, Some(reset)) => s.window_end = Some(reset),
+            (None, Some(reset)) => {
+                s.window_end = Some(reset);
+                s.unknown_since = None;
+            }
             // Cloudinary's window turned before this clock noticed: the calls counted so far
             // are kept against the new one, which is the safe side.
             (Some(end), Some(reset)) if reset > end => s.window_end = Some(reset),
@@ -163,10 +184,14 @@ impl RateGate {
         }
     }
 
-    /// Refuses calls until `until` (after an HTTP 420).
+    /// Refuses calls until `until` (after an HTTP 420, whose reset ends the current window).
     pub fn block_until(&self, until: SystemTime) {
         let mut s = self.lock();
         s.blocked_until = Some(s.blocked_until.map_or(until, |t| t.max(until)));
+        if s.window_end.is_none() {
+            s.window_end = Some(until);
+            s.unknown_since = None;
+        }
     }
 }
 
@@ -291,6 +316,50 @@ mod tests {
             "the share of 2 is used"
         );
         assert_eq!(gate.closed_until(reset), None, "a new window");
+    }
+
+    /// Every call after a window turned failed (no answer told the new window's end): the
+    /// gate must not stay closed on calls counted in a window it can no longer place.
+    #[test]
+    fn a_window_whose_calls_all_failed_does_not_close_the_gate_for_good() {
+        let gate = RateGate::shared_by(6);
+        let now = SystemTime::now();
+        let reset = now + Duration::from_secs(3);
+        gate.observe(quota(45, 45, reset));
+        let later = reset + Duration::from_secs(1);
+        // 45 / 6 = 7 calls, every one answered with an error (nothing observed).
+        for _ in 0..7 {
+            drop(gate.admit(later).unwrap());
+        }
+        assert!(
+            gate.admit(later).is_err(),
+            "the share is spent, as far as it knows"
+        );
+        let a_minute = later + PROBE_UNKNOWN_WINDOW;
+        let probe = gate.admit(a_minute).expect("a probe");
+        assert!(gate.admit(a_minute).is_err(), "one probe at a time");
+        let next_reset = a_minute + Duration::from_secs(2);
+        gate.observe(quota(45, 44, next_reset));
+        drop(probe);
+        // The window is known again: its share counts from the turn (the safe side).
+        assert_eq!(gate.admit(a_minute).unwrap_err(), next_reset);
+        assert!(gate.admit(next_reset).is_ok());
+    }
+
+    #[test]
+    fn a_refusal_ends_the_window_it_happened_in() {
+        let gate = RateGate::shared_by(2);
+        let now = SystemTime::now();
+        gate.observe(quota(4, 4, now + Duration::from_secs(3)));
+        let turned = now + Duration::from_secs(4);
+        drop(gate.admit(turned).unwrap());
+        drop(gate.admit(turned).unwrap());
+        // The second call was refused with the new window's reset.
+        let reset = now + Duration::from_secs(6);
+        gate.block_until(reset);
+        assert_eq!(gate.closed_until(turned), Some(reset));
+        assert_eq!(gate.closed_until(reset), None, "the next window opens");
+        assert!(gate.admit(reset).is_ok());
     }
 
     #[test]
