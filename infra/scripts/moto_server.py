@@ -12,6 +12,19 @@ queue's attributes (including the approximate counts, a pass over every message)
 one setting. With thousands of queued messages a ReceiveMessage took seconds, and a send grew
 with the queue. The replacements compute the same values directly; behaviour is unchanged.
 
+It adds what moto 5.2 lacks of SQS's dead-letter redrive, with SQS's documented semantics:
+- a message that the redrive policy moves to a dead-letter queue records the queue it came from
+  (`DeadLetterQueueSourceArn`, returned by ReceiveMessage when asked for); a message sent to the
+  dead-letter queue by SendMessage has none;
+- message move tasks (StartMessageMoveTask, ListMessageMoveTasks, CancelMessageMoveTask, the
+  API behind the console's "Start DLQ redrive"): the source must be a dead-letter queue of
+  another queue, one task runs per source at a time; with a destination every message goes
+  there, without one each goes back to the queue it came from, and a message without a source
+  stays where it is and fails the task (`CouldNotDetermineMessageSource`). Whether SQS keeps a
+  redriven message's id and receive count is not documented: by default the moved message is a
+  new one (new id, receive count 0); `POST /_redrive?queue=ARN&keep_id=1&keep_count=1` makes
+  later moves into that queue keep either or both, so the product can be tested under each.
+
 It also counts the requests it serves by API operation (`dynamodb:PutItem`, `sqs:SendMessageBatch`,
 ...), for `make bench`: `GET /_requests` answers the counts as JSON, `DELETE /_requests` resets
 them. AWS bills per request, so these are the figures the cost model needs, whichever client
@@ -19,11 +32,13 @@ made the calls.
 """
 
 import collections
+import io
 import json
 import sys
 import threading
 import time
 import urllib.parse
+import uuid
 
 import moto.core.utils as utils
 
@@ -109,6 +124,238 @@ def _send_message_quickly(self, *args, **kwargs):
 
 sqs_models.SQSBackend.send_message = _send_message_quickly
 
+# --- Dead-letter sources and message move tasks -------------------------------------------
+
+SOURCE_ARN = "DeadLetterQueueSourceArn"
+_receiving = threading.local()
+_sources = {}  # message id -> the queue its redrive policy moved it from
+_count_offsets = {}  # message id -> receives kept from before a move
+_receive_message = sqs_models.SQSBackend.receive_message
+_add_message = sqs_models.Queue.add_message
+
+
+def _receive_recording_sources(self, queue_name, *args, **kwargs):
+    _receiving.queue = self.get_queue(queue_name)
+    try:
+        return _receive_message(self, queue_name, *args, **kwargs)
+    finally:
+        _receiving.queue = None
+
+
+def _add_message_recording_source(self, message):
+    source = getattr(_receiving, "queue", None)
+    if source is not None and source.dead_letter_queue is self:
+        # Moved here by the source queue's redrive policy.
+        message.system_attributes = dict(message.system_attributes or {})
+        message.system_attributes[SOURCE_ARN] = source.queue_arn
+        _sources[message.id] = source.queue_arn
+    _add_message(self, message)
+
+
+sqs_models.SQSBackend.receive_message = _receive_recording_sources
+sqs_models.Queue.add_message = _add_message_recording_source
+
+_tasks = []  # every task, newest last
+_tasks_lock = threading.Lock()
+_keep = {}  # destination queue ARN -> {"id": bool, "count": bool}
+
+
+def _queue_by_arn(arn):
+    parts = (arn or "").split(":")
+    if len(parts) != 6 or parts[2] != "sqs":
+        return None
+    region, account, name = parts[3], parts[4], parts[5]
+    try:
+        return sqs_models.sqs_backends[account][region].queues.get(name)
+    except KeyError:
+        return None
+
+
+def _backend_of(queue):
+    return sqs_models.sqs_backends[queue.account_id][queue.region]
+
+
+class _MoveTask:
+    def __init__(self, source, destination_arn, rate):
+        self.handle = str(uuid.uuid4())
+        self.source = source
+        self.destination_arn = destination_arn
+        self.rate = rate
+        self.status = "RUNNING"
+        self.failure_reason = None
+        self.moved = 0
+        self.to_move = 0
+        self.started_ms = int(time.time() * 1000)
+        self.cancel = False
+
+    def run(self):
+        queue = self.source
+        waiting = [m for m in list(queue._messages) if m.visible]
+        self.to_move = len(waiting)
+        for message in waiting:
+            if self.cancel:
+                self.status = "CANCELLED"
+                return
+            arn = self.destination_arn or (message.system_attributes or {}).get(SOURCE_ARN)
+            destination = _queue_by_arn(arn) if arn else None
+            if destination is None:
+                self.status = "FAILED"
+                self.failure_reason = (
+                    "CouldNotDetermineMessageSource" if not arn else "DestinationQueueDoesNotExist"
+                )
+                return
+            with _delete_lock:
+                if message not in queue._messages or not message.visible:
+                    continue  # received or deleted meanwhile
+                queue._messages.remove(message)
+                queue.pending_messages.discard(message)
+            attributes = dict(message.system_attributes or {})
+            attributes.pop(SOURCE_ARN, None)
+            _sources.pop(message.id, None)
+            count = message.approximate_receive_count
+            keep = _keep.get(destination.queue_arn, {})
+            if keep.get("id"):
+                message.system_attributes = attributes
+                moved = message
+                _add_message(destination, moved)
+            else:
+                moved = _backend_of(destination).send_message(
+                    destination.name,
+                    message.body,
+                    message_attributes=message.message_attributes,
+                    system_attributes=attributes,
+                )
+            # The redrive policy counts the receives in the new queue; a kept count is what
+            # ReceiveMessage reports on top of those.
+            moved.approximate_receive_count = 0
+            if keep.get("count"):
+                _count_offsets[moved.id] = count
+            self.moved += 1
+            if self.rate:
+                time.sleep(1.0 / self.rate)
+        self.status = "COMPLETED"
+
+    def describe(self):
+        d = {
+            "Status": self.status,
+            "SourceArn": self.source.queue_arn,
+            "ApproximateNumberOfMessagesMoved": self.moved,
+            "ApproximateNumberOfMessagesToMove": self.to_move,
+            "StartedTimestamp": self.started_ms,
+        }
+        if self.status == "RUNNING":
+            d["TaskHandle"] = self.handle
+        if self.destination_arn:
+            d["DestinationArn"] = self.destination_arn
+        if self.rate:
+            d["MaxNumberOfMessagesPerSecond"] = self.rate
+        if self.failure_reason:
+            d["FailureReason"] = self.failure_reason
+        return d
+
+
+def _json(start_response, payload, status="200 OK"):
+    body = json.dumps(payload).encode()
+    start_response(
+        status,
+        [("Content-Type", "application/x-amz-json-1.0"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
+
+
+def _sqs_error(start_response, code, message):
+    return _json(
+        start_response,
+        {"__type": f"com.amazonaws.sqs#{code}", "message": message},
+        "400 Bad Request",
+    )
+
+
+def _start_move_task(request, start_response):
+    source = _queue_by_arn(request.get("SourceArn"))
+    if source is None:
+        return _sqs_error(start_response, "ResourceNotFoundException", "The resource that you specified for the SourceArn parameter doesn't exist.")
+    if not _backend_of(source).list_dead_letter_source_queues(source.name):
+        return _sqs_error(start_response, "InvalidParameterValue", "Source queue must be configured as a Dead Letter Queue.")
+    destination_arn = request.get("DestinationArn")
+    if destination_arn and _queue_by_arn(destination_arn) is None:
+        return _sqs_error(start_response, "ResourceNotFoundException", "The resource that you specified for the DestinationArn parameter doesn't exist.")
+    rate = request.get("MaxNumberOfMessagesPerSecond")
+    with _tasks_lock:
+        if any(t.source is source and t.status == "RUNNING" for t in _tasks):
+            return _sqs_error(start_response, "InvalidParameterValue", "There is already a task running. Only one active task is allowed for a source queue arn at a given time.")
+        task = _MoveTask(source, destination_arn, rate)
+        _tasks.append(task)
+    threading.Thread(target=task.run, daemon=True).start()
+    return _json(start_response, {"TaskHandle": task.handle})
+
+
+def _list_move_tasks(request, start_response):
+    source = _queue_by_arn(request.get("SourceArn"))
+    if source is None:
+        return _sqs_error(start_response, "ResourceNotFoundException", "The resource that you specified for the SourceArn parameter doesn't exist.")
+    limit = max(1, min(10, int(request.get("MaxResults") or 1)))
+    with _tasks_lock:
+        mine = [t for t in reversed(_tasks) if t.source is source][:limit]
+    return _json(start_response, {"Results": [t.describe() for t in mine]})
+
+
+def _cancel_move_task(request, start_response):
+    handle = request.get("TaskHandle")
+    with _tasks_lock:
+        task = next((t for t in _tasks if t.handle == handle), None)
+    if task is None or task.status != "RUNNING":
+        return _sqs_error(start_response, "ResourceNotFoundException", "The task handle is not valid or the task is not running.")
+    task.cancel = True
+    return _json(start_response, {"ApproximateNumberOfMessagesMoved": task.moved})
+
+
+_MOVE_ACTIONS = {
+    "sqs:StartMessageMoveTask": _start_move_task,
+    "sqs:ListMessageMoveTasks": _list_move_tasks,
+    "sqs:CancelMessageMoveTask": _cancel_move_task,
+}
+
+
+def _with_sources(environ, start_response, dispatch):
+    """Runs a ReceiveMessage and adds each message's recorded source, when asked for."""
+    if not _sources and not _count_offsets:
+        return dispatch(environ, start_response)
+    raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    environ["wsgi.input"] = io.BytesIO(raw)
+    try:
+        request = json.loads(raw or b"{}")
+    except ValueError:
+        request = {}
+    names = set(request.get("MessageSystemAttributeNames") or []) | set(request.get("AttributeNames") or [])
+    if not names & {"All", SOURCE_ARN, "ApproximateReceiveCount"}:
+        return dispatch(environ, start_response)
+    captured = {}
+
+    def capture(status, headers, exc_info=None):
+        captured["status"], captured["headers"] = status, headers
+        return lambda data: None
+
+    body = b"".join(dispatch(environ, capture))
+    try:
+        payload = json.loads(body)
+        for message in payload.get("Messages", []):
+            attributes = message.setdefault("Attributes", {})
+            source = _sources.get(message.get("MessageId"))
+            if source and names & {"All", SOURCE_ARN}:
+                attributes[SOURCE_ARN] = source
+            offset = _count_offsets.get(message.get("MessageId"))
+            if offset and "ApproximateReceiveCount" in attributes:
+                attributes["ApproximateReceiveCount"] = str(int(attributes["ApproximateReceiveCount"]) + offset)
+        body = json.dumps(payload).encode()
+    except (ValueError, AttributeError):
+        pass
+    headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+    headers.append(("Content-Length", str(len(body))))
+    start_response(captured["status"], headers)
+    return [body]
+
+
 from moto.moto_server import werkzeug_app  # noqa: E402
 
 _requests = collections.Counter()
@@ -137,9 +384,19 @@ def _counted(self, environ, start_response):
             [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
         )
         return [body]
+    if environ.get("PATH_INFO") == "/_redrive" and environ.get("REQUEST_METHOD") == "POST":
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+        arn = query.get("queue", [""])[0]
+        _keep[arn] = {w: query.get(f"keep_{w}", ["0"])[0] == "1" for w in ("id", "count")}
+        return _json(start_response, {"queue": arn, **_keep[arn]})
     operation = _operation(environ)
     with _requests_lock:
         _requests[operation] += 1
+    if operation in _MOVE_ACTIONS:
+        raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        return _MOVE_ACTIONS[operation](json.loads(raw or b"{}"), start_response)
+    if operation == "sqs:ReceiveMessage":
+        return _with_sources(environ, start_response, lambda e, s: _dispatch(self, e, s))
     return _dispatch(self, environ, start_response)
 
 

@@ -9,5 +9,6 @@ mod common;
 mod ctl;
 mod layering;
 mod pipeline;
+mod redrive;
 mod runtime_api;
 mod template;

@@ -1,0 +1,224 @@
+//! The local moto's dead-letter redrive, as SQS documents it: the redrive policy records where a
+//! message came from, and message move tasks (the console's "Start DLQ redrive") send each message
+//! back there, or to a destination given; a message without a source fails the task. Driven
+//! through the AWS SDK for Rust, as the product and `ocr-ctl` would drive SQS.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use local_stack::scenario::Scenario;
+
+const SOURCE: &str = "DeadLetterQueueSourceArn";
+
+async fn scenario() -> Scenario {
+    let sdk = local_stack::scenario::local_sdk()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    Scenario::provision(&sdk, "redrive", crate::common::fast_retry_settings(2))
+        .await
+        .expect("provisioning on moto")
+}
+
+/// Receives the work queue's messages without deleting them until the redrive policy has moved
+/// them all to the DLQ.
+async fn exhaust(s: &Scenario) {
+    for _ in 0..20 {
+        s.sqs
+            .receive_message()
+            .queue_url(&s.stack.work_queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .expect("receive");
+        let (work, _) = s.depths().await.unwrap();
+        if work.total() == 0 {
+            return;
+        }
+    }
+    panic!("the redrive policy did not move the messages");
+}
+
+/// The DLQ's messages as (body, recorded source), made visible again at once.
+async fn dead_letters(s: &Scenario) -> Vec<(String, Option<String>)> {
+    let mut found = Vec::new();
+    for _ in 0..3 {
+        let got = s
+            .sqs
+            .receive_message()
+            .queue_url(&s.stack.dead_letter_queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("receive dlq")
+            .messages
+            .unwrap_or_default();
+        for m in got {
+            let source = m
+                .attributes()
+                .and_then(|a| a.get(&MessageSystemAttributeName::DeadLetterQueueSourceArn))
+                .cloned();
+            let body = m.body().unwrap_or_default().to_string();
+            if !found.iter().any(|(b, _)| *b == body) {
+                found.push((body, source));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+async fn wait_for_task(s: &Scenario) -> aws_sdk_sqs::types::ListMessageMoveTasksResultEntry {
+    for _ in 0..50 {
+        let tasks = s
+            .sqs
+            .list_message_move_tasks()
+            .source_arn(&s.stack.dead_letter_queue_arn)
+            .max_results(10)
+            .send()
+            .await
+            .expect("list tasks");
+        let latest = tasks.results()[0].clone();
+        if latest.status() != Some("RUNNING") {
+            return latest;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the move task did not end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_tasks_return_messages_to_their_source_or_a_destination() {
+    let s = scenario().await;
+    s.sqs
+        .send_message()
+        .queue_url(&s.stack.work_queue_url)
+        .message_body("moved by the redrive policy")
+        .send()
+        .await
+        .unwrap();
+    exhaust(&s).await;
+    s.sqs
+        .send_message()
+        .queue_url(&s.stack.dead_letter_queue_url)
+        .message_body("sent by hand")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        dead_letters(&s).await,
+        vec![
+            (
+                "moved by the redrive policy".to_string(),
+                Some(s.stack.work_queue_arn.clone())
+            ),
+            ("sent by hand".to_string(), None),
+        ],
+        "only a move by the redrive policy records its source ({SOURCE})"
+    );
+
+    // Only a dead-letter queue can be a task's source.
+    let err = s
+        .sqs
+        .start_message_move_task()
+        .source_arn(&s.stack.work_queue_arn)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("Dead Letter Queue"), "{err:?}");
+
+    // The console's default: back to each message's source. The hand-sent one has none: it
+    // stays, and the task fails.
+    s.sqs
+        .start_message_move_task()
+        .source_arn(&s.stack.dead_letter_queue_arn)
+        .send()
+        .await
+        .expect("start");
+    let task = wait_for_task(&s).await;
+    assert_eq!(task.status(), Some("FAILED"));
+    assert_eq!(
+        task.failure_reason(),
+        Some("CouldNotDetermineMessageSource")
+    );
+    let (work, dlq) = s.depths().await.unwrap();
+    assert_eq!((work.visible, dlq.visible), (1, 1));
+
+    // A custom destination takes every message.
+    s.sqs
+        .start_message_move_task()
+        .source_arn(&s.stack.dead_letter_queue_arn)
+        .destination_arn(&s.stack.work_queue_arn)
+        .send()
+        .await
+        .expect("start");
+    let task = wait_for_task(&s).await;
+    assert_eq!(
+        (task.status(), task.approximate_number_of_messages_moved()),
+        (Some("COMPLETED"), 1)
+    );
+    let (work, dlq) = s.depths().await.unwrap();
+    assert_eq!((work.visible, dlq.total()), (2, 0));
+    s.teardown().await.unwrap();
+}
+
+/// Whether SQS keeps a redriven message's id and receive count is not documented: the launcher
+/// can do either, per destination queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redriven_message_is_new_by_default_or_keeps_its_identity_when_asked() {
+    for keep in [false, true] {
+        let s = scenario().await;
+        let endpoint = local_stack::aws::local_endpoint().unwrap();
+        reqwest::Client::new()
+            .post(format!(
+                "{endpoint}/_redrive?queue={}&keep_id={k}&keep_count={k}",
+                s.stack.work_queue_arn,
+                k = u8::from(keep)
+            ))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+        let sent = s
+            .sqs
+            .send_message()
+            .queue_url(&s.stack.work_queue_url)
+            .message_body("x")
+            .send()
+            .await
+            .unwrap()
+            .message_id
+            .unwrap();
+        exhaust(&s).await;
+        s.sqs
+            .start_message_move_task()
+            .source_arn(&s.stack.dead_letter_queue_arn)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wait_for_task(&s).await.status(), Some("COMPLETED"));
+        let back = s
+            .sqs
+            .receive_message()
+            .queue_url(&s.stack.work_queue_url)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap()
+            .messages
+            .unwrap_or_default();
+        assert_eq!(back.len(), 1, "keep={keep}: one message in, one back");
+        let count: u32 = back[0]
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+            .and_then(|c| c.parse().ok())
+            .unwrap();
+        assert_eq!(back[0].message_id() == Some(sent.as_str()), keep, "the id");
+        assert_eq!(count > 1, keep, "the receive count ({count})");
+        s.teardown().await.unwrap();
+    }
+}
