@@ -12,6 +12,11 @@ queue's attributes (including the approximate counts, a pass over every message)
 one setting. With thousands of queued messages a ReceiveMessage took seconds, and a send grew
 with the queue. The replacements compute the same values directly; behaviour is unchanged.
 
+DynamoDB's conditional writes are atomic per item; moto's are not: two concurrent UpdateItems
+could both find a condition true before either wrote, so two claims of one asset both
+succeeded (and both invocations paid for its OCR). Writes (PutItem, UpdateItem, DeleteItem,
+TransactWriteItems) now run one at a time, as their conditions and effects must.
+
 It adds what moto 5.2 lacks of SQS's dead-letter redrive, with SQS's documented semantics:
 - a message that the redrive policy moves to a dead-letter queue records the queue it came from
   (`DeadLetterQueueSourceArn`, returned by ReceiveMessage when asked for); a message sent to the
@@ -123,6 +128,29 @@ def _send_message_quickly(self, *args, **kwargs):
 
 
 sqs_models.SQSBackend.send_message = _send_message_quickly
+
+# --- DynamoDB: a write's condition and its effect are one step -----------------------------
+
+import moto.dynamodb.models as dynamodb_models  # noqa: E402
+
+_write_lock = threading.RLock()
+
+
+def _serialised(method):
+    def write(self, *args, **kwargs):
+        with _write_lock:
+            return method(self, *args, **kwargs)
+
+    write.__name__ = method.__name__
+    return write
+
+
+for _name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+    setattr(
+        dynamodb_models.DynamoDBBackend,
+        _name,
+        _serialised(getattr(dynamodb_models.DynamoDBBackend, _name)),
+    )
 
 # --- Dead-letter sources and message move tasks -------------------------------------------
 

@@ -4,6 +4,7 @@
 //! permanent failures, each with its reason.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -198,26 +199,8 @@ pub async fn run(
         ..crate::scenario::template_settings()?
     };
     let mut scenario = Scenario::provision(sdk, "chaos", settings).await?;
-    let (sqs, stack) = (scenario.sqs.clone(), scenario.stack.clone());
-
-    let mut corpus = generate(options.assets.saturating_sub(2));
-    let mut big = corpus[0].clone();
-    big.public_id = "chaos/oversize text".into();
-    big.text = Some("Ü".repeat(225_000)); // 450,000 bytes: over the item limit
-    corpus.push(big);
-    let mut long_key = corpus[1].clone();
-    long_key.public_id = format!("chaos/{}", "k".repeat(2100));
-    corpus.push(long_key.clone());
-
-    let mut config = EmulatorConfig::new("chaos");
-    config.latency = options.latency;
-    config.error_rate = options.error_rate;
-    config.timeout_rate = options.timeout_rate;
-    config.hang = Duration::from_millis(2500);
-    config.admin_limit = options.quota_limit;
-    config.admin_window = options.quota_window;
-    let emulator = Emulator::start(config, corpus.clone(), 0).await?;
-
+    let corpus = corpus(options.assets);
+    let emulator = Emulator::start(emulator_config(options), corpus.clone(), 0).await?;
     scenario.use_cloudinary(emulator.cloudinary_url(), emulator.base_url());
     scenario.set("CLOUDINARY_TIMEOUT_MS", "1000");
     scenario.set("OCR_METHOD", "update");
@@ -234,9 +217,129 @@ pub async fn run(
             .collect::<anyhow::Result<Vec<_>>>()?,
     );
 
-    // Bad input beside the listing: malformed bodies and an asset that no longer exists.
-    let queue = shared::queue::SqsQueue::new(sqs.clone(), &stack.work_queue_url);
-    let mut bad: Vec<String> = (0..options.malformed)
+    send_bad_input(&scenario, options.malformed).await?;
+    // The schedule runs the lister until its pass completes (waiting out the quota).
+    scenario
+        .list_until_done(
+            &lister,
+            OnRateLimit::WaitAndContinue(options.quota_window / 2),
+            1000,
+            |_, _| {},
+        )
+        .await?;
+    let mapping = MappingSettings {
+        batch_size: shared::defaults::BATCH_SIZE as i32,
+        idle_grace: Duration::from_secs(2),
+        max_duration: Duration::from_secs(3600),
+        kill_rate: options.kill_rate,
+        ..scenario.mapping(options.invocations, Duration::from_secs(3600))
+    };
+    let tally = Tally::default();
+    let stats = DrainStats::default();
+    drain_under_squeeze(
+        &scenario, &pool, &mapping, &stats, &tally, &emulator, options,
+    )
+    .await?;
+
+    let mut report = ChaosReport {
+        assets: corpus.len(),
+        expected_dlq: options.malformed + 2,
+        deferred: tally.get("deferred"),
+        retried: tally.get("retry"),
+        killed_invocations: stats.killed.load(Ordering::Relaxed),
+        invocations: stats.invocations.load(Ordering::Relaxed),
+        ..ChaosReport::default()
+    };
+    check_items(&mut report, &corpus, &scenario.items().await?);
+    let billed = emulator.stats();
+    report.ocr_billed = billed.ocr_billed;
+    report.ocr_requests = billed.ocr_requests;
+    report.injected_errors = billed.injected_errors;
+    report.rate_limited_answers = billed.rate_limited;
+    report.max_billed_per_asset = emulator
+        .ocr_billed_all()
+        .values()
+        .copied()
+        .max()
+        .unwrap_or(0);
+
+    let letters = crate::receive_all(&scenario.sqs, &scenario.stack.dead_letter_queue_url).await?;
+    report.dlq_reasons = letters
+        .iter()
+        .map(|m| {
+            let reason = m
+                .message_attributes()
+                .and_then(|a| a.get(shared::queue::ATTR_REASON))
+                .and_then(|v| v.string_value())
+                .unwrap_or_default()
+                .to_string();
+            (m.body().unwrap_or_default().to_string(), reason)
+        })
+        .collect();
+
+    // The fix: the missing asset is restored, then what can be fixed is redriven.
+    emulator.add_asset(Asset {
+        public_id: MISSING.into(),
+        ..corpus[0].clone()
+    });
+    redrive_the_fixable(&scenario, &letters).await?;
+    scenario
+        .drain(
+            &pool,
+            &mapping,
+            &DrainStats::default(),
+            &tally,
+            &DrainTimes::default(),
+        )
+        .await?;
+    report.dlq_after_redrive =
+        crate::receive_all(&scenario.sqs, &scenario.stack.dead_letter_queue_url)
+            .await?
+            .len();
+    report.fixed_asset_done = scenario
+        .items()
+        .await?
+        .get(MISSING)
+        .and_then(|i| i.get("status"))
+        .and_then(|v| v.as_s().ok())
+        .is_some_and(|s| s == "done");
+    report.elapsed = started.elapsed();
+    scenario.teardown().await?;
+    Ok(report)
+}
+
+/// The generated corpus, with an oversize text and an id too long to be a key.
+fn corpus(assets: usize) -> Vec<Asset> {
+    let mut corpus = generate(assets.saturating_sub(2));
+    let mut big = corpus[0].clone();
+    big.public_id = "chaos/oversize text".into();
+    big.text = Some("Ü".repeat(225_000)); // 450,000 bytes: over the item limit
+    corpus.push(big);
+    let mut long_key = corpus[1].clone();
+    long_key.public_id = long_key_id();
+    corpus.push(long_key);
+    corpus
+}
+
+fn long_key_id() -> String {
+    format!("chaos/{}", "k".repeat(2100))
+}
+
+fn emulator_config(options: &ChaosOptions) -> EmulatorConfig {
+    let mut config = EmulatorConfig::new("chaos");
+    config.latency = options.latency;
+    config.error_rate = options.error_rate;
+    config.timeout_rate = options.timeout_rate;
+    config.hang = Duration::from_millis(2500);
+    config.admin_limit = options.quota_limit;
+    config.admin_window = options.quota_window;
+    config
+}
+
+/// Bad input beside the listing: malformed bodies and an asset that no longer exists.
+async fn send_bad_input(scenario: &Scenario, malformed: usize) -> anyhow::Result<()> {
+    let queue = shared::queue::SqsQueue::new(scenario.sqs.clone(), &scenario.stack.work_queue_url);
+    let mut bad: Vec<String> = (0..malformed)
         .map(|i| match i % 3 {
             0 => format!("{{not json {i}"),
             1 => format!(r#"{{"v":1,"note":"no public id {i}"}}"#),
@@ -250,28 +353,22 @@ pub async fn run(
             .await
             .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
     }
+    Ok(())
+}
 
-    // The schedule runs the lister until its pass completes (waiting out the quota).
-    scenario
-        .list_until_done(
-            &lister,
-            OnRateLimit::WaitAndContinue(options.quota_window / 2),
-            1000,
-            |_, _| {},
-        )
-        .await?;
-
-    let tally = Tally::default();
-    let mapping = MappingSettings {
-        batch_size: shared::defaults::BATCH_SIZE as i32,
-        idle_grace: Duration::from_secs(2),
-        max_duration: Duration::from_secs(3600),
-        kill_rate: options.kill_rate,
-        ..scenario.mapping(options.invocations, Duration::from_secs(3600))
-    };
-    let stats = DrainStats::default();
+/// Drains the work queue while another user of the account takes most of the quota every
+/// other few seconds, with a progress line every five.
+async fn drain_under_squeeze(
+    scenario: &Scenario,
+    pool: &crate::scenario::WorkerPool,
+    mapping: &MappingSettings,
+    stats: &DrainStats,
+    tally: &Tally,
+    emulator: &Emulator,
+    options: &ChaosOptions,
+) -> anyhow::Result<()> {
     let times = DrainTimes::default();
-    let drained = scenario.drain(&pool, &mapping, &stats, &tally, &times);
+    let drained = scenario.drain(pool, mapping, stats, tally, &times);
     tokio::pin!(drained);
     let mut ticker = tokio::time::interval(Duration::from_secs(5));
     let mut squeeze = tokio::time::interval(Duration::from_secs(4));
@@ -286,119 +383,66 @@ pub async fn run(
             }
             _ = ticker.tick() => {
                 let (inv, records, deleted, failed) = stats.snapshot();
-                println!("  ... {records} records in {inv} invocations, {deleted} deleted, {failed} failed, {} deferred, {} killed", tally.get("deferred"), stats.killed.load(std::sync::atomic::Ordering::Relaxed));
+                println!("  ... {records} records in {inv} invocations, {deleted} deleted, {failed} failed, {} deferred, {} killed", tally.get("deferred"), stats.killed.load(Ordering::Relaxed));
             }
         }
     };
     anyhow::ensure!(end == DrainEnd::Empty, "the work queue did not drain");
+    Ok(())
+}
 
-    let mut report = ChaosReport {
-        assets: corpus.len(),
-        expected_dlq: options.malformed + 2,
-        ..ChaosReport::default()
-    };
-    let items = scenario.items().await?;
-    for a in &corpus {
-        if a.public_id == long_key.public_id {
-            continue; // cannot be a key: dead-lettered instead
-        }
-        match items.get(&a.public_id) {
-            None => report.missing_items.push(a.public_id.clone()),
-            Some(item) => {
-                let status = item
-                    .get("status")
-                    .and_then(|v| v.as_s().ok())
-                    .and_then(|s| Status::parse(s));
-                match status {
-                    Some(s) => *report.by_status.entry(s.as_str().to_string()).or_default() += 1,
-                    None => report.not_terminal.push(a.public_id.clone()),
-                }
-            }
+/// Every asset but the one whose id cannot be a key has a terminal item.
+fn check_items(
+    report: &mut ChaosReport,
+    corpus: &[Asset],
+    items: &HashMap<String, crate::scenario::Item>,
+) {
+    let long_key = long_key_id();
+    for a in corpus.iter().filter(|a| a.public_id != long_key) {
+        let Some(item) = items.get(&a.public_id) else {
+            report.missing_items.push(a.public_id.clone());
+            continue;
+        };
+        let status = item
+            .get("status")
+            .and_then(|v| v.as_s().ok())
+            .and_then(|s| Status::parse(s));
+        match status {
+            Some(s) => *report.by_status.entry(s.as_str().to_string()).or_default() += 1,
+            None => report.not_terminal.push(a.public_id.clone()),
         }
     }
-    let stats_e = emulator.stats();
-    report.ocr_billed = stats_e.ocr_billed;
-    report.ocr_requests = stats_e.ocr_requests;
-    report.max_billed_per_asset = emulator
-        .ocr_billed_all()
-        .values()
-        .copied()
-        .max()
-        .unwrap_or(0);
-    report.injected_errors = stats_e.injected_errors;
-    report.rate_limited_answers = stats_e.rate_limited;
-    report.deferred = tally.get("deferred");
-    report.retried = tally.get("retry");
-    report.killed_invocations = stats.killed.load(std::sync::atomic::Ordering::Relaxed);
-    report.invocations = stats.invocations.load(std::sync::atomic::Ordering::Relaxed);
+}
 
-    // The DLQ: read every message with its reason.
-    let letters = crate::receive_all(&sqs, &stack.dead_letter_queue_url).await?;
-    report.dlq_reasons = letters
-        .iter()
-        .map(|m| {
-            let reason = m
-                .message_attributes()
-                .and_then(|a| a.get(shared::queue::ATTR_REASON))
-                .and_then(|v| v.string_value())
-                .unwrap_or_default()
-                .to_string();
-            (m.body().unwrap_or_default().to_string(), reason)
-        })
-        .collect();
-
-    // The fix: the missing asset is restored; the operator discards what cannot be fixed
-    // (malformed bodies, an id too long to be a key), then redrives the rest.
-    emulator.add_asset(Asset {
-        public_id: MISSING.into(),
-        ..corpus[0].clone()
-    });
-    for m in &letters {
-        if !m.body().unwrap_or_default().contains(MISSING) {
+/// The operator discards what cannot be fixed (malformed bodies, an id too long to be a key)
+/// and redrives the rest to the work queue.
+async fn redrive_the_fixable(
+    scenario: &Scenario,
+    letters: &[aws_sdk_sqs::types::Message],
+) -> anyhow::Result<()> {
+    let (sqs, dlq) = (&scenario.sqs, &scenario.stack.dead_letter_queue_url);
+    for m in letters {
+        let handle = m.receipt_handle().unwrap_or_default();
+        if m.body().unwrap_or_default().contains(MISSING) {
+            // Received messages are invisible for a while; the fixable one is made visible.
+            sqs.change_message_visibility()
+                .queue_url(dlq)
+                .receipt_handle(handle)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .context("releasing the fixable DLQ message")?;
+        } else {
             sqs.delete_message()
-                .queue_url(&stack.dead_letter_queue_url)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .queue_url(dlq)
+                .receipt_handle(handle)
                 .send()
                 .await
                 .context("discarding an unfixable DLQ message")?;
         }
     }
-    // Received messages are invisible for a while; make the fixable one visible for the move.
-    for m in letters
-        .iter()
-        .filter(|m| m.body().unwrap_or_default().contains(MISSING))
-    {
-        sqs.change_message_visibility()
-            .queue_url(&stack.dead_letter_queue_url)
-            .receipt_handle(m.receipt_handle().unwrap_or_default())
-            .visibility_timeout(0)
-            .send()
-            .await
-            .context("releasing the fixable DLQ message")?;
-    }
-    shared::queue::move_messages(
-        &sqs,
-        &stack.dead_letter_queue_url,
-        &stack.work_queue_url,
-        None,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
-    let after = DrainStats::default();
-    scenario
-        .drain(&pool, &mapping, &after, &tally, &DrainTimes::default())
-        .await?;
-    report.dlq_after_redrive = crate::receive_all(&sqs, &stack.dead_letter_queue_url)
-        .await?
-        .len();
-    report.fixed_asset_done = scenario
-        .items()
-        .await?
-        .get(MISSING)
-        .and_then(|i| i.get("status"))
-        .and_then(|v| v.as_s().ok())
-        .is_some_and(|s| s == "done");
-    report.elapsed = started.elapsed();
-    scenario.teardown().await?;
-    Ok(report)
+    shared::queue::move_messages(sqs, dlq, &scenario.stack.work_queue_url, None)
+        .await
+        .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
+    Ok(())
 }
