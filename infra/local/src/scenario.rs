@@ -46,7 +46,7 @@ pub enum OnRateLimit {
 
 /// The lister's runs until its pass ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Listing {
+pub struct ListedPass {
     pub runs: u64,
     pub listed: u64,
     pub enqueued: u64,
@@ -232,8 +232,8 @@ impl Scenario {
         on_rate_limit: OnRateLimit,
         max_runs: u64,
         mut each: impl FnMut(u64, &RunSummary),
-    ) -> anyhow::Result<Listing> {
-        let mut listing = Listing::default();
+    ) -> anyhow::Result<ListedPass> {
+        let mut listing = ListedPass::default();
         loop {
             listing.runs += 1;
             let deadline = SystemTime::now() + Duration::from_secs(900);

@@ -168,12 +168,10 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
                 }
                 drop(permit);
                 tracing::info!(error = %e.reason, class = ?e.class, "cloudinary call failed");
-                let failure = Failure {
-                    reason: e.reason,
-                    class: e.class,
-                    retry_at: e.retry_at,
-                };
-                Err(self.fail(record, Some(held), message, failure).await.into())
+                Err(self
+                    .fail(record, Some(held), message, Failure::of(&e))
+                    .await
+                    .into())
             }
         }
     }

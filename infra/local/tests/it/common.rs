@@ -108,7 +108,18 @@ impl Harness {
     }
 
     pub async fn item(&self, public_id: &str) -> Option<Item> {
-        self.items().await.remove(public_id)
+        self.ddb
+            .get_item()
+            .table_name(&self.stack.names.results_table)
+            .key(
+                "publicId",
+                aws_sdk_dynamodb::types::AttributeValue::S(public_id.into()),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get item")
+            .item
     }
 
     pub async fn items(&self) -> HashMap<String, Item> {

@@ -19,7 +19,7 @@ pub(crate) async fn lister_throughput(
     let lister = scenario.lister()?;
     ctx.aws_requests(true).await?;
     let (wall0, cpu0) = (Instant::now(), cpu_seconds());
-    let Listing {
+    let ListedPass {
         listed,
         enqueued,
         runs,

@@ -22,7 +22,7 @@ use local_stack::bench::{
 use local_stack::provision::{LocalStack, StackNames, StackSettings, provision};
 use local_stack::runner::DrainStats;
 use local_stack::runtime_api::invoke_bootstrap;
-use local_stack::scenario::{DrainTimes, Listing, OnRateLimit, Scenario, Tally, with_progress};
+use local_stack::scenario::{DrainTimes, ListedPass, OnRateLimit, Scenario, Tally, with_progress};
 use local_stack::template::{TEMPLATE, Template};
 use shared::message::WorkMessage;
 use tokio::io::AsyncBufReadExt;
