@@ -47,26 +47,7 @@ async fn main() -> anyhow::Result<()> {
         scenario.stack.names.work_queue
     );
 
-    // A real account when CLOUDINARY_URL is set; otherwise the emulator with a generated corpus.
-    let real = std::env::var("CLOUDINARY_URL")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .is_some();
-    let emulator = if real {
-        println!("Cloudinary: the real account in CLOUDINARY_URL");
-        None
-    } else {
-        let mut config = EmulatorConfig::new("demo");
-        config.latency = Duration::from_millis(args.latency_ms);
-        let emu = Emulator::start(config, generate(args.assets), 0).await?;
-        println!(
-            "Cloudinary: emulator at {} with {} assets",
-            emu.base_url(),
-            args.assets
-        );
-        scenario.use_cloudinary(emu.cloudinary_url(), emu.base_url());
-        Some(emu)
-    };
+    let emulator = start_cloudinary(&mut scenario, &args).await?;
     // One worker instance per concurrent invocation, each keeping to its share of the quota.
     scenario.set("WORKER_INSTANCES", args.invocations.to_string());
     let lister = scenario.lister()?;
@@ -178,12 +159,58 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    print_samples(&scenario, &items, args.samples);
+    export_csv(&scenario).await?;
+
+    if !problems.is_empty() {
+        for p in problems.iter().take(20) {
+            eprintln!("MISMATCH: {p}");
+        }
+        bail!(
+            "{} mismatches between the table and the emulator's corpus",
+            problems.len()
+        );
+    }
+    Ok(())
+}
+
+/// A real account when `CLOUDINARY_URL` is set; otherwise the emulator with a generated corpus.
+async fn start_cloudinary(
+    scenario: &mut Scenario,
+    args: &Args,
+) -> anyhow::Result<Option<Emulator>> {
+    let real = std::env::var("CLOUDINARY_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .is_some();
+    if real {
+        println!("Cloudinary: the real account in CLOUDINARY_URL");
+        return Ok(None);
+    }
+    let mut config = EmulatorConfig::new("demo");
+    config.latency = Duration::from_millis(args.latency_ms);
+    let emu = Emulator::start(config, generate(args.assets), 0).await?;
+    println!(
+        "Cloudinary: emulator at {} with {} assets",
+        emu.base_url(),
+        args.assets
+    );
+    scenario.use_cloudinary(emu.cloudinary_url(), emu.base_url());
+    Ok(Some(emu))
+}
+
+/// A few rows of the table, spread over its ids.
+fn print_samples(
+    scenario: &Scenario,
+    items: &std::collections::HashMap<String, local_stack::scenario::Item>,
+    samples: usize,
+) {
     println!();
     println!("Sample rows (table {})", scenario.stack.names.results_table);
     let mut ids: Vec<&String> = items.keys().collect();
     ids.sort();
-    let step = (ids.len() / args.samples.max(1)).max(1);
-    for id in ids.iter().step_by(step).take(args.samples) {
+    let step = (ids.len() / samples.max(1)).max(1);
+    for id in ids.iter().step_by(step).take(samples) {
         let item = &items[*id];
         let s = |k: &str| {
             item.get(k)
@@ -200,14 +227,16 @@ async fn main() -> anyhow::Result<()> {
             text
         );
     }
+}
 
-    // 4. The table, exported for long-term storage, as `ocr-ctl export` does it.
+/// The table, exported for long-term storage, as `ocr-ctl export` does it.
+async fn export_csv(scenario: &Scenario) -> anyhow::Result<()> {
     std::fs::create_dir_all(".local").context("creating .local")?;
-    let csv_path =
-        std::path::PathBuf::from(format!(".local/{}.csv", scenario.stack.names.results_table));
+    let table = &scenario.stack.names.results_table;
+    let csv_path = std::path::PathBuf::from(format!(".local/{table}.csv"));
     let exported = ocr_ctl::export::export(
         &scenario.ddb,
-        &scenario.stack.names.results_table,
+        table,
         ocr_ctl::export::Format::Csv,
         Some(&csv_path),
         &Default::default(),
@@ -218,15 +247,5 @@ async fn main() -> anyhow::Result<()> {
     let shown = std::fs::canonicalize(&csv_path).unwrap_or(csv_path);
     println!();
     println!("Exported {} rows to {}", exported.rows, shown.display());
-
-    if !problems.is_empty() {
-        for p in problems.iter().take(20) {
-            eprintln!("MISMATCH: {p}");
-        }
-        bail!(
-            "{} mismatches between the table and the emulator's corpus",
-            problems.len()
-        );
-    }
     Ok(())
 }
