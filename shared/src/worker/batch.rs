@@ -136,7 +136,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
     /// Sends the batch's deferred messages, ten per call. A deferral that could not be sent
     /// becomes a retry: the original message is then not deleted and comes back by itself.
     async fn send_deferrals(&self, results: &mut [(String, Disposition)]) {
-        let deferred: Vec<(usize, (WorkMessage, Duration))> = results
+        let (indexes, entries): (Vec<usize>, Vec<(WorkMessage, Duration)>) = results
             .iter()
             .enumerate()
             .filter_map(|(index, (_, d))| match d {
@@ -145,15 +145,16 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
                 }
                 _ => None,
             })
-            .collect();
-        for chunk in deferred.chunks(SEND_BATCH_MAX) {
-            let entries: Vec<(WorkMessage, Duration)> =
-                chunk.iter().map(|(_, entry)| entry.clone()).collect();
-            let failures = match self.queue.send_delayed_batch(&entries).await {
+            .unzip();
+        for (indexes, entries) in indexes
+            .chunks(SEND_BATCH_MAX)
+            .zip(entries.chunks(SEND_BATCH_MAX))
+        {
+            let failures = match self.queue.send_delayed_batch(entries).await {
                 Ok(failures) => failures,
                 Err(e) => vec![Some(error_chain(&e)); entries.len()],
             };
-            for ((index, _), failure) in chunk.iter().zip(failures) {
+            for (index, failure) in indexes.iter().zip(failures) {
                 if let Some(error) = failure
                     && let Some((message_id, disposition)) = results.get_mut(*index)
                 {
