@@ -23,11 +23,10 @@ pub struct WorkerConfig {
     pub cloudinary: CloudinaryConfig,
     pub results_table: String,
     pub work_queue_url: String,
-    pub dead_letter_queue_url: String,
     /// Records of one batch processed at once.
     pub concurrency: usize,
-    /// The work queue's `maxReceiveCount`: on the last receive a transient failure is
-    /// dead-lettered with its reason instead of being left for SQS to move without one.
+    /// The work queue's `maxReceiveCount`: on the last receive a transient failure is recorded
+    /// on the item as a failure for good, with its reason, before SQS moves the message.
     pub max_receive_count: u32,
     /// Worker instances that may run at once (the function's reserved concurrency), which
     /// share the Cloudinary quota.
@@ -133,7 +132,6 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             cloudinary: self.cloudinary(cloudinary_url)?,
             results_table: self.required("RESULTS_TABLE")?,
             work_queue_url: self.required("WORK_QUEUE_URL")?,
-            dead_letter_queue_url: self.required("DEAD_LETTER_QUEUE_URL")?,
             concurrency,
             max_receive_count: self.parsed("MAX_RECEIVE_COUNT", defaults::MAX_RECEIVE_COUNT)?,
             instances: self.parsed::<u32>("WORKER_INSTANCES", 1)?.max(1),
@@ -178,7 +176,6 @@ mod tests {
             ("CLOUDINARY_URL", URL),
             ("RESULTS_TABLE", "results"),
             ("WORK_QUEUE_URL", "http://q/work"),
-            ("DEAD_LETTER_QUEUE_URL", "http://q/dlq"),
         ])
         .worker(None)
         .unwrap();
@@ -199,7 +196,6 @@ mod tests {
             ("CLOUDINARY_URL", URL),
             ("RESULTS_TABLE", "t"),
             ("WORK_QUEUE_URL", "q"),
-            ("DEAD_LETTER_QUEUE_URL", "d"),
             ("WORKER_CONCURRENCY", "many"),
         ])
         .worker(None)

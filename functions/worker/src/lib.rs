@@ -5,12 +5,12 @@ use std::time::SystemTime;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use shared::cloudinary::{ClientBuildError, CloudinaryClient};
 use shared::config::WorkerConfig;
-use shared::queue::{DeadLetterQueue, SqsQueue, WorkQueue};
+use shared::queue::{SqsQueue, WorkQueue};
 use shared::store::{DynamoResultStore, ResultStore};
 use shared::worker::{BatchOutcome, InboundRecord, OcrService, Worker, WorkerSettings};
 
 /// The worker wired to the real services.
-pub type SqsWorker = Worker<CloudinaryClient, DynamoResultStore, SqsQueue, SqsQueue>;
+pub type SqsWorker = Worker<CloudinaryClient, DynamoResultStore, SqsQueue>;
 
 /// The worker's settings for a configuration.
 pub fn settings(config: &WorkerConfig) -> WorkerSettings {
@@ -44,16 +44,15 @@ pub fn build_with(
     Ok(Worker::new(
         ocr,
         DynamoResultStore::new(dynamo, &config.results_table),
-        SqsQueue::new(sqs.clone(), &config.work_queue_url),
-        SqsQueue::new(sqs, &config.dead_letter_queue_url),
+        SqsQueue::new(sqs, &config.work_queue_url),
         settings,
     ))
 }
 
 /// Maps the SQS event to the use case and back. Records without a message id cannot be
 /// reported one by one, so such a batch fails as a whole (and comes back).
-pub async fn handle_with_outcome<O, S, Q, D>(
-    worker: &Worker<O, S, Q, D>,
+pub async fn handle_with_outcome<O, S, Q>(
+    worker: &Worker<O, S, Q>,
     event: SqsEvent,
     deadline: SystemTime,
 ) -> Result<(SqsBatchResponse, BatchOutcome), String>
@@ -61,7 +60,6 @@ where
     O: OcrService,
     S: ResultStore,
     Q: WorkQueue,
-    D: DeadLetterQueue,
 {
     let mut records = Vec::with_capacity(event.records.len());
     for r in event.records {
@@ -79,6 +77,7 @@ where
             message_id,
             body: r.body.unwrap_or_default(),
             receive_count,
+            receipt_handle: r.receipt_handle.unwrap_or_default(),
         });
     }
     let outcome = worker.process_batch(records, deadline).await;
@@ -91,8 +90,8 @@ where
     Ok((response, outcome))
 }
 
-pub async fn handle<O, S, Q, D>(
-    worker: &Worker<O, S, Q, D>,
+pub async fn handle<O, S, Q>(
+    worker: &Worker<O, S, Q>,
     event: SqsEvent,
     deadline: SystemTime,
 ) -> Result<SqsBatchResponse, String>
@@ -100,7 +99,6 @@ where
     O: OcrService,
     S: ResultStore,
     Q: WorkQueue,
-    D: DeadLetterQueue,
 {
     handle_with_outcome(worker, event, deadline)
         .await
@@ -116,6 +114,7 @@ pub fn batch_metrics(outcome: &BatchOutcome) -> Vec<shared::telemetry::Metric> {
         Metric::count("AssetsOcrd", n("done")),
         Metric::count("AssetsNoText", n("no_text")),
         Metric::count("AssetsFailed", n("dead_lettered")),
+        Metric::count("FailingFast", n("failing_fast")),
         Metric::count("AssetsDeferred", n("deferred")),
         Metric::count("AssetsRetried", n("retry")),
         Metric::count("AssetsSkipped", n("skipped")),

@@ -1,5 +1,6 @@
 //! `ocr-ctl`: the operator's tool for the results table and the queues.
 
+pub mod dead_letters;
 pub mod export;
 pub mod scan;
 
@@ -86,11 +87,28 @@ pub enum Command {
         #[arg(long, conflicts_with = "public_ids")]
         status: Option<String>,
     },
-    /// Move messages from the DLQ back to the work queue unchanged (the console's "Start DLQ redrive").
-    Redrive {
-        /// Move at most this many.
+    /// List the dead-letter queue's messages, each with why it failed (read from its asset's
+    /// item). The messages stay in the queue: each is hidden while it is read, then made
+    /// visible again.
+    DeadLetters {
+        /// List at most this many.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+        /// Machine-readable output (JSON lines).
         #[arg(long)]
+        json: bool,
+    },
+    /// Move the DLQ's messages back to the work queue. By default they are received and sent
+    /// again as new messages, unchanged; `--task` has SQS move them instead, as the console's
+    /// "Start DLQ redrive" does.
+    Redrive {
+        /// Move at most this many (not with --task).
+        #[arg(long, conflicts_with = "task")]
         max: Option<usize>,
+        /// Start a message move task and wait for it to end: each message goes back to the
+        /// queue SQS moved it from (the console's "Redrive to source queue(s)").
+        #[arg(long)]
+        task: bool,
     },
 }
 
@@ -223,7 +241,48 @@ pub async fn run(
                 .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
             writeln!(out, "enqueued {} assets for re-OCR", messages.len())?;
         }
-        Command::Redrive { max } => {
+        Command::DeadLetters { max, json } => {
+            let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
+            let dlq_url = need(&cli.dlq_url, "--dlq-url", "DEAD_LETTER_QUEUE_URL")?;
+            let messages = dead_letters::peek(&sqs, dlq_url, *max, 30).await?;
+            let rows = dead_letters::describe(&ddb, table, &messages).await;
+            dead_letters::release(&sqs, dlq_url, &messages).await?;
+            let rows = rows?;
+            for row in &rows {
+                if *json {
+                    writeln!(out, "{}", serde_json::to_string(row)?)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{}\t{}\t{} receives\t{}",
+                        row.message_id,
+                        row.public_id.as_deref().unwrap_or("-"),
+                        row.receive_count,
+                        row.reason
+                    )?;
+                }
+            }
+            if !*json {
+                writeln!(out, "{} dead letters listed", rows.len())?;
+            }
+        }
+        Command::Redrive { task: true, .. } => {
+            let dlq_url = need(&cli.dlq_url, "--dlq-url", "DEAD_LETTER_QUEUE_URL")?;
+            let report =
+                dead_letters::move_task(&sqs, dlq_url, None, std::time::Duration::from_secs(2))
+                    .await?;
+            writeln!(
+                out,
+                "move task {}: {} of {} messages moved back to their source queue",
+                report.status.to_lowercase(),
+                report.moved,
+                report.to_move
+            )?;
+            if let Some(reason) = &report.failure_reason {
+                bail!("the move task failed: {reason}");
+            }
+        }
+        Command::Redrive { max, task: false } => {
             let queue_url = need(&cli.queue_url, "--queue-url", "WORK_QUEUE_URL")?;
             let dlq_url = need(&cli.dlq_url, "--dlq-url", "DEAD_LETTER_QUEUE_URL")?;
             let report = move_messages(&sqs, dlq_url, queue_url, *max)

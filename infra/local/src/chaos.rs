@@ -64,6 +64,9 @@ pub struct ChaosReport {
     pub killed_invocations: u64,
     pub invocations: u64,
     pub dlq_reasons: Vec<(String, String)>,
+    /// Dead letters SQS did not move there itself (no source queue recorded): the console's
+    /// "Redrive to source queue(s)" could not return them.
+    pub dlq_without_source: usize,
     pub expected_dlq: usize,
     pub dlq_after_redrive: usize,
     pub fixed_asset_done: bool,
@@ -109,9 +112,15 @@ impl ChaosReport {
         if let Some((body, _)) = self
             .dlq_reasons
             .iter()
-            .find(|(_, reason)| reason.is_empty())
+            .find(|(_, reason)| reason.starts_with("no failure recorded"))
         {
             p.push(format!("a DLQ message has no reason: {body:?}"));
+        }
+        if self.dlq_without_source > 0 {
+            p.push(format!(
+                "{} DLQ messages did not come through the redrive policy",
+                self.dlq_without_source
+            ));
         }
         if self
             .dlq_reasons
@@ -170,9 +179,10 @@ impl ChaosReport {
         );
         println!("  retried               {}", self.retried);
         println!(
-            "  dead-letter queue     {} messages (expected {}), each with a reason:",
+            "  dead-letter queue     {} messages (expected {}), {} not moved by the redrive policy; reasons from the items:",
             self.dlq_reasons.len(),
-            self.expected_dlq
+            self.expected_dlq,
+            self.dlq_without_source
         );
         for (body, reason) in &self.dlq_reasons {
             let body: String = body.chars().take(60).collect();
@@ -264,18 +274,14 @@ pub async fn run(
         .unwrap_or(0);
 
     let letters = crate::receive_all(&scenario.sqs, &scenario.stack.dead_letter_queue_url).await?;
-    report.dlq_reasons = letters
-        .iter()
-        .map(|m| {
-            let reason = m
-                .message_attributes()
-                .and_then(|a| a.get(shared::queue::ATTR_REASON))
-                .and_then(|v| v.string_value())
-                .unwrap_or_default()
-                .to_string();
-            (m.body().unwrap_or_default().to_string(), reason)
-        })
-        .collect();
+    let rows = ocr_ctl::dead_letters::describe(
+        &scenario.ddb,
+        &scenario.stack.names.results_table,
+        &letters,
+    )
+    .await?;
+    report.dlq_without_source = rows.iter().filter(|r| r.source_queue.is_none()).count();
+    report.dlq_reasons = rows.into_iter().map(|r| (r.body, r.reason)).collect();
 
     // The fix: the missing asset is restored, then what can be fixed is redriven.
     emulator.add_asset(Asset {
@@ -415,7 +421,7 @@ fn check_items(
 }
 
 /// The operator discards what cannot be fixed (malformed bodies, an id too long to be a key)
-/// and redrives the rest to the work queue.
+/// and redrives the rest the console's way: a move task back to the source queue.
 async fn redrive_the_fixable(
     scenario: &Scenario,
     letters: &[aws_sdk_sqs::types::Message],
@@ -441,8 +447,10 @@ async fn redrive_the_fixable(
                 .context("discarding an unfixable DLQ message")?;
         }
     }
-    shared::queue::move_messages(sqs, dlq, &scenario.stack.work_queue_url, None)
-        .await
-        .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
+    let task = ocr_ctl::dead_letters::move_task(sqs, dlq, None, Duration::from_millis(100)).await?;
+    anyhow::ensure!(
+        task.status == "COMPLETED",
+        "the redrive to the source queue ended {task:?}"
+    );
     Ok(())
 }

@@ -1,11 +1,11 @@
-//! In-memory twins of the work queue and the dead-letter queue: what was sent, with its
-//! delay, and what was dead-lettered, with its reason; faults for whole calls and for single
-//! entries of a batch, as SQS reports them.
+//! In-memory twin of the work queue: what was sent, with its delay, and which received
+//! messages were made visible again at once; faults for whole calls and for single entries of
+//! a batch, as SQS reports them.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{DeadLetter, DeadLetterKind, DeadLetterQueue, QueueError, WorkQueue};
+use super::{QueueError, WorkQueue};
 use crate::fault::FaultPlan;
 use crate::message::WorkMessage;
 
@@ -18,7 +18,8 @@ pub enum QueueOp {
     SendDelayed,
     /// One entry of a `send_delayed_batch` call (the call itself succeeds).
     DelayedEntry,
-    DeadLetter,
+    /// A whole `return_now` call.
+    ReturnNow,
 }
 
 /// A message the queue holds, visible after its delay.
@@ -28,20 +29,10 @@ pub struct Sent {
     pub delay: Duration,
 }
 
-/// A dead letter as the dead-letter queue holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Letter {
-    pub body: String,
-    pub reason: String,
-    pub kind: DeadLetterKind,
-    pub source_message_id: String,
-    pub receive_count: u32,
-}
-
 #[derive(Debug, Default)]
 pub struct MemoryQueue {
     sent: Mutex<Vec<Sent>>,
-    letters: Mutex<Vec<Letter>>,
+    returned: Mutex<Vec<String>>,
     faults: FaultPlan<QueueOp>,
 }
 
@@ -73,8 +64,9 @@ impl MemoryQueue {
         std::mem::take(&mut *self.sent.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    pub fn letters(&self) -> Vec<Letter> {
-        self.letters
+    /// Receipt handles of the messages made visible again at once, in order.
+    pub fn returned(&self) -> Vec<String> {
+        self.returned
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -119,23 +111,18 @@ impl WorkQueue for MemoryQueue {
             })
             .collect())
     }
-}
 
-impl DeadLetterQueue for MemoryQueue {
-    async fn dead_letter(&self, letter: &DeadLetter<'_>) -> Result<(), QueueError> {
-        if self.faults.call(QueueOp::DeadLetter).is_some() {
-            return Err(rejected("SendMessage"));
+    async fn return_now(
+        &self,
+        receipt_handles: &[&str],
+    ) -> Result<Vec<Option<String>>, QueueError> {
+        if self.faults.call(QueueOp::ReturnNow).is_some() {
+            return Err(rejected("ChangeMessageVisibilityBatch"));
         }
-        self.letters
+        self.returned
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(Letter {
-                body: letter.body.to_string(),
-                reason: letter.reason.to_string(),
-                kind: letter.kind,
-                source_message_id: letter.source_message_id.to_string(),
-                receive_count: letter.receive_count,
-            });
-        Ok(())
+            .extend(receipt_handles.iter().map(|h| h.to_string()));
+        Ok(vec![None; receipt_handles.len()])
     }
 }

@@ -1,5 +1,5 @@
-//! The work queue and the dead-letter queue: the ports, what a dead letter carries, and the
-//! adapters (SQS, and in-memory twins for tests).
+//! The work queue: the port and its adapters (SQS, and an in-memory twin for tests). Messages
+//! reach the dead-letter queue only through the work queue's redrive policy.
 
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;
@@ -43,50 +43,6 @@ impl Classified for QueueError {
     }
 }
 
-/// How a message came to be dead-lettered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DeadLetterKind {
-    /// It can never succeed as it is (malformed, asset gone, refused): failed at once.
-    Permanent,
-    /// A transient failure on the last receive the work queue allows: retries used up.
-    Exhausted,
-}
-
-impl DeadLetterKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Permanent => "permanent",
-            Self::Exhausted => "exhausted",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "permanent" => Some(Self::Permanent),
-            "exhausted" => Some(Self::Exhausted),
-            _ => None,
-        }
-    }
-}
-
-/// Why a message was dead-lettered; travels as message attributes beside the unchanged body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter<'a> {
-    pub body: &'a str,
-    pub reason: &'a str,
-    pub kind: DeadLetterKind,
-    pub source_message_id: &'a str,
-    pub receive_count: u32,
-    pub failed_at: &'a str,
-}
-
-/// Attribute names on dead-lettered messages.
-pub const ATTR_REASON: &str = "failure_reason";
-pub const ATTR_KIND: &str = "failure_kind";
-pub const ATTR_SOURCE_ID: &str = "source_message_id";
-pub const ATTR_RECEIVE_COUNT: &str = "receive_count";
-pub const ATTR_FAILED_AT: &str = "failed_at";
-
 pub trait WorkQueue: Send + Sync {
     /// Sends every message, 10 per call, retrying the entries a batch result reports as failed.
     fn enqueue(
@@ -99,13 +55,12 @@ pub trait WorkQueue: Send + Sync {
         &self,
         entries: &[(WorkMessage, Duration)],
     ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send;
-}
-
-pub trait DeadLetterQueue: Send + Sync {
-    fn dead_letter(
+    /// Makes received messages visible again at once (a visibility timeout of zero), up to 10
+    /// per call, so that the next receive finds them. Returns, per handle, why it was not.
+    fn return_now(
         &self,
-        letter: &DeadLetter<'_>,
-    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+        receipt_handles: &[&str],
+    ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send;
 }
 
 /// Approximate message counts of a queue.

@@ -1,17 +1,15 @@
-//! The work queue and the dead-letter queue on SQS.
+//! The work queue on SQS, and the moves between queues that the operator's tool makes.
 
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    SendMessageBatchRequestEntry,
 };
 
-use super::{
-    ATTR_FAILED_AT, ATTR_KIND, ATTR_REASON, ATTR_RECEIVE_COUNT, ATTR_SOURCE_ID, DeadLetter,
-    DeadLetterQueue, MAX_DELAY, QueueDepth, QueueError, SEND_BATCH_MAX, WorkQueue,
-};
+use super::{MAX_DELAY, QueueDepth, QueueError, SEND_BATCH_MAX, WorkQueue};
 use crate::message::WorkMessage;
 
 const SEND_ATTEMPTS: u32 = 6;
@@ -154,14 +152,6 @@ struct FailedEntry {
     detail: String,
 }
 
-fn string_attr(value: &str) -> MessageAttributeValue {
-    MessageAttributeValue::builder()
-        .data_type("String")
-        .string_value(value)
-        .build()
-        .expect("data type is set")
-}
-
 impl WorkQueue for SqsQueue {
     async fn enqueue(&self, messages: &[WorkMessage]) -> Result<(), QueueError> {
         use futures::TryStreamExt;
@@ -210,37 +200,49 @@ impl WorkQueue for SqsQueue {
         }
         Ok(failures)
     }
-}
 
-impl DeadLetterQueue for SqsQueue {
-    async fn dead_letter(&self, letter: &DeadLetter<'_>) -> Result<(), QueueError> {
-        let reason = crate::store::truncate_utf8(letter.reason, 1000);
-        // An empty body cannot be sent to SQS; the reason says what it was.
-        let body = if letter.body.is_empty() {
-            " "
-        } else {
-            letter.body
-        };
-        self.client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(body)
-            .message_attributes(ATTR_REASON, string_attr(reason))
-            .message_attributes(ATTR_KIND, string_attr(letter.kind.as_str()))
-            .message_attributes(ATTR_SOURCE_ID, string_attr(letter.source_message_id))
-            .message_attributes(
-                ATTR_RECEIVE_COUNT,
-                MessageAttributeValue::builder()
-                    .data_type("Number")
-                    .string_value(letter.receive_count.to_string())
-                    .build()
-                    .expect("data type is set"),
-            )
-            .message_attributes(ATTR_FAILED_AT, string_attr(letter.failed_at))
-            .send()
-            .await
-            .map_err(|e| self.sdk_error("SendMessage", e))?;
-        Ok(())
+    async fn return_now(
+        &self,
+        receipt_handles: &[&str],
+    ) -> Result<Vec<Option<String>>, QueueError> {
+        let mut failures = vec![None; receipt_handles.len()];
+        for (chunk_index, chunk) in receipt_handles.chunks(SEND_BATCH_MAX).enumerate() {
+            let entries: Vec<ChangeMessageVisibilityBatchRequestEntry> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, handle)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(*handle)
+                        .visibility_timeout(0)
+                        .build()
+                        .expect("id and receipt handle are set")
+                })
+                .collect();
+            let out = self
+                .client
+                .change_message_visibility_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| self.sdk_error("ChangeMessageVisibilityBatch", e))?;
+            for failed in out.failed() {
+                if let Some(slot) = failed
+                    .id()
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| failures.get_mut(chunk_index * SEND_BATCH_MAX + i))
+                {
+                    *slot = Some(format!(
+                        "{}: {}",
+                        failed.code(),
+                        failed.message().unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        Ok(failures)
     }
 }
 

@@ -7,8 +7,8 @@ use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 
 use super::{
-    Checkpoint, CheckpointStore, Claim, ClaimOutcome, PassMode, ResultRecord, ResultStore, Status,
-    StoreError, truncate_utf8,
+    Checkpoint, CheckpointStore, Claim, ClaimOutcome, DeadLetterKind, DeadLetterMark, ItemState,
+    PassMode, ResultRecord, ResultStore, Status, StoreError, truncate_utf8,
 };
 
 impl StoreError {
@@ -68,7 +68,21 @@ pub fn to_item(record: &ResultRecord) -> HashMap<String, AttributeValue> {
     if let Some(e) = &record.error {
         item.insert("error".into(), s(e));
     }
+    if let Some(mark) = &record.dead_letter {
+        item.insert("failedMessageId".into(), s(&mark.message_id));
+        item.insert("failedReceive".into(), n(mark.receive_count as u64));
+        item.insert("failureKind".into(), s(mark.kind.as_str()));
+    }
     item
+}
+
+/// The dead-letter mark an item carries, if any.
+pub fn dead_letter_mark(item: &HashMap<String, AttributeValue>) -> Option<DeadLetterMark> {
+    Some(DeadLetterMark {
+        message_id: attr_str(item, "failedMessageId")?.to_string(),
+        receive_count: u32::try_from(attr_u64(item, "failedReceive")?).ok()?,
+        kind: DeadLetterKind::parse(attr_str(item, "failureKind")?)?,
+    })
 }
 
 /// The results table on DynamoDB.
@@ -120,7 +134,10 @@ fn attr_u64(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
 }
 
 impl ResultStore for DynamoResultStore {
-    async fn statuses(&self, public_ids: &[String]) -> Result<HashMap<String, Status>, StoreError> {
+    async fn states(
+        &self,
+        public_ids: &[String],
+    ) -> Result<HashMap<String, ItemState>, StoreError> {
         let mut found = HashMap::new();
         let mut unique: Vec<&String> = public_ids.iter().collect();
         unique.sort();
@@ -135,8 +152,11 @@ impl ResultStore for DynamoResultStore {
                 rounds += 1;
                 let request = KeysAndAttributes::builder()
                     .set_keys(Some(std::mem::take(&mut keys)))
-                    .projection_expression("publicId, #s")
+                    .projection_expression(
+                        "publicId, #s, #e, failedMessageId, failedReceive, failureKind",
+                    )
                     .expression_attribute_names("#s", "status")
+                    .expression_attribute_names("#e", "error")
                     .consistent_read(true)
                     .build()
                     .expect("keys are set");
@@ -157,7 +177,12 @@ impl ResultStore for DynamoResultStore {
                         attr_str(&item, "publicId"),
                         attr_str(&item, "status").and_then(Status::parse),
                     ) {
-                        found.insert(id.to_string(), status);
+                        let state = ItemState {
+                            status,
+                            dead_letter: dead_letter_mark(&item),
+                            error: attr_str(&item, "error").map(str::to_string),
+                        };
+                        found.insert(id.to_string(), state);
                     }
                 }
                 if let Some(rest) = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{
-    Checkpoint, CheckpointStore, Claim, ClaimOutcome, ResultRecord, ResultStore, Status,
+    Checkpoint, CheckpointStore, Claim, ClaimOutcome, ItemState, ResultRecord, ResultStore, Status,
     StoreError, truncate_utf8,
 };
 use crate::error::ErrorClass;
@@ -16,7 +16,7 @@ use crate::fault::FaultPlan;
 /// The store operations a fault can be planned for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StoreOp {
-    Statuses,
+    States,
     Claim,
     PutResult,
     Release,
@@ -125,12 +125,24 @@ impl MemoryResultStore {
 }
 
 impl ResultStore for MemoryResultStore {
-    async fn statuses(&self, public_ids: &[String]) -> Result<HashMap<String, Status>, StoreError> {
-        self.fault(StoreOp::Statuses, "BatchGetItem")?;
+    async fn states(
+        &self,
+        public_ids: &[String],
+    ) -> Result<HashMap<String, ItemState>, StoreError> {
+        self.fault(StoreOp::States, "BatchGetItem")?;
         let items = self.lock();
         Ok(public_ids
             .iter()
-            .filter_map(|id| Some((id.clone(), items.get(id)?.status()?)))
+            .filter_map(|id| {
+                let item = items.get(id)?;
+                let record = item.record.as_ref()?;
+                let state = ItemState {
+                    status: record.status,
+                    dead_letter: record.dead_letter.clone(),
+                    error: item.error.clone().or_else(|| record.error.clone()),
+                };
+                Some((id.clone(), state))
+            })
             .collect())
     }
 

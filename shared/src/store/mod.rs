@@ -51,6 +51,64 @@ impl Status {
     }
 }
 
+/// How a message came to fail for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadLetterKind {
+    /// It can never succeed as it is (malformed, asset gone, refused): failed at once.
+    Permanent,
+    /// A transient failure on the last receive the work queue allows: retries used up.
+    Exhausted,
+}
+
+impl DeadLetterKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Permanent => "permanent",
+            Self::Exhausted => "exhausted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "permanent" => Some(Self::Permanent),
+            "exhausted" => Some(Self::Exhausted),
+            _ => None,
+        }
+    }
+}
+
+/// The message that failed an asset for good, on the item: until SQS moves that message to
+/// the dead-letter queue, its later receives fail at once without calling Cloudinary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterMark {
+    pub message_id: String,
+    /// The receive on which it failed.
+    pub receive_count: u32,
+    pub kind: DeadLetterKind,
+}
+
+impl DeadLetterMark {
+    /// Whether a receive of `message_id` is the marked message on its way to the dead-letter
+    /// queue (fail it fast) rather than a copy redriven from there (try it for real). A
+    /// redriven copy has another id, or the same id with its receive count reset (not above
+    /// the mark's) or kept (above the work queue's `max_receive_count`, past which SQS would
+    /// have moved it).
+    pub fn holds(&self, message_id: &str, receive_count: u32, max_receive_count: u32) -> bool {
+        self.message_id == message_id
+            && receive_count > self.receive_count
+            && receive_count <= max_receive_count
+    }
+}
+
+/// What the batch's one read tells about an asset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemState {
+    pub status: Status,
+    /// Set while the asset's failing message is on its way to the dead-letter queue.
+    pub dead_letter: Option<DeadLetterMark>,
+    pub error: Option<String>,
+}
+
 /// The item written when an asset reaches a terminal state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultRecord {
@@ -67,6 +125,8 @@ pub struct ResultRecord {
     pub ocr_at: String,
     pub attempts: u32,
     pub error: Option<String>,
+    /// On a failure: the message that failed it, until SQS dead-letters that message.
+    pub dead_letter: Option<DeadLetterMark>,
 }
 
 /// Cuts `text` to at most `max` bytes at a UTF-8 character boundary.
@@ -116,10 +176,11 @@ impl ResultRecord {
             ocr_at,
             attempts,
             error: None,
+            dead_letter: None,
         }
     }
 
-    /// The record for a permanent failure.
+    /// The record for a failure for good, marked with the message that met it.
     pub fn failed(
         public_id: &str,
         resource_type: &str,
@@ -127,6 +188,7 @@ impl ResultRecord {
         error: &str,
         attempts: u32,
         at: String,
+        dead_letter: Option<DeadLetterMark>,
     ) -> Self {
         Self {
             public_id: public_id.to_string(),
@@ -141,6 +203,7 @@ impl ResultRecord {
             ocr_at: at,
             attempts,
             error: Some(truncate_utf8(error, 2000).to_string()),
+            dead_letter,
         }
     }
 }
@@ -206,11 +269,12 @@ impl Classified for StoreError {
 
 /// Where results live. The worker is generic over it.
 pub trait ResultStore: Send + Sync {
-    /// Terminal statuses of the given assets (absent ones are left out); one call per 100 ids.
-    fn statuses(
+    /// States of the given assets that have a terminal status (others are left out); one call
+    /// per 100 ids.
+    fn states(
         &self,
         public_ids: &[String],
-    ) -> impl Future<Output = Result<HashMap<String, Status>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<HashMap<String, ItemState>, StoreError>> + Send;
     fn claim(
         &self,
         claim: &Claim<'_>,

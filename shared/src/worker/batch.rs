@@ -10,8 +10,8 @@ use super::outcome::{BatchOutcome, Disposition, Handled};
 use super::{InboundRecord, OcrService, Worker};
 use crate::error::error_chain;
 use crate::message::WorkMessage;
-use crate::queue::{DeadLetterKind, DeadLetterQueue, SEND_BATCH_MAX, WorkQueue};
-use crate::store::{MAX_KEY_BYTES, ResultStore, Status};
+use crate::queue::{SEND_BATCH_MAX, WorkQueue};
+use crate::store::{DeadLetterKind, ItemState, MAX_KEY_BYTES, ResultStore, Status};
 
 /// A record's body, read: a message to work on, or why it can never be one.
 enum Parsed {
@@ -20,17 +20,25 @@ enum Parsed {
 }
 
 fn parse(record: &InboundRecord) -> Parsed {
-    match WorkMessage::parse(&record.body) {
-        Ok(m) if m.public_id.len() > MAX_KEY_BYTES => Parsed::Bad(format!(
-            "public_id is {} bytes, over DynamoDB's {MAX_KEY_BYTES}-byte key limit",
-            m.public_id.len()
-        )),
+    match parse_body(&record.body) {
         Ok(m) => Parsed::Ok(m),
-        Err(e) => Parsed::Bad(e.to_string()),
+        Err(reason) => Parsed::Bad(reason),
     }
 }
 
-impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, S, Q, D> {
+/// A message body as the worker reads it: a message to work on, or why it can never be one.
+pub fn parse_body(body: &str) -> Result<WorkMessage, String> {
+    match WorkMessage::parse(body) {
+        Ok(m) if m.public_id.len() > MAX_KEY_BYTES => Err(format!(
+            "public_id is {} bytes, over DynamoDB's {MAX_KEY_BYTES}-byte key limit",
+            m.public_id.len()
+        )),
+        Ok(m) => Ok(m),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     /// Processes a batch. Never fails as a whole: every record gets a disposition.
     pub async fn process_batch(
         &self,
@@ -38,7 +46,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
         deadline: SystemTime,
     ) -> BatchOutcome {
         let parsed: Vec<Parsed> = records.iter().map(parse).collect();
-        let statuses = self.read_statuses(&parsed).await;
+        let states = self.read_states(&parsed).await;
         let mut seen = HashSet::new();
         let jobs = records.iter().zip(parsed).map(|(record, parsed)| {
             // Only the first message of an asset in a batch works on it.
@@ -51,10 +59,10 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
                 Parsed::Bad(_) => true,
             };
             let span = tracing::info_span!("record", message_id = %record.message_id, public_id = tracing::field::Empty);
-            let statuses = &statuses;
+            let states = &states;
             async move {
                 let handled = self
-                    .handle(record, parsed, first, statuses.as_ref(), deadline)
+                    .handle(record, parsed, first, states.as_ref(), deadline)
                     .await;
                 handled.disposition.log();
                 (record.message_id.clone(), handled)
@@ -75,6 +83,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
             .map(|(id, h)| (id, h.disposition))
             .collect();
         self.send_deferrals(&mut results).await;
+        self.return_failed_for_good(&records, &results).await;
         self.hold_while_quota_is_spent(deadline).await;
         BatchOutcome {
             results,
@@ -83,9 +92,10 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
         }
     }
 
-    /// One read for the whole batch tells which assets are already paid for; `None` when it
-    /// failed (every record of the batch is then retried).
-    async fn read_statuses(&self, parsed: &[Parsed]) -> Option<HashMap<String, Status>> {
+    /// One read for the whole batch tells which assets are already paid for, and which
+    /// messages already failed for good; `None` when it failed (every record of the batch is
+    /// then retried).
+    async fn read_states(&self, parsed: &[Parsed]) -> Option<HashMap<String, ItemState>> {
         let ids: Vec<String> = parsed
             .iter()
             .filter_map(|p| match p {
@@ -93,7 +103,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
                 Parsed::Bad(_) => None,
             })
             .collect();
-        match self.store.statuses(&ids).await {
+        match self.store.states(&ids).await {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(error = %error_chain(&e), "batch status read failed; every record of the batch is retried");
@@ -107,29 +117,86 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
         record: &InboundRecord,
         parsed: Parsed,
         first: bool,
-        statuses: Option<&HashMap<String, Status>>,
+        states: Option<&HashMap<String, ItemState>>,
         deadline: SystemTime,
     ) -> Handled {
         let message = match parsed {
+            // Nothing to mark (no key): a body fails the same way on every receive.
+            Parsed::Bad(reason) if record.receive_count > 1 => {
+                return Disposition::FailingFast { reason }.into();
+            }
             Parsed::Bad(reason) => {
-                return self
-                    .dead_letter(record, &reason, DeadLetterKind::Permanent)
-                    .await
-                    .into();
+                return Disposition::DeadLettered {
+                    kind: DeadLetterKind::Permanent,
+                    reason,
+                }
+                .into();
             }
             Parsed::Ok(_) if !first => return Disposition::Skipped.into(),
             Parsed::Ok(message) => message,
         };
         tracing::Span::current().record("public_id", message.public_id.as_str());
-        let Some(statuses) = statuses else {
+        let Some(states) = states else {
             return Disposition::Retry {
                 reason: "could not read the asset's status".into(),
             }
             .into();
         };
-        match statuses.get(&message.public_id) {
-            Some(status) if status.is_complete() && !message.force => Disposition::Skipped.into(),
+        match states.get(&message.public_id) {
+            Some(state) if state.status.is_complete() && !message.force => {
+                Disposition::Skipped.into()
+            }
+            Some(ItemState {
+                status: Status::Failed,
+                dead_letter: Some(mark),
+                error,
+            }) if mark.holds(
+                &record.message_id,
+                record.receive_count,
+                self.settings.max_receive_count,
+            ) =>
+            {
+                Disposition::FailingFast {
+                    reason: format!(
+                        "failed for good on receive {}: {}",
+                        mark.receive_count,
+                        error.as_deref().unwrap_or("no reason recorded")
+                    ),
+                }
+                .into()
+            }
             _ => self.process_record(record, message, deadline).await,
+        }
+    }
+
+    /// Makes the messages failed for good visible again at once, so that their receives run
+    /// out in moments and the redrive policy moves them. When that fails they come back after
+    /// the visibility timeout instead, which only takes longer.
+    async fn return_failed_for_good(
+        &self,
+        records: &[InboundRecord],
+        results: &[(String, Disposition)],
+    ) {
+        let handles: Vec<&str> = records
+            .iter()
+            .zip(results)
+            .filter(|(record, (_, d))| d.returns_now() && !record.receipt_handle.is_empty())
+            .map(|(record, _)| record.receipt_handle.as_str())
+            .collect();
+        if handles.is_empty() {
+            return;
+        }
+        let failures = match self.queue.return_now(&handles).await {
+            Ok(failures) => failures,
+            Err(e) => vec![Some(error_chain(&e)); handles.len()],
+        };
+        let failed = failures.iter().flatten().count();
+        if let Some(error) = failures.into_iter().flatten().next() {
+            tracing::warn!(
+                failed,
+                %error,
+                "could not return failed messages at once; they come back after the visibility timeout"
+            );
         }
     }
 

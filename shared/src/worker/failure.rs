@@ -1,6 +1,12 @@
 //! What a failure becomes. The plan depends only on the error's class and on whether this
 //! was the last receive the work queue allows; carrying it out may itself fail, and each such
 //! failure leaves the message where SQS brings it back.
+//!
+//! A failure for good never sends the message to the dead-letter queue itself: the item is
+//! marked `failed` with the reason and the failing message's id, and the message goes back to
+//! the work queue at once. Its later receives fail fast (the batch's one read finds the mark)
+//! until SQS's redrive policy moves it, which is what records its source queue for the
+//! console's "Redrive to source queue(s)".
 
 use std::time::{Duration, SystemTime};
 
@@ -10,9 +16,9 @@ use super::{InboundRecord, OcrService, Worker};
 use crate::clock::rfc3339;
 use crate::error::{Classified, ErrorClass, error_chain};
 use crate::message::WorkMessage;
-use crate::queue::{DeadLetter, DeadLetterKind, DeadLetterQueue, MAX_DELAY, WorkQueue};
+use crate::queue::{MAX_DELAY, WorkQueue};
 use crate::rate_gate::DEFAULT_BACKOFF;
-use crate::store::{ResultRecord, ResultStore};
+use crate::store::{DeadLetterKind, DeadLetterMark, ResultRecord, ResultStore};
 
 /// A failure met on a record's path.
 #[derive(Debug, Clone)]
@@ -47,7 +53,8 @@ pub enum FailurePlan {
     Defer,
     /// Report a batch item failure; SQS brings the message back after the visibility timeout.
     Retry,
-    /// Record the failure on the item and dead-letter the message with its reason.
+    /// Fail for good: record the failure on the item, and return the message at once so that
+    /// the redrive policy moves it to the dead-letter queue.
     DeadLetter(DeadLetterKind),
 }
 
@@ -56,14 +63,13 @@ pub fn plan_failure(class: ErrorClass, receive_count: u32, max_receive_count: u3
     match class {
         ErrorClass::RateLimited => FailurePlan::Defer,
         ErrorClass::Transient if receive_count < max_receive_count => FailurePlan::Retry,
-        // On the last receive SQS would move the message without a reason: the worker does it
-        // with one.
+        // The last receive: SQS moves the message next; the item keeps the reason.
         ErrorClass::Transient => FailurePlan::DeadLetter(DeadLetterKind::Exhausted),
         ErrorClass::Permanent => FailurePlan::DeadLetter(DeadLetterKind::Permanent),
     }
 }
 
-impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, S, Q, D> {
+impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     /// Carries out the plan for `failure`; `held` is the claim, when the record got that far.
     pub(super) async fn fail(
         &self,
@@ -103,70 +109,50 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
                     ),
                     DeadLetterKind::Permanent => failure.reason,
                 };
-                if let Some(held) = held
-                    && let Err(retry) = self.record_failure(message, held, &reason).await
-                {
-                    return retry;
-                }
-                self.dead_letter(record, &reason, kind).await
+                self.fail_for_good(record, held, message, kind, reason)
+                    .await
             }
         }
     }
 
-    /// Marks the item `failed` with its reason; when that cannot be written the message is
-    /// left for SQS to bring back, so that the failure is never lost.
-    async fn record_failure(
+    /// Marks the item `failed` with its reason and this message, then fails the message at
+    /// once. Without a claim (the store refused it) nothing can be written: the reason is in the
+    /// log line. When the mark cannot be written the message is left for SQS to bring back, so
+    /// that the failure is never lost.
+    pub(super) async fn fail_for_good(
         &self,
+        record: &InboundRecord,
+        held: Option<&Held>,
         message: &WorkMessage,
-        held: &Held,
-        reason: &str,
-    ) -> Result<(), Disposition> {
-        let record = ResultRecord::failed(
-            &message.public_id,
-            &message.resource_type,
-            &message.delivery_type,
-            reason,
-            held.attempts,
-            rfc3339(self.now()),
-        );
-        match self.store.put_result(&record, &held.token).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                self.release(message, held, reason).await;
-                Err(Disposition::Retry {
+        kind: DeadLetterKind,
+        reason: String,
+    ) -> Disposition {
+        if let Some(held) = held {
+            let mark = DeadLetterMark {
+                message_id: record.message_id.clone(),
+                receive_count: record.receive_count,
+                kind,
+            };
+            let failed = ResultRecord::failed(
+                &message.public_id,
+                &message.resource_type,
+                &message.delivery_type,
+                &reason,
+                held.attempts,
+                rfc3339(self.now()),
+                Some(mark),
+            );
+            if let Err(e) = self.store.put_result(&failed, &held.token).await {
+                self.release(message, held, &reason).await;
+                return Disposition::Retry {
                     reason: format!(
                         "{reason}; and recording the failure failed: {}",
                         error_chain(&e)
                     ),
-                })
+                };
             }
         }
-    }
-
-    pub(super) async fn dead_letter(
-        &self,
-        record: &InboundRecord,
-        reason: &str,
-        kind: DeadLetterKind,
-    ) -> Disposition {
-        let failed_at = rfc3339(self.now());
-        let letter = DeadLetter {
-            body: &record.body,
-            reason,
-            kind,
-            source_message_id: &record.message_id,
-            receive_count: record.receive_count,
-            failed_at: &failed_at,
-        };
-        match self.dlq.dead_letter(&letter).await {
-            Ok(()) => Disposition::DeadLettered {
-                kind,
-                reason: reason.to_string(),
-            },
-            Err(e) => Disposition::Retry {
-                reason: format!("{reason}; and dead-lettering failed: {}", error_chain(&e)),
-            },
-        }
+        Disposition::DeadLettered { kind, reason }
     }
 
     pub(super) async fn release(&self, message: &WorkMessage, held: &Held, reason: &str) {

@@ -23,10 +23,11 @@ use crate::defaults;
 use crate::error::RemoteError;
 use crate::message::WorkMessage;
 use crate::ocr::OcrResult;
-use crate::queue::{DeadLetterQueue, WorkQueue};
+use crate::queue::WorkQueue;
 use crate::rate_gate::{Quota, RateGate};
 use crate::store::ResultStore;
 
+pub use batch::parse_body;
 pub use failure::{FailurePlan, plan_failure};
 pub use outcome::{BatchOutcome, Deferral, Disposition, tally};
 
@@ -60,6 +61,8 @@ pub struct InboundRecord {
     pub body: String,
     /// `ApproximateReceiveCount` (1 on the first delivery).
     pub receive_count: u32,
+    /// The handle that changes the message's visibility.
+    pub receipt_handle: String,
 }
 
 /// Tuning of the worker, fixed when it is built.
@@ -67,8 +70,9 @@ pub struct InboundRecord {
 pub struct WorkerSettings {
     /// Records of a batch processed at once.
     pub concurrency: usize,
-    /// The work queue's `maxReceiveCount`; a transient failure on this receive is dead-lettered
-    /// with its reason.
+    /// The work queue's `maxReceiveCount`: a transient failure on this receive fails the asset
+    /// for good, with its reason; a receive above it is a copy redriven from the dead-letter
+    /// queue.
     pub max_receive_count: u32,
     /// A record is not started with less time than this left before the deadline.
     pub deadline_margin: Duration,
@@ -101,23 +105,22 @@ impl Default for WorkerSettings {
     }
 }
 
-/// The worker: OCR service, result store, work queue (for deferrals) and dead-letter queue.
-pub struct Worker<O, S, Q, D> {
+/// The worker: OCR service, result store and work queue (for deferrals, and to return a
+/// failed message at once so that the redrive policy dead-letters it).
+pub struct Worker<O, S, Q> {
     ocr: O,
     store: S,
     queue: Q,
-    dlq: D,
     gate: RateGate,
     settings: WorkerSettings,
 }
 
-impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, S, Q, D> {
-    pub fn new(ocr: O, store: S, queue: Q, dlq: D, settings: WorkerSettings) -> Self {
+impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
+    pub fn new(ocr: O, store: S, queue: Q, settings: WorkerSettings) -> Self {
         Self {
             ocr,
             store,
             queue,
-            dlq,
             gate: RateGate::shared_by(settings.instances),
             settings,
         }
@@ -137,10 +140,6 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
 
     pub fn queue(&self) -> &Q {
         &self.queue
-    }
-
-    pub fn dead_letter_queue(&self) -> &D {
-        &self.dlq
     }
 
     fn now(&self) -> SystemTime {

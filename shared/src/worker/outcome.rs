@@ -1,12 +1,11 @@
 //! What became of each record. Every outcome carries what its caller needs: a deferral the
-//! message to send again and its delay, a dead letter its kind and reason.
+//! message to send again and its delay, a failure for good its kind and reason.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::message::WorkMessage;
-use crate::queue::DeadLetterKind;
-use crate::store::Status;
+use crate::store::{DeadLetterKind, Status};
 
 /// A message to send again, visible after `delay`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,7 +15,8 @@ pub struct Deferral {
     pub reason: String,
 }
 
-/// What became of one message. Every variant but `Retry` means "delete it from the work queue".
+/// What became of one message. `Stored`, `Skipped` and `Deferred` delete it from the work
+/// queue; the others leave it there as a batch item failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
     /// OCR done and stored with this status.
@@ -25,18 +25,32 @@ pub enum Disposition {
     Skipped,
     /// Sent again with a delay (rate limit, OCR pending, claim held elsewhere): not a failure.
     Deferred(Deferral),
-    /// Sent to the dead-letter queue with its reason (and marked `failed` where it has a key).
+    /// Failed for good: marked `failed` with its reason where it has a key, and made visible
+    /// again at once, so that its receives run out and the work queue's redrive policy moves it
+    /// to the dead-letter queue (where SQS records its source, for the console's redrive).
     DeadLettered {
         kind: DeadLetterKind,
         reason: String,
     },
+    /// A later receive of a message already failed for good: failed again at once, without a
+    /// call, until the redrive policy moves it.
+    FailingFast { reason: String },
     /// Reported as a batch item failure: SQS redelivers it after the visibility timeout.
     Retry { reason: String },
 }
 
 impl Disposition {
+    /// Reported as a batch item failure (left in the work queue).
     pub fn is_failure(&self) -> bool {
-        matches!(self, Self::Retry { .. })
+        matches!(
+            self,
+            Self::Retry { .. } | Self::DeadLettered { .. } | Self::FailingFast { .. }
+        )
+    }
+
+    /// Made visible again at once rather than after the visibility timeout.
+    pub fn returns_now(&self) -> bool {
+        matches!(self, Self::DeadLettered { .. } | Self::FailingFast { .. })
     }
 
     /// A short name, for counts and metrics.
@@ -48,6 +62,7 @@ impl Disposition {
             Self::Skipped => "skipped",
             Self::Deferred(_) => "deferred",
             Self::DeadLettered { .. } => "dead_lettered",
+            Self::FailingFast { .. } => "failing_fast",
             Self::Retry { .. } => "retry",
         }
     }
@@ -58,7 +73,10 @@ impl Disposition {
             Self::Skipped => tracing::info!("skipped: already complete or duplicate"),
             Self::Deferred(d) => tracing::info!(reason = %d.reason, "deferred"),
             Self::DeadLettered { kind, reason } => {
-                tracing::warn!(kind = kind.as_str(), %reason, "dead-lettered")
+                tracing::warn!(kind = kind.as_str(), %reason, "failed for good; on its way to the dead-letter queue")
+            }
+            Self::FailingFast { reason } => {
+                tracing::info!(%reason, "failed again at once; on its way to the dead-letter queue")
             }
             Self::Retry { reason } => tracing::warn!(%reason, "left for retry"),
         }

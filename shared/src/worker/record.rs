@@ -11,9 +11,9 @@ use crate::clock::{epoch_ms, from_epoch_ms, rfc3339};
 use crate::error::{ErrorClass, error_chain};
 use crate::message::WorkMessage;
 use crate::ocr::{OcrOutcome, OcrResult};
-use crate::queue::{DeadLetterKind, DeadLetterQueue, WorkQueue};
+use crate::queue::WorkQueue;
 use crate::rate_gate::{DEFAULT_BACKOFF, Permit};
-use crate::store::{Claim, ClaimOutcome, ResultRecord, ResultStore};
+use crate::store::{Claim, ClaimOutcome, DeadLetterKind, ResultRecord, ResultStore};
 
 /// A quota wait this short is waited out in the invocation rather than through the queue.
 const SHORT_WAIT: Duration = Duration::from_secs(1);
@@ -28,7 +28,7 @@ pub(super) struct Held {
 /// A step's result: what the next step needs, or the record's end.
 type Step<T> = Result<T, Handled>;
 
-impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, S, Q, D> {
+impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     /// Takes one parsed record to its disposition.
     pub(super) async fn process_record(
         &self,
@@ -244,20 +244,30 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue, D: DeadLetterQueue> Worker<O, 
             Ok(false) => Disposition::Skipped,
             Err(e) => {
                 let reason = error_chain(&e);
-                self.release(&message, held, &reason).await;
                 match crate::error::Classified::class(&e) {
+                    // The table refuses this result for good; the far smaller failure record
+                    // keeps the reason, so that later receives do not pay again.
                     ErrorClass::Permanent => {
-                        self.dead_letter(record, &reason, DeadLetterKind::Permanent)
-                            .await
+                        self.fail_for_good(
+                            record,
+                            Some(held),
+                            &message,
+                            DeadLetterKind::Permanent,
+                            reason,
+                        )
+                        .await
                     }
-                    ErrorClass::Transient | ErrorClass::RateLimited => self.defer(
-                        WorkMessage {
-                            ocr_requested: true,
-                            ..message
-                        },
-                        self.now() + crate::defaults::RESULT_WRITE_RETRY,
-                        "result write failed",
-                    ),
+                    ErrorClass::Transient | ErrorClass::RateLimited => {
+                        self.release(&message, held, &reason).await;
+                        self.defer(
+                            WorkMessage {
+                                ocr_requested: true,
+                                ..message
+                            },
+                            self.now() + crate::defaults::RESULT_WRITE_RETRY,
+                            "result write failed",
+                        )
+                    }
                 }
             }
         }

@@ -9,13 +9,12 @@ use super::*;
 use crate::clock::{Clock, from_epoch_ms};
 use crate::error::ErrorClass;
 use crate::ocr::OcrOutcome;
-use crate::queue::DeadLetterKind;
 use crate::queue::memory::{MemoryQueue, QueueOp};
 use crate::rate_gate::Quota;
 use crate::store::memory::{MemoryResultStore, StoreOp};
-use crate::store::{ResultRecord, Status};
+use crate::store::{DeadLetterKind, DeadLetterMark, ResultRecord, Status};
 
-type TestWorker = Worker<ScriptedOcr, MemoryResultStore, MemoryQueue, MemoryQueue>;
+type TestWorker = Worker<ScriptedOcr, MemoryResultStore, MemoryQueue>;
 
 const MAX_RECEIVES: u32 = 5;
 const FIRST: u32 = 1;
@@ -34,13 +33,7 @@ fn settings() -> WorkerSettings {
 }
 
 fn worker_with(ocr: ScriptedOcr, settings: WorkerSettings) -> TestWorker {
-    Worker::new(
-        ocr,
-        MemoryResultStore::new(),
-        MemoryQueue::new(),
-        MemoryQueue::new(),
-        settings,
-    )
+    Worker::new(ocr, MemoryResultStore::new(), MemoryQueue::new(), settings)
 }
 
 fn worker(ocr: ScriptedOcr) -> TestWorker {
@@ -56,7 +49,33 @@ fn record(message_id: &str, body: String, receive_count: u32) -> InboundRecord {
         message_id: message_id.into(),
         body,
         receive_count,
+        receipt_handle: format!("rh-{message_id}"),
     }
+}
+
+/// A failure for good of `public_id`'s message `m1` on receive `receive`: the item says why
+/// and which message, and the message was made visible again at once for the redrive policy.
+fn assert_failed_for_good(
+    w: &TestWorker,
+    case: &str,
+    reason: &str,
+    kind: DeadLetterKind,
+    receive: u32,
+) {
+    let rec = w
+        .store()
+        .item("a")
+        .and_then(|i| i.record)
+        .unwrap_or_else(|| panic!("{case}: the failure is recorded"));
+    assert_eq!(rec.status, Status::Failed, "{case}");
+    assert_eq!(rec.error.as_deref(), Some(reason), "{case}");
+    let mark = DeadLetterMark {
+        message_id: "m1".into(),
+        receive_count: receive,
+        kind,
+    };
+    assert_eq!(rec.dead_letter, Some(mark), "{case}");
+    assert_eq!(w.queue().returned(), ["rh-m1"], "{case}: returned at once");
 }
 
 fn deadline(w: &TestWorker, left: Duration) -> SystemTime {
@@ -144,15 +163,15 @@ async fn every_ocr_outcome_on_first_and_last_receive() {
                 assert_eq!(deferral.delay, Duration::from_secs(30), "{case}");
                 assert_eq!(w.queue().sent().len(), 1, "{case}: sent again");
             }
-            D::DeadLettered { reason, .. } => {
-                assert_eq!(w.dead_letter_queue().letters()[0].reason, *reason, "{case}");
+            D::DeadLettered { reason, kind } => {
+                assert_failed_for_good(&w, &case, reason, *kind, receive);
                 assert!(reason.contains("\"failed\""), "{case}: {reason}");
             }
             D::Stored(Status::Done) => {
                 let rec = item.record.expect("a record");
                 assert_eq!(rec.text.as_deref(), Some("hello"), "{case}");
             }
-            D::Stored(_) | D::Skipped | D::Retry { .. } => {}
+            D::Stored(_) | D::Skipped | D::Retry { .. } | D::FailingFast { .. } => {}
         }
         if !matches!(d, D::Deferred(_)) {
             assert!(w.queue().sent().is_empty(), "{case}: nothing sent again");
@@ -210,27 +229,18 @@ async fn every_cloudinary_error_class_on_first_and_last_receive() {
         let item = w.store().item("a").expect("the claim made an item");
         assert_eq!(item.status(), status, "{case}");
         assert_eq!(item.claim, None, "{case}: the claim is given up");
-        let letters = w.dead_letter_queue().letters();
-        match expected.1 {
-            Some(kind) => {
-                assert_eq!(letters.len(), 1, "{case}");
-                assert_eq!(letters[0].kind, kind, "{case}");
-                assert!(letters[0].reason.contains("cloudinary said no"), "{case}");
-                assert_eq!(letters[0].receive_count, receive, "{case}");
+        match (&d, expected.1) {
+            (Disposition::DeadLettered { reason, .. }, Some(kind)) => {
+                assert!(reason.contains("cloudinary said no"), "{case}");
                 if kind == DeadLetterKind::Exhausted {
-                    assert!(
-                        letters[0].reason.starts_with("gave up after 5 receives"),
-                        "{case}"
-                    );
+                    assert!(reason.starts_with("gave up after 5 receives"), "{case}");
                 }
-                let rec = item.record.expect("the failure is recorded");
-                assert_eq!(
-                    rec.error.as_deref(),
-                    Some(letters[0].reason.as_str()),
-                    "{case}"
-                );
+                assert_failed_for_good(&w, &case, reason, kind, receive);
             }
-            None => assert!(letters.is_empty(), "{case}: {letters:?}"),
+            _ => assert!(
+                w.queue().returned().is_empty(),
+                "{case}: left to its timeout"
+            ),
         }
         if let Disposition::Deferred(deferral) = &d {
             // Without a reset time, the default backoff; the deferral is not a receive.
@@ -273,8 +283,11 @@ async fn every_store_error_class_while_claiming_on_first_and_last_receive() {
             0,
             "{case}: nothing paid"
         );
+        // Without a claim nothing is marked: the reason is in the log line, and the same
+        // failure meets every receive until SQS moves the message.
+        assert_eq!(w.store().status("a"), None, "{case}");
         assert_eq!(
-            w.dead_letter_queue().letters().len(),
+            w.queue().returned().len(),
             usize::from(expected.1.is_some()),
             "{case}"
         );
@@ -485,11 +498,18 @@ async fn a_result_the_table_refuses_for_good_is_dead_lettered() {
         shape(&d),
         ("dead_lettered", Some(DeadLetterKind::Permanent))
     );
-    assert!(
-        w.dead_letter_queue().letters()[0]
-            .reason
-            .contains("ValidationException")
-    );
+    let Disposition::DeadLettered { reason, .. } = &d else {
+        panic!("{d:?}")
+    };
+    assert!(reason.contains("ValidationException"), "{reason}");
+    assert_failed_for_good(&w, "refused result", reason, DeadLetterKind::Permanent, 1);
+    assert_eq!(w.ocr().calls(OcrCall::Request, "a"), 1);
+    // Its next receive pays nothing: the mark fails it at once.
+    assert!(matches!(
+        run_one(&w, "a", 2).await,
+        Disposition::FailingFast { .. }
+    ));
+    assert_eq!(w.ocr().calls(OcrCall::Request, "a"), 1, "paid once");
 }
 
 #[tokio::test(start_paused = true)]
@@ -507,8 +527,8 @@ async fn failing_to_record_a_failure_leaves_the_message_for_sqs() {
         other => panic!("{other:?}"),
     }
     assert!(
-        w.dead_letter_queue().letters().is_empty(),
-        "not dead-lettered unrecorded"
+        w.queue().returned().is_empty(),
+        "not hurried to the dead-letter queue unrecorded"
     );
     assert_eq!(
         w.store().item("a").unwrap().claim,
@@ -518,24 +538,24 @@ async fn failing_to_record_a_failure_leaves_the_message_for_sqs() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn failing_to_dead_letter_leaves_the_message_for_sqs() {
+async fn failing_to_return_a_failed_message_leaves_it_to_its_visibility_timeout() {
     let w = worker(ScriptedOcr::new());
-    w.dead_letter_queue()
+    w.queue()
         .faults()
-        .fail_next(QueueOp::DeadLetter, ErrorClass::Transient, 1);
+        .fail_next(QueueOp::ReturnNow, ErrorClass::Transient, 1);
     let outcome = w
         .process_batch(
             vec![record("m1", "{not json".into(), 1)],
             deadline(&w, Duration::from_secs(60)),
         )
         .await;
-    match &outcome.results[0].1 {
-        Disposition::Retry { reason } => {
-            assert!(reason.contains("dead-lettering failed"), "{reason}")
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        shape(&outcome.results[0].1),
+        ("dead_lettered", Some(DeadLetterKind::Permanent))
+    );
+    // Still a batch item failure: SQS brings it back later, and moves it in the end.
     assert_eq!(outcome.failed_message_ids().collect::<Vec<_>>(), ["m1"]);
+    assert!(w.queue().returned().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -558,22 +578,33 @@ async fn bad_messages_are_dead_lettered_with_their_reason_without_a_call() {
     let outcome = w
         .process_batch(records, deadline(&w, Duration::from_secs(60)))
         .await;
-    for (id, d) in &outcome.results {
-        assert_eq!(
-            shape(d),
-            ("dead_lettered", Some(DeadLetterKind::Permanent)),
-            "{id}"
-        );
-    }
-    let letters = w.dead_letter_queue().letters();
-    assert_eq!(letters.len(), 6);
-    assert!(letters.iter().all(|l| !l.reason.is_empty()));
-    assert!(
-        letters[5].reason.contains("key limit"),
-        "{}",
-        letters[5].reason
-    );
+    let reasons: Vec<&str> = outcome
+        .results
+        .iter()
+        .map(|(id, d)| match d {
+            Disposition::DeadLettered {
+                kind: DeadLetterKind::Permanent,
+                reason,
+            } => reason.as_str(),
+            other => panic!("{id}: {other:?}"),
+        })
+        .collect();
+    assert!(reasons.iter().all(|r| !r.is_empty()));
+    assert!(reasons[5].contains("key limit"), "{}", reasons[5]);
+    assert_eq!(outcome.failed_message_ids().count(), 6);
+    assert_eq!(w.queue().returned().len(), 6, "all returned at once");
     assert_eq!(w.ocr().total_calls(OcrCall::Request), 0);
+    // A later receive fails the same way, at once.
+    let again = w
+        .process_batch(
+            vec![record("m1", "{nope".into(), 2)],
+            deadline(&w, Duration::from_secs(60)),
+        )
+        .await;
+    assert!(matches!(
+        again.results[0].1,
+        Disposition::FailingFast { .. }
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -581,7 +612,7 @@ async fn a_failed_status_read_retries_the_whole_batch_without_a_call() {
     let w = worker(ScriptedOcr::new());
     w.store()
         .faults()
-        .fail_next(StoreOp::Statuses, ErrorClass::Transient, 1);
+        .fail_next(StoreOp::States, ErrorClass::Transient, 1);
     let outcome = w
         .process_batch(
             vec![record("m1", body("a"), 1), record("m2", body("b"), 1)],
@@ -752,7 +783,85 @@ async fn a_whole_batch_of_varied_records_ends_with_one_disposition_each() {
             "skipped"
         ]
     );
-    assert_eq!(outcome.failed_message_ids().collect::<Vec<_>>(), ["m2"]);
+    assert_eq!(
+        outcome.failed_message_ids().collect::<Vec<_>>(),
+        ["m2", "m3"]
+    );
+    assert_eq!(w.queue().returned(), ["rh-m3"], "only the failure for good");
     let t = tally(&outcome);
     assert_eq!((t["done"], t["skipped"]), (1, 1));
+}
+
+/// A message failed for good fails fast on its later receives, without a call, until SQS
+/// moves it; a copy redriven from the dead-letter queue is tried for real, whether SQS keeps
+/// or renews its id and whether it keeps or resets its receive count.
+#[tokio::test(start_paused = true)]
+async fn a_failed_message_fails_fast_until_moved_and_a_redriven_copy_is_tried_again() {
+    let redriven = [
+        ("same id, count reset", "m1", 1),
+        ("same id, count kept", "m1", MAX_RECEIVES + 1),
+        ("new id, count reset", "m9", 1),
+        ("new id, count kept", "m9", MAX_RECEIVES + 2),
+    ];
+    for (case, message_id, receive) in redriven {
+        let ocr = ScriptedOcr::new();
+        ocr.script(OcrCall::Request, "a", [remote(ErrorClass::Permanent)]);
+        let w = worker(ocr);
+        assert!(matches!(
+            run_one(&w, "a", FIRST).await,
+            Disposition::DeadLettered { .. }
+        ));
+        for later in FIRST + 1..=MAX_RECEIVES {
+            match run_one(&w, "a", later).await {
+                Disposition::FailingFast { reason } => {
+                    assert!(reason.contains("cloudinary said no"), "{case}: {reason}")
+                }
+                other => panic!("{case}: receive {later}: {other:?}"),
+            }
+        }
+        assert_eq!(w.ocr().calls(OcrCall::Request, "a"), 1, "{case}");
+        assert_eq!(w.queue().returned().len(), MAX_RECEIVES as usize, "{case}");
+        // The redrive policy moves it; an operator redrives it once the cause is fixed.
+        let outcome = w
+            .process_batch(
+                vec![record(message_id, body("a"), receive)],
+                deadline(&w, Duration::from_secs(60)),
+            )
+            .await;
+        assert_eq!(
+            outcome.results[0].1,
+            Disposition::Stored(Status::Done),
+            "{case}"
+        );
+        assert_eq!(w.ocr().calls(OcrCall::Request, "a"), 2, "{case}");
+        let rec = w.store().item("a").and_then(|i| i.record).unwrap();
+        assert_eq!(
+            rec.dead_letter, None,
+            "{case}: the mark goes with the failure"
+        );
+    }
+}
+
+#[test]
+fn a_mark_holds_only_the_marked_message_between_its_failure_and_its_move() {
+    let mark = DeadLetterMark {
+        message_id: "m1".into(),
+        receive_count: 2,
+        kind: DeadLetterKind::Permanent,
+    };
+    let table = [
+        ("m1", 1, false),
+        ("m1", 2, false),
+        ("m1", 3, true),
+        ("m1", MAX_RECEIVES, true),
+        ("m1", MAX_RECEIVES + 1, false),
+        ("m2", 3, false),
+    ];
+    for (id, receive, holds) in table {
+        assert_eq!(
+            mark.holds(id, receive, MAX_RECEIVES),
+            holds,
+            "{id} on receive {receive}"
+        );
+    }
 }

@@ -133,6 +133,23 @@ impl Harness {
             .expect("receive dlq")
     }
 
+    /// Every message in the DLQ with its reason, as `ocr-ctl dead-letters` lists them: left
+    /// there, visible again.
+    pub async fn dead_letters(&self) -> Vec<ocr_ctl::dead_letters::DeadLetterRow> {
+        use ocr_ctl::dead_letters::{describe, peek, release};
+        let url = &self.stack.dead_letter_queue_url;
+        let messages = peek(&self.sqs, url, 10_000, 30)
+            .await
+            .expect("peek the DLQ");
+        let rows = describe(&self.ddb, &self.stack.names.results_table, &messages)
+            .await
+            .expect("describe the dead letters");
+        release(&self.sqs, url, &messages)
+            .await
+            .expect("release the DLQ");
+        rows
+    }
+
     /// Runs the event-source loop until the work queue is empty, every invocation on `worker`.
     pub async fn drain(
         &self,
@@ -172,14 +189,6 @@ pub fn n(item: &Item, name: &str) -> Option<u64> {
     item.get(name)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
-}
-
-pub fn attr(message: &Message, name: &str) -> Option<String> {
-    message
-        .message_attributes()
-        .and_then(|a| a.get(name))
-        .and_then(|v| v.string_value())
-        .map(str::to_string)
 }
 
 /// A settings profile with a short visibility timeout, so retries happen within a test.

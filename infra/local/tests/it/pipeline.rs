@@ -4,11 +4,10 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use crate::common::{Harness, asset, attr, fast_retry_settings, n, s};
+use crate::common::{Harness, asset, fast_retry_settings, n, s};
 use aws_lambda_events::event::sqs::SqsEvent;
 use cloudinary_emulator::generate;
 use local_stack::runner::{DrainEnd, sqs_event};
-use shared::queue::{ATTR_KIND, ATTR_REASON};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_asset_once_with_its_text_across_several_pages() {
@@ -137,33 +136,35 @@ async fn missing_asset_and_malformed_bodies_are_dead_lettered_with_reasons() {
     h.send(r#"{"v":1,"resource_type":"image"}"#).await;
     h.send_asset("kept").await;
     let worker = h.worker(&[]);
-    let (end, stats) = h.drain(&worker, 2, Duration::from_secs(60)).await;
+    let (end, _) = h.drain(&worker, 2, Duration::from_secs(60)).await;
     assert_eq!(end, DrainEnd::Empty);
     assert_eq!(
-        stats.failed.load(std::sync::atomic::Ordering::Relaxed),
-        0,
-        "permanent failures burn no retries"
+        h.emulator.ocr_requests("gone/asset?"),
+        1,
+        "a failure for good calls Cloudinary once; later receives fail fast"
     );
 
-    let dlq = h.dlq().await;
+    let dlq = h.dead_letters().await;
     assert_eq!(dlq.len(), 3);
-    let by_body = |needle: &str| {
+    for row in &dlq {
+        assert_eq!(
+            row.source_queue.as_deref(),
+            Some(h.stack.work_queue_arn.as_str()),
+            "moved by the redrive policy: {row:?}"
+        );
+    }
+    let reason = |needle: &str| {
         dlq.iter()
-            .find(|m| m.body().unwrap_or_default().contains(needle))
+            .find(|m| m.body.contains(needle))
             .unwrap_or_else(|| panic!("no DLQ message with {needle:?}"))
+            .reason
+            .clone()
     };
-    let gone = by_body("gone/asset?");
-    assert!(attr(gone, ATTR_REASON).unwrap().contains("404"), "{gone:?}");
-    assert_eq!(attr(gone, ATTR_KIND).as_deref(), Some("permanent"));
+    assert!(reason("gone/asset?").contains("404"), "{dlq:?}");
+    assert!(reason("{not json").contains("not valid JSON"), "{dlq:?}");
     assert!(
-        attr(by_body("{not json"), ATTR_REASON)
-            .unwrap()
-            .contains("not valid JSON")
-    );
-    assert!(
-        attr(by_body("resource_type"), ATTR_REASON)
-            .unwrap()
-            .contains("public_id")
+        reason(r#"{"v":1,"resource_type":"image"}"#).contains("public_id"),
+        "{dlq:?}"
     );
 
     let item = h
@@ -175,6 +176,7 @@ async fn missing_asset_and_malformed_bodies_are_dead_lettered_with_reasons() {
         s(&item, "error").unwrap().contains("Resource not found"),
         "{item:?}"
     );
+    assert_eq!(s(&item, "failureKind").as_deref(), Some("permanent"));
     assert_eq!(
         s(&h.item("kept").await.unwrap(), "status").as_deref(),
         Some("done")
@@ -196,11 +198,10 @@ async fn a_message_that_keeps_failing_reaches_the_dlq_with_its_reason() {
     let worker = h.worker(&[]);
     let (end, _) = h.drain(&worker, 2, Duration::from_secs(60)).await;
     assert_eq!(end, DrainEnd::Empty);
-    let dlq = h.dlq().await;
+    let dlq = h.dead_letters().await;
     assert_eq!(dlq.len(), 1);
-    assert!(dlq[0].body().unwrap().contains("flaky"));
-    assert_eq!(attr(&dlq[0], ATTR_KIND).as_deref(), Some("exhausted"));
-    let reason = attr(&dlq[0], ATTR_REASON).unwrap();
+    assert!(dlq[0].body.contains("flaky"));
+    let reason = &dlq[0].reason;
     assert!(
         reason.contains("gave up after 3 receives") && reason.contains("500"),
         "{reason}"
@@ -208,6 +209,7 @@ async fn a_message_that_keeps_failing_reaches_the_dlq_with_its_reason() {
     assert_eq!(h.emulator.ocr_requests("flaky"), 3, "one call per receive");
     let item = h.item("flaky").await.unwrap();
     assert_eq!(s(&item, "status").as_deref(), Some("failed"));
+    assert_eq!(s(&item, "failureKind").as_deref(), Some("exhausted"));
     assert_eq!(n(&item, "attempts"), Some(3));
 }
 
@@ -341,13 +343,9 @@ async fn oversize_key_and_oversize_text() {
     h.send_asset("big").await;
     let worker = h.worker(&[]);
     h.drain(&worker, 1, Duration::from_secs(60)).await;
-    let dlq = h.dlq().await;
+    let dlq = h.dead_letters().await;
     assert_eq!(dlq.len(), 1);
-    assert!(
-        attr(&dlq[0], ATTR_REASON)
-            .unwrap()
-            .contains("2048-byte key limit")
-    );
+    assert!(dlq[0].reason.contains("2048-byte key limit"), "{dlq:?}");
     assert_eq!(
         h.emulator.ocr_requests(&long_id),
         0,
@@ -399,17 +397,24 @@ async fn a_captured_sqs_event_is_handled() {
     let response = worker::handle(&worker, event, SystemTime::now() + Duration::from_secs(60))
         .await
         .unwrap();
-    assert!(
-        response.batch_item_failures.is_empty(),
-        "the malformed record is dead-lettered, not retried"
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        ["2e1424d4-f796-459a-8184-9c92662be6da"],
+        "the malformed record fails, for the redrive policy to move"
     );
     assert_eq!(
         s(&h.item("street signs/stop & go?").await.unwrap(), "text").as_deref(),
         Some("WAITING?\n")
     );
-    let dlq = h.dlq().await;
-    assert_eq!(dlq.len(), 1);
-    assert_eq!(dlq[0].body(), Some("{not json"));
+    assert!(
+        h.dlq().await.is_empty(),
+        "the worker never sends to the DLQ itself"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

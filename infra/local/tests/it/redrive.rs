@@ -222,3 +222,110 @@ async fn a_redriven_message_is_new_by_default_or_keeps_its_identity_when_asked()
         s.teardown().await.unwrap();
     }
 }
+
+/// The product's redrive, as an operator runs it: assets that failed for good (gone, and one
+/// that Cloudinary kept failing) reach the DLQ through the redrive policy, each with its reason
+/// on the item and no more Cloudinary calls than the first failure; once the cause is fixed, a
+/// redrive to the source queue (the console's default, here `ocr-ctl redrive --task`) or to the
+/// work queue as a custom destination brings every one back, and the worker finishes them,
+/// whether SQS renews or keeps each message's id and receive count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_dead_letter_is_redriven_and_done_both_ways_with_either_identity() {
+    use crate::common::{Harness, asset, fast_retry_settings, s};
+    let late = |i: usize| format!("late/{i} & co?");
+    for (to_source, keep) in [(true, false), (true, true), (false, false), (false, true)] {
+        let case = format!("to source: {to_source}, identity kept: {keep}");
+        let h = Harness::new(
+            vec![asset("flaky", Some("at last"))],
+            fast_retry_settings(3),
+            |c| {
+                c.forced_status.insert("flaky".into(), 500);
+            },
+        )
+        .await;
+        let endpoint = local_stack::aws::local_endpoint().unwrap();
+        reqwest::Client::new()
+            .post(format!(
+                "{endpoint}/_redrive?queue={}&keep_id={k}&keep_count={k}",
+                h.stack.work_queue_arn,
+                k = u8::from(keep)
+            ))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+        for i in 0..3 {
+            h.send_asset(&late(i)).await;
+        }
+        h.send_asset("flaky").await;
+        let worker = h.worker(&[]);
+        h.drain(&worker, 2, Duration::from_secs(60)).await;
+
+        let dlq = h.dead_letters().await;
+        assert_eq!(dlq.len(), 4, "{case}: {dlq:?}");
+        for row in &dlq {
+            assert_eq!(
+                row.source_queue.as_deref(),
+                Some(h.stack.work_queue_arn.as_str()),
+                "{case}: {row:?}"
+            );
+            assert!(
+                !row.reason.starts_with("no failure recorded"),
+                "{case}: {row:?}"
+            );
+        }
+        for i in 0..3 {
+            assert_eq!(
+                h.emulator.ocr_requests(&late(i)),
+                1,
+                "{case}: fails fast after"
+            );
+        }
+        assert_eq!(
+            h.emulator.ocr_requests("flaky"),
+            3,
+            "{case}: one call a receive"
+        );
+
+        // The cause is fixed; the operator redrives.
+        for i in 0..3 {
+            h.emulator.add_asset(asset(&late(i), Some("found")));
+        }
+        h.emulator.configure(|c| {
+            c.forced_status.remove("flaky");
+        });
+        if to_source {
+            let out = crate::ctl::ctl(&h, &["redrive", "--task"]).await.unwrap();
+            assert!(out.contains("4 of 4 messages moved"), "{case}: {out}");
+        } else {
+            let task = ocr_ctl::dead_letters::move_task(
+                &h.sqs,
+                &h.stack.dead_letter_queue_url,
+                Some(&h.stack.work_queue_url),
+                Duration::from_millis(100),
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                (task.status.as_str(), task.moved),
+                ("COMPLETED", 4),
+                "{case}"
+            );
+        }
+        h.drain(&worker, 2, Duration::from_secs(60)).await;
+        let (work, dlq) = h.depths().await.unwrap();
+        assert_eq!((work.total(), dlq.total()), (0, 0), "{case}");
+        for id in [late(0), late(1), late(2), "flaky".into()] {
+            let item = h.item(&id).await.unwrap();
+            assert_eq!(s(&item, "status").as_deref(), Some("done"), "{case}: {id}");
+            assert_eq!(item.get("failedMessageId"), None, "{case}: {id}");
+        }
+        assert_eq!(
+            h.emulator.ocr_requests("flaky"),
+            4,
+            "{case}: tried once more"
+        );
+        h.scenario.teardown().await.unwrap();
+    }
+}
