@@ -29,6 +29,10 @@ pub const LISTER_DEADLINE_MARGIN: Duration = Duration::from_secs(20);
 pub const PENDING_POLL_DELAY: Duration = Duration::from_secs(30);
 /// Read-backs of a pending OCR before it is given up as failed.
 pub const MAX_PENDING_POLLS: u32 = 20;
+/// A Cloudinary limit whose reset is further away than this is not the hourly quota.
+pub const LONG_LIMIT: Duration = Duration::from_secs(3600);
+/// Waits on a limit that does not reset within the hour before the asset is failed for good.
+pub const MAX_LIMIT_WAITS: u32 = 4;
 /// While the quota is spent, an invocation waits before returning, up to this long before
 /// its deadline.
 pub const HOLD_MARGIN: Duration = Duration::from_secs(5);

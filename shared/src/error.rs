@@ -24,6 +24,11 @@ pub trait Classified {
     fn retry_at(&self) -> Option<SystemTime> {
         None
     }
+    /// The service refused the credentials (a configuration fault: the secret is wrong or was
+    /// rotated), which operators are alarmed on and which makes a worker read the secret again.
+    fn credentials_refused(&self) -> bool {
+        false
+    }
 }
 
 /// A remote service's refusal or failure as the use cases see it: its class, when to try
@@ -35,6 +40,7 @@ pub struct RemoteError {
     pub class: ErrorClass,
     pub retry_at: Option<SystemTime>,
     pub reason: String,
+    pub credentials_refused: bool,
 }
 
 impl RemoteError {
@@ -43,6 +49,7 @@ impl RemoteError {
             class,
             retry_at: None,
             reason: reason.into(),
+            credentials_refused: false,
         }
     }
 
@@ -55,6 +62,7 @@ impl RemoteError {
             class: err.class(),
             retry_at: err.retry_at(),
             reason: error_chain(err),
+            credentials_refused: err.credentials_refused(),
         }
     }
 }
@@ -65,6 +73,9 @@ impl Classified for RemoteError {
     }
     fn retry_at(&self) -> Option<SystemTime> {
         self.retry_at
+    }
+    fn credentials_refused(&self) -> bool {
+        self.credentials_refused
     }
 }
 

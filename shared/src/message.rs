@@ -24,6 +24,13 @@ pub struct WorkMessage {
     /// Times this asset was deferred (rate limit, pending OCR, a concurrent claim).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub deferrals: u32,
+    /// Of those, the read-backs of a pending OCR (bounded apart from quota waits).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pending_polls: u32,
+    /// Of those, the waits on a Cloudinary limit that does not reset within the hour (an
+    /// add-on's monthly limit, say); bounded, so that such a limit ends in the DLQ.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub limit_waits: u32,
 }
 
 fn image() -> String {
@@ -66,6 +73,8 @@ impl WorkMessage {
             force: false,
             ocr_requested: false,
             deferrals: 0,
+            pending_polls: 0,
+            limit_waits: 0,
         }
     }
 

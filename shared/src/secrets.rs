@@ -1,4 +1,5 @@
-//! `CLOUDINARY_URL` from Secrets Manager, read once per cold start.
+//! `CLOUDINARY_URL` from Secrets Manager, read at cold start and again when Cloudinary
+//! refuses the credentials (a rotated secret).
 
 use aws_sdk_secretsmanager::Client;
 
@@ -19,12 +20,25 @@ pub enum SecretError {
 /// In AWS, `CLOUDINARY_SECRET_ARN` names the secret holding `CLOUDINARY_URL` (plain text, or
 /// JSON `{"CLOUDINARY_URL": "..."}`). Without it, `None`: the caller reads the environment.
 pub async fn cloudinary_url(sdk: &aws_config::SdkConfig) -> Result<Option<Secret>, SecretError> {
-    let Some(arn) = std::env::var("CLOUDINARY_SECRET_ARN")
+    match secret_arn() {
+        Some(arn) => read_cloudinary_url(sdk, &arn).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// `CLOUDINARY_SECRET_ARN`, when set.
+pub fn secret_arn() -> Option<String> {
+    std::env::var("CLOUDINARY_SECRET_ARN")
         .ok()
         .filter(|v| !v.is_empty())
-    else {
-        return Ok(None);
-    };
+}
+
+/// The `CLOUDINARY_URL` the secret `arn` holds now.
+pub async fn read_cloudinary_url(
+    sdk: &aws_config::SdkConfig,
+    arn: &str,
+) -> Result<Secret, SecretError> {
+    let arn = arn.to_string();
     let out = Client::new(sdk)
         .get_secret_value()
         .secret_id(&arn)
@@ -37,7 +51,7 @@ pub async fn cloudinary_url(sdk: &aws_config::SdkConfig) -> Result<Option<Secret
     let raw = out
         .secret_string()
         .ok_or_else(|| SecretError::Empty { arn: arn.clone() })?;
-    Ok(Some(Secret::new(unwrap_json(raw))))
+    Ok(Secret::new(unwrap_json(raw)))
 }
 
 fn unwrap_json(raw: &str) -> String {

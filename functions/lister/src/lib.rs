@@ -117,6 +117,13 @@ pub fn run_metrics(summary: &RunSummary) -> Vec<shared::telemetry::Metric> {
         Metric::count("AssetsListed", summary.listed),
         Metric::count("AssetsEnqueued", summary.enqueued),
         Metric::count("ListingPages", summary.pages),
+        // One for every run that ended well, whatever it stopped for: the alarm on a silent
+        // lister watches it.
+        Metric::count("ListerRunsCompleted", 1),
+        Metric::count(
+            "ListerPassesCompleted",
+            u64::from(summary.stop == shared::lister::StopReason::PassComplete),
+        ),
     ]
 }
 

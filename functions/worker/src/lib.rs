@@ -6,8 +6,11 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use shared::cloudinary::{ClientBuildError, CloudinaryClient};
 use shared::config::WorkerConfig;
 use shared::queue::{SqsQueue, WorkQueue};
+use shared::store::DeadLetterKind;
 use shared::store::{DynamoResultStore, ResultStore};
-use shared::worker::{BatchOutcome, InboundRecord, OcrService, Worker, WorkerSettings};
+use shared::worker::{
+    BatchOutcome, Disposition, InboundRecord, OcrService, Worker, WorkerSettings,
+};
 
 /// The worker wired to the real services.
 pub type SqsWorker = Worker<CloudinaryClient, DynamoResultStore, SqsQueue>;
@@ -118,6 +121,26 @@ pub fn batch_metrics(outcome: &BatchOutcome) -> Vec<shared::telemetry::Metric> {
         Metric::count("AssetsDeferred", n("deferred")),
         Metric::count("AssetsRetried", n("retry")),
         Metric::count("AssetsSkipped", n("skipped")),
+        Metric::count(
+            "CloudinaryCredentialsRefused",
+            outcome.credentials_refused as u64,
+        ),
+        Metric::count(
+            "RateLimitDeadLetters",
+            outcome
+                .results
+                .iter()
+                .filter(|(_, d)| {
+                    matches!(
+                        d,
+                        Disposition::DeadLettered {
+                            kind: DeadLetterKind::RateLimited,
+                            ..
+                        }
+                    )
+                })
+                .count() as u64,
+        ),
     ];
     let calls = &outcome.cloudinary_latency_ms;
     if !calls.is_empty() {
@@ -131,4 +154,120 @@ pub fn batch_metrics(outcome: &BatchOutcome) -> Vec<shared::telemetry::Metric> {
         metrics.push(Metric::count("CloudinaryQuotaRemaining", remaining));
     }
     metrics
+}
+
+/// The worker a warm instance runs, rebuilt when the Cloudinary secret has changed: after a
+/// batch on which Cloudinary refused the credentials, the secret is read again (at most once
+/// every `reread_after`), and a new value replaces the worker and its client. A rotated
+/// secret is so picked up without waiting for a cold start.
+pub struct LiveWorker {
+    config: WorkerConfig,
+    sdk: aws_config::SdkConfig,
+    secret_arn: Option<String>,
+    reread_after: std::time::Duration,
+    current: std::sync::RwLock<std::sync::Arc<SqsWorker>>,
+    last_read: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// What a refusal of the credentials led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretCheck {
+    /// No refusal in the batch, or the secret was read too recently.
+    NotNeeded,
+    /// The secret holds the value in use: an operator must fix it.
+    Unchanged,
+    /// A new value: the worker was rebuilt with it.
+    Replaced,
+    /// The secret could not be read or parsed; the worker keeps its value.
+    Failed(String),
+}
+
+impl LiveWorker {
+    pub fn new(
+        config: WorkerConfig,
+        sdk: aws_config::SdkConfig,
+        secret_arn: Option<String>,
+    ) -> Result<Self, ClientBuildError> {
+        let worker = build(&config, &sdk)?;
+        Ok(Self {
+            config,
+            sdk,
+            secret_arn,
+            reread_after: std::time::Duration::from_secs(60),
+            current: std::sync::RwLock::new(std::sync::Arc::new(worker)),
+            last_read: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Reads the secret again after every refusal, however recent the last read (tests).
+    pub fn reread_every_refusal(mut self) -> Self {
+        self.reread_after = std::time::Duration::ZERO;
+        self
+    }
+
+    pub fn current(&self) -> std::sync::Arc<SqsWorker> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Called after each batch.
+    pub async fn after_batch(&self, outcome: &BatchOutcome) -> SecretCheck {
+        let Some(arn) = self.secret_arn.as_deref() else {
+            return SecretCheck::NotNeeded;
+        };
+        if outcome.credentials_refused == 0 {
+            return SecretCheck::NotNeeded;
+        }
+        {
+            let mut last = self.last_read.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < self.reread_after) {
+                return SecretCheck::NotNeeded;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let check = self.reread(arn).await;
+        match &check {
+            SecretCheck::Replaced => {
+                tracing::warn!(
+                    "Cloudinary refused the credentials; the secret changed and is now in use"
+                )
+            }
+            SecretCheck::Unchanged => tracing::error!(
+                "Cloudinary refused the credentials and the secret holds the same value: fix the secret"
+            ),
+            SecretCheck::Failed(error) => {
+                tracing::error!(%error, "Cloudinary refused the credentials; reading the secret again failed")
+            }
+            SecretCheck::NotNeeded => {}
+        }
+        check
+    }
+
+    async fn reread(&self, arn: &str) -> SecretCheck {
+        let url = match shared::secrets::read_cloudinary_url(&self.sdk, arn).await {
+            Ok(url) => url,
+            Err(e) => return SecretCheck::Failed(shared::error::error_chain(&e)),
+        };
+        let credentials = match shared::cloudinary::CloudinaryCredentials::parse(&url) {
+            Ok(c) => c,
+            Err(e) => {
+                return SecretCheck::Failed(format!("the secret is not a CLOUDINARY_URL: {e}"));
+            }
+        };
+        if credentials == *self.current().ocr().credentials() {
+            return SecretCheck::Unchanged;
+        }
+        let mut config = self.config.clone();
+        config.cloudinary.credentials = credentials;
+        match build(&config, &self.sdk) {
+            Ok(worker) => {
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) =
+                    std::sync::Arc::new(worker);
+                SecretCheck::Replaced
+            }
+            Err(e) => SecretCheck::Failed(shared::error::error_chain(&e)),
+        }
+    }
 }

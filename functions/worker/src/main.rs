@@ -5,12 +5,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
-async fn init() -> Result<worker::SqsWorker, Error> {
+async fn init() -> Result<worker::LiveWorker, Error> {
     let sdk = aws_config::load_from_env().await;
     let cloudinary_url = shared::secrets::cloudinary_url(&sdk).await?;
     let config = shared::config::Env::process().worker(cloudinary_url)?;
     tracing::info!(ocr_method = %config.cloudinary.ocr_method, concurrency = config.concurrency, "worker ready");
-    Ok(worker::build(&config, &sdk)?)
+    Ok(worker::LiveWorker::new(
+        config,
+        sdk,
+        shared::secrets::secret_arn(),
+    )?)
 }
 
 #[tokio::main]
@@ -21,12 +25,13 @@ async fn main() -> Result<(), Error> {
     })?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let deadline = UNIX_EPOCH + Duration::from_millis(event.context.deadline);
-        let worker = &worker;
+        let live = &worker;
         async move {
             let deadline = deadline.max(SystemTime::now());
             let (response, outcome) =
-                worker::handle_with_outcome(worker, event.payload, deadline).await?;
+                worker::handle_with_outcome(&live.current(), event.payload, deadline).await?;
             shared::telemetry::emit_metrics("worker", &worker::batch_metrics(&outcome));
+            live.after_batch(&outcome).await;
             Ok::<_, Error>(response)
         }
     }))

@@ -102,6 +102,10 @@ impl Classified for CloudinaryError {
             _ => None,
         }
     }
+
+    fn credentials_refused(&self) -> bool {
+        matches!(self, Self::Status { status: 401, .. })
+    }
 }
 
 /// One asset as the Admin API and the Search API list it.
@@ -207,6 +211,11 @@ pub struct CloudinaryClient {
 }
 
 impl CloudinaryClient {
+    /// The credentials the client signs with.
+    pub fn credentials(&self) -> &CloudinaryCredentials {
+        &self.credentials
+    }
+
     pub fn new(config: &CloudinaryConfig) -> Result<Self, ClientBuildError> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)

@@ -58,6 +58,8 @@ pub enum DeadLetterKind {
     Permanent,
     /// A transient failure on the last receive the work queue allows: retries used up.
     Exhausted,
+    /// Cloudinary kept refusing under a limit that does not reset within the hour.
+    RateLimited,
 }
 
 impl DeadLetterKind {
@@ -65,6 +67,7 @@ impl DeadLetterKind {
         match self {
             Self::Permanent => "permanent",
             Self::Exhausted => "exhausted",
+            Self::RateLimited => "rate_limited",
         }
     }
 
@@ -72,6 +75,7 @@ impl DeadLetterKind {
         match s {
             "permanent" => Some(Self::Permanent),
             "exhausted" => Some(Self::Exhausted),
+            "rate_limited" => Some(Self::RateLimited),
             _ => None,
         }
     }

@@ -73,6 +73,10 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             .buffered(self.settings.concurrency.max(1))
             .collect()
             .await;
+        let credentials_refused = handled
+            .iter()
+            .filter(|(_, h)| h.credentials_refused)
+            .count();
         let cloudinary_latency_ms = handled
             .iter()
             .filter_map(|(_, h)| h.latency)
@@ -89,6 +93,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             results,
             cloudinary_latency_ms,
             quota_remaining: self.gate.remaining(),
+            credentials_refused,
         }
     }
 

@@ -14,6 +14,7 @@ use super::outcome::{Deferral, Disposition};
 use super::record::Held;
 use super::{InboundRecord, OcrService, Worker};
 use crate::clock::rfc3339;
+use crate::defaults;
 use crate::error::{Classified, ErrorClass, error_chain};
 use crate::message::WorkMessage;
 use crate::queue::{MAX_DELAY, WorkQueue};
@@ -85,13 +86,29 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         );
         match plan {
             FailurePlan::Defer => {
-                if let Some(held) = held {
-                    self.release(message, held, &failure.reason).await;
-                }
                 let until = failure
                     .retry_at
                     .unwrap_or_else(|| self.now() + DEFAULT_BACKOFF);
-                self.defer(message.clone(), until, "rate limited by Cloudinary")
+                let long = until > self.now() + defaults::LONG_LIMIT;
+                if long && message.limit_waits >= defaults::MAX_LIMIT_WAITS {
+                    let reason = format!(
+                        "Cloudinary's limit does not reset within the hour (next reset {}); still refused after {} waits: {}",
+                        rfc3339(until),
+                        message.limit_waits,
+                        failure.reason
+                    );
+                    return self
+                        .fail_for_good(record, held, message, DeadLetterKind::RateLimited, reason)
+                        .await;
+                }
+                if let Some(held) = held {
+                    self.release(message, held, &failure.reason).await;
+                }
+                let message = WorkMessage {
+                    limit_waits: message.limit_waits + u32::from(long),
+                    ..message.clone()
+                };
+                self.defer(message, until, "rate limited by Cloudinary")
             }
             FailurePlan::Retry => {
                 if let Some(held) = held {
@@ -107,7 +124,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                         "gave up after {} receives: {}",
                         record.receive_count, failure.reason
                     ),
-                    DeadLetterKind::Permanent => failure.reason,
+                    DeadLetterKind::Permanent | DeadLetterKind::RateLimited => failure.reason,
                 };
                 self.fail_for_good(record, held, message, kind, reason)
                     .await

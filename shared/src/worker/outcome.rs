@@ -83,11 +83,13 @@ impl Disposition {
     }
 }
 
-/// One record's disposition and the latency of the Cloudinary call it made, if any.
+/// One record's disposition, the latency of the Cloudinary call it made, if any, and whether
+/// Cloudinary refused the credentials.
 #[derive(Debug)]
 pub(super) struct Handled {
     pub disposition: Disposition,
     pub latency: Option<Duration>,
+    pub credentials_refused: bool,
 }
 
 impl From<Disposition> for Handled {
@@ -95,6 +97,7 @@ impl From<Disposition> for Handled {
         Self {
             disposition,
             latency: None,
+            credentials_refused: false,
         }
     }
 }
@@ -107,6 +110,8 @@ pub struct BatchOutcome {
     pub cloudinary_latency_ms: Vec<u64>,
     /// The Admin API quota left, as last reported (absent with the Upload API).
     pub quota_remaining: Option<u64>,
+    /// Calls on which Cloudinary refused the credentials.
+    pub credentials_refused: usize,
 }
 
 impl BatchOutcome {

@@ -8,6 +8,7 @@ use super::failure::Failure;
 use super::outcome::{Disposition, Handled};
 use super::{InboundRecord, OcrAnswer, OcrService, Worker};
 use crate::clock::{epoch_ms, from_epoch_ms, rfc3339};
+use crate::defaults;
 use crate::error::{ErrorClass, error_chain};
 use crate::message::WorkMessage;
 use crate::ocr::{OcrOutcome, OcrResult};
@@ -54,6 +55,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         let with_latency = |disposition| Handled {
             disposition,
             latency,
+            credentials_refused: false,
         };
         let result = self
             .interpret(record, &message, &held, answer.result)
@@ -83,6 +85,24 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 Err(until) => until,
             };
             let wait = until.duration_since(now).unwrap_or_default();
+            if wait > defaults::LONG_LIMIT {
+                // Not the hourly quota: waited on a bounded number of times, then asked once
+                // more, so that the failure carries Cloudinary's own words.
+                if message.limit_waits >= defaults::MAX_LIMIT_WAITS {
+                    return Ok(self.gate.probe());
+                }
+                let next = WorkMessage {
+                    limit_waits: message.limit_waits + 1,
+                    ..message.clone()
+                };
+                return Err(self
+                    .defer(
+                        next,
+                        until,
+                        "Cloudinary's limit does not reset within the hour",
+                    )
+                    .into());
+            }
             if wait <= SHORT_WAIT && wait + self.settings.deadline_margin < clock.until(deadline) {
                 tokio::time::sleep(wait.clamp(Duration::from_millis(5), Duration::from_millis(50)))
                     .await;
@@ -167,11 +187,18 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                     ErrorClass::Transient | ErrorClass::Permanent => {}
                 }
                 drop(permit);
-                tracing::info!(error = %e.reason, class = ?e.class, "cloudinary call failed");
-                Err(self
-                    .fail(record, Some(held), message, Failure::of(&e))
-                    .await
-                    .into())
+                if e.credentials_refused {
+                    tracing::error!(error = %e.reason, "cloudinary refused the credentials");
+                } else {
+                    tracing::info!(error = %e.reason, class = ?e.class, "cloudinary call failed");
+                }
+                Err(Handled {
+                    disposition: self
+                        .fail(record, Some(held), message, Failure::of(&e))
+                        .await,
+                    latency: None,
+                    credentials_refused: e.credentials_refused,
+                })
             }
         }
     }
@@ -187,8 +214,8 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     ) -> Result<OcrResult, Disposition> {
         match &result.outcome {
             OcrOutcome::Text { .. } | OcrOutcome::NoText => Ok(result),
-            OcrOutcome::Pending if message.deferrals >= self.settings.max_pending_polls => {
-                let reason = format!("OCR still pending after {} checks", message.deferrals);
+            OcrOutcome::Pending if message.pending_polls >= self.settings.max_pending_polls => {
+                let reason = format!("OCR still pending after {} checks", message.pending_polls);
                 Err(self
                     .fail(record, Some(held), message, Failure::permanent(reason))
                     .await)
@@ -197,6 +224,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 self.release(message, held, "OCR pending").await;
                 let next = WorkMessage {
                     ocr_requested: true,
+                    pending_polls: message.pending_polls.saturating_add(1),
                     ..message.clone()
                 };
                 Err(self.defer(
@@ -264,7 +292,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                                 ocr_requested: true,
                                 ..message
                             },
-                            self.now() + crate::defaults::RESULT_WRITE_RETRY,
+                            self.now() + defaults::RESULT_WRITE_RETRY,
                             "result write failed",
                         )
                     }

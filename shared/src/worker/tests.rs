@@ -322,6 +322,7 @@ async fn a_rate_limit_with_a_reset_time_waits_for_it_and_closes_the_gate() {
             class: ErrorClass::RateLimited,
             retry_at: Some(w0 + Duration::from_secs(120)),
             reason: "HTTP 420".into(),
+            credentials_refused: false,
         })],
     );
     let w = worker(ocr);
@@ -695,6 +696,7 @@ async fn a_pending_ocr_is_read_back_until_done_then_given_up() {
     let tired = WorkMessage {
         ocr_requested: true,
         deferrals: 3,
+        pending_polls: 3,
         ..WorkMessage::new("b", "image", "upload")
     };
     let outcome = w
@@ -863,5 +865,88 @@ fn a_mark_holds_only_the_marked_message_between_its_failure_and_its_move() {
             holds,
             "{id} on receive {receive}"
         );
+    }
+}
+
+/// Waiting on the hourly quota never counts toward the pending-OCR limit: a message deferred
+/// for the quota many times is still read back when its OCR is pending.
+#[tokio::test(start_paused = true)]
+async fn quota_waits_do_not_count_as_pending_polls() {
+    let ocr = ScriptedOcr::new();
+    ocr.script(OcrCall::Fetch, "a", [Scripted::Answer(OcrOutcome::Pending)]);
+    let w = worker(ocr);
+    let waited = WorkMessage {
+        ocr_requested: true,
+        deferrals: 50,
+        ..WorkMessage::new("a", "image", "upload")
+    };
+    let outcome = w
+        .process_batch(
+            vec![record("m1", waited.to_body(), 1)],
+            deadline(&w, Duration::from_secs(60)),
+        )
+        .await;
+    match &outcome.results[0].1 {
+        Disposition::Deferred(d) => {
+            assert_eq!((d.message.deferrals, d.message.pending_polls), (51, 1))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A limit that resets within the hour is waited out however often it comes; one that does
+/// not (an add-on's monthly limit) is waited on a bounded number of times, then the asset
+/// fails for good with Cloudinary's message.
+#[tokio::test(start_paused = true)]
+async fn a_limit_that_does_not_reset_within_the_hour_ends_in_the_dlq_after_bounded_waits() {
+    let refusal = |after: Duration| {
+        Scripted::Fail(RemoteError {
+            class: ErrorClass::RateLimited,
+            retry_at: Some(settings().clock.now() + after),
+            reason: "HTTP 420: Monthly limit reached".into(),
+            credentials_refused: false,
+        })
+    };
+    for (reset_in, dead_lettered) in [
+        (Duration::from_secs(1800), false),
+        (Duration::from_secs(30 * 24 * 3600), true),
+    ] {
+        let ocr = ScriptedOcr::new();
+        ocr.script(OcrCall::Request, "a", (0..10).map(|_| refusal(reset_in)));
+        let w = worker(ocr);
+        let mut body = body("a");
+        let mut last = Disposition::Skipped;
+        for _ in 0..=crate::defaults::MAX_LIMIT_WAITS {
+            tokio::time::advance(Duration::from_secs(3600)).await;
+            let outcome = w
+                .process_batch(
+                    vec![record("m1", body.clone(), 1)],
+                    deadline(&w, Duration::from_secs(60)),
+                )
+                .await;
+            last = outcome.results[0].1.clone();
+            match &last {
+                Disposition::Deferred(d) => {
+                    assert!(d.delay <= crate::queue::MAX_DELAY);
+                    body = d.message.to_body();
+                }
+                _ => break,
+            }
+        }
+        let case = format!("reset in {reset_in:?}");
+        match (&last, dead_lettered) {
+            (Disposition::DeadLettered { kind, reason }, true) => {
+                assert_eq!(*kind, DeadLetterKind::RateLimited, "{case}");
+                assert!(reason.contains("Monthly limit reached"), "{case}: {reason}");
+                assert!(reason.contains("does not reset within the hour"), "{case}");
+                let rec = w.store().item("a").and_then(|i| i.record).unwrap();
+                assert_eq!(rec.error.as_deref(), Some(reason.as_str()), "{case}");
+                // The first refusal and one probe before giving up; the waits between were
+                // spent at the instance's closed gate, without a call.
+                assert_eq!(w.ocr().calls(OcrCall::Request, "a"), 2, "{case}");
+            }
+            (Disposition::Deferred(_), false) => {}
+            (other, _) => panic!("{case}: {other:?}"),
+        }
     }
 }

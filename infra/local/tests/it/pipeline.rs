@@ -547,3 +547,84 @@ async fn two_concurrent_deliveries_of_one_asset_pay_for_one_ocr() {
         Some("once")
     );
 }
+
+/// A rotated secret reaches a warm worker: Cloudinary refuses the old credentials, the worker
+/// reads the secret again, sees the same value (nothing to do but alarm) and, once an operator
+/// has put the new value, rebuilds itself with it and finishes the asset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotated_secret_is_picked_up_after_cloudinary_refuses_the_old_one() {
+    use shared::secret::Secret;
+    use worker::{LiveWorker, SecretCheck};
+    let h = Harness::new(
+        vec![asset("rotated", Some("new key works"))],
+        crate::common::stack_settings(),
+        |_| {},
+    )
+    .await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&h.sdk);
+    let stale = "cloudinary://old-key:old-secret@testcloud";
+    let arn = secrets
+        .create_secret()
+        .name(format!("{}-cloudinary", h.stack.names.results_table))
+        .secret_string(stale)
+        .send()
+        .await
+        .expect("create the secret on moto")
+        .arn
+        .unwrap();
+    let config = h
+        .env()
+        .worker(Some(Secret::new(stale)))
+        .expect("worker config");
+    let live = LiveWorker::new(config, h.sdk.clone(), Some(arn.clone()))
+        .unwrap()
+        .reread_every_refusal();
+
+    h.send_asset("rotated").await;
+    let deadline = || SystemTime::now() + Duration::from_secs(60);
+    let first = receive_exactly(&h, 1).await;
+    let event = sqs_event(&first, &h.stack.work_queue_arn);
+    let (response, outcome) = worker::handle_with_outcome(&live.current(), event, deadline())
+        .await
+        .unwrap();
+    assert_eq!(outcome.credentials_refused, 1);
+    assert_eq!(
+        response.batch_item_failures.len(),
+        1,
+        "retried, not failed for good"
+    );
+    let metrics = worker::batch_metrics(&outcome);
+    let refused = metrics
+        .iter()
+        .find(|m| m.name == "CloudinaryCredentialsRefused")
+        .unwrap();
+    assert_eq!(refused.value, 1.0);
+    assert_eq!(live.after_batch(&outcome).await, SecretCheck::Unchanged);
+
+    secrets
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(h.emulator.cloudinary_url())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.after_batch(&outcome).await, SecretCheck::Replaced);
+    // The retry, without waiting out the visibility timeout.
+    h.sqs
+        .change_message_visibility()
+        .queue_url(&h.stack.work_queue_url)
+        .receipt_handle(first[0].receipt_handle().unwrap())
+        .visibility_timeout(0)
+        .send()
+        .await
+        .unwrap();
+    let event = sqs_event(&receive_exactly(&h, 1).await, &h.stack.work_queue_arn);
+    let (response, outcome) = worker::handle_with_outcome(&live.current(), event, deadline())
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty(), "{outcome:?}");
+    assert_eq!(
+        s(&h.item("rotated").await.unwrap(), "text").as_deref(),
+        Some("new key works")
+    );
+}
