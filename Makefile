@@ -9,10 +9,10 @@ MOTO := infra/scripts/moto.sh
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help demo test bench chaos lint unit setup tools template-lint build deploy release-bootstraps emulator moto-start moto-stop clean
+.PHONY: help demo test bench chaos lint unit setup tools template-lint build deploy sync logs release-bootstraps emulator moto-start moto-stop clean
 TOOLS_PATH := $(CURDIR)/.venv-tools/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
-STACK ?= cloudinary-ocr
+ENV ?= default
 
 help:
 	@echo "make demo    - run the whole pipeline end to end on local servers (moto + Cloudinary emulator)"
@@ -20,7 +20,9 @@ help:
 	@echo "make chaos   - 10,000 assets under injected faults, with checks (CHAOS_ARGS='--assets N')"
 	@echo "make bench   - benchmarks against the blog-style baseline; writes BENCHMARKS.md (BENCH_ARGS='--help')"
 	@echo "make build   - build both functions for arm64 with sam build (cargo-lambda, zig)"
-	@echo "make deploy  - sam deploy (--guided the first time on this machine)"
+	@echo "make deploy  - sam deploy with samconfig.toml's settings (ENV=default or ENV=prod)"
+	@echo "make sync    - sam sync a development stack (ENV=default)"
+	@echo "make logs    - follow the functions' logs (ENV=..., NAME=WorkerFunction)"
 	@echo "make setup   - create the virtualenv with the pinned moto (done by demo/test on first use)"
 	@echo "make emulator - serve the Cloudinary emulator alone (ARGS='--generate 1000')"
 
@@ -45,6 +47,8 @@ tools:
 template-lint: tools
 	PATH=$(TOOLS_PATH) cfn-lint template.yaml
 	PATH=$(TOOLS_PATH) sam validate --lint --region us-east-1
+	PATH=$(TOOLS_PATH) sam validate --config-env prod --region us-east-1
+	.venv-tools/bin/python infra/scripts/check_samconfig.py
 
 # The release bootstraps for the host, run by the Runtime API test.
 release-bootstraps:
@@ -60,12 +64,18 @@ build: tools
 	PATH=$(TOOLS_PATH) sam build --beta-features
 	.venv-tools/bin/python infra/scripts/artefacts.py
 
+# ENV names a samconfig.toml environment (default, prod); every value a deploy needs is there.
 deploy: build
-	@if [ -f .local/deployed-$(STACK) ]; then \
-	  PATH=$(TOOLS_PATH) sam deploy --stack-name $(STACK); \
-	else \
-	  PATH=$(TOOLS_PATH) sam deploy --guided --stack-name $(STACK) && mkdir -p .local && touch .local/deployed-$(STACK); \
-	fi
+	PATH=$(TOOLS_PATH) sam deploy --config-env $(ENV)
+
+# A development stack kept in step with the code; answers SAM's one-time question whether the
+# stack is a development one (sync bypasses CloudFormation for code changes).
+sync: tools
+	yes | PATH=$(TOOLS_PATH) sam sync --config-env $(ENV)
+
+# The functions' logs, followed (`sam logs`); NAME=WorkerFunction or ListerFunction for one.
+logs: tools
+	PATH=$(TOOLS_PATH) sam logs --config-env $(ENV) $(if $(NAME),--name $(NAME),)
 
 emulator:
 	$(CARGO) run -p cloudinary-emulator -- $(ARGS)

@@ -136,11 +136,17 @@ mod tests {
     fn rescan_flag_from_manual_and_scheduled_events() {
         assert!(full_rescan_requested(&json!({"full_rescan": true})));
         let scheduled: Value =
-            serde_json::from_str(include_str!("../tests/fixtures/scheduled_event.json")).unwrap();
+            serde_json::from_str(include_str!("../../../events/lister-schedule.json")).unwrap();
         assert!(!full_rescan_requested(&scheduled));
         let mut with_detail = scheduled.clone();
         with_detail["detail"] = json!({"full_rescan": true});
         assert!(full_rescan_requested(&with_detail));
         assert!(!full_rescan_requested(&json!({})));
+        let sample: Value =
+            serde_json::from_str(include_str!("../../../events/lister-full-rescan.json")).unwrap();
+        assert!(
+            full_rescan_requested(&sample),
+            "events/lister-full-rescan.json"
+        );
     }
 }

@@ -9,7 +9,7 @@ use shared::queue::{SqsQueue, WorkQueue};
 use shared::store::DeadLetterKind;
 use shared::store::{DynamoResultStore, ResultStore};
 use shared::worker::{
-    BatchOutcome, Disposition, InboundRecord, OcrService, Worker, WorkerSettings,
+    BatchOutcome, DeferCause, Disposition, InboundRecord, OcrService, Worker, WorkerSettings,
 };
 
 /// The worker wired to the real services.
@@ -108,15 +108,26 @@ where
         .map(|(r, _)| r)
 }
 
-/// CloudWatch metrics of one batch (the Lambda binary writes them as Embedded Metric Format).
+/// CloudWatch metrics of one batch (the Lambda binary writes them as Embedded Metric Format):
+/// assets by what became of them, failures for good by kind, deferrals by cause, credential
+/// refusals, Cloudinary's latency and the quota left.
 pub fn batch_metrics(outcome: &BatchOutcome) -> Vec<shared::telemetry::Metric> {
     use shared::telemetry::Metric;
     let tally = shared::worker::tally(outcome);
     let n = |k: &str| tally.get(k).copied().unwrap_or(0) as u64;
+    let count = |keep: &dyn Fn(&Disposition) -> bool| {
+        outcome.results.iter().filter(|(_, d)| keep(d)).count() as u64
+    };
+    let failed = |kind: DeadLetterKind| {
+        count(&|d| matches!(d, Disposition::DeadLettered { kind: k, .. } if *k == kind))
+    };
     let mut metrics = vec![
         Metric::count("AssetsOcrd", n("done")),
         Metric::count("AssetsNoText", n("no_text")),
         Metric::count("AssetsFailed", n("dead_lettered")),
+        Metric::count("FailedPermanent", failed(DeadLetterKind::Permanent)),
+        Metric::count("FailedExhausted", failed(DeadLetterKind::Exhausted)),
+        Metric::count("RateLimitDeadLetters", failed(DeadLetterKind::RateLimited)),
         Metric::count("FailingFast", n("failing_fast")),
         Metric::count("AssetsDeferred", n("deferred")),
         Metric::count("AssetsRetried", n("retry")),
@@ -125,23 +136,11 @@ pub fn batch_metrics(outcome: &BatchOutcome) -> Vec<shared::telemetry::Metric> {
             "CloudinaryCredentialsRefused",
             outcome.credentials_refused as u64,
         ),
-        Metric::count(
-            "RateLimitDeadLetters",
-            outcome
-                .results
-                .iter()
-                .filter(|(_, d)| {
-                    matches!(
-                        d,
-                        Disposition::DeadLettered {
-                            kind: DeadLetterKind::RateLimited,
-                            ..
-                        }
-                    )
-                })
-                .count() as u64,
-        ),
     ];
+    for cause in DeferCause::ALL {
+        let deferred = count(&|d| matches!(d, Disposition::Deferred(x) if x.cause == cause));
+        metrics.push(Metric::count(cause.metric(), deferred));
+    }
     let calls = &outcome.cloudinary_latency_ms;
     if !calls.is_empty() {
         metrics.push(Metric {

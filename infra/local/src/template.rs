@@ -53,8 +53,12 @@ impl Template {
         Some(v)
     }
 
-    /// A literal number or a `!Ref` to a numeric parameter.
+    /// A literal number or a `!Ref` to a numeric parameter; for `!If [condition, value,
+    /// !Ref AWS::NoValue]` (a setting a deployer may leave out), the value when it is set.
     pub fn number(&self, v: &Value) -> Option<Setting> {
+        if let Some(branches) = tag_value(v, "!If").and_then(Value::as_sequence) {
+            return self.number(branches.get(1)?);
+        }
         let as_f64 = |v: &Value| {
             v.as_f64()
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
@@ -115,7 +119,16 @@ impl Template {
                 )?
                 .default as u32,
             worker_concurrency: self
-                .setting("WorkerFunction", &["ReservedConcurrentExecutions"])?
+                .setting(
+                    "WorkerFunction",
+                    &[
+                        "Events",
+                        "Work",
+                        "Properties",
+                        "ScalingConfig",
+                        "MaximumConcurrency",
+                    ],
+                )?
                 .default as usize,
             dlq_retention: secs(self.setting("DeadLetterQueue", &["MessageRetentionPeriod"])?),
         })

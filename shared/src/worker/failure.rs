@@ -10,7 +10,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::outcome::{Deferral, Disposition};
+use super::outcome::{DeferCause, Deferral, Disposition};
 use super::record::Held;
 use super::{InboundRecord, OcrService, Worker};
 use crate::clock::rfc3339;
@@ -108,7 +108,12 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                     limit_waits: message.limit_waits + u32::from(long),
                     ..message.clone()
                 };
-                self.defer(message, until, "rate limited by Cloudinary")
+                let cause = if long {
+                    DeferCause::Limit
+                } else {
+                    DeferCause::Quota
+                };
+                self.defer(message, until, cause)
             }
             FailurePlan::Retry => {
                 if let Some(held) = held {
@@ -189,7 +194,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         &self,
         message: WorkMessage,
         until: SystemTime,
-        reason: &str,
+        cause: DeferCause,
     ) -> Disposition {
         let delay = until
             .duration_since(self.now())
@@ -202,7 +207,8 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         Disposition::Deferred(Deferral {
             message,
             delay,
-            reason: format!("{reason}; back in {}s", delay.as_secs()),
+            cause,
+            reason: format!("{}; back in {}s", cause.describe(), delay.as_secs()),
         })
     }
 }

@@ -29,7 +29,7 @@ use crate::store::ResultStore;
 
 pub use batch::parse_body;
 pub use failure::{FailurePlan, plan_failure};
-pub use outcome::{BatchOutcome, Deferral, Disposition, tally};
+pub use outcome::{BatchOutcome, DeferCause, Deferral, Disposition, tally};
 
 /// What an OCR service answered about one asset, in the domain's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,55 @@ use crate::store::{DeadLetterKind, Status};
 pub struct Deferral {
     pub message: WorkMessage,
     pub delay: Duration,
+    pub cause: DeferCause,
     pub reason: String,
+}
+
+/// Why a message waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeferCause {
+    /// Cloudinary's hourly quota is spent (refused, or this instance's share used up).
+    Quota,
+    /// A Cloudinary limit that does not reset within the hour.
+    Limit,
+    /// The OCR is still running: read back later.
+    Pending,
+    /// Another invocation holds the asset.
+    Claimed,
+    /// The paid result could not be written: read back and written later.
+    WriteRetry,
+}
+
+impl DeferCause {
+    pub const ALL: [Self; 5] = [
+        Self::Quota,
+        Self::Limit,
+        Self::Pending,
+        Self::Claimed,
+        Self::WriteRetry,
+    ];
+
+    /// What the log line says.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Quota => "Cloudinary's quota is spent until its reset",
+            Self::Limit => "Cloudinary's limit does not reset within the hour",
+            Self::Pending => "OCR pending",
+            Self::Claimed => "another invocation is processing this asset",
+            Self::WriteRetry => "result write failed",
+        }
+    }
+
+    /// The metric that counts it.
+    pub fn metric(self) -> &'static str {
+        match self {
+            Self::Quota => "DeferredQuota",
+            Self::Limit => "DeferredLimit",
+            Self::Pending => "DeferredPending",
+            Self::Claimed => "DeferredClaimed",
+            Self::WriteRetry => "DeferredWriteRetry",
+        }
+    }
 }
 
 /// What became of one message. `Stored`, `Skipped` and `Deferred` delete it from the work

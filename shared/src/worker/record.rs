@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::failure::Failure;
-use super::outcome::{Disposition, Handled};
+use super::outcome::{DeferCause, Disposition, Handled};
 use super::{InboundRecord, OcrAnswer, OcrService, Worker};
 use crate::clock::{epoch_ms, from_epoch_ms, rfc3339};
 use crate::defaults;
@@ -95,26 +95,14 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                     limit_waits: message.limit_waits + 1,
                     ..message.clone()
                 };
-                return Err(self
-                    .defer(
-                        next,
-                        until,
-                        "Cloudinary's limit does not reset within the hour",
-                    )
-                    .into());
+                return Err(self.defer(next, until, DeferCause::Limit).into());
             }
             if wait <= SHORT_WAIT && wait + self.settings.deadline_margin < clock.until(deadline) {
                 tokio::time::sleep(wait.clamp(Duration::from_millis(5), Duration::from_millis(50)))
                     .await;
                 continue;
             }
-            return Err(self
-                .defer(
-                    message.clone(),
-                    until,
-                    "Cloudinary quota exhausted until its reset",
-                )
-                .into());
+            return Err(self.defer(message.clone(), until, DeferCause::Quota).into());
         }
     }
 
@@ -140,11 +128,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             Ok(ClaimOutcome::Claimed { attempts }) => Ok(Held { token, attempts }),
             Ok(ClaimOutcome::AlreadyComplete(_)) => Err(Disposition::Skipped.into()),
             Ok(ClaimOutcome::HeldUntil(ms)) => Err(self
-                .defer(
-                    message.clone(),
-                    from_epoch_ms(ms),
-                    "another invocation is processing this asset",
-                )
+                .defer(message.clone(), from_epoch_ms(ms), DeferCause::Claimed)
                 .into()),
             Err(e) => Err(self
                 .fail(record, None, message, Failure::of(&e))
@@ -230,7 +214,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 Err(self.defer(
                     next,
                     self.now() + self.settings.pending_poll_delay,
-                    "OCR pending",
+                    DeferCause::Pending,
                 ))
             }
             OcrOutcome::Failed { status } => {
@@ -293,7 +277,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                                 ..message
                             },
                             self.now() + defaults::RESULT_WRITE_RETRY,
-                            "result write failed",
+                            DeferCause::WriteRetry,
                         )
                     }
                 }

@@ -12,3 +12,4 @@ mod pipeline;
 mod redrive;
 mod runtime_api;
 mod template;
+mod transformed;

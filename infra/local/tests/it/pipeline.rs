@@ -392,7 +392,8 @@ async fn a_captured_sqs_event_is_handled() {
         |_| {},
     )
     .await;
-    let event: SqsEvent = serde_json::from_str(include_str!("../fixtures/sqs_event.json")).unwrap();
+    let event: SqsEvent =
+        serde_json::from_str(include_str!("../../../../events/worker-sqs.json")).unwrap();
     let worker = h.worker(&[]);
     let response = worker::handle(&worker, event, SystemTime::now() + Duration::from_secs(60))
         .await

@@ -65,8 +65,9 @@ fn command(name: &str, build: Build) -> tokio::process::Command {
 
 /// Serves one event to the binary and returns its answer, start-up time and output.
 async fn invoke(binary: &str, build: Build, env: &[(String, String)], event: String) -> Invocation {
+    // The level Lambda hands a function whose LoggingConfig sets ApplicationLogLevel.
     let mut env = env.to_vec();
-    env.push(("RUST_LOG".into(), "debug".into()));
+    env.push(("AWS_LAMBDA_LOG_LEVEL".into(), "DEBUG".into()));
     invoke_bootstrap(
         command(binary, build),
         binary,
@@ -120,28 +121,49 @@ async fn worker_answers(build: Build) {
         |_| {},
     )
     .await;
-    let event = include_str!("../fixtures/sqs_event.json").to_string();
+    let event = include_str!("../../../../events/worker-sqs.json").to_string();
     let run = invoke("worker", build, &function_env(&h), event).await;
     let body = answered(&run);
     let response: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         response["batchItemFailures"],
-        serde_json::json!([]),
-        "{body}"
+        serde_json::json!([{"itemIdentifier": "2e1424d4-f796-459a-8184-9c92662be6da"}]),
+        "the malformed record fails, for the redrive policy to move: {body}"
     );
     let item = h
         .item("street signs/stop & go?")
         .await
         .expect("stored by the binary");
     assert_eq!(s(&item, "text").as_deref(), Some("WAITING?\n"));
-    assert_eq!(
-        h.dlq().await.len(),
-        1,
-        "the malformed record was dead-lettered"
-    );
     assert!(
-        run.output.contains("\"message_id\""),
+        h.dlq().await.is_empty(),
+        "the worker never sends to the DLQ"
+    );
+    let record_lines: Vec<serde_json::Value> = run
+        .output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l.to_string().contains("\"message_id\""))
+        .collect();
+    assert!(
+        record_lines.len() >= 2,
         "JSON logs carry the message id: {}",
+        run.output
+    );
+    for line in &record_lines {
+        let spans = line["spans"].to_string();
+        assert!(
+            spans.contains("\"requestId\":\"req-1\""),
+            "every record's line names the invocation: {line}"
+        );
+        assert!(
+            line["level"].is_string(),
+            "a level for Lambda's filter: {line}"
+        );
+    }
+    assert!(
+        run.output.contains("\"level\":\"DEBUG\""),
+        "Lambda's log level (DEBUG) is honoured: {}",
         run.output
     );
     assert_secret_absent(&h, &run.output);
@@ -170,8 +192,7 @@ async fn lister_answers(build: Build) {
         |_| {},
     )
     .await;
-    let event = include_str!("../../../../functions/lister/tests/fixtures/scheduled_event.json")
-        .to_string();
+    let event = include_str!("../../../../events/lister-schedule.json").to_string();
     let run = invoke("lister", build, &function_env(&h), event).await;
     let body = answered(&run);
     let summary: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -74,10 +74,7 @@ pub(crate) async fn cold_start(ctx: &Ctx, args: &Args, report: &mut Report) -> a
                     let ids: Vec<String> = assets.iter().skip(i * 10).take(10).cloned().collect();
                     worker_event(ctx, &stack, &ids).await?
                 } else {
-                    include_str!(
-                        "../../../../../functions/lister/tests/fixtures/scheduled_event.json"
-                    )
-                    .to_string()
+                    include_str!("../../../../../events/lister-schedule.json").to_string()
                 };
                 let mut env = function_env(&stack, &emu);
                 env.insert("AWS_ENDPOINT_URL", ctx.endpoint.clone());
