@@ -14,13 +14,15 @@ pub const MAX_RECEIVE_COUNT: u32 = 5;
 pub const PAGE_SIZE: u32 = 500;
 /// Cloudinary's largest page.
 pub const MAX_PAGE_SIZE: u32 = 500;
-/// How long one Cloudinary call may take.
-pub const CLOUDINARY_TIMEOUT: Duration = Duration::from_secs(20);
-/// The worker function's timeout (`WorkerTimeout` in the template).
-pub const WORKER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one Cloudinary call may take: as long as Cloudinary's own SDKs wait, so that an OCR
+/// that takes a while is answered rather than given up on (it is billed either way).
+pub const CLOUDINARY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The worker function's timeout (`WorkerTimeout` in the template): a record started with the
+/// Cloudinary timeout and the slack left still ends, with a read-back after a timeout.
+pub const WORKER_TIMEOUT: Duration = Duration::from_secs(150);
 /// The work queue's visibility timeout: six times the worker's timeout, as AWS advises for
 /// SQS event sources.
-pub const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(6 * 60);
+pub const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(6 * 150);
 /// A worker record is not started with less than the Cloudinary timeout plus this left.
 pub const WORKER_DEADLINE_SLACK: Duration = Duration::from_secs(5);
 /// No listing page is started with less time than this left.

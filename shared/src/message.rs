@@ -18,6 +18,10 @@ pub struct WorkMessage {
     /// OCR again even if the asset is already done.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
+    /// When a forced re-OCR was asked for (ms since the epoch): a result written since then
+    /// is that re-OCR, so a second delivery of the message pays nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced_at: Option<u64>,
     /// OCR was already requested and reported pending: read the result back, do not pay again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ocr_requested: bool,
@@ -71,6 +75,7 @@ impl WorkMessage {
             resource_type: resource_type.into(),
             delivery_type: delivery_type.into(),
             force: false,
+            forced_at: None,
             ocr_requested: false,
             deferrals: 0,
             pending_polls: 0,

@@ -17,6 +17,9 @@ pub enum OcrOutcome {
     Pending,
     /// Cloudinary reports the OCR itself failed.
     Failed { status: String },
+    /// A read-back found no OCR on the asset: it was never asked for (an earlier attempt died
+    /// before its request reached Cloudinary).
+    NotRequested,
 }
 
 /// The asset fields kept beside the text.

@@ -227,11 +227,14 @@ pub async fn run(
             } else {
                 bail!("name the assets: PUBLIC_ID..., --prefix P or --status S");
             };
+            let asked = shared::clock::epoch_ms(std::time::SystemTime::now());
             let messages: Vec<WorkMessage> = ids
                 .iter()
                 .map(|id| {
                     let mut m = WorkMessage::new(id, "image", "upload");
                     m.force = true;
+                    // A second delivery finds the re-OCR's result newer than this, and skips.
+                    m.forced_at = Some(asked);
                     m
                 })
                 .collect();

@@ -24,9 +24,13 @@ pub struct EmulatorConfig {
     pub latency: Duration,
     /// Share of OCR calls answered HTTP 500.
     pub error_rate: f64,
-    /// Share of OCR calls that hang for `hang` before answering 500 (a client timeout).
+    /// Share of OCR calls that run (and bill) the OCR, then take `hang` to answer: longer
+    /// than the client waits, so the client times out on an OCR it has paid for.
     pub timeout_rate: f64,
     pub hang: Duration,
+    /// Share of OCR calls that run (and bill) the OCR, then drop the connection before the
+    /// answer's body.
+    pub drop_rate: f64,
     /// Share of OCR calls answered `pending`; the result is complete on the next read.
     pub pending_rate: f64,
     /// Admin API calls allowed per window (the hourly quota, scaled as wanted).
@@ -57,6 +61,7 @@ impl EmulatorConfig {
             error_rate: 0.0,
             timeout_rate: 0.0,
             hang: Duration::from_secs(30),
+            drop_rate: 0.0,
             pending_rate: 0.0,
             admin_limit: 100_000,
             admin_window: Duration::from_secs(3600),

@@ -27,9 +27,12 @@ struct Args {
     /// Share of OCR calls answered HTTP 500 (0..1).
     #[arg(long, default_value_t = 0.0)]
     error_rate: f64,
-    /// Share of OCR calls that hang past the client's timeout (0..1).
+    /// Share of OCR calls that run (billed), then hang past the client's timeout (0..1).
     #[arg(long, default_value_t = 0.0)]
     timeout_rate: f64,
+    /// Share of OCR calls that run (billed), then drop the connection (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    drop_rate: f64,
     /// Admin API calls allowed per window.
     #[arg(long, default_value_t = 100_000)]
     admin_limit: u64,
@@ -59,10 +62,16 @@ async fn main() -> anyhow::Result<()> {
         (0.0..=1.0).contains(&args.timeout_rate),
         "--timeout-rate must be within 0..1"
     );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.drop_rate)
+            && args.error_rate + args.timeout_rate + args.drop_rate <= 1.0,
+        "--drop-rate must be within 0..1, and the three rates together at most 1"
+    );
     let mut config = EmulatorConfig::new(&args.cloud_name);
     config.latency = Duration::from_millis(args.latency_ms);
     config.error_rate = args.error_rate;
     config.timeout_rate = args.timeout_rate;
+    config.drop_rate = args.drop_rate;
     config.admin_limit = args.admin_limit;
     config.admin_window = Duration::from_secs(args.admin_window_secs);
     let count = assets.len();

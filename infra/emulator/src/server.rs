@@ -470,35 +470,60 @@ async fn ocr(state: &State, cfg: &EmulatorConfig, public_id: &str) -> Reply {
         state.lock().stats.injected_errors += 1;
         return error(status, "Injected failure");
     }
-    let (fail, hang, pending) = {
+    let (fail, hang, drop, pending) = {
         let mut rng = state.rng.lock().unwrap_or_else(|e| e.into_inner());
         let roll: f64 = rng.random();
+        let hang_from = cfg.error_rate;
+        let drop_from = hang_from + cfg.timeout_rate;
         (
-            roll < cfg.error_rate,
-            roll >= cfg.error_rate && roll < cfg.error_rate + cfg.timeout_rate,
+            roll < hang_from,
+            roll >= hang_from && roll < drop_from,
+            roll >= drop_from && roll < drop_from + cfg.drop_rate,
             rng.random::<f64>() < cfg.pending_rate,
         )
     };
-    if fail || hang {
+    if fail {
         state.lock().stats.injected_errors += 1;
-        if hang {
-            tokio::time::sleep(cfg.hang).await;
-        }
         return error(500, "General Error");
     }
-    let mut inner = state.lock();
-    let Some(&i) = inner.index.get(public_id) else {
-        return error(404, &format!("Resource not found - {public_id}"));
+    // As Cloudinary does, the OCR runs (and is billed) when the request arrives, whatever
+    // then becomes of the answer.
+    let answer = {
+        let mut inner = state.lock();
+        let Some(&i) = inner.index.get(public_id) else {
+            return error(404, &format!("Resource not found - {public_id}"));
+        };
+        inner.stats.ocr_billed += 1;
+        *inner.ocr_billed.entry(public_id.to_string()).or_default() += 1;
+        inner.ocr_done.insert(public_id.to_string());
+        let status = if pending { "pending" } else { "complete" };
+        resource_json(&inner.assets[i], &cfg.cloud_name, Some(status))
     };
-    inner.stats.ocr_billed += 1;
-    *inner.ocr_billed.entry(public_id.to_string()).or_default() += 1;
-    inner.ocr_done.insert(public_id.to_string());
-    let status = if pending { "pending" } else { "complete" };
-    ok(resource_json(
-        &inner.assets[i],
-        &cfg.cloud_name,
-        Some(status),
-    ))
+    if hang {
+        state.lock().stats.injected_errors += 1;
+        tokio::time::sleep(cfg.hang).await;
+    }
+    if drop {
+        state.lock().stats.injected_errors += 1;
+        return dropped();
+    }
+    ok(answer)
+}
+
+/// An answer whose connection breaks before its body: the status line and headers go out,
+/// then the body fails, and the server closes the connection.
+fn dropped() -> Reply {
+    let body = futures::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection dropped",
+        ))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(body))
+        .expect("a valid response")
 }
 
 #[cfg(test)]

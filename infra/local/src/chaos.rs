@@ -20,7 +20,10 @@ pub struct ChaosOptions {
     pub assets: usize,
     pub invocations: usize,
     pub error_rate: f64,
+    /// OCR calls that run (billed), then answer after the client has timed out.
     pub timeout_rate: f64,
+    /// OCR calls that run (billed), then drop the connection.
+    pub drop_rate: f64,
     pub latency: Duration,
     /// Admin API calls per quota window (OCR goes through the Admin API update here, so the
     /// quota binds). Every few seconds another user of the account takes most of a window's
@@ -38,6 +41,7 @@ impl Default for ChaosOptions {
             invocations: 6,
             error_rate: 0.05,
             timeout_rate: 0.01,
+            drop_rate: 0.01,
             latency: Duration::from_millis(20),
             quota_limit: 180,
             quota_window: Duration::from_secs(3),
@@ -95,10 +99,16 @@ impl ChaosReport {
                 &self.not_terminal[..self.not_terminal.len().min(3)]
             ));
         }
-        if self.billed_per_asset() > 1.01 {
+        if self.billed_per_asset() > 1.001 {
             p.push(format!(
-                "{:.4} OCR calls per asset (allowed: 1.01)",
+                "{:.4} paid OCRs per asset (allowed: 1.001)",
                 self.billed_per_asset()
+            ));
+        }
+        if self.max_billed_per_asset > 1 {
+            p.push(format!(
+                "an asset was paid for {} times (allowed: once)",
+                self.max_billed_per_asset
             ));
         }
         if self.dlq_reasons.len() != self.expected_dlq {
@@ -167,7 +177,7 @@ impl ChaosReport {
             self.max_billed_per_asset
         );
         println!(
-            "  injected              {} errors/timeouts, {} HTTP 420 answers, {} of {} invocations killed",
+            "  injected              {} faults (HTTP 500s; timeouts and dropped connections after the OCR was billed), {} HTTP 420 answers, {} of {} invocations killed",
             self.injected_errors,
             self.rate_limited_answers,
             self.killed_invocations,
@@ -336,6 +346,7 @@ fn emulator_config(options: &ChaosOptions) -> EmulatorConfig {
     config.latency = options.latency;
     config.error_rate = options.error_rate;
     config.timeout_rate = options.timeout_rate;
+    config.drop_rate = options.drop_rate;
     config.hang = Duration::from_millis(2500);
     config.admin_limit = options.quota_limit;
     config.admin_window = options.quota_window;

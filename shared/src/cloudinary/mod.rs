@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::error::{Classified, ErrorClass, RemoteError};
 use crate::lister::{AssetPage, AssetSource, ListedAsset, Listing};
 use crate::message::WorkMessage;
-use crate::ocr::parse_resource;
+use crate::ocr::{OcrOutcome, OcrResult, parse_resource};
 use crate::rate_gate::Quota;
 use crate::secret::Secret;
 use crate::worker::{OcrAnswer, OcrService};
@@ -421,6 +421,17 @@ impl OcrService for CloudinaryClient {
             .get_resource(&m.public_id, &m.resource_type, &m.delivery_type)
             .await
             .map_err(|e| RemoteError::from_classified(&e))?;
+        if answer.value.pointer("/info/ocr/adv_ocr").is_none() {
+            // Read back, no OCR on the asset: it was never asked for.
+            return Ok(OcrAnswer {
+                result: OcrResult {
+                    outcome: OcrOutcome::NotRequested,
+                    asset: crate::ocr::AssetFields::deserialize(&answer.value).unwrap_or_default(),
+                },
+                quota: answer.quota,
+                latency: answer.latency,
+            });
+        }
         ocr_answer(answer)
     }
 }

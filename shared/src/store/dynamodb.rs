@@ -153,7 +153,7 @@ impl ResultStore for DynamoResultStore {
                 let request = KeysAndAttributes::builder()
                     .set_keys(Some(std::mem::take(&mut keys)))
                     .projection_expression(
-                        "publicId, #s, #e, failedMessageId, failedReceive, failureKind",
+                        "publicId, #s, #e, ocrAt, failedMessageId, failedReceive, failureKind",
                     )
                     .expression_attribute_names("#s", "status")
                     .expression_attribute_names("#e", "error")
@@ -179,6 +179,9 @@ impl ResultStore for DynamoResultStore {
                     ) {
                         let state = ItemState {
                             status,
+                            ocr_at_ms: attr_str(&item, "ocrAt")
+                                .and_then(crate::clock::parse_rfc3339)
+                                .map(crate::clock::epoch_ms),
                             dead_letter: dead_letter_mark(&item),
                             error: attr_str(&item, "error").map(str::to_string),
                         };
@@ -221,7 +224,7 @@ impl ResultStore for DynamoResultStore {
             .table_name(&self.table)
             .key("publicId", Self::key(claim.public_id))
             .update_expression(
-                "SET claimToken = :token, claimExpiresAt = :exp, resourceType = :rt, deliveryType = :dt ADD attempts :one",
+                "SET claimToken = :token, claimExpiresAt = :exp, ocrRequestedAt = :now, resourceType = :rt, deliveryType = :dt ADD attempts :one",
             )
             .condition_expression(condition)
             .expression_attribute_values(":token", AttributeValue::S(claim.token.to_string()))
@@ -230,7 +233,7 @@ impl ResultStore for DynamoResultStore {
             .expression_attribute_values(":rt", AttributeValue::S(claim.resource_type.to_string()))
             .expression_attribute_values(":dt", AttributeValue::S(claim.delivery_type.to_string()))
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .return_values(ReturnValue::UpdatedNew);
+            .return_values(ReturnValue::AllOld);
         if !claim.force {
             req = req
                 .expression_attribute_names("#s", "status")
@@ -241,13 +244,11 @@ impl ResultStore for DynamoResultStore {
         }
         match req.send().await {
             Ok(out) => {
-                let attempts = out
-                    .attributes
-                    .as_ref()
-                    .and_then(|a| attr_u64(a, "attempts"))
-                    .unwrap_or(1);
+                let old = out.attributes.unwrap_or_default();
+                let attempts = attr_u64(&old, "attempts").unwrap_or(0) + 1;
                 Ok(ClaimOutcome::Claimed {
                     attempts: attempts as u32,
+                    requested_before: attr_u64(&old, "ocrRequestedAt"),
                 })
             }
             Err(err) => {

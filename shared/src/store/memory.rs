@@ -34,6 +34,8 @@ pub struct MemoryItem {
     pub attempts: u32,
     /// The error noted by the last release.
     pub error: Option<String>,
+    /// When the latest claim was taken, until a result replaces the item (ms since the epoch).
+    pub ocr_requested_at: Option<u64>,
 }
 
 impl MemoryItem {
@@ -82,6 +84,7 @@ impl MemoryResultStore {
                 claim: None,
                 attempts,
                 error: None,
+                ocr_requested_at: None,
             },
         );
     }
@@ -138,6 +141,8 @@ impl ResultStore for MemoryResultStore {
                 let record = item.record.as_ref()?;
                 let state = ItemState {
                     status: record.status,
+                    ocr_at_ms: crate::clock::parse_rfc3339(&record.ocr_at)
+                        .map(crate::clock::epoch_ms),
                     dead_letter: record.dead_letter.clone(),
                     error: item.error.clone().or_else(|| record.error.clone()),
                 };
@@ -158,8 +163,10 @@ impl ResultStore for MemoryResultStore {
         if free && open {
             item.claim = Some((claim.token.to_string(), claim.expires_at_ms));
             item.attempts += 1;
+            let requested_before = item.ocr_requested_at.replace(claim.now_ms);
             return Ok(ClaimOutcome::Claimed {
                 attempts: item.attempts,
+                requested_before,
             });
         }
         if !claim.force
@@ -188,6 +195,7 @@ impl ResultStore for MemoryResultStore {
             claim: None,
             attempts: record.attempts,
             error: record.error.clone(),
+            ocr_requested_at: None,
         };
         Ok(true)
     }

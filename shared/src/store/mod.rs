@@ -108,6 +108,8 @@ impl DeadLetterMark {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemState {
     pub status: Status,
+    /// When the result was written (ms since the epoch).
+    pub ocr_at_ms: Option<u64>,
     /// Set while the asset's failing message is on its way to the dead-letter queue.
     pub dead_letter: Option<DeadLetterMark>,
     pub error: Option<String>,
@@ -226,8 +228,13 @@ pub struct Claim<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
-    /// Ours until the expiry; `attempts` counts this one.
-    Claimed { attempts: u32 },
+    /// Ours until the expiry; `attempts` counts this one. `requested_before` is when an
+    /// earlier claim was taken (ms since the epoch) whose attempt never wrote a result: it may
+    /// have asked Cloudinary for OCR, and been billed, before it timed out or died.
+    Claimed {
+        attempts: u32,
+        requested_before: Option<u64>,
+    },
     /// Already complete (and no re-OCR forced).
     AlreadyComplete(Status),
     /// Another invocation holds it until this time (ms since the epoch).

@@ -26,6 +26,17 @@ fn parse(record: &InboundRecord) -> Parsed {
     }
 }
 
+/// Whether a message asks for an OCR of an asset that already has a result: only a forced
+/// re-OCR whose result has not been written since it was asked for (a second delivery of it
+/// finds the re-OCR's result, and pays nothing).
+fn needs_ocr(message: &WorkMessage, state: &ItemState) -> bool {
+    match (message.force, message.forced_at, state.ocr_at_ms) {
+        (false, _, _) => false,
+        (true, Some(asked), Some(written)) => written < asked,
+        (true, _, _) => true,
+    }
+}
+
 /// A message body as the worker reads it: a message to work on, or why it can never be one.
 pub fn parse_body(body: &str) -> Result<WorkMessage, String> {
     match WorkMessage::parse(body) {
@@ -148,13 +159,14 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             .into();
         };
         match states.get(&message.public_id) {
-            Some(state) if state.status.is_complete() && !message.force => {
+            Some(state) if state.status.is_complete() && !needs_ocr(&message, state) => {
                 Disposition::Skipped.into()
             }
             Some(ItemState {
                 status: Status::Failed,
                 dead_letter: Some(mark),
                 error,
+                ..
             }) if mark.holds(
                 &record.message_id,
                 record.receive_count,

@@ -1,7 +1,9 @@
 //! An in-memory twin of the OCR service: scripted answers and faults, and a count of what it
-//! was asked (and so paid) for. It speaks the port's domain types, never Cloudinary's JSON.
+//! was asked and billed for. It speaks the port's domain types, never Cloudinary's JSON. As
+//! Cloudinary does, it bills an OCR request that reaches it, and a read-back of an asset whose
+//! OCR was never requested finds none.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -25,7 +27,11 @@ pub enum OcrCall {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scripted {
     Answer(OcrOutcome),
+    /// Refused before any OCR ran (not billed).
     Fail(RemoteError),
+    /// The OCR ran and was billed, but the caller saw this error (a timeout, a dropped
+    /// connection).
+    BilledThenFail(RemoteError),
 }
 
 /// The OCR service in memory. Unscripted assets answer with the text `text of {public_id}`.
@@ -33,6 +39,9 @@ pub enum Scripted {
 pub struct ScriptedOcr {
     scripts: Mutex<HashMap<(OcrCall, String), VecDeque<Scripted>>>,
     calls: Mutex<HashMap<(OcrCall, String), u32>>,
+    billed: Mutex<HashMap<String, u32>>,
+    /// Assets with an OCR on them (requested, billed).
+    ocr_on: Mutex<HashSet<String>>,
     faults: FaultPlan<OcrCall>,
     quota: Mutex<Option<Quota>>,
     latency: Duration,
@@ -84,6 +93,16 @@ impl ScriptedOcr {
             .unwrap_or(0)
     }
 
+    /// OCRs billed for `public_id`.
+    pub fn billed(&self, public_id: &str) -> u32 {
+        self.billed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(public_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Calls of `call` over all assets.
     pub fn total_calls(&self, call: OcrCall) -> u32 {
         self.calls
@@ -113,13 +132,46 @@ impl ScriptedOcr {
             .unwrap_or_else(|e| e.into_inner())
             .get_mut(&key)
             .and_then(VecDeque::pop_front);
-        let outcome = match scripted {
-            Some(Scripted::Fail(e)) => return Err(e),
-            Some(Scripted::Answer(outcome)) => outcome,
-            None => OcrOutcome::Text {
-                text: format!("text of {}", message.public_id),
-                locale: Some("en".into()),
-            },
+        let billed = |this: &Self| {
+            *this
+                .billed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(message.public_id.clone())
+                .or_default() += 1;
+            this.ocr_on
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(message.public_id.clone());
+        };
+        let outcome = match (scripted, call) {
+            (Some(Scripted::Fail(e)), _) => return Err(e),
+            (Some(Scripted::BilledThenFail(e)), OcrCall::Request) => {
+                billed(self);
+                return Err(e);
+            }
+            (Some(Scripted::BilledThenFail(e)), OcrCall::Fetch) => return Err(e),
+            (Some(Scripted::Answer(outcome)), OcrCall::Request) => {
+                billed(self);
+                outcome
+            }
+            (Some(Scripted::Answer(outcome)), OcrCall::Fetch) => outcome,
+            (None, OcrCall::Request) => {
+                billed(self);
+                default_text(message)
+            }
+            (None, OcrCall::Fetch) => {
+                let on = self
+                    .ocr_on
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&message.public_id);
+                if on {
+                    default_text(message)
+                } else {
+                    OcrOutcome::NotRequested
+                }
+            }
         };
         Ok(OcrAnswer {
             result: OcrResult {
@@ -132,6 +184,13 @@ impl ScriptedOcr {
             quota: *self.quota.lock().unwrap_or_else(|e| e.into_inner()),
             latency: self.latency,
         })
+    }
+}
+
+fn default_text(message: &WorkMessage) -> OcrOutcome {
+    OcrOutcome::Text {
+        text: format!("text of {}", message.public_id),
+        locale: Some("en".into()),
     }
 }
 

@@ -29,15 +29,18 @@ pub enum DeferCause {
     Claimed,
     /// The paid result could not be written: read back and written later.
     WriteRetry,
+    /// Not started: too little of the invocation was left to finish it.
+    Unstarted,
 }
 
 impl DeferCause {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Quota,
         Self::Limit,
         Self::Pending,
         Self::Claimed,
         Self::WriteRetry,
+        Self::Unstarted,
     ];
 
     /// What the log line says.
@@ -48,6 +51,7 @@ impl DeferCause {
             Self::Pending => "OCR pending",
             Self::Claimed => "another invocation is processing this asset",
             Self::WriteRetry => "result write failed",
+            Self::Unstarted => "not started: the invocation's deadline is near",
         }
     }
 
@@ -59,6 +63,7 @@ impl DeferCause {
             Self::Pending => "DeferredPending",
             Self::Claimed => "DeferredClaimed",
             Self::WriteRetry => "DeferredWriteRetry",
+            Self::Unstarted => "DeferredUnstarted",
         }
     }
 }

@@ -24,6 +24,9 @@ const SHORT_WAIT: Duration = Duration::from_secs(1);
 pub(super) struct Held {
     pub token: String,
     pub attempts: u32,
+    /// An earlier attempt claimed the asset and wrote no result: it may have been billed for
+    /// an OCR before it timed out or died.
+    pub requested_before: Option<u64>,
 }
 
 /// A step's result: what the next step needs, or the record's end.
@@ -73,37 +76,55 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     async fn admit(&self, message: &WorkMessage, deadline: SystemTime) -> Step<Permit<'_>> {
         let clock = self.settings.clock;
         if clock.until(deadline) < self.settings.deadline_margin {
-            return Err(Disposition::Retry {
-                reason: "not started: the invocation's deadline is near".into(),
-            }
-            .into());
+            // Sent again rather than failed: a receive spent here would walk a healthy message
+            // toward the dead-letter queue.
+            return Err(self
+                .defer(message.clone(), clock.now(), DeferCause::Unstarted)
+                .into());
         }
         loop {
             let now = clock.now();
-            let until = match self.gate.admit(now) {
+            let until = match self.permit(message, now) {
                 Ok(permit) => return Ok(permit),
                 Err(until) => until,
             };
             let wait = until.duration_since(now).unwrap_or_default();
-            if wait > defaults::LONG_LIMIT {
-                // Not the hourly quota: waited on a bounded number of times, then asked once
-                // more, so that the failure carries Cloudinary's own words.
-                if message.limit_waits >= defaults::MAX_LIMIT_WAITS {
-                    return Ok(self.gate.probe());
-                }
-                let next = WorkMessage {
-                    limit_waits: message.limit_waits + 1,
-                    ..message.clone()
-                };
-                return Err(self.defer(next, until, DeferCause::Limit).into());
-            }
             if wait <= SHORT_WAIT && wait + self.settings.deadline_margin < clock.until(deadline) {
                 tokio::time::sleep(wait.clamp(Duration::from_millis(5), Duration::from_millis(50)))
                     .await;
                 continue;
             }
-            return Err(self.defer(message.clone(), until, DeferCause::Quota).into());
+            return Err(self.wait_for_gate(message, until).into());
         }
+    }
+
+    /// A permit for one call, or when the gate opens. Behind a limit that does not reset
+    /// within the hour the message is waited on a bounded number of times, then let through
+    /// once more, so that its failure carries Cloudinary's own words.
+    fn permit(&self, message: &WorkMessage, now: SystemTime) -> Result<Permit<'_>, SystemTime> {
+        match self.gate.admit(now) {
+            Ok(permit) => Ok(permit),
+            Err(until)
+                if until > now + defaults::LONG_LIMIT
+                    && message.limit_waits >= defaults::MAX_LIMIT_WAITS =>
+            {
+                Ok(self.gate.probe())
+            }
+            Err(until) => Err(until),
+        }
+    }
+
+    /// The deferral until the gate opens at `until`: the hourly quota's reset, or a longer
+    /// limit's, which counts toward the bound on such waits.
+    fn wait_for_gate(&self, message: &WorkMessage, until: SystemTime) -> Disposition {
+        if until > self.now() + defaults::LONG_LIMIT {
+            let next = WorkMessage {
+                limit_waits: message.limit_waits + 1,
+                ..message.clone()
+            };
+            return self.defer(next, until, DeferCause::Limit);
+        }
+        self.defer(message.clone(), until, DeferCause::Quota)
     }
 
     /// Owns the asset for this invocation, so that a concurrent delivery of it pays nothing.
@@ -125,7 +146,14 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             force: message.force,
         };
         match self.store.claim(&claim).await {
-            Ok(ClaimOutcome::Claimed { attempts }) => Ok(Held { token, attempts }),
+            Ok(ClaimOutcome::Claimed {
+                attempts,
+                requested_before,
+            }) => Ok(Held {
+                token,
+                attempts,
+                requested_before,
+            }),
             Ok(ClaimOutcome::AlreadyComplete(_)) => Err(Disposition::Skipped.into()),
             Ok(ClaimOutcome::HeldUntil(ms)) => Err(self
                 .defer(message.clone(), from_epoch_ms(ms), DeferCause::Claimed)
@@ -137,9 +165,11 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         }
     }
 
-    /// Asks Cloudinary: a paid OCR request, or a free read-back when OCR was already requested.
-    /// The permit is given back only once the gate knows what the answer said: in between,
-    /// another record would be admitted against the old remaining figure.
+    /// Asks Cloudinary, paying at most once: an OCR is requested only when no earlier attempt
+    /// may have requested it. A pending OCR, and an asset an earlier attempt left without a
+    /// result (a timeout, a dropped connection, a killed invocation: Cloudinary bills the OCR
+    /// when the request arrives), is read back first, free; only a read-back that finds no OCR
+    /// at all leads to the request. A forced re-OCR always requests.
     async fn call(
         &self,
         record: &InboundRecord,
@@ -147,7 +177,36 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         held: &Held,
         permit: Permit<'_>,
     ) -> Step<OcrAnswer> {
-        let answer = if message.ocr_requested {
+        let read_back =
+            message.ocr_requested || (!message.force && held.requested_before.is_some());
+        let answer = self.ask(record, message, held, permit, read_back).await?;
+        if !read_back || answer.result.outcome != OcrOutcome::NotRequested {
+            return Ok(answer);
+        }
+        tracing::info!("no OCR on the asset after an unfinished attempt: requesting it");
+        let permit = match self.permit(message, self.now()) {
+            Ok(permit) => permit,
+            Err(until) => {
+                self.release(message, held, "quota spent before the OCR request")
+                    .await;
+                return Err(self.wait_for_gate(message, until).into());
+            }
+        };
+        self.ask(record, message, held, permit, false).await
+    }
+
+    /// One call: the OCR request (paid) or the read-back (free). The permit is given back only
+    /// once the gate knows what the answer said: in between, another record would be admitted
+    /// against the old remaining figure.
+    async fn ask(
+        &self,
+        record: &InboundRecord,
+        message: &WorkMessage,
+        held: &Held,
+        permit: Permit<'_>,
+        read_back: bool,
+    ) -> Step<OcrAnswer> {
+        let answer = if read_back {
             self.ocr.fetch_result(message).await
         } else {
             self.ocr.request_ocr(message).await
@@ -219,6 +278,13 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             }
             OcrOutcome::Failed { status } => {
                 let reason = format!("Cloudinary reports OCR status {status:?}");
+                Err(self
+                    .fail(record, Some(held), message, Failure::permanent(reason))
+                    .await)
+            }
+            // Only a read-back says so, and `call` requests the OCR then.
+            OcrOutcome::NotRequested => {
+                let reason = "Cloudinary's answer has no OCR result".to_string();
                 Err(self
                     .fail(record, Some(held), message, Failure::permanent(reason))
                     .await)

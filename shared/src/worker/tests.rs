@@ -359,9 +359,14 @@ async fn records_are_not_started_inside_the_deadline_margin() {
             .process_batch(vec![record("m1", body("a"), 1)], deadline(&w, left))
             .await;
         match &outcome.results[0].1 {
-            Disposition::Retry { reason } => assert!(reason.contains("deadline"), "{reason}"),
+            Disposition::Deferred(d) => {
+                assert_eq!(d.cause, DeferCause::Unstarted);
+                assert_eq!(d.delay, Duration::from_secs(1), "sent again at once");
+                assert!(d.reason.contains("deadline"), "{}", d.reason);
+            }
             other => panic!("{left:?} left: {other:?}"),
         }
+        assert_eq!(outcome.failed_message_ids().count(), 0, "no receive spent");
     }
     assert_eq!(w.ocr().total_calls(OcrCall::Request), 0);
     assert!(w.store().is_empty(), "not even claimed");
@@ -629,7 +634,9 @@ async fn deferrals_that_cannot_be_sent_become_retries() {
     let ocr = ScriptedOcr::new();
     for id in ["a", "b", "c"] {
         let pending = Scripted::Answer(OcrOutcome::Pending);
-        ocr.script(OcrCall::Request, id, [pending.clone(), pending]);
+        ocr.script(OcrCall::Request, id, [pending.clone()]);
+        // The second batch reads the pending OCR back: never paid for twice.
+        ocr.script(OcrCall::Fetch, id, [pending]);
     }
     let w = worker(ocr);
     // One entry of the batch call fails: only that message is retried.
@@ -949,4 +956,112 @@ async fn a_limit_that_does_not_reset_within_the_hour_ends_in_the_dlq_after_bound
             (other, _) => panic!("{case}: {other:?}"),
         }
     }
+}
+
+fn timeout() -> RemoteError {
+    RemoteError::new(ErrorClass::Transient, "operation timed out")
+}
+
+/// Cloudinary bills an OCR when the request arrives: a call that timed out may well have run
+/// it. The next attempt reads the asset back (free) and stores what it finds.
+#[tokio::test(start_paused = true)]
+async fn a_timeout_after_billing_is_read_back_never_paid_again() {
+    let ocr = ScriptedOcr::new();
+    ocr.script(OcrCall::Request, "a", [Scripted::BilledThenFail(timeout())]);
+    let w = worker(ocr);
+    assert!(matches!(
+        run_one(&w, "a", 1).await,
+        Disposition::Retry { .. }
+    ));
+    assert_eq!(run_one(&w, "a", 2).await, Disposition::Stored(Status::Done));
+    assert_eq!(w.ocr().billed("a"), 1, "paid once");
+    assert_eq!(
+        (
+            w.ocr().calls(OcrCall::Request, "a"),
+            w.ocr().calls(OcrCall::Fetch, "a")
+        ),
+        (1, 1)
+    );
+}
+
+/// An attempt that died before its request reached Cloudinary (refused at the door, killed
+/// between its claim and its call) left no OCR: the read-back finds none, and the OCR is
+/// requested then, once.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_that_never_reached_cloudinary_is_followed_by_one_request() {
+    let ocr = ScriptedOcr::new();
+    ocr.script(OcrCall::Request, "a", [Scripted::Fail(timeout())]);
+    let w = worker(ocr);
+    assert!(matches!(
+        run_one(&w, "a", 1).await,
+        Disposition::Retry { .. }
+    ));
+    assert_eq!(run_one(&w, "a", 2).await, Disposition::Stored(Status::Done));
+    assert_eq!(w.ocr().billed("a"), 1);
+    assert_eq!(
+        (
+            w.ocr().calls(OcrCall::Request, "a"),
+            w.ocr().calls(OcrCall::Fetch, "a")
+        ),
+        (2, 1),
+        "the read-back found no OCR, then one request"
+    );
+}
+
+/// A second message for an asset whose OCR is pending (the lister listed it again) reads the
+/// result back instead of paying for another OCR.
+#[tokio::test(start_paused = true)]
+async fn a_duplicate_arriving_while_the_ocr_is_pending_pays_nothing() {
+    let ocr = ScriptedOcr::new();
+    ocr.script(
+        OcrCall::Request,
+        "a",
+        [Scripted::Answer(OcrOutcome::Pending)],
+    );
+    ocr.script(OcrCall::Fetch, "a", [Scripted::Answer(text("late"))]);
+    let w = worker(ocr);
+    assert!(matches!(
+        run_one(&w, "a", 1).await,
+        Disposition::Deferred(_)
+    ));
+    // Not the deferred copy: a fresh message, as a new listing pass would send.
+    assert_eq!(run_one(&w, "a", 1).await, Disposition::Stored(Status::Done));
+    assert_eq!(w.ocr().billed("a"), 1);
+}
+
+/// A forced re-OCR is paid for once however often its message is delivered: a result written
+/// after it was asked for is its result.
+#[tokio::test(start_paused = true)]
+async fn a_forced_reocr_delivered_twice_pays_once() {
+    let w = worker(ScriptedOcr::new());
+    let old = ResultRecord::from_outcome(
+        "a",
+        "image",
+        "upload",
+        text("old"),
+        Default::default(),
+        1,
+        crate::clock::rfc3339(from_epoch_ms(ORIGIN_MS - 86_400_000)),
+    );
+    w.store().insert(old);
+    let forced = WorkMessage {
+        force: true,
+        forced_at: Some(ORIGIN_MS - 1000),
+        ..WorkMessage::new("a", "image", "upload")
+    };
+    for (delivery, expected) in [
+        ("m1", Disposition::Stored(Status::Done)),
+        ("m2", Disposition::Skipped),
+    ] {
+        let outcome = w
+            .process_batch(
+                vec![record(delivery, forced.to_body(), 1)],
+                deadline(&w, Duration::from_secs(60)),
+            )
+            .await;
+        assert_eq!(outcome.results[0].1, expected, "{delivery}");
+    }
+    assert_eq!(w.ocr().billed("a"), 1, "paid once for the re-OCR");
+    let rec = w.store().item("a").and_then(|i| i.record).unwrap();
+    assert_eq!(rec.text.as_deref(), Some("text of a"));
 }

@@ -14,8 +14,8 @@ fn the_template_keeps_every_invariant() {
 #[test]
 fn the_local_stack_takes_its_settings_from_the_template() {
     let s = Template::parse(TEMPLATE).unwrap().stack_settings().unwrap();
-    assert_eq!(s.worker_timeout, Duration::from_secs(60));
-    assert_eq!(s.visibility_timeout, Duration::from_secs(360));
+    assert_eq!(s.worker_timeout, Duration::from_secs(150));
+    assert_eq!(s.visibility_timeout, Duration::from_secs(900));
     assert_eq!(
         (s.max_receive_count, s.batch_size, s.worker_concurrency),
         (5, 10, 4)
@@ -69,8 +69,8 @@ fn a_broken_template_is_caught() {
             "FunctionResponseTypes",
         ),
         (
-            "      VisibilityTimeout: 360",
-            "      VisibilityTimeout: 60",
+            "      VisibilityTimeout: 900",
+            "      VisibilityTimeout: 150",
             "below 6 x the worker's timeout",
         ),
         (
