@@ -37,6 +37,16 @@ pub struct WorkMessage {
     pub limit_waits: u32,
 }
 
+/// Whether a public_id has a `.` or `..` path segment, also percent-encoded: URL resolution
+/// collapses such a segment (WHATWG URL parsers decode `%2e` in it), changing the path a
+/// request goes to.
+pub fn has_dot_segment(public_id: &str) -> bool {
+    public_id.split('/').any(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
 fn image() -> String {
     "image".into()
 }

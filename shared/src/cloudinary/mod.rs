@@ -32,6 +32,34 @@ pub fn encode_public_id(public_id: &str) -> String {
     utf8_percent_encode(public_id, PUBLIC_ID_SAFE).to_string()
 }
 
+/// The Admin API path of one resource, refused when a part of it would change the path: a `.`
+/// or `..` segment (escaped or not, URL resolution collapses it) or a type with a slash.
+pub fn resource_path(
+    resource_type: &str,
+    delivery_type: &str,
+    public_id: &str,
+) -> Result<String, CloudinaryError> {
+    let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    if !plain(resource_type) || !plain(delivery_type) {
+        return Err(CloudinaryError::Refused {
+            reason: format!(
+                "resource type {resource_type:?} or delivery type {delivery_type:?} is not a plain name"
+            ),
+        });
+    }
+    if crate::message::has_dot_segment(public_id) {
+        return Err(CloudinaryError::Refused {
+            reason: format!(
+                "public_id {public_id:?} has a dot segment that would change the API path"
+            ),
+        });
+    }
+    Ok(format!(
+        "resources/{resource_type}/{delivery_type}/{}",
+        encode_public_id(public_id)
+    ))
+}
+
 /// Reads `X-FeatureRateLimit-Limit/-Remaining/-Reset`; `None` when absent (Upload API).
 pub fn quota_from_headers(headers: &reqwest::header::HeaderMap) -> Option<Quota> {
     let get = |name: &str| {
@@ -79,6 +107,9 @@ pub enum CloudinaryError {
         #[source]
         source: serde_json::Error,
     },
+    /// Not sent: the request itself is unsafe or cannot be made.
+    #[error("not sent to cloudinary: {reason}")]
+    Refused { reason: String },
 }
 
 impl Classified for CloudinaryError {
@@ -93,6 +124,7 @@ impl Classified for CloudinaryError {
                 _ => ErrorClass::Permanent,
             },
             Self::Transport { .. } | Self::Decode { .. } => ErrorClass::Transient,
+            Self::Refused { .. } => ErrorClass::Permanent,
         }
     }
 
@@ -353,15 +385,12 @@ impl CloudinaryClient {
         let req = match self.ocr_method {
             OcrMethod::AdminUpdate => self.admin(
                 self.http
-                    .post(self.url(&format!(
-                        "resources/{}/{}/{}",
-                        encode_public_id(resource_type),
-                        encode_public_id(delivery_type),
-                        encode_public_id(public_id)
-                    )))
+                    .post(self.url(&resource_path(resource_type, delivery_type, public_id)?))
                     .form(&[("ocr", "adv_ocr")]),
             ),
             OcrMethod::Explicit => {
+                // The same checks as an Admin path's: the type names a path segment here.
+                resource_path(resource_type, delivery_type, public_id)?;
                 let timestamp = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .unwrap_or_default()
@@ -392,12 +421,7 @@ impl CloudinaryClient {
         resource_type: &str,
         delivery_type: &str,
     ) -> Result<Answer<serde_json::Value>, CloudinaryError> {
-        let url = self.url(&format!(
-            "resources/{}/{}/{}",
-            encode_public_id(resource_type),
-            encode_public_id(delivery_type),
-            encode_public_id(public_id)
-        ));
+        let url = self.url(&resource_path(resource_type, delivery_type, public_id)?);
         self.send(
             format!("details of {public_id:?}"),
             self.admin(self.http.get(url)),
@@ -471,6 +495,28 @@ impl AssetSource for CloudinaryClient {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn no_public_id_or_type_changes_the_api_path() {
+        assert_eq!(
+            resource_path("image", "private", "folder/a b/ü.png").unwrap(),
+            "resources/image/private/folder/a%20b/%C3%BC.png"
+        );
+        assert!(resource_path("image", "upload", "a/..b/...").is_ok());
+        for (rt, dt, id) in [
+            ("image", "upload", "a/../../../../resources/image/upload/x"),
+            ("image", "upload", "./x"),
+            ("image", "upload", "a/%2e%2E"),
+            ("image", "../upload", "x"),
+            ("image/x", "upload", "x"),
+            ("", "upload", "x"),
+        ] {
+            let err = resource_path(rt, dt, id).unwrap_err();
+            assert_eq!(err.class(), ErrorClass::Permanent, "{rt} {dt} {id}");
+            assert!(err.to_string().starts_with("not sent"), "{err}");
+        }
+    }
+
     use super::*;
 
     #[test]

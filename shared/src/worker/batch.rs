@@ -37,16 +37,44 @@ fn needs_ocr(message: &WorkMessage, state: &ItemState) -> bool {
     }
 }
 
+/// The resource types the worker OCRs.
+pub const RESOURCE_TYPES: [&str; 1] = ["image"];
+/// The delivery types it OCRs: the stored ones (fetched, remote and social types hold no
+/// asset of the account's own).
+pub const DELIVERY_TYPES: [&str; 3] = ["upload", "private", "authenticated"];
+
 /// A message body as the worker reads it: a message to work on, or why it can never be one.
 pub fn parse_body(body: &str) -> Result<WorkMessage, String> {
-    match WorkMessage::parse(body) {
-        Ok(m) if m.public_id.len() > MAX_KEY_BYTES => Err(format!(
+    let m = WorkMessage::parse(body).map_err(|e| e.to_string())?;
+    if m.public_id.len() > MAX_KEY_BYTES {
+        return Err(format!(
             "public_id is {} bytes, over DynamoDB's {MAX_KEY_BYTES}-byte key limit",
             m.public_id.len()
-        )),
-        Ok(m) => Ok(m),
-        Err(e) => Err(e.to_string()),
+        ));
     }
+    // A `.` or `..` segment would be collapsed by URL resolution (escaped or not), taking an
+    // Admin API call, signed with the account's credentials, to another path.
+    if crate::message::has_dot_segment(&m.public_id) {
+        return Err(format!(
+            "public_id {:?} has a \".\" or \"..\" path segment, which would change the API path it is sent to",
+            m.public_id
+        ));
+    }
+    if !RESOURCE_TYPES.contains(&m.resource_type.as_str()) {
+        return Err(format!(
+            "resource_type {:?} is not one the OCR add-on reads ({})",
+            m.resource_type,
+            RESOURCE_TYPES.join(", ")
+        ));
+    }
+    if !DELIVERY_TYPES.contains(&m.delivery_type.as_str()) {
+        return Err(format!(
+            "delivery type {:?} is not one of the account's stored types ({})",
+            m.delivery_type,
+            DELIVERY_TYPES.join(", ")
+        ));
+    }
+    Ok(m)
 }
 
 impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {

@@ -1065,3 +1065,48 @@ async fn a_forced_reocr_delivered_twice_pays_once() {
     let rec = w.store().item("a").and_then(|i| i.record).unwrap();
     assert_eq!(rec.text.as_deref(), Some("text of a"));
 }
+
+/// No public_id can change the API path a call goes to, and only the types Cloudinary OCRs are
+/// worked on: each refused at once, without a call, with a reason.
+#[tokio::test(start_paused = true)]
+async fn crafted_ids_and_unknown_types_are_refused_without_a_call() {
+    let w = worker(ScriptedOcr::new());
+    let crafted = |id: &str, rt: &str, dt: &str| WorkMessage::new(id, rt, dt).to_body();
+    let cases = [
+        (
+            crafted("a/../../../../resources/image/upload/x", "image", "upload"),
+            "path segment",
+        ),
+        (crafted("./x", "image", "upload"), "path segment"),
+        (crafted("a/%2E%2E/b", "image", "upload"), "path segment"),
+        (crafted("x", "video", "upload"), "resource_type"),
+        (crafted("x", "image", "fetch"), "delivery type"),
+        (crafted("x", "image", "../upload"), "delivery type"),
+    ];
+    for (i, (body, expected)) in cases.iter().enumerate() {
+        let outcome = w
+            .process_batch(
+                vec![record(&format!("m{i}"), body.clone(), 1)],
+                deadline(&w, Duration::from_secs(60)),
+            )
+            .await;
+        match &outcome.results[0].1 {
+            Disposition::DeadLettered {
+                kind: DeadLetterKind::Permanent,
+                reason,
+            } => assert!(reason.contains(expected), "{body}: {reason}"),
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+    assert_eq!(w.ocr().total_calls(OcrCall::Request), 0);
+    assert_eq!(w.ocr().total_calls(OcrCall::Fetch), 0);
+    // Dots inside a segment are ordinary characters.
+    let fine = crafted("a/..b/c.d/...", "image", "private");
+    let outcome = w
+        .process_batch(
+            vec![record("ok", fine, 1)],
+            deadline(&w, Duration::from_secs(60)),
+        )
+        .await;
+    assert_eq!(outcome.results[0].1, Disposition::Stored(Status::Done));
+}
