@@ -3,10 +3,14 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+/// Between the texts of two pages (a form feed, as text tools expect between pages).
+pub const PAGE_BREAK: &str = "\u{c}";
+
 /// What `info.ocr.adv_ocr` says about an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OcrOutcome {
-    /// OCR complete and text found.
+    /// OCR complete and text found: every page's text in order, pages apart by
+    /// [`PAGE_BREAK`] (a multi-page PDF or TIFF is an `image` asset).
     Text {
         text: String,
         locale: Option<String>,
@@ -15,7 +19,7 @@ pub enum OcrOutcome {
     NoText,
     /// OCR accepted but not finished; the result must be read back later (no new OCR call).
     Pending,
-    /// Cloudinary reports the OCR itself failed.
+    /// Cloudinary reports the OCR itself failed; `status` carries its message when it sent one.
     Failed { status: String },
     /// A read-back found no OCR on the asset: it was never asked for (an earlier attempt died
     /// before its request reached Cloudinary).
@@ -42,6 +46,8 @@ pub struct AssetFields {
 pub struct OcrResult {
     pub outcome: OcrOutcome,
     pub asset: AssetFields,
+    /// Pages the OCR read (0 when it has not finished).
+    pub pages: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -59,38 +65,58 @@ pub fn parse_resource(resource: &Value) -> Result<OcrResult, OcrParseError> {
         .get("status")
         .and_then(Value::as_str)
         .unwrap_or("complete");
+    let pages: Vec<&Value> = adv
+        .get("data")
+        .and_then(Value::as_array)
+        .map(|d| d.iter().collect())
+        .unwrap_or_default();
     let outcome = match status {
         "complete" => {
-            let first = adv.pointer("/data/0/textAnnotations/0");
-            match first {
-                None => OcrOutcome::NoText,
-                Some(ann) => {
-                    let text = ann
-                        .get("description")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default();
-                    if text.trim().is_empty() {
-                        OcrOutcome::NoText
-                    } else {
-                        let locale = ann
-                            .get("locale")
+            // Each page's first annotation is that page's whole text; a page without one
+            // keeps its place, empty.
+            let texts: Vec<(&str, Option<&str>)> = pages
+                .iter()
+                .map(|page| {
+                    let ann = page.pointer("/textAnnotations/0");
+                    let field = |name: &str| {
+                        ann.and_then(|a| a.get(name))
                             .and_then(Value::as_str)
-                            .filter(|l| !l.is_empty())
-                            .map(str::to_string);
-                        OcrOutcome::Text {
-                            text: text.to_string(),
-                            locale,
-                        }
-                    }
+                            .filter(|v| !v.is_empty())
+                    };
+                    (field("description").unwrap_or_default(), field("locale"))
+                })
+                .collect();
+            if texts.iter().all(|(t, _)| t.trim().is_empty()) {
+                OcrOutcome::NoText
+            } else {
+                OcrOutcome::Text {
+                    text: texts
+                        .iter()
+                        .map(|(t, _)| *t)
+                        .collect::<Vec<_>>()
+                        .join(PAGE_BREAK),
+                    locale: texts.iter().find_map(|(_, l)| *l).map(str::to_string),
                 }
             }
         }
         "pending" => OcrOutcome::Pending,
         other => OcrOutcome::Failed {
-            status: other.to_string(),
+            // A failed OCR's `data` is Cloudinary's message.
+            status: match adv.get("data").and_then(Value::as_str) {
+                Some(message) => format!("{other}: {message}"),
+                None => other.to_string(),
+            },
         },
     };
-    Ok(OcrResult { outcome, asset })
+    let pages = match outcome {
+        OcrOutcome::Text { .. } | OcrOutcome::NoText => pages.len().max(1) as u32,
+        _ => 0,
+    };
+    Ok(OcrResult {
+        outcome,
+        asset,
+        pages,
+    })
 }
 
 #[cfg(test)]
@@ -152,5 +178,31 @@ mod tests {
             }
         );
         assert!(parse_resource(&serde_json::json!({"public_id": "x"})).is_err());
+        let with_message = serde_json::json!({"info": {"ocr": {"adv_ocr": {
+            "status": "failed", "data": "Image is too small to OCR"}}}});
+        assert_eq!(
+            parse_resource(&with_message).unwrap().outcome,
+            OcrOutcome::Failed {
+                status: "failed: Image is too small to OCR".into()
+            }
+        );
+    }
+
+    #[test]
+    fn every_page_is_read_in_order() {
+        let page = |text: &str, locale: &str| serde_json::json!({"textAnnotations": [{"description": text, "locale": locale}]});
+        let doc = serde_json::json!({"info": {"ocr": {"adv_ocr": {"status": "complete", "data": [
+            page("Page one\n", "en"), {}, page("Seite drei\n", "de")]}}}});
+        let r = parse_resource(&doc).unwrap();
+        assert_eq!(
+            r.outcome,
+            OcrOutcome::Text {
+                text: format!("Page one\n{PAGE_BREAK}{PAGE_BREAK}Seite drei\n"),
+                locale: Some("en".into())
+            }
+        );
+        assert_eq!(r.pages, 3);
+        let single = parse_resource(&fixture("update_ocr_complete.json")).unwrap();
+        assert_eq!(single.pages, 1);
     }
 }

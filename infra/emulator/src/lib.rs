@@ -38,6 +38,8 @@ pub struct EmulatorConfig {
     pub admin_window: Duration,
     /// OCR calls on these ids always answer this HTTP status.
     pub forced_status: HashMap<String, u16>,
+    /// The OCR of these ids runs (and is billed) but fails, with Cloudinary's message.
+    pub ocr_fails: HashSet<String>,
     pub seed: u64,
 }
 
@@ -66,6 +68,7 @@ impl EmulatorConfig {
             admin_limit: 100_000,
             admin_window: Duration::from_secs(3600),
             forced_status: HashMap::new(),
+            ocr_fails: HashSet::new(),
             seed: 7,
         }
     }

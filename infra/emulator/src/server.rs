@@ -170,27 +170,42 @@ fn resource_json(asset: &Asset, cloud: &str, ocr: Option<&str>) -> Value {
     });
     if let Some(status) = ocr {
         let adv = match (status, &asset.text) {
+            // A document's pages are its text's parts between form feeds: one `data` entry
+            // each, as Cloudinary answers for a multi-page PDF or TIFF.
             ("complete", Some(text)) => {
-                let mut annotations = vec![json!({
-                    "locale": asset.locale.clone().unwrap_or_else(|| "en".into()),
-                    "description": text,
-                    "boundingPoly": {"vertices": [{"x": 0, "y": 0}, {"x": asset.width, "y": 0}, {"x": asset.width, "y": asset.height}, {"x": 0, "y": asset.height}]}
-                })];
-                annotations.extend(text.split_whitespace().take(50).enumerate().map(|(i, w)| {
-                    let x = (i as u64 * 40) % asset.width.max(1);
-                    json!({"description": w, "boundingPoly": {"vertices": [{"x": x, "y": 10}, {"x": x + 30, "y": 10}, {"x": x + 30, "y": 40}, {"x": x, "y": 40}]}})
-                }));
-                json!({"status": "complete", "data": [{
-                    "textAnnotations": annotations,
-                    "fullTextAnnotation": {"text": text}
-                }]})
+                let pages: Vec<Value> = text
+                    .split('\u{c}')
+                    .map(|page| page_json(asset, page))
+                    .collect();
+                json!({"status": "complete", "data": pages})
             }
             ("complete", None) => json!({"status": "complete", "data": [{}]}),
+            // A failed OCR's `data` is Cloudinary's message.
+            ("failed", _) => {
+                json!({"status": "failed", "data": "Image could not be read by the OCR engine"})
+            }
             (other, _) => json!({"status": other}),
         };
         v["info"] = json!({"ocr": {"adv_ocr": adv}});
     }
     v
+}
+
+/// One page's OCR answer: the page's whole text first, then its words.
+fn page_json(asset: &Asset, text: &str) -> Value {
+    if text.trim().is_empty() {
+        return json!({});
+    }
+    let mut annotations = vec![json!({
+        "locale": asset.locale.clone().unwrap_or_else(|| "en".into()),
+        "description": text,
+        "boundingPoly": {"vertices": [{"x": 0, "y": 0}, {"x": asset.width, "y": 0}, {"x": asset.width, "y": asset.height}, {"x": 0, "y": asset.height}]}
+    })];
+    annotations.extend(text.split_whitespace().take(50).enumerate().map(|(i, w)| {
+        let x = (i as u64 * 40) % asset.width.max(1);
+        json!({"description": w, "boundingPoly": {"vertices": [{"x": x, "y": 10}, {"x": x + 30, "y": 10}, {"x": x + 30, "y": 40}, {"x": x, "y": 40}]}})
+    }));
+    json!({"textAnnotations": annotations, "fullTextAnnotation": {"text": text}})
 }
 
 fn fxhash(s: &str) -> u128 {
@@ -416,10 +431,15 @@ fn details(state: &State, cfg: &EmulatorConfig, public_id: &str) -> Reply {
         return error(404, &format!("Resource not found - {public_id}"));
     };
     let done = inner.ocr_done.contains(public_id);
+    let status = if cfg.ocr_fails.contains(public_id) {
+        "failed"
+    } else {
+        "complete"
+    };
     ok(resource_json(
         &inner.assets[i],
         &cfg.cloud_name,
-        done.then_some("complete"),
+        done.then_some(status),
     ))
 }
 
@@ -496,7 +516,13 @@ async fn ocr(state: &State, cfg: &EmulatorConfig, public_id: &str) -> Reply {
         inner.stats.ocr_billed += 1;
         *inner.ocr_billed.entry(public_id.to_string()).or_default() += 1;
         inner.ocr_done.insert(public_id.to_string());
-        let status = if pending { "pending" } else { "complete" };
+        let status = if cfg.ocr_fails.contains(public_id) {
+            "failed"
+        } else if pending {
+            "pending"
+        } else {
+            "complete"
+        };
         resource_json(&inner.assets[i], &cfg.cloud_name, Some(status))
     };
     if hang {

@@ -451,6 +451,7 @@ impl OcrService for CloudinaryClient {
                 result: OcrResult {
                     outcome: OcrOutcome::NotRequested,
                     asset: crate::ocr::AssetFields::deserialize(&answer.value).unwrap_or_default(),
+                    pages: 0,
                 },
                 quota: answer.quota,
                 latency: answer.latency,

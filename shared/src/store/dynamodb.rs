@@ -65,6 +65,9 @@ pub fn to_item(record: &ResultRecord) -> HashMap<String, AttributeValue> {
     }
     item.insert("ocrAt".into(), s(&record.ocr_at));
     item.insert("attempts".into(), n(record.attempts as u64));
+    if record.pages > 0 {
+        item.insert("pages".into(), n(record.pages as u64));
+    }
     if let Some(e) = &record.error {
         item.insert("error".into(), s(e));
     }

@@ -131,6 +131,8 @@ pub struct ResultRecord {
     pub ocr_at: String,
     pub attempts: u32,
     pub error: Option<String>,
+    /// Pages the OCR read (a multi-page PDF or TIFF has several; 0 on a failure).
+    pub pages: u32,
     /// On a failure: the message that failed it, until SQS dead-letters that message.
     pub dead_letter: Option<DeadLetterMark>,
 }
@@ -182,6 +184,7 @@ impl ResultRecord {
             ocr_at,
             attempts,
             error: None,
+            pages: 1,
             dead_letter: None,
         }
     }
@@ -209,6 +212,7 @@ impl ResultRecord {
             ocr_at: at,
             attempts,
             error: Some(truncate_utf8(error, 2000).to_string()),
+            pages: 0,
             dead_letter,
         }
     }

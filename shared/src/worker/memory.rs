@@ -173,6 +173,13 @@ impl ScriptedOcr {
                 }
             }
         };
+        let pages = match &outcome {
+            OcrOutcome::Text { text, .. } => {
+                text.matches(crate::ocr::PAGE_BREAK).count() as u32 + 1
+            }
+            OcrOutcome::NoText => 1,
+            _ => 0,
+        };
         Ok(OcrAnswer {
             result: OcrResult {
                 outcome,
@@ -180,6 +187,7 @@ impl ScriptedOcr {
                     format: Some("png".into()),
                     ..AssetFields::default()
                 },
+                pages,
             },
             quota: *self.quota.lock().unwrap_or_else(|e| e.into_inner()),
             latency: self.latency,

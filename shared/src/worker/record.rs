@@ -301,15 +301,18 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         held: &Held,
         result: OcrResult,
     ) -> Disposition {
-        let rec = ResultRecord::from_outcome(
-            &message.public_id,
-            &message.resource_type,
-            &message.delivery_type,
-            result.outcome,
-            result.asset,
-            held.attempts,
-            rfc3339(self.now()),
-        );
+        let rec = ResultRecord {
+            pages: result.pages,
+            ..ResultRecord::from_outcome(
+                &message.public_id,
+                &message.resource_type,
+                &message.delivery_type,
+                result.outcome,
+                result.asset,
+                held.attempts,
+                rfc3339(self.now()),
+            )
+        };
         if rec.truncated {
             tracing::warn!(
                 text_bytes = rec.text_bytes,

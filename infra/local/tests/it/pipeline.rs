@@ -639,3 +639,45 @@ async fn a_rotated_secret_is_picked_up_after_cloudinary_refuses_the_old_one() {
         Some("new key works")
     );
 }
+
+/// A multi-page document (a PDF or TIFF is an `image` asset) is stored with every page's text
+/// in order and its page count; an OCR that Cloudinary ran and failed keeps Cloudinary's
+/// message as the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_page_is_stored_and_a_failed_ocr_keeps_cloudinarys_message() {
+    let h = Harness::new(
+        vec![
+            asset("docs/contract", Some("Page one\n\u{c}\u{c}Page three\n")),
+            asset("docs/unreadable", Some("x")),
+        ],
+        crate::common::stack_settings(),
+        |c| {
+            c.ocr_fails.insert("docs/unreadable".into());
+        },
+    )
+    .await;
+    h.send_asset("docs/contract").await;
+    h.send_asset("docs/unreadable").await;
+    let worker = h.worker(&[]);
+    h.drain(&worker, 1, Duration::from_secs(60)).await;
+    let doc = h.item("docs/contract").await.unwrap();
+    assert_eq!(
+        s(&doc, "text").as_deref(),
+        Some("Page one\n\u{c}\u{c}Page three\n"),
+        "pages in order, an empty one kept in its place"
+    );
+    assert_eq!(n(&doc, "pages"), Some(3));
+    let failed = h.item("docs/unreadable").await.unwrap();
+    assert_eq!(s(&failed, "status").as_deref(), Some("failed"));
+    assert!(
+        s(&failed, "error")
+            .unwrap()
+            .contains("Image could not be read by the OCR engine"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        h.emulator.ocr_billed_all().values().sum::<u64>(),
+        2,
+        "each paid once"
+    );
+}
