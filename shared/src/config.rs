@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::cloudinary::settings::{
-    CloudinaryConfig, CloudinaryCredentials, DEFAULT_API_BASE, OcrMethod,
+    CloudinaryConfig, CloudinaryCredentials, DEFAULT_API_BASE, OcrMethod, SignatureAlgorithm,
 };
 use crate::defaults;
 use crate::secret::Secret;
@@ -112,11 +112,19 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 reason,
             })?,
         };
+        let signature_algorithm = match self.get("CLOUDINARY_SIGNATURE_ALGORITHM") {
+            None => SignatureAlgorithm::default(),
+            Some(raw) => raw.parse().map_err(|reason| ConfigError::Malformed {
+                name: "CLOUDINARY_SIGNATURE_ALGORITHM",
+                reason,
+            })?,
+        };
         Ok(CloudinaryConfig {
             credentials,
             api_base: api_base.trim_end_matches('/').to_string(),
             timeout: Duration::from_millis(timeout_ms),
             ocr_method,
+            signature_algorithm,
         })
     }
 

@@ -40,6 +40,8 @@ pub struct EmulatorConfig {
     pub forced_status: HashMap<String, u16>,
     /// The OCR of these ids runs (and is billed) but fails, with Cloudinary's message.
     pub ocr_fails: HashSet<String>,
+    /// The account setting that refuses SHA-1 signatures (SHA-256 only).
+    pub require_sha256: bool,
     pub seed: u64,
 }
 
@@ -69,6 +71,7 @@ impl EmulatorConfig {
             admin_window: Duration::from_secs(3600),
             forced_status: HashMap::new(),
             ocr_fails: HashSet::new(),
+            require_sha256: false,
             seed: 7,
         }
     }

@@ -49,6 +49,43 @@ fn form(body: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A request body's parameters, however Cloudinary's clients send them: JSON (the Admin API
+/// from the SDKs), `multipart/form-data` (the Upload API from the SDKs) or form-encoded.
+async fn body_params(headers: &HeaderMap, body: Bytes) -> Result<Vec<(String, String)>, String> {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if content_type.starts_with("application/json") {
+        let value: Value =
+            serde_json::from_slice(&body).map_err(|e| format!("the body is not JSON: {e}"))?;
+        let object = value.as_object().ok_or("the JSON body is not an object")?;
+        let text = |v: &Value| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        };
+        return Ok(object
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), text(v)?)))
+            .collect());
+    }
+    if content_type.starts_with("multipart/form-data") {
+        let boundary = multer::parse_boundary(&content_type).map_err(|e| e.to_string())?;
+        let stream = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
+        let mut multipart = multer::Multipart::new(stream, boundary);
+        let mut params = Vec::new();
+        while let Some(field) = multipart.next_field().await.map_err(|e| e.to_string())? {
+            let name = field.name().unwrap_or_default().to_string();
+            let value = field.text().await.map_err(|e| e.to_string())?;
+            params.push((name, value));
+        }
+        return Ok(params);
+    }
+    Ok(form(&body))
+}
+
 fn query(uri: &Uri) -> Vec<(String, String)> {
     uri.query().map(|q| form(q.as_bytes())).unwrap_or_default()
 }
@@ -73,12 +110,32 @@ fn authorized(headers: &HeaderMap, cfg: &EmulatorConfig) -> bool {
     decoded == format!("{}:{}", cfg.api_key, cfg.api_secret).as_bytes()
 }
 
-/// Signature version 2 exactly as Cloudinary checks it (independent of the client's code).
-fn expected_signature(params: &[(String, String)], secret: &str) -> String {
-    use sha1::{Digest, Sha1};
+/// Whether `given` signs `params`: signature version 2 exactly as Cloudinary checks it
+/// (independent of the client's code), in SHA-1 (40 hex digits) or SHA-256 (64), unless the
+/// account requires SHA-256.
+fn signature_matches(
+    params: &[(String, String)],
+    secret: &str,
+    given: &str,
+    require_sha256: bool,
+) -> bool {
+    use sha2::Digest;
+    let signed = string_to_sign(params, secret);
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    match given.len() {
+        40 if !require_sha256 => hex(&sha1::Sha1::digest(signed.as_bytes())) == given,
+        64 => hex(&sha2::Sha256::digest(signed.as_bytes())) == given,
+        _ => false,
+    }
+}
+
+/// The string a signature signs: the signed parameters sorted, `&` in values escaped, then
+/// the secret.
+fn string_to_sign(params: &[(String, String)], secret: &str) -> String {
     const UNSIGNED: &[&str] = &[
         "api_key",
         "signature",
+        "signature_algorithm",
         "file",
         "resource_type",
         "cloud_name",
@@ -93,8 +150,7 @@ fn expected_signature(params: &[(String, String)], secret: &str) -> String {
         .iter()
         .map(|(k, v)| format!("{k}={}", v.replace('&', "%26")))
         .collect();
-    let digest = Sha1::digest(format!("{}{secret}", joined.join("&")).as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    format!("{}{secret}", joined.join("&"))
 }
 
 /// Counts an Admin API call against the window; `Err` is the 420 answer.
@@ -330,7 +386,11 @@ async fn dispatch(
 
     // Upload API: signed, not counted against the Admin quota.
     if rest == "image/explicit" && method == Method::POST {
-        return explicit(&state, &cfg, &body).await;
+        let params = match body_params(&headers, body).await {
+            Ok(p) => p,
+            Err(e) => return error(400, &e),
+        };
+        return explicit(&state, &cfg, &params).await;
     }
 
     if !authorized(&headers, &cfg) {
@@ -408,7 +468,10 @@ async fn dispatch(
             Err(r) => return *r,
         };
         let reply = if method == Method::POST {
-            let params = form(&body);
+            let params = match body_params(&headers, body).await {
+                Ok(p) => p,
+                Err(e) => return with_headers(error(400, &e), quota),
+            };
             match param(&params, "ocr") {
                 Some("adv_ocr") => ocr(&state, &cfg, &public_id).await,
                 Some(other) => error(400, &format!("Invalid ocr parameter {other}")),
@@ -443,15 +506,15 @@ fn details(state: &State, cfg: &EmulatorConfig, public_id: &str) -> Reply {
     ))
 }
 
-async fn explicit(state: &State, cfg: &EmulatorConfig, body: &[u8]) -> Reply {
-    let params = form(body);
+async fn explicit(state: &State, cfg: &EmulatorConfig, params: &[(String, String)]) -> Reply {
+    let params = params.to_vec();
     state.lock().stats.explicit_calls += 1;
     if param(&params, "api_key") != Some(cfg.api_key.as_str()) {
         state.lock().stats.unauthorized += 1;
         return error(401, "Invalid api_key");
     }
     let given = param(&params, "signature").unwrap_or_default();
-    if given != expected_signature(&params, &cfg.api_secret) {
+    if !signature_matches(&params, &cfg.api_secret, given, cfg.require_sha256) {
         state.lock().stats.unauthorized += 1;
         return error(401, "Invalid Signature. String to sign does not match");
     }

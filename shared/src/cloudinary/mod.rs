@@ -16,7 +16,9 @@ use crate::rate_gate::Quota;
 use crate::secret::Secret;
 use crate::worker::{OcrAnswer, OcrService};
 
-pub use settings::{CloudinaryConfig, CloudinaryCredentials, DEFAULT_API_BASE, OcrMethod};
+pub use settings::{
+    CloudinaryConfig, CloudinaryCredentials, DEFAULT_API_BASE, OcrMethod, SignatureAlgorithm,
+};
 
 /// What Cloudinary's SDKs leave unescaped in a public_id travelling in a URL path:
 /// `[a-zA-Z0-9_.-/:]`; everything else is UTF-8 percent-encoded.
@@ -205,8 +207,11 @@ struct ErrorMessage {
 /// Signs Upload API parameters (signature version 2, SHA-1), as Cloudinary's SDKs do:
 /// non-empty `k=v` pairs sorted by key, joined by `&` (with `&` in values written `%26`),
 /// the API secret appended, hex-encoded.
-pub fn sign_upload_params(params: &[(&str, &str)], api_secret: &Secret) -> String {
-    use sha1::{Digest, Sha1};
+pub fn sign_upload_params(
+    params: &[(&str, &str)],
+    api_secret: &Secret,
+    algorithm: SignatureAlgorithm,
+) -> String {
     let mut pairs: Vec<(&str, &str)> = params
         .iter()
         .copied()
@@ -218,14 +223,16 @@ pub fn sign_upload_params(params: &[(&str, &str)], api_secret: &Secret) -> Strin
         .map(|(k, v)| format!("{k}={}", v.replace('&', "%26")))
         .collect::<Vec<_>>()
         .join("&");
-    let mut hasher = Sha1::new();
-    hasher.update(to_sign.as_bytes());
-    hasher.update(api_secret.expose().as_bytes());
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let signed = format!("{to_sign}{}", api_secret.expose());
+    let digest: Vec<u8> = match algorithm {
+        SignatureAlgorithm::Sha1 => {
+            <sha1::Sha1 as sha1::Digest>::digest(signed.as_bytes()).to_vec()
+        }
+        SignatureAlgorithm::Sha256 => {
+            <sha2::Sha256 as sha2::Digest>::digest(signed.as_bytes()).to_vec()
+        }
+    };
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The HTTP client could not be built (TLS set-up).
@@ -240,6 +247,7 @@ pub struct CloudinaryClient {
     api_base: String,
     credentials: CloudinaryCredentials,
     ocr_method: OcrMethod,
+    signature_algorithm: SignatureAlgorithm,
 }
 
 impl CloudinaryClient {
@@ -263,6 +271,7 @@ impl CloudinaryClient {
             api_base: config.api_base.clone(),
             credentials: config.credentials.clone(),
             ocr_method: config.ocr_method,
+            signature_algorithm: config.signature_algorithm,
         })
     }
 
@@ -402,7 +411,11 @@ impl CloudinaryClient {
                     ("timestamp", timestamp.as_str()),
                     ("type", delivery_type),
                 ];
-                let signature = sign_upload_params(&signed, &self.credentials.api_secret);
+                let signature = sign_upload_params(
+                    &signed,
+                    &self.credentials.api_secret,
+                    self.signature_algorithm,
+                );
                 let mut form: Vec<(&str, &str)> = signed.to_vec();
                 form.push(("api_key", &self.credentials.api_key));
                 form.push(("signature", &signature));
@@ -573,9 +586,24 @@ mod tests {
                     ("type", "upload"),
                     ("ocr", "adv_ocr")
                 ],
-                &secret
+                &secret,
+                SignatureAlgorithm::Sha1
             ),
             "bfca2622883f0e4a83a72916edf56cb50842f1a1"
+        );
+        // The same in SHA-256, for an account that requires it.
+        assert_eq!(
+            sign_upload_params(
+                &[
+                    ("timestamp", "1315060510"),
+                    ("public_id", "sample"),
+                    ("type", "upload"),
+                    ("ocr", "adv_ocr")
+                ],
+                &secret,
+                SignatureAlgorithm::Sha256
+            ),
+            "30260047d2903eac621feaa4469280747aeeeb796df98480970dbaf451fb2045"
         );
         // `&` inside a value is written %26 before hashing; empty values are left out.
         assert_eq!(
@@ -587,7 +615,8 @@ mod tests {
                     ("ocr", "adv_ocr"),
                     ("tags", "")
                 ],
-                &secret
+                &secret,
+                SignatureAlgorithm::Sha1
             ),
             "9a93cdb1445962e6f9e527e4cba6f3b9b25135ff"
         );

@@ -18,6 +18,28 @@ pub struct CloudinaryConfig {
     pub api_base: String,
     pub timeout: Duration,
     pub ocr_method: OcrMethod,
+    /// The hash Upload API signatures use: the account's setting (SHA-1 unless the account
+    /// requires SHA-256).
+    pub signature_algorithm: SignatureAlgorithm,
+}
+
+/// The hash of an Upload API signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignatureAlgorithm {
+    #[default]
+    Sha1,
+    Sha256,
+}
+
+impl FromStr for SignatureAlgorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "sha1" => Ok(Self::Sha1),
+            "sha256" => Ok(Self::Sha256),
+            other => Err(format!("{other:?} is not one of: sha1, sha256")),
+        }
+    }
 }
 
 /// `cloudinary://API_KEY:API_SECRET@CLOUD_NAME`, the ecosystem's convention.

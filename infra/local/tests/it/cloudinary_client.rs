@@ -174,3 +174,87 @@ async fn listing_pages_with_cursors_and_search_filters_by_date() {
     let err = c.search_page("tags:cats", None, 10).await.unwrap_err();
     assert_eq!(status(&err), 400);
 }
+
+/// Runs `infra/scripts/cloudinary_sdk_check.py MODE` (Cloudinary's own Python SDK, pinned in
+/// the project's virtualenv) against `emu`; its output, or a failure with it.
+fn sdk_check(emu: &Emulator, mode: &str, ids: &[&str], text: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: `make setup` creates it (`make test` does so first)",
+        python.display()
+    );
+    let out = std::process::Command::new(python)
+        .arg(root.join("infra/scripts/cloudinary_sdk_check.py"))
+        .arg(mode)
+        .env("CLOUDINARY_URL", emu.cloudinary_url())
+        .env("CLOUDINARY_API_BASE", emu.base_url())
+        .env("SDK_CHECK_IDS", ids.join(","))
+        .env("SDK_CHECK_TEXT", text)
+        .output()
+        .expect("running Python");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "Cloudinary's SDK against the emulator ({mode}):\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Cloudinary's own Python SDK, a client nobody here wrote, uses the emulator as it would use
+/// Cloudinary: paging, update with OCR (a JSON body), explicit with OCR (multipart, SHA-1 and
+/// SHA-256), details, 404, 401 and 420; and an account that requires SHA-256 refuses SHA-1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudinarys_own_sdk_is_answered_as_cloudinary_would() {
+    let mut assets = generate(5);
+    assets[0].public_id = "sdk/first asset".into();
+    assets[0].text = Some("STOP\n".into());
+    assets[1].public_id = "sdk/second".into();
+    let ids: Vec<String> = assets.iter().map(|a| a.public_id.clone()).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut config = EmulatorConfig::new("sdkcloud");
+    config.admin_limit = 30;
+    let emu = Emulator::start(config, assets.clone(), 0).await.unwrap();
+    let printed = sdk_check(&emu, "all", &ids, "STOP\n");
+    assert!(printed.contains("every check passed"), "{printed}");
+    let stats = emu.stats();
+    assert_eq!(
+        stats.ocr_billed, 3,
+        "one update and two explicit calls: {stats:?}"
+    );
+    assert!(
+        stats.rate_limited >= 1 && stats.unauthorized >= 2,
+        "{stats:?}"
+    );
+
+    let mut strict = EmulatorConfig::new("strictcloud");
+    strict.require_sha256 = true;
+    let emu = Emulator::start(strict, assets, 0).await.unwrap();
+    let printed = sdk_check(&emu, "sha256-only", &ids, "");
+    assert!(printed.contains("every check passed"), "{printed}");
+}
+
+/// The project's own client signs in either hash, as the account requires.
+#[tokio::test]
+async fn the_client_signs_in_sha256_for_an_account_that_requires_it() {
+    let mut strict = EmulatorConfig::new("strictcloud");
+    strict.require_sha256 = true;
+    let emu = Emulator::start(strict, generate(2), 0).await.unwrap();
+    let id = emu.assets()[0].public_id.clone();
+    let sha1 = client(&emu, &emu.cloudinary_url(), OcrMethod::Explicit);
+    let err = sha1.request_ocr(&id, "image", "upload").await.unwrap_err();
+    assert_eq!(status(&err), 401, "{err}");
+    let base = emu.base_url();
+    let cfg = Env(|name: &str| match name {
+        "CLOUDINARY_API_BASE" => Some(base.clone()),
+        "CLOUDINARY_SIGNATURE_ALGORITHM" => Some("sha256".into()),
+        _ => None,
+    })
+    .cloudinary(Some(Secret::new(emu.cloudinary_url())))
+    .unwrap();
+    let sha256 = CloudinaryClient::new(&cfg).unwrap();
+    let answer = sha256.request_ocr(&id, "image", "upload").await.unwrap();
+    assert!(answer.value.pointer("/info/ocr/adv_ocr").is_some());
+}
