@@ -60,6 +60,13 @@ pub struct Permit<'a> {
     gate: &'a RateGate,
 }
 
+impl Permit<'_> {
+    /// Whether this permit is `gate`'s.
+    pub fn is_from(&self, gate: &RateGate) -> bool {
+        std::ptr::eq(self.gate, gate)
+    }
+}
+
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         let mut s = self.gate.lock();

@@ -42,6 +42,11 @@ pub struct EmulatorConfig {
     pub ocr_fails: HashSet<String>,
     /// The account setting that refuses SHA-1 signatures (SHA-256 only).
     pub require_sha256: bool,
+    /// Upload API calls (`explicit`) allowed per window; past it, HTTP 429 with `Retry-After`.
+    pub upload_limit: u64,
+    /// The OCR add-on's monthly limit is reached: every OCR request answers HTTP 420 with
+    /// Cloudinary's message and a reset a month away (nothing billed).
+    pub monthly_limit_reached: bool,
     pub seed: u64,
 }
 
@@ -72,6 +77,8 @@ impl EmulatorConfig {
             forced_status: HashMap::new(),
             ocr_fails: HashSet::new(),
             require_sha256: false,
+            upload_limit: u64::MAX,
+            monthly_limit_reached: false,
             seed: 7,
         }
     }
@@ -123,6 +130,8 @@ pub(crate) struct Inner {
     pub ocr_billed: HashMap<String, u64>,
     pub stats: Stats,
     pub window: Window,
+    /// The Upload API's window (its own limit).
+    pub upload_window: Window,
 }
 
 /// Shared state of a running emulator.
@@ -176,6 +185,7 @@ impl Emulator {
                 ocr_billed: HashMap::new(),
                 stats: Stats::default(),
                 window: Window::default(),
+                upload_window: Window::default(),
             }),
         });
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;

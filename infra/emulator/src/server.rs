@@ -509,6 +509,9 @@ fn details(state: &State, cfg: &EmulatorConfig, public_id: &str) -> Reply {
 async fn explicit(state: &State, cfg: &EmulatorConfig, params: &[(String, String)]) -> Reply {
     let params = params.to_vec();
     state.lock().stats.explicit_calls += 1;
+    if let Err(refused) = upload_quota(state, cfg) {
+        return *refused;
+    }
     if param(&params, "api_key") != Some(cfg.api_key.as_str()) {
         state.lock().stats.unauthorized += 1;
         return error(401, "Invalid api_key");
@@ -543,7 +546,57 @@ async fn explicit(state: &State, cfg: &EmulatorConfig, params: &[(String, String
     }
 }
 
+/// Counts an Upload API call against the window; `Err` is the 429 answer with `Retry-After`.
+fn upload_quota(state: &State, cfg: &EmulatorConfig) -> Result<(), Box<Reply>> {
+    if cfg.upload_limit == u64::MAX {
+        return Ok(());
+    }
+    let window_ms = (cfg.admin_window.as_millis() as u64).max(1);
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let opened_ms = now_ms - now_ms % window_ms;
+    let mut inner = state.lock();
+    if inner.upload_window.opened_ms != opened_ms {
+        inner.upload_window = crate::Window { opened_ms, used: 0 };
+    }
+    if inner.upload_window.used >= cfg.upload_limit {
+        inner.stats.rate_limited += 1;
+        let wait = (opened_ms + window_ms - now_ms).div_ceil(1000).max(1);
+        let mut r = error(429, "Too many concurrent requests");
+        r.headers_mut().insert(
+            "Retry-After",
+            HeaderValue::from_str(&wait.to_string()).expect("digits"),
+        );
+        return Err(Box::new(r));
+    }
+    inner.upload_window.used += 1;
+    Ok(())
+}
+
+/// The add-on's monthly limit: HTTP 420 with Cloudinary's message and a reset a month away.
+fn monthly_limit() -> Reply {
+    let reset = SystemTime::now() + Duration::from_secs(30 * 24 * 3600);
+    let mut r = error(420, "Monthly limit of adv_ocr add-on usage reached");
+    r.headers_mut()
+        .insert("X-FeatureRateLimit-Limit", HeaderValue::from_static("1000"));
+    r.headers_mut().insert(
+        "X-FeatureRateLimit-Remaining",
+        HeaderValue::from_static("0"),
+    );
+    r.headers_mut().insert(
+        "X-FeatureRateLimit-Reset",
+        HeaderValue::from_str(&httpdate::fmt_http_date(reset)).expect("http date"),
+    );
+    r
+}
+
 async fn ocr(state: &State, cfg: &EmulatorConfig, public_id: &str) -> Reply {
+    if cfg.monthly_limit_reached {
+        state.lock().stats.rate_limited += 1;
+        return monthly_limit();
+    }
     {
         let mut inner = state.lock();
         inner.stats.ocr_requests += 1;

@@ -62,6 +62,15 @@ pub fn resource_path(
     ))
 }
 
+/// `Retry-After`, in seconds or as an HTTP date, as the time to try again.
+pub fn retry_after(headers: &reqwest::header::HeaderMap, now: SystemTime) -> Option<SystemTime> {
+    let value = headers.get("retry-after")?.to_str().ok()?.trim();
+    match value.parse::<u64>() {
+        Ok(secs) => Some(now + Duration::from_secs(secs)),
+        Err(_) => httpdate::parse_http_date(value).ok(),
+    }
+}
+
 /// Reads `X-FeatureRateLimit-Limit/-Remaining/-Reset`; `None` when absent (Upload API).
 pub fn quota_from_headers(headers: &reqwest::header::HeaderMap) -> Option<Quota> {
     let get = |name: &str| {
@@ -312,6 +321,13 @@ impl CloudinaryClient {
             })?;
         let status = resp.status().as_u16();
         let quota = quota_from_headers(resp.headers());
+        let retry_after = retry_after(resp.headers(), SystemTime::now());
+        // A refusal may name its reset without the rest of the quota's figures.
+        let reset = resp
+            .headers()
+            .get("x-featureratelimit-reset")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
         let body = resp
             .bytes()
             .await
@@ -324,9 +340,12 @@ impl CloudinaryClient {
             let message = serde_json::from_slice::<ErrorBody>(&body)
                 .map(|b| b.error.message)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(300).collect());
+            // `Retry-After` (the Upload API's 429) first, then the quota's reset (the Admin
+            // API's 420), else a minute.
             let retry_at = match status {
-                420 | 429 => quota
-                    .and_then(|q| q.reset)
+                420 | 429 => retry_after
+                    .or_else(|| quota.and_then(|q| q.reset))
+                    .or(reset)
                     .or_else(|| Some(SystemTime::now() + Duration::from_secs(60))),
                 _ => None,
             };
@@ -445,6 +464,13 @@ impl CloudinaryClient {
 
 /// The worker's OCR port on Cloudinary: the answer parsed into the domain's result.
 impl OcrService for CloudinaryClient {
+    fn request_api(&self) -> crate::worker::Api {
+        match self.ocr_method {
+            OcrMethod::Explicit => crate::worker::Api::Upload,
+            OcrMethod::AdminUpdate => crate::worker::Api::Admin,
+        }
+    }
+
     async fn request_ocr(&self, m: &WorkMessage) -> Result<OcrAnswer, RemoteError> {
         let answer =
             CloudinaryClient::request_ocr(self, &m.public_id, &m.resource_type, &m.delivery_type)
@@ -509,6 +535,20 @@ impl AssetSource for CloudinaryClient {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&h, now), None);
+        h.insert("retry-after", "120".parse().unwrap());
+        assert_eq!(retry_after(&h, now), Some(now + Duration::from_secs(120)));
+        let at = now + Duration::from_secs(3600);
+        h.insert("retry-after", httpdate::fmt_http_date(at).parse().unwrap());
+        assert_eq!(retry_after(&h, now), Some(at));
+        h.insert("retry-after", "soon".parse().unwrap());
+        assert_eq!(retry_after(&h, now), None);
+    }
 
     #[test]
     fn no_public_id_or_type_changes_the_api_path() {

@@ -131,7 +131,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         BatchOutcome {
             results,
             cloudinary_latency_ms,
-            quota_remaining: self.gate.remaining(),
+            quota_remaining: self.admin_gate.remaining(),
             credentials_refused,
         }
     }
@@ -287,7 +287,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     /// Lambda time, far less than that churn, and holds no messages (they are deferred).
     async fn hold_while_quota_is_spent(&self, deadline: SystemTime) {
         let now = self.now();
-        let Some(until) = self.gate.closed_until(now) else {
+        let Some(until) = self.gate(self.ocr.request_api()).closed_until(now) else {
             return;
         };
         let latest = deadline

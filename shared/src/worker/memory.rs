@@ -45,11 +45,18 @@ pub struct ScriptedOcr {
     faults: FaultPlan<OcrCall>,
     quota: Mutex<Option<Quota>>,
     latency: Duration,
+    upload_api: bool,
 }
 
 impl ScriptedOcr {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// OCR requests go to the Upload API (as `explicit` does); read-backs stay on the Admin API.
+    pub fn requesting_on_the_upload_api(mut self) -> Self {
+        self.upload_api = true;
+        self
     }
 
     /// Every call takes this long (in tokio time).
@@ -189,7 +196,12 @@ impl ScriptedOcr {
                 },
                 pages,
             },
-            quota: *self.quota.lock().unwrap_or_else(|e| e.into_inner()),
+            // The Upload API's answers carry no quota headers.
+            quota: if call == OcrCall::Request && self.upload_api {
+                None
+            } else {
+                *self.quota.lock().unwrap_or_else(|e| e.into_inner())
+            },
             latency: self.latency,
         })
     }
@@ -203,6 +215,14 @@ fn default_text(message: &WorkMessage) -> OcrOutcome {
 }
 
 impl OcrService for ScriptedOcr {
+    fn request_api(&self) -> super::Api {
+        if self.upload_api {
+            super::Api::Upload
+        } else {
+            super::Api::Admin
+        }
+    }
+
     async fn request_ocr(&self, message: &WorkMessage) -> Result<OcrAnswer, RemoteError> {
         self.answer(OcrCall::Request, message).await
     }

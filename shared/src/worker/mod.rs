@@ -40,8 +40,19 @@ pub struct OcrAnswer {
     pub latency: Duration,
 }
 
+/// Which of Cloudinary's APIs a call goes to: each has its own limits, so each has its own gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// The Admin API: an hourly quota, reported on every answer (update, details, listing).
+    Admin,
+    /// The Upload API (`explicit`): no hourly quota; a 429 with `Retry-After` when overloaded.
+    Upload,
+}
+
 /// Enables OCR on an asset and reads results back. The worker is generic over it.
 pub trait OcrService: Send + Sync {
+    /// The API an OCR request goes to (read-backs always go to the Admin API).
+    fn request_api(&self) -> Api;
     /// Switches OCR on (a paid call).
     fn request_ocr(
         &self,
@@ -111,7 +122,10 @@ pub struct Worker<O, S, Q> {
     ocr: O,
     store: S,
     queue: Q,
-    gate: RateGate,
+    /// The Admin API's quota (update requests and every read-back).
+    admin_gate: RateGate,
+    /// The Upload API's limits (explicit requests).
+    upload_gate: RateGate,
     settings: WorkerSettings,
 }
 
@@ -121,7 +135,8 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             ocr,
             store,
             queue,
-            gate: RateGate::shared_by(settings.instances),
+            admin_gate: RateGate::shared_by(settings.instances),
+            upload_gate: RateGate::shared_by(settings.instances),
             settings,
         }
     }
@@ -144,5 +159,12 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
 
     fn now(&self) -> SystemTime {
         self.settings.clock.now()
+    }
+
+    fn gate(&self, api: Api) -> &RateGate {
+        match api {
+            Api::Admin => &self.admin_gate,
+            Api::Upload => &self.upload_gate,
+        }
     }
 }

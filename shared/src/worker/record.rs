@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use super::failure::Failure;
 use super::outcome::{DeferCause, Disposition, Handled};
-use super::{InboundRecord, OcrAnswer, OcrService, Worker};
+use super::{Api, InboundRecord, OcrAnswer, OcrService, Worker};
 use crate::clock::{epoch_ms, from_epoch_ms, rfc3339};
 use crate::defaults;
 use crate::error::{ErrorClass, error_chain};
@@ -82,9 +82,16 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 .defer(message.clone(), clock.now(), DeferCause::Unstarted)
                 .into());
         }
+        // The first call's API: a read-back's unless OCR is to be requested (a claim may yet
+        // find an earlier attempt to read back: `call` then takes the Admin API's permit).
+        let api = if message.ocr_requested {
+            Api::Admin
+        } else {
+            self.ocr.request_api()
+        };
         loop {
             let now = clock.now();
-            let until = match self.permit(message, now) {
+            let until = match self.permit(api, message, now) {
                 Ok(permit) => return Ok(permit),
                 Err(until) => until,
             };
@@ -101,14 +108,20 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     /// A permit for one call, or when the gate opens. Behind a limit that does not reset
     /// within the hour the message is waited on a bounded number of times, then let through
     /// once more, so that its failure carries Cloudinary's own words.
-    fn permit(&self, message: &WorkMessage, now: SystemTime) -> Result<Permit<'_>, SystemTime> {
-        match self.gate.admit(now) {
+    fn permit(
+        &self,
+        api: Api,
+        message: &WorkMessage,
+        now: SystemTime,
+    ) -> Result<Permit<'_>, SystemTime> {
+        let gate = self.gate(api);
+        match gate.admit(now) {
             Ok(permit) => Ok(permit),
             Err(until)
                 if until > now + defaults::LONG_LIMIT
                     && message.limit_waits >= defaults::MAX_LIMIT_WAITS =>
             {
-                Ok(self.gate.probe())
+                Ok(gate.probe())
             }
             Err(until) => Err(until),
         }
@@ -179,20 +192,38 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     ) -> Step<OcrAnswer> {
         let read_back =
             message.ocr_requested || (!message.force && held.requested_before.is_some());
+        let permit = if read_back && !permit.is_from(self.gate(Api::Admin)) {
+            drop(permit);
+            self.next_permit(Api::Admin, message, held).await?
+        } else {
+            permit
+        };
         let answer = self.ask(record, message, held, permit, read_back).await?;
         if !read_back || answer.result.outcome != OcrOutcome::NotRequested {
             return Ok(answer);
         }
         tracing::info!("no OCR on the asset after an unfinished attempt: requesting it");
-        let permit = match self.permit(message, self.now()) {
-            Ok(permit) => permit,
-            Err(until) => {
-                self.release(message, held, "quota spent before the OCR request")
-                    .await;
-                return Err(self.wait_for_gate(message, until).into());
-            }
-        };
+        let permit = self
+            .next_permit(self.ocr.request_api(), message, held)
+            .await?;
         self.ask(record, message, held, permit, false).await
+    }
+
+    /// A permit for a call after the first; when the gate is closed the claim is given up and
+    /// the message waits for it.
+    async fn next_permit(&self, api: Api, message: &WorkMessage, held: &Held) -> Step<Permit<'_>> {
+        match self.permit(api, message, self.now()) {
+            Ok(permit) => Ok(permit),
+            Err(until) => {
+                self.release(
+                    message,
+                    held,
+                    "Cloudinary's limit reached between two calls",
+                )
+                .await;
+                Err(self.wait_for_gate(message, until).into())
+            }
+        }
     }
 
     /// One call: the OCR request (paid) or the read-back (free). The permit is given back only
@@ -206,14 +237,15 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         permit: Permit<'_>,
         read_back: bool,
     ) -> Step<OcrAnswer> {
-        let answer = if read_back {
-            self.ocr.fetch_result(message).await
+        let (answer, gate) = if read_back {
+            (self.ocr.fetch_result(message).await, self.gate(Api::Admin))
         } else {
-            self.ocr.request_ocr(message).await
+            let api = self.ocr.request_api();
+            (self.ocr.request_ocr(message).await, self.gate(api))
         };
         match answer {
             Ok(answer) => {
-                self.gate.observe(answer.quota);
+                gate.observe(answer.quota);
                 drop(permit);
                 tracing::debug!(
                     latency_ms = answer.latency.as_millis() as u64,
@@ -224,9 +256,9 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             Err(e) => {
                 match e.class {
                     // Every call would be refused until the reset: close the gate until then.
-                    ErrorClass::RateLimited => self
-                        .gate
-                        .block_until(e.retry_at.unwrap_or_else(|| self.now() + DEFAULT_BACKOFF)),
+                    ErrorClass::RateLimited => {
+                        gate.block_until(e.retry_at.unwrap_or_else(|| self.now() + DEFAULT_BACKOFF))
+                    }
                     ErrorClass::Transient | ErrorClass::Permanent => {}
                 }
                 drop(permit);

@@ -1110,3 +1110,45 @@ async fn crafted_ids_and_unknown_types_are_refused_without_a_call() {
         .await;
     assert_eq!(outcome.results[0].1, Disposition::Stored(Status::Done));
 }
+
+/// The Admin API's hourly quota, seen on a read-back, never holds back `explicit` requests,
+/// which go to the Upload API: each API has its own gate.
+#[tokio::test(start_paused = true)]
+async fn the_admin_quota_does_not_cap_upload_api_requests() {
+    let ocr = ScriptedOcr::new().requesting_on_the_upload_api();
+    ocr.report_quota(Some(Quota {
+        limit: 100,
+        remaining: 0,
+        reset: Some(from_epoch_ms(ORIGIN_MS) + Duration::from_secs(3000)),
+    }));
+    ocr.script(
+        OcrCall::Fetch,
+        "pending",
+        [Scripted::Answer(text("read back"))],
+    );
+    let w = worker_with(
+        ocr,
+        WorkerSettings {
+            concurrency: 1,
+            ..settings()
+        },
+    );
+    let read_back = WorkMessage {
+        ocr_requested: true,
+        ..WorkMessage::new("pending", "image", "upload")
+    };
+    let outcome = w
+        .process_batch(
+            vec![
+                record("m0", read_back.to_body(), 1),
+                record("m1", body("a"), 1),
+                record("m2", body("b"), 1),
+            ],
+            deadline(&w, Duration::from_secs(60)),
+        )
+        .await;
+    let labels: Vec<&str> = outcome.results.iter().map(|(_, d)| d.label()).collect();
+    assert_eq!(labels, ["done", "done", "done"], "{:?}", outcome.results);
+    assert_eq!(outcome.quota_remaining, Some(0), "the Admin API's figure");
+    assert_eq!(w.ocr().total_calls(OcrCall::Request), 2);
+}

@@ -681,3 +681,91 @@ async fn every_page_is_stored_and_a_failed_ocr_keeps_cloudinarys_message() {
         "each paid once"
     );
 }
+
+/// The Upload API's 429 names when to come back (`Retry-After`): the messages wait for it, in
+/// the queue, and every asset is then OCR'd once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_api_429_is_waited_out_as_its_retry_after_says() {
+    let assets: Vec<_> = (0..6)
+        .map(|i| asset(&format!("busy/{i}"), Some("text")))
+        .collect();
+    let h = Harness::new(assets, fast_retry_settings(5), |c| {
+        c.upload_limit = 2;
+        c.admin_window = Duration::from_secs(2);
+    })
+    .await;
+    for i in 0..6 {
+        h.send_asset(&format!("busy/{i}")).await;
+    }
+    let worker = h.worker(&[]);
+    let (end, _) = h.drain(&worker, 1, Duration::from_secs(90)).await;
+    assert_eq!(end, DrainEnd::Empty);
+    let stats = h.emulator.stats();
+    assert!(
+        stats.rate_limited >= 1,
+        "the Upload API refused some: {stats:?}"
+    );
+    for i in 0..6 {
+        let item = h.item(&format!("busy/{i}")).await.unwrap();
+        assert_eq!(s(&item, "status").as_deref(), Some("done"), "busy/{i}");
+    }
+    assert_eq!(stats.ocr_billed, 6, "each paid once");
+    assert!(h.dlq().await.is_empty());
+}
+
+/// A limit that does not reset within the hour (the add-on's monthly limit): the message waits
+/// a bounded number of times, then the asset fails for good with Cloudinary's message, and the
+/// rate-limit dead letter is counted for its alarm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_monthly_limit_ends_in_the_dlq_with_cloudinarys_message() {
+    let h = Harness::new(
+        vec![asset("capped", Some("x"))],
+        crate::common::stack_settings(),
+        |c| {
+            c.monthly_limit_reached = true;
+        },
+    )
+    .await;
+    let worker = h.worker(&[]);
+    // Short invocations: a spent limit holds an invocation until near its deadline.
+    let deadline = || SystemTime::now() + Duration::from_secs(12);
+    h.send_asset("capped").await;
+    let event = sqs_event(&receive_exactly(&h, 1).await, &h.stack.work_queue_arn);
+    let (_, outcome) = worker::handle_with_outcome(&worker, event, deadline())
+        .await
+        .unwrap();
+    match &outcome.results[0].1 {
+        shared::worker::Disposition::Deferred(d) => {
+            assert_eq!(d.cause, shared::worker::DeferCause::Limit);
+            assert_eq!(d.message.limit_waits, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The waits run out (as after the deferrals' round trips): the last one asks once more.
+    let tired = shared::message::WorkMessage {
+        limit_waits: shared::defaults::MAX_LIMIT_WAITS,
+        ..shared::message::WorkMessage::new("capped", "image", "upload")
+    };
+    h.send(&tired.to_body()).await;
+    let event = sqs_event(&receive_exactly(&h, 1).await, &h.stack.work_queue_arn);
+    let (response, outcome) = worker::handle_with_outcome(&worker, event, deadline())
+        .await
+        .unwrap();
+    assert_eq!(response.batch_item_failures.len(), 1, "failed for good");
+    let metrics = worker::batch_metrics(&outcome);
+    let dead = metrics
+        .iter()
+        .find(|m| m.name == "RateLimitDeadLetters")
+        .unwrap();
+    assert_eq!(dead.value, 1.0);
+    let item = h.item("capped").await.unwrap();
+    assert_eq!(s(&item, "status").as_deref(), Some("failed"));
+    assert_eq!(s(&item, "failureKind").as_deref(), Some("rate_limited"));
+    assert!(
+        s(&item, "error")
+            .unwrap()
+            .contains("Monthly limit of adv_ocr add-on usage reached"),
+        "{item:?}"
+    );
+    assert_eq!(h.emulator.stats().ocr_billed, 0);
+}
