@@ -52,6 +52,12 @@ pub fn rfc3339(t: SystemTime) -> String {
         .expect("a SystemTime always formats as RFC 3339")
 }
 
+/// RFC 3339 in whole seconds (as the Search API's date terms take them).
+pub fn rfc3339_secs(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    rfc3339(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .ok()

@@ -41,6 +41,12 @@ pub struct ListerConfig {
     pub checkpoint_table: String,
     /// Assets per listing call (Cloudinary's maximum is 500).
     pub page_size: u32,
+    /// A new pass this long after the previous one started.
+    pub pass_interval: std::time::Duration,
+    /// A full pass at least this often.
+    pub full_pass_interval: std::time::Duration,
+    /// An incremental pass starts this long before the previous pass started.
+    pub incremental_overlap: std::time::Duration,
 }
 
 /// Reads variables through a function so tests need not touch the process environment.
@@ -154,11 +160,28 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 reason: format!("{page_size} is outside 1..={}", defaults::MAX_PAGE_SIZE),
             });
         }
+        let hours = |h: u64| Duration::from_secs(h * 3600);
         Ok(ListerConfig {
             cloudinary: self.cloudinary(cloudinary_url)?,
             work_queue_url: self.required("WORK_QUEUE_URL")?,
             checkpoint_table: self.required("CHECKPOINT_TABLE")?,
             page_size,
+            pass_interval: hours(self.parsed(
+                "LISTER_PASS_INTERVAL_HOURS",
+                defaults::PASS_INTERVAL.as_secs() / 3600,
+            )?),
+            full_pass_interval: hours(
+                24 * self.parsed(
+                    "LISTER_FULL_PASS_INTERVAL_DAYS",
+                    defaults::FULL_PASS_INTERVAL.as_secs() / 86_400,
+                )?,
+            ),
+            incremental_overlap: Duration::from_secs(
+                60 * self.parsed(
+                    "LISTER_OVERLAP_MINUTES",
+                    defaults::INCREMENTAL_OVERLAP.as_secs() / 60,
+                )?,
+            ),
         })
     }
 }

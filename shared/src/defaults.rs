@@ -39,7 +39,12 @@ pub const MAX_LIMIT_WAITS: u32 = 4;
 /// its deadline.
 pub const HOLD_MARGIN: Duration = Duration::from_secs(5);
 /// An incremental pass starts this long before the previous pass started.
-pub const INCREMENTAL_OVERLAP: Duration = Duration::from_secs(600);
+pub const INCREMENTAL_OVERLAP: Duration = Duration::from_secs(3600);
+/// A new pass starts this long after the previous one started (the schedule only wakes the
+/// lister, which continues a pass in progress at every run).
+pub const PASS_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// A full pass at least this often, to catch what a lagging Search index missed.
+pub const FULL_PASS_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Attempts per listing call on transient errors.
 pub const LISTING_ATTEMPTS: u32 = 4;
 /// A result write that failed after a paid OCR is tried again this much later.

@@ -45,6 +45,9 @@ pub type SqsLister = Lister<CloudinaryClient, SqsQueue, DynamoCheckpointStore>;
 pub fn options(config: &ListerConfig) -> ListerOptions {
     ListerOptions {
         page_size: config.page_size,
+        pass_interval: config.pass_interval,
+        full_pass_interval: config.full_pass_interval,
+        incremental_overlap: config.incremental_overlap,
         ..ListerOptions::default()
     }
 }

@@ -246,7 +246,8 @@ impl Scenario {
             let stop = summary.stop;
             listing.last = Some(summary);
             match (stop, on_rate_limit) {
-                (StopReason::PassComplete, _) | (StopReason::RateLimited, OnRateLimit::Stop) => {
+                (StopReason::PassComplete | StopReason::NotDue, _)
+                | (StopReason::RateLimited, OnRateLimit::Stop) => {
                     return Ok(listing);
                 }
                 (StopReason::RateLimited, OnRateLimit::WaitAndContinue(wait)) => {

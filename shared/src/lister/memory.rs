@@ -25,6 +25,8 @@ pub struct MemoryAssetSource {
     faults: FaultPlan<ListCall>,
     quota: Mutex<Option<Quota>>,
     latency: Duration,
+    /// The `since` of every search, in order.
+    searches: Mutex<Vec<String>>,
 }
 
 impl MemoryAssetSource {
@@ -63,6 +65,14 @@ impl MemoryAssetSource {
             .push(asset);
     }
 
+    /// The `since` of every search made, in order.
+    pub fn searches(&self) -> Vec<String> {
+        self.searches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn faults(&self) -> &FaultPlan<ListCall> {
         &self.faults
     }
@@ -85,6 +95,12 @@ impl AssetSource for MemoryAssetSource {
             Listing::All => ListCall::All,
             Listing::CreatedSince(_) => ListCall::Search,
         };
+        if let Listing::CreatedSince(since) = listing {
+            self.searches
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(since.clone());
+        }
         if let Some(class) = self.faults.call(call) {
             return Err(RemoteError::new(class, format!("injected {class:?} fault")));
         }

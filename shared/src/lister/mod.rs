@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::clock::{Clock, parse_rfc3339, rfc3339};
+use crate::clock::{Clock, parse_rfc3339, rfc3339, rfc3339_secs};
 use crate::defaults;
 use crate::error::{Classified, ErrorClass, RemoteError, error_chain};
 use crate::message::WorkMessage;
@@ -68,6 +68,11 @@ pub struct ListerOptions {
     /// An incremental pass starts this long before the previous pass started, so that assets
     /// indexed late are not missed (the duplicates cost a status read, not an OCR).
     pub incremental_overlap: Duration,
+    /// A new pass starts this long after the previous one started; a run in between only
+    /// continues a pass in progress.
+    pub pass_interval: Duration,
+    /// A full pass at least this often, whatever the incremental passes found.
+    pub full_pass_interval: Duration,
     /// Attempts per listing call on transient errors.
     pub attempts: u32,
     pub clock: Clock,
@@ -80,6 +85,8 @@ impl Default for ListerOptions {
             full_rescan: false,
             deadline_margin: defaults::LISTER_DEADLINE_MARGIN,
             incremental_overlap: defaults::INCREMENTAL_OVERLAP,
+            pass_interval: defaults::PASS_INTERVAL,
+            full_pass_interval: defaults::FULL_PASS_INTERVAL,
             attempts: defaults::LISTING_ATTEMPTS,
             clock: Clock::System,
         }
@@ -96,6 +103,8 @@ pub enum StopReason {
     Deadline,
     /// Cloudinary's quota is spent; the next run continues from the checkpoint.
     RateLimited,
+    /// No pass in progress and the next one is not due yet: nothing listed.
+    NotDue,
 }
 
 /// What one lister run did; the Lambda function answers with it as JSON.
@@ -110,6 +119,9 @@ pub struct RunSummary {
     pub stop: StopReason,
     /// When the quota resets, for a run stopped by it (RFC 3339).
     pub quota_resets_at: Option<String>,
+    /// When the next pass starts, for a run that found none due (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_pass_at: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,17 +134,32 @@ pub enum ListerError {
     Store(#[from] StoreError),
 }
 
-/// Starts a new pass when none is in progress (or a full rescan is asked for).
-fn begin_pass(cp: &mut Checkpoint, options: &ListerOptions, now: SystemTime) {
-    if !(options.full_rescan || cp.mode.is_none()) {
+/// Continues the pass in progress; or starts one when it is due (or a full rescan is asked
+/// for): incremental after a recent full pass, full at least every `full_pass_interval`.
+/// `Err` is when the next pass is due, when none is in progress and none is due yet.
+fn begin_pass(
+    cp: &mut Checkpoint,
+    options: &ListerOptions,
+    now: SystemTime,
+) -> Result<(), SystemTime> {
+    if !options.full_rescan && cp.mode.is_some() {
         tracing::info!(
             mode = cp.mode.map(PassMode::as_str),
             pass_listed = cp.pass_listed,
             "continuing the pass from the checkpoint"
         );
-        return;
+        return Ok(());
     }
-    let incremental = !options.full_rescan && cp.last_full_pass_at.is_some();
+    let last_start = cp.last_pass_started_at.as_deref().and_then(parse_rfc3339);
+    if !options.full_rescan
+        && let Some(last) = last_start
+        && now < last + options.pass_interval
+    {
+        return Err(last + options.pass_interval);
+    }
+    let last_full = cp.last_full_pass_at.as_deref().and_then(parse_rfc3339);
+    let incremental =
+        !options.full_rescan && last_full.is_some_and(|t| now < t + options.full_pass_interval);
     cp.mode = Some(if incremental {
         PassMode::Incremental
     } else {
@@ -141,19 +168,15 @@ fn begin_pass(cp: &mut Checkpoint, options: &ListerOptions, now: SystemTime) {
     cp.cursor = None;
     cp.pass_listed = 0;
     cp.pass_started_at = Some(rfc3339(now));
-    cp.since = incremental.then(|| {
-        let last = cp
-            .last_pass_started_at
-            .as_deref()
-            .and_then(parse_rfc3339)
-            .unwrap_or(now);
-        rfc3339(last - options.incremental_overlap)
-    });
+    // Whole seconds: the Search API's date terms take no fractions.
+    cp.since =
+        incremental.then(|| rfc3339_secs(last_start.unwrap_or(now) - options.incremental_overlap));
     tracing::info!(
         mode = cp.mode.map(PassMode::as_str),
         since = cp.since.as_deref(),
         "starting a new pass"
     );
+    Ok(())
 }
 
 /// Lists from the checkpoint until the pass completes, the quota is spent, or the deadline
@@ -168,7 +191,7 @@ pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
 ) -> Result<RunSummary, ListerError> {
     let clock = options.clock;
     let mut cp = checkpoints.load(checkpoint_id).await?;
-    begin_pass(&mut cp, options, clock.now());
+    let due = begin_pass(&mut cp, options, clock.now());
     let mut summary = RunSummary {
         mode: cp.mode.unwrap_or(PassMode::Full),
         pages: 0,
@@ -177,7 +200,15 @@ pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
         stop: StopReason::Deadline,
         pass_listed: cp.pass_listed,
         quota_resets_at: None,
+        next_pass_at: None,
     };
+    if let Err(next) = due {
+        summary.stop = StopReason::NotDue;
+        summary.next_pass_at = Some(rfc3339(next));
+        tracing::info!(next_pass_at = %rfc3339(next), "no pass in progress and none due");
+        return Ok(summary);
+    }
+    let mut restarted = false;
     summary.stop = loop {
         if clock.until(deadline) < options.deadline_margin {
             break StopReason::Deadline;
@@ -188,6 +219,25 @@ pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
                 ErrorClass::RateLimited => {
                     summary.quota_resets_at = e.retry_at().map(rfc3339);
                     break StopReason::RateLimited;
+                }
+                // A cursor Cloudinary no longer takes (expired, say): the pass starts over,
+                // once. Duplicates cost a status read, never an OCR.
+                ErrorClass::Permanent if cp.cursor.is_some() && !restarted => {
+                    tracing::warn!(error = %error_chain(&e), "the listing cursor was refused: the pass starts over");
+                    restarted = true;
+                    cp.cursor = None;
+                    cp.pass_listed = 0;
+                    continue;
+                }
+                // A search Cloudinary refuses (the Search API not enabled, say): the Admin
+                // listing lists everything instead.
+                ErrorClass::Permanent if cp.since.is_some() => {
+                    tracing::warn!(error = %error_chain(&e), "the search was refused: listing the whole account instead");
+                    cp.since = None;
+                    cp.cursor = None;
+                    cp.mode = Some(PassMode::Full);
+                    summary.mode = PassMode::Full;
+                    continue;
                 }
                 ErrorClass::Transient | ErrorClass::Permanent => {
                     return Err(ListerError::Listing(e));

@@ -26,6 +26,8 @@ impl Rig {
             options: ListerOptions {
                 page_size: 100,
                 clock: Clock::tokio(from_epoch_ms(1_800_000_000_000)),
+                // Each run may start a new pass (the pacing has tests of its own).
+                pass_interval: Duration::ZERO,
                 ..ListerOptions::default()
             },
         }
@@ -71,6 +73,7 @@ async fn a_full_pass_pages_through_every_asset_once() {
             pass_listed: 250,
             stop: StopReason::PassComplete,
             quota_resets_at: None,
+            next_pass_at: None,
         }
     );
     let ids = rig.enqueued_ids();
@@ -241,4 +244,73 @@ async fn after_a_full_pass_the_next_lists_what_was_created_since_less_the_overla
     };
     let summary = rescan.run().await;
     assert_eq!((summary.mode, summary.listed), (PassMode::Full, 53));
+}
+
+/// The schedule only wakes the lister: a run continues a pass in progress, starts the next
+/// when it is due (a day after the previous one started), else lists nothing; a full pass at
+/// least weekly, incremental ones in between.
+#[tokio::test(start_paused = true)]
+async fn passes_start_when_due_and_a_full_pass_comes_weekly() {
+    let rig = Rig {
+        options: ListerOptions {
+            pass_interval: Duration::from_secs(24 * 3600),
+            ..Rig::new(MemoryAssetSource::generated(0)).options
+        },
+        ..Rig::new(MemoryAssetSource::generated(120))
+    };
+    assert_eq!(rig.run().await.mode, PassMode::Full);
+    let idle = rig.run().await;
+    assert_eq!((idle.stop, idle.pages), (StopReason::NotDue, 0));
+    assert!(idle.next_pass_at.is_some());
+    tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+    let next = rig.run().await;
+    assert_eq!(
+        (next.mode, next.stop),
+        (PassMode::Incremental, StopReason::PassComplete)
+    );
+    let cp = rig.checkpoints.get(ID).unwrap();
+    let since = rig.source.searches().last().cloned().unwrap();
+    assert!(!since.contains('.'), "whole seconds: {since}");
+    assert!(cp.last_full_pass_at.is_some());
+    // Six more days of daily passes: still incremental; then the weekly full pass.
+    for _ in 0..5 {
+        tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+        assert_eq!(rig.run().await.mode, PassMode::Incremental);
+    }
+    tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+    let weekly = rig.run().await;
+    assert_eq!(weekly.mode, PassMode::Full);
+    assert_eq!(weekly.listed, 120);
+}
+
+/// A cursor Cloudinary refuses restarts the pass (once); a search it refuses falls back to the
+/// Admin listing. Either way the pass completes and nothing is missed.
+#[tokio::test(start_paused = true)]
+async fn a_refused_cursor_restarts_the_pass_and_a_refused_search_lists_everything() {
+    let rig = Rig::new(MemoryAssetSource::generated(300).with_latency(Duration::from_secs(1)));
+    let margin = rig.options.deadline_margin;
+    let first = rig
+        .run_for(margin + Duration::from_millis(1500))
+        .await
+        .unwrap();
+    assert_eq!((first.stop, first.pages), (StopReason::Deadline, 2));
+    rig.source
+        .faults()
+        .fail_next(ListCall::All, ErrorClass::Permanent, 1);
+    let rest = rig.run().await;
+    assert_eq!(
+        (rest.stop, rest.pass_listed),
+        (StopReason::PassComplete, 300),
+        "started over"
+    );
+    assert_eq!(rig.enqueued_ids().iter().collect::<HashSet<_>>().len(), 300);
+
+    rig.source
+        .faults()
+        .fail_next(ListCall::Search, ErrorClass::Permanent, 1);
+    let fallback = rig.run().await;
+    assert_eq!(
+        (fallback.mode, fallback.stop, fallback.listed),
+        (PassMode::Full, StopReason::PassComplete, 300)
+    );
 }

@@ -434,8 +434,12 @@ async fn the_lister_resumes_from_its_checkpoint_then_lists_only_new_assets() {
         c.latency = Duration::from_millis(150)
     })
     .await;
+    // A new pass whenever the previous one is complete (the default waits a day).
     let config = h
-        .env_with(&[("LISTER_PAGE_SIZE", "10")])
+        .env_with(&[
+            ("LISTER_PAGE_SIZE", "10"),
+            ("LISTER_PASS_INTERVAL_HOURS", "0"),
+        ])
         .lister(None)
         .unwrap();
     let with_margin = |margin| {

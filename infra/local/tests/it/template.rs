@@ -50,6 +50,18 @@ fn the_template_says_what_the_code_defaults_to() {
     assert_eq!(param("ListerPageSize"), f64::from(d::PAGE_SIZE));
     assert_eq!(param("MaxReceiveCount"), f64::from(d::MAX_RECEIVE_COUNT));
     assert_eq!(param("BatchSize"), f64::from(d::BATCH_SIZE));
+    assert_eq!(
+        param("PassIntervalHours"),
+        d::PASS_INTERVAL.as_secs_f64() / 3600.0
+    );
+    assert_eq!(
+        param("FullPassIntervalDays"),
+        d::FULL_PASS_INTERVAL.as_secs_f64() / 86_400.0
+    );
+    assert_eq!(
+        param("IncrementalOverlapMinutes"),
+        d::INCREMENTAL_OVERLAP.as_secs_f64() / 60.0
+    );
     // A record is started only with time to finish its call before the function's timeout.
     assert!(d::CLOUDINARY_TIMEOUT + d::WORKER_DEADLINE_SLACK < d::WORKER_TIMEOUT);
 }

@@ -383,6 +383,7 @@ fn emitted_metrics() -> HashSet<&'static str> {
         pass_listed: 1,
         stop: shared::lister::StopReason::PassComplete,
         quota_resets_at: None,
+        next_pass_at: None,
     };
     worker::batch_metrics(&outcome)
         .into_iter()
