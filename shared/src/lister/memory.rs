@@ -27,6 +27,17 @@ pub struct MemoryAssetSource {
     latency: Duration,
     /// The `since` of every search, in order.
     searches: Mutex<Vec<String>>,
+    /// `n` assets made up page by page instead of held (for accounts of millions).
+    synthetic: Option<usize>,
+    /// The Admin API's hourly quota, counted in windows aligned to the clock's hours.
+    hourly: Option<HourlyQuota>,
+}
+
+#[derive(Debug)]
+struct HourlyQuota {
+    limit: u64,
+    clock: crate::clock::Clock,
+    window: Mutex<(u64, u64)>,
 }
 
 impl MemoryAssetSource {
@@ -50,6 +61,50 @@ impl MemoryAssetSource {
                 })
                 .collect(),
         )
+    }
+
+    /// An account of `n` assets, each made up when a page names it (nothing is held).
+    pub fn synthetic(n: usize) -> Self {
+        Self {
+            synthetic: Some(n),
+            ..Self::default()
+        }
+    }
+
+    /// Listing calls are limited to `limit` an hour (windows aligned to `clock`'s hours), as
+    /// the Admin API's quota: answers report it, and a call past it is refused until the reset.
+    pub fn with_hourly_limit(mut self, limit: u64, clock: crate::clock::Clock) -> Self {
+        self.hourly = Some(HourlyQuota {
+            limit,
+            clock,
+            window: Mutex::new((0, 0)),
+        });
+        self
+    }
+
+    /// Counts a call against the hourly quota: the quota to report, or the refusal.
+    fn spend(&self) -> Result<Option<Quota>, RemoteError> {
+        let Some(h) = &self.hourly else {
+            return Ok(*self.quota.lock().unwrap_or_else(|e| e.into_inner()));
+        };
+        let now = crate::clock::epoch_ms(h.clock.now()) / 1000;
+        let hour = now / 3600;
+        let reset = crate::clock::from_epoch_ms((hour + 1) * 3_600_000);
+        let mut window = h.window.lock().unwrap_or_else(|e| e.into_inner());
+        if window.0 != hour {
+            *window = (hour, 0);
+        }
+        if window.1 >= h.limit {
+            let mut e = RemoteError::new(ErrorClass::RateLimited, "HTTP 420: Rate Limit Exceeded");
+            e.retry_at = Some(reset);
+            return Err(e);
+        }
+        window.1 += 1;
+        Ok(Some(Quota {
+            limit: h.limit,
+            remaining: h.limit - window.1,
+            reset: Some(reset),
+        }))
     }
 
     /// Every page takes this long (in tokio time).
@@ -104,12 +159,29 @@ impl AssetSource for MemoryAssetSource {
         if let Some(class) = self.faults.call(call) {
             return Err(RemoteError::new(class, format!("injected {class:?} fault")));
         }
+        let quota = self.spend()?;
         let offset: usize = match cursor {
             None => 0,
             Some(c) => c.parse().map_err(|_| {
                 RemoteError::new(ErrorClass::Permanent, format!("invalid cursor {c:?}"))
             })?,
         };
+        if let Some(n) = self.synthetic {
+            let end = (offset + page_size as usize).min(n);
+            let assets = (offset..end)
+                .map(|i| ListedAsset {
+                    public_id: format!("asset-{i:07}"),
+                    resource_type: "image".into(),
+                    delivery_type: "upload".into(),
+                    created_at: None,
+                })
+                .collect();
+            return Ok(AssetPage {
+                assets,
+                next_cursor: (end < n).then(|| end.to_string()),
+                quota,
+            });
+        }
         let mut matching: Vec<ListedAsset> = self
             .assets
             .lock()
@@ -131,7 +203,7 @@ impl AssetSource for MemoryAssetSource {
         Ok(AssetPage {
             assets,
             next_cursor: (end < matching.len()).then(|| end.to_string()),
-            quota: *self.quota.lock().unwrap_or_else(|e| e.into_inner()),
+            quota,
         })
     }
 }
