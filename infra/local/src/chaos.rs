@@ -57,6 +57,10 @@ pub struct ChaosReport {
     pub assets: usize,
     pub by_status: HashMap<String, u64>,
     pub missing_items: Vec<String>,
+    /// Assets stored with other text (or another page count) than the account holds.
+    pub text_mismatches: Vec<String>,
+    /// Multi-page documents stored with every page.
+    pub documents: usize,
     pub not_terminal: Vec<String>,
     pub ocr_billed: u64,
     pub ocr_requests: u64,
@@ -90,6 +94,13 @@ impl ChaosReport {
                 "{} assets have no item, e.g. {:?}",
                 self.missing_items.len(),
                 &self.missing_items[..self.missing_items.len().min(3)]
+            ));
+        }
+        if !self.text_mismatches.is_empty() {
+            p.push(format!(
+                "{} assets stored with the wrong text or pages, e.g. {:?}",
+                self.text_mismatches.len(),
+                &self.text_mismatches[..self.text_mismatches.len().min(3)]
             ));
         }
         if !self.not_terminal.is_empty() {
@@ -170,6 +181,11 @@ impl ChaosReport {
             self.missing_items.len()
         );
         println!(
+            "  text                  {} multi-page documents stored page by page; {} with the wrong text",
+            self.documents,
+            self.text_mismatches.len()
+        );
+        println!(
             "  OCR calls per asset   {:.4} billed ({} billed, {} requests, max {} for one asset)",
             self.billed_per_asset(),
             self.ocr_billed,
@@ -206,6 +222,13 @@ impl ChaosReport {
 }
 
 const MISSING: &str = "chaos/deleted before OCR & gone?";
+
+/// Messages no worker may act on: a public_id whose dot segments would change the API path,
+/// and a delivery type that is not one of the account's stored ones.
+const CRAFTED: [(&str, &str); 2] = [
+    ("chaos/../../../../resources/image/upload/x", "upload"),
+    ("chaos/fetched", "fetch"),
+];
 
 /// Runs the chaos scenario against the moto at `sdk`'s endpoint.
 pub async fn run(
@@ -263,7 +286,7 @@ pub async fn run(
 
     let mut report = ChaosReport {
         assets: corpus.len(),
-        expected_dlq: options.malformed + 2,
+        expected_dlq: options.malformed + 2 + CRAFTED.len(),
         deferred: tally.get("deferred"),
         retried: tally.get("retry"),
         killed_invocations: stats.killed.load(Ordering::Relaxed),
@@ -324,9 +347,17 @@ pub async fn run(
     Ok(report)
 }
 
-/// The generated corpus, with an oversize text and an id too long to be a key.
+/// The generated corpus, with multi-page documents (one in 50), an oversize text and an id
+/// too long to be a key.
 fn corpus(assets: usize) -> Vec<Asset> {
     let mut corpus = generate(assets.saturating_sub(2));
+    for (i, a) in corpus.iter_mut().enumerate().filter(|(i, _)| i % 50 == 7) {
+        if let Some(text) = &a.text {
+            a.text = Some(format!(
+                "{text}\u{c}page two of document {i}\n\u{c}page three\n"
+            ));
+        }
+    }
     let mut big = corpus[0].clone();
     big.public_id = "chaos/oversize text".into();
     big.text = Some("Ü".repeat(225_000)); // 450,000 bytes: over the item limit
@@ -364,6 +395,10 @@ async fn send_bad_input(scenario: &Scenario, malformed: usize) -> anyhow::Result
         })
         .collect();
     bad.push(shared::message::WorkMessage::new(MISSING, "image", "upload").to_body());
+    // Crafted: a path that would reach another API call, a type the account does not store.
+    for (id, delivery) in CRAFTED {
+        bad.push(shared::message::WorkMessage::new(id, "image", delivery).to_body());
+    }
     for chunk in bad.chunks(10) {
         queue
             .send_batch(chunk)
@@ -427,6 +462,25 @@ fn check_items(
         match status {
             Some(s) => *report.by_status.entry(s.as_str().to_string()).or_default() += 1,
             None => report.not_terminal.push(a.public_id.clone()),
+        }
+        if status == Some(Status::Done) {
+            let text = item.get("text").and_then(|v| v.as_s().ok());
+            let truncated = item
+                .get("truncated")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(false);
+            let pages = item
+                .get("pages")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse::<usize>().ok());
+            let expected_pages = a.text.as_deref().map_or(1, |t| t.split('\u{c}').count());
+            let text_ok = truncated || text.map(String::as_str) == a.text.as_deref();
+            if !text_ok || pages != Some(expected_pages) {
+                report.text_mismatches.push(a.public_id.clone());
+            } else if expected_pages > 1 {
+                report.documents += 1;
+            }
         }
     }
 }

@@ -19,6 +19,7 @@ async fn chaos_keeps_every_promise() {
     report.print();
     assert_eq!(report.problems(), Vec::<String>::new());
     assert!(report.injected_errors > 0, "faults were injected");
+    assert!(report.documents > 0, "multi-page documents were stored");
     assert!(
         report.killed_invocations > 0,
         "invocations were killed mid-batch"
