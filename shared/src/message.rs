@@ -18,6 +18,10 @@ pub struct WorkMessage {
     /// OCR again even if the asset is already done.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
+    /// The asset's version when it was listed: a newer one than the stored result's is OCR'd
+    /// again (the image was uploaded again over the same public_id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
     /// When a forced re-OCR was asked for (ms since the epoch): a result written since then
     /// is that re-OCR, so a second delivery of the message pays nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,6 +89,7 @@ impl WorkMessage {
             resource_type: resource_type.into(),
             delivery_type: delivery_type.into(),
             force: false,
+            version: None,
             forced_at: None,
             ocr_requested: false,
             deferrals: 0,

@@ -39,6 +39,8 @@ pub struct AssetFields {
     pub height: Option<u64>,
     #[serde(default)]
     pub created_at: Option<String>,
+    #[serde(default)]
+    pub version: Option<u64>,
 }
 
 /// A resource answer reduced to what the pipeline stores.

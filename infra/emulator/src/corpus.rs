@@ -21,6 +21,16 @@ pub struct Asset {
     pub text: Option<String>,
     #[serde(default)]
     pub locale: Option<String>,
+    /// Counts uploads over this public_id (1 for the first).
+    #[serde(default = "first_version")]
+    pub version: u64,
+    /// When the latest version was uploaded (RFC 3339); `created_at` when never overwritten.
+    #[serde(default)]
+    pub uploaded_at: Option<String>,
+}
+
+fn first_version() -> u64 {
+    1
 }
 
 fn default_format() -> String {
@@ -107,6 +117,8 @@ pub fn generate(n: usize) -> Vec<Asset> {
                     .expect("formats"),
                 text,
                 locale,
+                version: 1,
+                uploaded_at: None,
             }
         })
         .collect()

@@ -44,6 +44,9 @@ pub struct EmulatorConfig {
     pub require_sha256: bool,
     /// Upload API calls (`explicit`) allowed per window; past it, HTTP 429 with `Retry-After`.
     pub upload_limit: u64,
+    /// How long after an upload an asset appears in Search results (Cloudinary updates its
+    /// Search index asynchronously).
+    pub index_lag: Duration,
     /// The OCR add-on's monthly limit is reached: every OCR request answers HTTP 420 with
     /// Cloudinary's message and a reset a month away (nothing billed).
     pub monthly_limit_reached: bool,
@@ -79,6 +82,7 @@ impl EmulatorConfig {
             require_sha256: false,
             upload_limit: u64::MAX,
             monthly_limit_reached: false,
+            index_lag: Duration::ZERO,
             seed: 7,
         }
     }
@@ -125,6 +129,8 @@ pub(crate) struct Window {
 pub(crate) struct Inner {
     pub assets: Vec<Asset>,
     pub index: HashMap<String, usize>,
+    /// When assets uploaded during the run were uploaded (the Search index lags them).
+    pub uploaded: HashMap<String, std::time::Instant>,
     pub ocr_done: HashSet<String>,
     pub ocr_requests: HashMap<String, u64>,
     pub ocr_billed: HashMap<String, u64>,
@@ -186,6 +192,7 @@ impl Emulator {
                 stats: Stats::default(),
                 window: Window::default(),
                 upload_window: Window::default(),
+                uploaded: HashMap::new(),
             }),
         });
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
@@ -269,11 +276,35 @@ impl Emulator {
         self.state.lock().assets.clone()
     }
 
+    /// Uploads `text`'s image again over `public_id`, as Cloudinary's overwrite does: a new
+    /// version, uploaded now, without the old version's OCR. `false` when there is no such asset.
+    pub fn overwrite(&self, public_id: &str, text: Option<&str>) -> bool {
+        let mut inner = self.state.lock();
+        let Some(&i) = inner.index.get(public_id) else {
+            return false;
+        };
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("formats");
+        let asset = &mut inner.assets[i];
+        asset.version += 1;
+        asset.text = text.map(str::to_string);
+        asset.uploaded_at = Some(now);
+        inner.ocr_done.remove(public_id);
+        inner
+            .uploaded
+            .insert(public_id.to_string(), std::time::Instant::now());
+        true
+    }
+
     /// Adds an asset (created now) as if uploaded.
     pub fn add_asset(&self, asset: Asset) {
         let mut inner = self.state.lock();
         let i = inner.assets.len();
         inner.index.insert(asset.public_id.clone(), i);
+        inner
+            .uploaded
+            .insert(asset.public_id.clone(), std::time::Instant::now());
         inner.assets.push(asset);
     }
 }

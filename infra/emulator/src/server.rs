@@ -206,7 +206,7 @@ fn with_headers(mut reply: Reply, headers: HeaderMap) -> Reply {
 }
 
 fn resource_json(asset: &Asset, cloud: &str, ocr: Option<&str>) -> Value {
-    let version = 1_600_000_000u64 + (asset.bytes % 100_000);
+    let version = 1_600_000_000u64 + asset.version;
     let path =
         percent_encoding::utf8_percent_encode(&asset.public_id, percent_encoding::NON_ALPHANUMERIC)
             .to_string();
@@ -287,7 +287,7 @@ fn listing(
         .map(|a| {
             let mut v = resource_json(a, cloud, None);
             if search {
-                v["uploaded_at"] = v["created_at"].clone();
+                v["uploaded_at"] = a.uploaded_at.as_deref().unwrap_or(&a.created_at).into();
                 v["status"] = "active".into();
             }
             v
@@ -321,9 +321,10 @@ fn search_filter(expression: &str) -> Result<Vec<Filter>, String> {
         } else if let Some(v) = term.strip_prefix("type:") {
             let ok = v.trim_matches('"') == "upload";
             filters.push(Box::new(move |_| ok));
-        } else if let Some(rest) = term
+        } else if let Some((uploaded, rest)) = term
             .strip_prefix("created_at")
-            .or_else(|| term.strip_prefix("uploaded_at"))
+            .map(|r| (false, r))
+            .or_else(|| term.strip_prefix("uploaded_at").map(|r| (true, r)))
         {
             let (op, value) = if let Some(v) = rest.strip_prefix(">=") {
                 (">=", v)
@@ -343,8 +344,12 @@ fn search_filter(expression: &str) -> Result<Vec<Filter>, String> {
             .map_err(|e| format!("bad date in {term:?}: {e}"))?;
             let op = op.to_string();
             filters.push(Box::new(move |a: &Asset| {
+                let field = match (&a.uploaded_at, uploaded) {
+                    (Some(u), true) => u,
+                    _ => &a.created_at,
+                };
                 let Ok(at) = time::OffsetDateTime::parse(
-                    &a.created_at,
+                    field,
                     &time::format_description::well_known::Rfc3339,
                 ) else {
                     return false;
@@ -422,10 +427,16 @@ async fn dispatch(
         };
         let mut inner = state.lock();
         inner.stats.search_calls += 1;
+        let indexed = |a: &Asset| {
+            inner
+                .uploaded
+                .get(&a.public_id)
+                .is_none_or(|at| at.elapsed() >= cfg.index_lag)
+        };
         let mut matched: Vec<&Asset> = inner
             .assets
             .iter()
-            .filter(|a| filters.iter().all(|f| f(a)))
+            .filter(|a| indexed(a) && filters.iter().all(|f| f(a)))
             .collect();
         matched.sort_by(|a, b| {
             a.created_at

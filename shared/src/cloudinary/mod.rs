@@ -161,6 +161,8 @@ struct WireAsset {
     delivery_type: String,
     #[serde(default)]
     created_at: Option<String>,
+    #[serde(default)]
+    version: Option<u64>,
 }
 
 fn default_resource_type() -> String {
@@ -191,6 +193,7 @@ impl WirePage {
                     resource_type: a.resource_type,
                     delivery_type: a.delivery_type,
                     created_at: a.created_at,
+                    version: a.version,
                 })
                 .collect(),
             next_cursor: self.next_cursor.filter(|c| !c.is_empty()),
@@ -199,9 +202,10 @@ impl WirePage {
     }
 }
 
-/// The search expression of an incremental pass.
+/// The search expression of an incremental pass: by upload time, so that an asset uploaded
+/// again over an existing public_id (a new version) is listed as well as a new one.
 pub fn incremental_expression(since: &str) -> String {
-    format!("resource_type:image AND type:upload AND created_at>=\"{since}\"")
+    format!("resource_type:image AND type:upload AND uploaded_at>=\"{since}\"")
 }
 
 #[derive(Deserialize)]

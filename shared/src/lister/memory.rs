@@ -58,6 +58,7 @@ impl MemoryAssetSource {
                     resource_type: "image".into(),
                     delivery_type: "upload".into(),
                     created_at: Some(crate::clock::rfc3339(start + Duration::from_secs(i as u64))),
+                    version: Some(1),
                 })
                 .collect(),
         )
@@ -174,6 +175,7 @@ impl AssetSource for MemoryAssetSource {
                     resource_type: "image".into(),
                     delivery_type: "upload".into(),
                     created_at: None,
+                    version: Some(1),
                 })
                 .collect();
             return Ok(AssetPage {

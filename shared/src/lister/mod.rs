@@ -28,6 +28,8 @@ pub struct ListedAsset {
     pub resource_type: String,
     pub delivery_type: String,
     pub created_at: Option<String>,
+    /// The asset's version: a new one when it is uploaded again over the same public_id.
+    pub version: Option<u64>,
 }
 
 /// A page of a listing, and the quota its answer reported.
@@ -285,7 +287,10 @@ async fn enqueue_page<Q: WorkQueue>(
         .assets
         .iter()
         .filter(|a| a.resource_type == "image")
-        .map(|a| WorkMessage::new(&a.public_id, &a.resource_type, &a.delivery_type))
+        .map(|a| WorkMessage {
+            version: a.version,
+            ..WorkMessage::new(&a.public_id, &a.resource_type, &a.delivery_type)
+        })
         .collect();
     queue.enqueue(&messages).await?;
     let n = page.assets.len() as u64;

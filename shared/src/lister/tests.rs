@@ -217,6 +217,7 @@ async fn after_a_full_pass_the_next_lists_what_was_created_since_less_the_overla
         resource_type: "image".into(),
         delivery_type: "upload".into(),
         created_at: Some(rfc3339(at)),
+        version: Some(1),
     };
     // One created just inside the overlap, one after the pass, one video (not enqueued).
     rig.source

@@ -63,6 +63,9 @@ pub fn to_item(record: &ResultRecord) -> HashMap<String, AttributeValue> {
     if let Some(v) = &record.asset.created_at {
         item.insert("assetCreatedAt".into(), s(v));
     }
+    if let Some(v) = record.asset.version {
+        item.insert("version".into(), n(v));
+    }
     item.insert("ocrAt".into(), s(&record.ocr_at));
     item.insert("attempts".into(), n(record.attempts as u64));
     if record.pages > 0 {
@@ -156,7 +159,7 @@ impl ResultStore for DynamoResultStore {
                 let request = KeysAndAttributes::builder()
                     .set_keys(Some(std::mem::take(&mut keys)))
                     .projection_expression(
-                        "publicId, #s, #e, ocrAt, failedMessageId, failedReceive, failureKind",
+                        "publicId, #s, #e, ocrAt, version, failedMessageId, failedReceive, failureKind",
                     )
                     .expression_attribute_names("#s", "status")
                     .expression_attribute_names("#e", "error")
@@ -182,6 +185,7 @@ impl ResultStore for DynamoResultStore {
                     ) {
                         let state = ItemState {
                             status,
+                            version: attr_u64(&item, "version"),
                             ocr_at_ms: attr_str(&item, "ocrAt")
                                 .and_then(crate::clock::parse_rfc3339)
                                 .map(crate::clock::epoch_ms),

@@ -141,6 +141,7 @@ impl ResultStore for MemoryResultStore {
                 let record = item.record.as_ref()?;
                 let state = ItemState {
                     status: record.status,
+                    version: record.asset.version,
                     ocr_at_ms: crate::clock::parse_rfc3339(&record.ocr_at)
                         .map(crate::clock::epoch_ms),
                     dead_letter: record.dead_letter.clone(),

@@ -110,6 +110,8 @@ pub struct ItemState {
     pub status: Status,
     /// When the result was written (ms since the epoch).
     pub ocr_at_ms: Option<u64>,
+    /// The asset's version the result is of.
+    pub version: Option<u64>,
     /// Set while the asset's failing message is on its way to the dead-letter queue.
     pub dead_letter: Option<DeadLetterMark>,
     pub error: Option<String>,

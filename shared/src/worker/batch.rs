@@ -26,6 +26,11 @@ fn parse(record: &InboundRecord) -> Parsed {
     }
 }
 
+/// Whether the message names a newer version of the asset than its stored result's.
+fn is_newer(message: &WorkMessage, state: &ItemState) -> bool {
+    matches!((message.version, state.version), (Some(listed), Some(stored)) if listed > stored)
+}
+
 /// Whether a message asks for an OCR of an asset that already has a result: only a forced
 /// re-OCR whose result has not been written since it was asked for (a second delivery of it
 /// finds the re-OCR's result, and pays nothing).
@@ -186,7 +191,24 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             }
             .into();
         };
-        match states.get(&message.public_id) {
+        let state = states.get(&message.public_id);
+        // An image uploaded again over its public_id (a newer version) is OCR'd again, as a
+        // forced re-OCR is.
+        let message = match state {
+            Some(state) if state.status.is_complete() && is_newer(&message, state) => {
+                tracing::info!(
+                    stored = state.version,
+                    listed = message.version,
+                    "a new version of the asset: OCR again"
+                );
+                WorkMessage {
+                    force: true,
+                    ..message
+                }
+            }
+            _ => message,
+        };
+        match state {
             Some(state) if state.status.is_complete() && !needs_ocr(&message, state) => {
                 Disposition::Skipped.into()
             }

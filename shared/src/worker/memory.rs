@@ -192,6 +192,7 @@ impl ScriptedOcr {
                 outcome,
                 asset: AssetFields {
                     format: Some("png".into()),
+                    version: message.version,
                     ..AssetFields::default()
                 },
                 pages,

@@ -1152,3 +1152,28 @@ async fn the_admin_quota_does_not_cap_upload_api_requests() {
     assert_eq!(outcome.quota_remaining, Some(0), "the Admin API's figure");
     assert_eq!(w.ocr().total_calls(OcrCall::Request), 2);
 }
+
+/// An image uploaded again over its public_id (a newer version, as the lister lists it) is
+/// OCR'd again, once: its text is not the old version's; the same version again pays nothing.
+#[tokio::test(start_paused = true)]
+async fn a_new_version_of_an_image_is_ocrd_again_once() {
+    let w = worker(ScriptedOcr::new());
+    let listed = |version| WorkMessage {
+        version: Some(version),
+        ..WorkMessage::new("a", "image", "upload")
+    };
+    let mut outcomes = Vec::new();
+    for (delivery, version) in [("m1", 1), ("m2", 1), ("m3", 2), ("m4", 2), ("m5", 1)] {
+        let outcome = w
+            .process_batch(
+                vec![record(delivery, listed(version).to_body(), 1)],
+                deadline(&w, Duration::from_secs(60)),
+            )
+            .await;
+        outcomes.push(outcome.results[0].1.label());
+    }
+    assert_eq!(outcomes, ["done", "skipped", "done", "skipped", "skipped"]);
+    assert_eq!(w.ocr().billed("a"), 2, "once per version");
+    let rec = w.store().item("a").and_then(|i| i.record).unwrap();
+    assert_eq!(rec.asset.version, Some(2));
+}

@@ -39,6 +39,8 @@ pub fn asset(public_id: &str, text: Option<&str>) -> Asset {
         created_at: "2024-01-01T00:00:00Z".into(),
         text: text.map(str::to_string),
         locale: text.map(|_| "en".to_string()),
+        version: 1,
+        uploaded_at: None,
     }
 }
 

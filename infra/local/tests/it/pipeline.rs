@@ -773,3 +773,94 @@ async fn a_monthly_limit_ends_in_the_dlq_with_cloudinarys_message() {
     );
     assert_eq!(h.emulator.stats().ocr_billed, 0);
 }
+
+/// An image uploaded again over its public_id: the next incremental pass finds it by its
+/// upload time, and the worker OCRs the new version (once), replacing the old text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_overwritten_image_is_found_and_ocrd_again() {
+    let h = Harness::new(
+        vec![
+            asset("signs/door", Some("PUSH\n")),
+            asset("signs/other", Some("EXIT\n")),
+        ],
+        crate::common::stack_settings(),
+        |_| {},
+    )
+    .await;
+    let lister = h.lister(&[("LISTER_PASS_INTERVAL_HOURS", "0")]);
+    let worker = h.worker(&[]);
+    assert_eq!(h.list_all(&lister).await, 2);
+    h.drain(&worker, 1, Duration::from_secs(30)).await;
+    assert_eq!(
+        s(&h.item("signs/door").await.unwrap(), "text").as_deref(),
+        Some("PUSH\n")
+    );
+
+    assert!(h.emulator.overwrite("signs/door", Some("PULL\n")));
+    let incremental = lister::handle(
+        &lister,
+        serde_json::json!({}),
+        SystemTime::now() + Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(incremental.mode, shared::lister::PassMode::Incremental);
+    assert_eq!(
+        incremental.enqueued, 1,
+        "only the new version: {incremental:?}"
+    );
+    h.drain(&worker, 1, Duration::from_secs(30)).await;
+    let door = h.item("signs/door").await.unwrap();
+    assert_eq!(s(&door, "text").as_deref(), Some("PULL\n"));
+    assert_eq!(n(&door, "version"), Some(1_600_000_002));
+    assert_eq!(h.emulator.ocr_billed("signs/door"), 2, "once per version");
+    assert_eq!(h.emulator.ocr_billed("signs/other"), 1);
+}
+
+/// Cloudinary's Search index lags uploads: an asset uploaded just before an incremental pass
+/// is not in its results. The next pass reaches back by the overlap and finds it; without an
+/// overlap it would be missed until the weekly full pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_overlap_catches_what_a_lagging_search_index_missed() {
+    for (overlap_minutes, found) in [("1", true), ("0", false)] {
+        let h = Harness::new(
+            vec![asset("old", Some("x"))],
+            crate::common::stack_settings(),
+            |c| c.index_lag = Duration::from_millis(1500),
+        )
+        .await;
+        let lister = h.lister(&[
+            ("LISTER_PASS_INTERVAL_HOURS", "0"),
+            ("LISTER_OVERLAP_MINUTES", overlap_minutes),
+        ]);
+        let run = || async {
+            lister::handle(
+                &lister,
+                serde_json::json!({}),
+                SystemTime::now() + Duration::from_secs(60),
+            )
+            .await
+            .unwrap()
+        };
+        assert_eq!(run().await.enqueued, 1, "the full pass");
+        // Let the next pass start strictly after the full pass, in another second.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let mut late = asset("uploaded/late", Some("y"));
+        // Uploaded a second before the next pass starts (whole seconds, as Search compares).
+        late.created_at = shared::clock::rfc3339_secs(SystemTime::now() - Duration::from_secs(1));
+        h.emulator.add_asset(late);
+        let hidden = run().await;
+        assert_eq!(
+            (hidden.mode, hidden.enqueued),
+            (shared::lister::PassMode::Incremental, 0),
+            "not indexed yet"
+        );
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let next = run().await;
+        assert_eq!(
+            next.enqueued,
+            u64::from(found),
+            "overlap {overlap_minutes} min: {next:?}"
+        );
+    }
+}
