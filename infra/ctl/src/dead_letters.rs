@@ -5,9 +5,7 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
-use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
-};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use shared::store::{DynamoResultStore, ItemState, ResultStore, Status};
 
 /// One dead letter and its reason.
@@ -58,25 +56,17 @@ pub async fn release(
     url: &str,
     messages: &[Message],
 ) -> anyhow::Result<()> {
-    for chunk in messages.chunks(10) {
-        let entries: Vec<ChangeMessageVisibilityBatchRequestEntry> = chunk
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| {
-                ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle()?)
-                    .visibility_timeout(0)
-                    .build()
-                    .ok()
-            })
-            .collect();
-        sqs.change_message_visibility_batch()
-            .queue_url(url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .with_context(|| format!("making messages of {url} visible again"))?;
+    use shared::queue::{SqsQueue, WorkQueue};
+    let handles: Vec<&str> = messages
+        .iter()
+        .filter_map(Message::receipt_handle)
+        .collect();
+    let failures = SqsQueue::new(sqs.clone(), url)
+        .return_now(&handles)
+        .await
+        .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
+    if let Some(error) = failures.into_iter().flatten().next() {
+        anyhow::bail!("making messages of {url} visible again failed: {error}");
     }
     Ok(())
 }

@@ -153,15 +153,21 @@ fn string_to_sign(params: &[(String, String)], secret: &str) -> String {
     format!("{}{secret}", joined.join("&"))
 }
 
-/// Counts an Admin API call against the window; `Err` is the 420 answer.
-fn admin_quota(state: &State, cfg: &EmulatorConfig) -> Result<HeaderMap, Box<Reply>> {
-    let mut inner = state.lock();
+/// Now, the quota windows' length and when the current one opened, in ms since the epoch:
+/// windows are aligned to the clock, as Cloudinary's hourly ones are to the hour.
+fn window_now(cfg: &EmulatorConfig) -> (u64, u64, u64) {
     let window_ms = (cfg.admin_window.as_millis() as u64).max(1);
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64;
-    let opened_ms = now_ms - now_ms % window_ms;
+    (now_ms, window_ms, now_ms - now_ms % window_ms)
+}
+
+/// Counts an Admin API call against the window; `Err` is the 420 answer.
+fn admin_quota(state: &State, cfg: &EmulatorConfig) -> Result<HeaderMap, Box<Reply>> {
+    let mut inner = state.lock();
+    let (_, window_ms, opened_ms) = window_now(cfg);
     if opened_ms != inner.window.opened_ms {
         if inner.window.used > 0 {
             let ended = crate::WindowUse {
@@ -562,12 +568,7 @@ fn upload_quota(state: &State, cfg: &EmulatorConfig) -> Result<(), Box<Reply>> {
     if cfg.upload_limit == u64::MAX {
         return Ok(());
     }
-    let window_ms = (cfg.admin_window.as_millis() as u64).max(1);
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64;
-    let opened_ms = now_ms - now_ms % window_ms;
+    let (now_ms, window_ms, opened_ms) = window_now(cfg);
     let mut inner = state.lock();
     if inner.upload_window.opened_ms != opened_ms {
         inner.upload_window = crate::Window { opened_ms, used: 0 };

@@ -36,7 +36,9 @@ async fn next(State(rt): State<Arc<Runtime>>) -> (HeaderMap, String) {
     loop {
         let event = lock(&rt.events).pop_front();
         if let Some((id, body)) = event {
-            let deadline = SystemTime::now() + Duration::from_secs(60);
+            // The worker's timeout, as Lambda would hand it (a record is only started with
+            // the Cloudinary timeout and some slack left).
+            let deadline = SystemTime::now() + shared::defaults::WORKER_TIMEOUT;
             let ms = deadline
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()

@@ -622,33 +622,25 @@ mod tests {
     #[test]
     fn upload_signature_matches_independent_vectors() {
         let secret = Secret::new("abcd");
-        assert_eq!(
-            sign_upload_params(
-                &[
-                    ("timestamp", "1315060510"),
-                    ("public_id", "sample"),
-                    ("type", "upload"),
-                    ("ocr", "adv_ocr")
-                ],
-                &secret,
-                SignatureAlgorithm::Sha1
-            ),
-            "bfca2622883f0e4a83a72916edf56cb50842f1a1"
-        );
+        let sample = [
+            ("timestamp", "1315060510"),
+            ("public_id", "sample"),
+            ("type", "upload"),
+            ("ocr", "adv_ocr"),
+        ];
         // The same in SHA-256, for an account that requires it.
-        assert_eq!(
-            sign_upload_params(
-                &[
-                    ("timestamp", "1315060510"),
-                    ("public_id", "sample"),
-                    ("type", "upload"),
-                    ("ocr", "adv_ocr")
-                ],
-                &secret,
-                SignatureAlgorithm::Sha256
+        for (algorithm, expected) in [
+            (
+                SignatureAlgorithm::Sha1,
+                "bfca2622883f0e4a83a72916edf56cb50842f1a1",
             ),
-            "30260047d2903eac621feaa4469280747aeeeb796df98480970dbaf451fb2045"
-        );
+            (
+                SignatureAlgorithm::Sha256,
+                "30260047d2903eac621feaa4469280747aeeeb796df98480970dbaf451fb2045",
+            ),
+        ] {
+            assert_eq!(sign_upload_params(&sample, &secret, algorithm), expected);
+        }
         // `&` inside a value is written %26 before hashing; empty values are left out.
         assert_eq!(
             sign_upload_params(

@@ -70,6 +70,21 @@ async fn dead_letters(s: &Scenario) -> Vec<(String, Option<String>)> {
     found
 }
 
+/// Has the local moto keep (or renew) the id and receive count of messages moved into `queue`.
+async fn keep_identity(queue: &str, keep: bool) {
+    let endpoint = local_stack::aws::local_endpoint().unwrap();
+    reqwest::Client::new()
+        .post(format!(
+            "{endpoint}/_redrive?queue={queue}&keep_id={k}&keep_count={k}",
+            k = u8::from(keep)
+        ))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+}
+
 async fn wait_for_task(s: &Scenario) -> aws_sdk_sqs::types::ListMessageMoveTasksResultEntry {
     for _ in 0..50 {
         let tasks = s
@@ -170,18 +185,7 @@ async fn move_tasks_return_messages_to_their_source_or_a_destination() {
 async fn a_redriven_message_is_new_by_default_or_keeps_its_identity_when_asked() {
     for keep in [false, true] {
         let s = scenario().await;
-        let endpoint = local_stack::aws::local_endpoint().unwrap();
-        reqwest::Client::new()
-            .post(format!(
-                "{endpoint}/_redrive?queue={}&keep_id={k}&keep_count={k}",
-                s.stack.work_queue_arn,
-                k = u8::from(keep)
-            ))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
+        keep_identity(&s.stack.work_queue_arn, keep).await;
         let sent = s
             .sqs
             .send_message()
@@ -243,18 +247,7 @@ async fn every_dead_letter_is_redriven_and_done_both_ways_with_either_identity()
             },
         )
         .await;
-        let endpoint = local_stack::aws::local_endpoint().unwrap();
-        reqwest::Client::new()
-            .post(format!(
-                "{endpoint}/_redrive?queue={}&keep_id={k}&keep_count={k}",
-                h.stack.work_queue_arn,
-                k = u8::from(keep)
-            ))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
+        keep_identity(&h.stack.work_queue_arn, keep).await;
         for i in 0..3 {
             h.send_asset(&late(i)).await;
         }
