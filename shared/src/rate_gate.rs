@@ -99,19 +99,21 @@ impl RateGate {
     /// A permit past a closed gate: one call to learn what Cloudinary says now, made before an
     /// asset is failed for good on a limit that does not reset within the hour.
     pub fn probe(&self) -> Permit<'_> {
-        let mut s = self.lock();
-        s.used += 1;
-        s.in_flight += 1;
-        Permit { gate: self }
+        self.grant(&mut self.lock())
     }
 
     /// A permit, or the time until which calls would be refused.
     pub fn admit(&self, now: SystemTime) -> Result<Permit<'_>, SystemTime> {
         let mut s = self.lock();
         self.check(&mut s, now)?;
+        Ok(self.grant(&mut s))
+    }
+
+    /// Counts one call in the window and in flight.
+    fn grant(&self, s: &mut GateState) -> Permit<'_> {
         s.used += 1;
         s.in_flight += 1;
-        Ok(Permit { gate: self })
+        Permit { gate: self }
     }
 
     /// When this instance may call again, if it may not now.

@@ -81,12 +81,18 @@ pub fn quota_from_headers(headers: &reqwest::header::HeaderMap) -> Option<Quota>
     };
     let limit = get("x-featureratelimit-limit")?.parse().ok()?;
     let remaining = get("x-featureratelimit-remaining")?.parse().ok()?;
-    let reset = get("x-featureratelimit-reset").and_then(|v| httpdate::parse_http_date(v).ok());
     Some(Quota {
         limit,
         remaining,
-        reset,
+        reset: quota_reset(headers),
     })
+}
+
+/// `X-FeatureRateLimit-Reset`: when the limit resets (also on a refusal that names nothing
+/// else).
+fn quota_reset(headers: &reqwest::header::HeaderMap) -> Option<SystemTime> {
+    let value = headers.get("x-featureratelimit-reset")?.to_str().ok()?;
+    httpdate::parse_http_date(value.trim()).ok()
 }
 
 /// A decoded answer and the quota it reported.
@@ -217,7 +223,8 @@ struct ErrorMessage {
     message: String,
 }
 
-/// Signs Upload API parameters (signature version 2, SHA-1), as Cloudinary's SDKs do:
+/// Signs Upload API parameters (signature version 2, in SHA-1 or SHA-256 as the account
+/// requires), as Cloudinary's SDKs do:
 /// non-empty `k=v` pairs sorted by key, joined by `&` (with `&` in values written `%26`),
 /// the API secret appended, hex-encoded.
 pub fn sign_upload_params(
@@ -327,11 +334,7 @@ impl CloudinaryClient {
         let quota = quota_from_headers(resp.headers());
         let retry_after = retry_after(resp.headers(), SystemTime::now());
         // A refusal may name its reset without the rest of the quota's figures.
-        let reset = resp
-            .headers()
-            .get("x-featureratelimit-reset")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
+        let reset = quota_reset(resp.headers());
         let body = resp
             .bytes()
             .await
@@ -348,7 +351,6 @@ impl CloudinaryClient {
             // API's 420), else a minute.
             let retry_at = match status {
                 420 | 429 => retry_after
-                    .or_else(|| quota.and_then(|q| q.reset))
                     .or(reset)
                     .or_else(|| Some(SystemTime::now() + Duration::from_secs(60))),
                 _ => None,

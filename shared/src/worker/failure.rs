@@ -89,8 +89,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 let until = failure
                     .retry_at
                     .unwrap_or_else(|| self.now() + DEFAULT_BACKOFF);
-                let long = until > self.now() + defaults::LONG_LIMIT;
-                if long && message.limit_waits >= defaults::MAX_LIMIT_WAITS {
+                if self.beyond_the_hour(until) && message.limit_waits >= defaults::MAX_LIMIT_WAITS {
                     let reason = format!(
                         "Cloudinary's limit does not reset within the hour (next reset {}); still refused after {} waits: {}",
                         rfc3339(until),
@@ -104,16 +103,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 if let Some(held) = held {
                     self.release(message, held, &failure.reason).await;
                 }
-                let message = WorkMessage {
-                    limit_waits: message.limit_waits + u32::from(long),
-                    ..message.clone()
-                };
-                let cause = if long {
-                    DeferCause::Limit
-                } else {
-                    DeferCause::Quota
-                };
-                self.defer(message, until, cause)
+                self.wait_for_gate(message, until)
             }
             FailurePlan::Retry => {
                 if let Some(held) = held {

@@ -118,7 +118,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         match gate.admit(now) {
             Ok(permit) => Ok(permit),
             Err(until)
-                if until > now + defaults::LONG_LIMIT
+                if self.beyond_the_hour(until)
                     && message.limit_waits >= defaults::MAX_LIMIT_WAITS =>
             {
                 Ok(gate.probe())
@@ -127,10 +127,16 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         }
     }
 
-    /// The deferral until the gate opens at `until`: the hourly quota's reset, or a longer
-    /// limit's, which counts toward the bound on such waits.
-    fn wait_for_gate(&self, message: &WorkMessage, until: SystemTime) -> Disposition {
-        if until > self.now() + defaults::LONG_LIMIT {
+    /// Whether a limit lasting until `until` is not the hourly quota (an add-on's monthly
+    /// limit, say): such waits are bounded.
+    pub(super) fn beyond_the_hour(&self, until: SystemTime) -> bool {
+        until > self.now() + defaults::LONG_LIMIT
+    }
+
+    /// The deferral until Cloudinary takes calls again at `until`: the hourly quota's reset,
+    /// or a longer limit's, which counts toward the bound on such waits.
+    pub(super) fn wait_for_gate(&self, message: &WorkMessage, until: SystemTime) -> Disposition {
+        if self.beyond_the_hour(until) {
             let next = WorkMessage {
                 limit_waits: message.limit_waits + 1,
                 ..message.clone()
