@@ -5,8 +5,8 @@ use std::time::Duration;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-    SendMessageBatchRequestEntry,
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry,
 };
 
 use super::{MAX_DELAY, QueueDepth, QueueError, SEND_BATCH_MAX, WorkQueue};
@@ -184,20 +184,7 @@ impl WorkQueue for SqsQueue {
             .collect();
         let out = self.send_message_batch(request).await?;
         let mut failures = vec![None; entries.len()];
-        for failed in out.failed() {
-            if let Some(slot) = failed
-                .id()
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| failures.get_mut(i))
-            {
-                *slot = Some(format!(
-                    "{}: {}",
-                    failed.code(),
-                    failed.message().unwrap_or_default()
-                ));
-            }
-        }
+        note_refusals(out.failed(), &mut failures);
         Ok(failures)
     }
 
@@ -227,22 +214,28 @@ impl WorkQueue for SqsQueue {
                 .send()
                 .await
                 .map_err(|e| self.sdk_error("ChangeMessageVisibilityBatch", e))?;
-            for failed in out.failed() {
-                if let Some(slot) = failed
-                    .id()
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|i| failures.get_mut(chunk_index * SEND_BATCH_MAX + i))
-                {
-                    *slot = Some(format!(
-                        "{}: {}",
-                        failed.code(),
-                        failed.message().unwrap_or_default()
-                    ));
-                }
-            }
+            note_refusals(out.failed(), &mut failures[chunk_index * SEND_BATCH_MAX..]);
         }
         Ok(failures)
+    }
+}
+
+/// Writes why SQS refused each entry of a batch (`code: message`) at the entry's place in
+/// `failures`: an entry's id is its index in the batch.
+fn note_refusals(refused: &[BatchResultErrorEntry], failures: &mut [Option<String>]) {
+    for entry in refused {
+        if let Some(slot) = entry
+            .id()
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| failures.get_mut(i))
+        {
+            *slot = Some(format!(
+                "{}: {}",
+                entry.code(),
+                entry.message().unwrap_or_default()
+            ));
+        }
     }
 }
 
