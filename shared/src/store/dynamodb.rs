@@ -240,7 +240,9 @@ impl ResultStore for DynamoResultStore {
             .expression_attribute_values(":rt", AttributeValue::S(claim.resource_type.to_string()))
             .expression_attribute_values(":dt", AttributeValue::S(claim.delivery_type.to_string()))
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .return_values(ReturnValue::AllOld);
+            // The old values of the attributes set here only (`attempts`, `ocrRequestedAt`):
+            // never a forced re-OCR's whole stored text.
+            .return_values(ReturnValue::UpdatedOld);
         if !claim.force {
             req = req
                 .expression_attribute_names("#s", "status")
