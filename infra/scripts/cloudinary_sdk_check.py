@@ -1,13 +1,14 @@
 """Drives the Cloudinary emulator with Cloudinary's own Python SDK (PyPI `cloudinary`), as a
 user of the real service would, and checks every answer. A client nobody here wrote proves that
 the emulator accepts what Cloudinary accepts (JSON Admin API bodies, multipart Upload API
-calls, SHA-1 and SHA-256 signatures) and answers as Cloudinary does (paging, OCR, 404, 401,
-420).
+calls, SHA-1 and SHA-256 signatures) and answers as Cloudinary does (paging, OCR, delivery
+types, 404, 401, 420).
 
 usage: cloudinary_sdk_check.py all|sha256-only
   env: CLOUDINARY_URL (the emulator's account), CLOUDINARY_API_BASE (its base URL),
-       SDK_CHECK_IDS (comma-separated public ids of the account), SDK_CHECK_TEXT (the text of
-       the first one)
+       SDK_CHECK_IDS (comma-separated public ids of the account's upload images),
+       SDK_CHECK_TEXT (the text of the first one), SDK_CHECK_PRIVATE_TEXT (the text of a
+       private image under the first one's public id)
 Prints one line per check; exits 1 on the first that fails.
 """
 
@@ -44,7 +45,22 @@ def first_page_text(resource):
     return annotations[0].get("description")
 
 
-def all_checks(ids, text):
+def delivery_type_checks(ids, text, private_text):
+    # The first public id is also a private image, with its own text: the SDK names the type.
+    private = cloudinary.api.resources(type="private", max_results=10)
+    listed = [(r["public_id"], r["type"]) for r in private["resources"]]
+    check("list the private images", listed == [(ids[0], "private")], str(listed))
+    done = cloudinary.uploader.explicit(ids[0], type="private", ocr="adv_ocr")
+    check("explicit OCRs the private image", first_page_text(done) == private_text, first_page_text(done))
+    updated = cloudinary.api.update(ids[0], type="private", ocr="adv_ocr")
+    check("update OCRs the private image", first_page_text(updated) == private_text)
+    details = cloudinary.api.resource(ids[0])
+    check("the upload image keeps its own text", first_page_text(details) == text)
+    expect("404 for a type the public id is not under", NotFound,
+           lambda: cloudinary.api.resource(ids[0], type="authenticated"))
+
+
+def all_checks(ids, text, private_text):
     # Listing, page by page, with the SDK's own cursor handling.
     seen, cursor, pages = [], None, 0
     while True:
@@ -85,6 +101,8 @@ def all_checks(ids, text):
     expect("401 for a wrong signature (Upload API)", AuthorizationRequired,
            lambda: cloudinary.uploader.explicit(ids[1], type="upload", ocr="adv_ocr", api_secret="wrong"))
 
+    delivery_type_checks(ids, text, private_text)
+
     # 420 once the hourly Admin quota is spent, with Cloudinary's message.
     def spend():
         for _ in range(1000):
@@ -109,7 +127,7 @@ def main(argv):
     check("the SDK read CLOUDINARY_URL", bool(cloudinary.config().api_key))
     ids = os.environ["SDK_CHECK_IDS"].split(",")
     if argv[1] == "all":
-        all_checks(ids, os.environ["SDK_CHECK_TEXT"])
+        all_checks(ids, os.environ["SDK_CHECK_TEXT"], os.environ["SDK_CHECK_PRIVATE_TEXT"])
     else:
         sha256_only_checks(ids)
     print(f"cloudinary {cloudinary.VERSION}: every check passed")

@@ -39,6 +39,8 @@ pub struct ListerConfig {
     pub cloudinary: CloudinaryConfig,
     pub work_queue_url: String,
     pub checkpoint_table: String,
+    /// Where an asset the work queue refuses is recorded failed.
+    pub results_table: String,
     /// Assets per listing call (Cloudinary's maximum is 500).
     pub page_size: u32,
     /// A new pass this long after the previous one started.
@@ -165,6 +167,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             cloudinary: self.cloudinary(cloudinary_url)?,
             work_queue_url: self.required("WORK_QUEUE_URL")?,
             checkpoint_table: self.required("CHECKPOINT_TABLE")?,
+            results_table: self.required("RESULTS_TABLE")?,
             page_size,
             pass_interval: hours(self.parsed(
                 "LISTER_PASS_INTERVAL_HOURS",
@@ -249,6 +252,14 @@ mod tests {
         .lister(None)
         .unwrap_err();
         assert!(err.to_string().contains("LISTER_PAGE_SIZE"), "{err}");
+        let err = env(&[
+            ("CLOUDINARY_URL", URL),
+            ("WORK_QUEUE_URL", "q"),
+            ("CHECKPOINT_TABLE", "c"),
+        ])
+        .lister(None)
+        .unwrap_err();
+        assert_eq!(err, ConfigError::Missing("RESULTS_TABLE"));
     }
 
     #[test]

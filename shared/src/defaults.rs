@@ -33,6 +33,10 @@ pub const PENDING_POLL_DELAY: Duration = Duration::from_secs(30);
 pub const MAX_PENDING_POLLS: u32 = 20;
 /// A Cloudinary limit whose reset is further away than this is not the hourly quota.
 pub const LONG_LIMIT: Duration = Duration::from_secs(3600);
+/// How long a refusal is taken to last when the hourly quota cannot explain it (its headers
+/// still report calls left) and it names no longer reset of its own: beyond the hour, so that
+/// its waits are bounded.
+pub const OTHER_LIMIT_WAIT: Duration = Duration::from_secs(24 * 3600);
 /// Waits on a limit that does not reset within the hour before the asset is failed for good.
 pub const MAX_LIMIT_WAITS: u32 = 4;
 /// While the quota is spent, an invocation waits before returning, up to this long before

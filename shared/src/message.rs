@@ -41,6 +41,39 @@ pub struct WorkMessage {
     pub limit_waits: u32,
 }
 
+/// The delivery types the pipeline OCRs: the ones that store an asset of the account's own
+/// (fetched, remote and social types hold none), listed in this order by a full pass.
+pub const DELIVERY_TYPES: [&str; 3] = ["upload", "private", "authenticated"];
+
+/// The results table's key (`publicId`) of the asset `public_id` under `delivery_type`.
+///
+/// The same public_id may exist under several delivery types, each its own image with its own
+/// text, so the key names the type, except in the common case: an `upload` asset is keyed by
+/// its public_id itself, unless that starts with `~`, which is then doubled (`~~…`). Any other
+/// type's asset is keyed `~{type}~{public_id}`. No two assets share a key, and
+/// [`asset_of_key`] reads every key back.
+pub fn item_key(public_id: &str, delivery_type: &str) -> String {
+    match delivery_type {
+        "upload" if public_id.starts_with('~') => format!("~{public_id}"),
+        "upload" => public_id.to_string(),
+        other => format!("~{other}~{public_id}"),
+    }
+}
+
+/// The asset an item key names: `(delivery type, public_id)`.
+pub fn asset_of_key(key: &str) -> (&str, &str) {
+    match key.strip_prefix('~') {
+        Some(rest) if rest.starts_with('~') => ("upload", rest),
+        Some(rest) => match rest.split_once('~') {
+            Some((delivery_type, public_id)) if !delivery_type.is_empty() => {
+                (delivery_type, public_id)
+            }
+            _ => ("upload", key),
+        },
+        None => ("upload", key),
+    }
+}
+
 /// Whether a public_id has a `.` or `..` path segment, also percent-encoded: URL resolution
 /// collapses such a segment (WHATWG URL parsers decode `%2e` in it), changing the path a
 /// request goes to.
@@ -125,8 +158,21 @@ impl WorkMessage {
         Ok(msg)
     }
 
+    /// The key of this message's asset in the results table.
+    pub fn item_key(&self) -> String {
+        item_key(&self.public_id, &self.delivery_type)
+    }
+
+    /// The message's body: JSON, with the characters SQS does not take in a message (U+FFFE,
+    /// U+FFFF) escaped, so that any public_id can travel.
     pub fn to_body(&self) -> String {
-        serde_json::to_string(self).expect("a WorkMessage always serializes")
+        let body = serde_json::to_string(self).expect("a WorkMessage always serializes");
+        if body.contains(['\u{fffe}', '\u{ffff}']) {
+            body.replace('\u{fffe}', "\\ufffe")
+                .replace('\u{ffff}', "\\uffff")
+        } else {
+            body
+        }
     }
 }
 
@@ -147,6 +193,45 @@ mod tests {
             (m.resource_type.as_str(), m.delivery_type.as_str(), m.force),
             ("image", "upload", false)
         );
+    }
+
+    #[test]
+    fn every_asset_has_its_own_key_and_every_key_reads_back() {
+        let assets = [
+            ("upload", "plain/id"),
+            ("upload", "~private~plain/id"),
+            ("upload", "~x"),
+            ("upload", "~~x"),
+            ("upload", "~"),
+            ("private", "plain/id"),
+            ("private", "~x"),
+            ("authenticated", "plain/id"),
+            ("authenticated", "a~b"),
+        ];
+        let keys: Vec<String> = assets.iter().map(|(t, id)| item_key(id, t)).collect();
+        assert_eq!(
+            keys[0], "plain/id",
+            "the common case is the public_id itself"
+        );
+        assert_eq!(keys[5], "~private~plain/id");
+        assert_eq!(keys[2], "~~x");
+        let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+        assert_eq!(distinct.len(), assets.len(), "{keys:?}");
+        for ((t, id), key) in assets.iter().zip(&keys) {
+            assert_eq!(asset_of_key(key), (*t, *id), "{key}");
+        }
+    }
+
+    #[test]
+    fn characters_sqs_refuses_travel_escaped() {
+        let m = WorkMessage::new("odd\u{ffff}\u{fffe}\u{1}id", "image", "upload");
+        let body = m.to_body();
+        assert!(
+            body.chars()
+                .all(|c| matches!(c, '\t' | '\n' | '\r' | ' '..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)),
+            "{body:?}"
+        );
+        assert_eq!(WorkMessage::parse(&body).unwrap(), m);
     }
 
     #[test]

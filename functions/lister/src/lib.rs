@@ -6,25 +6,30 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use serde_json::Value;
 use shared::cloudinary::{ClientBuildError, CloudinaryClient};
 use shared::config::ListerConfig;
-use shared::lister::{AssetSource, ListerError, ListerOptions, RunSummary, run_lister};
+use shared::lister::{
+    AssetSource, ListerError, ListerOptions, ListerPorts, RunSummary, run_lister,
+};
 use shared::queue::{SqsQueue, WorkQueue};
-use shared::store::{CheckpointStore, DynamoCheckpointStore};
+use shared::store::{CheckpointStore, DynamoCheckpointStore, DynamoResultStore, ResultStore};
 
-/// The lister: asset source, work queue and checkpoint store, with its settings.
-pub struct Lister<A, Q, C> {
+/// The lister: asset source, work queue, checkpoint store and results table (for the assets
+/// the queue refuses), with its settings.
+pub struct Lister<A, Q, C, R> {
     source: A,
     queue: Q,
     checkpoints: C,
+    results: R,
     /// Key of this account's checkpoint item.
     checkpoint_id: String,
     options: ListerOptions,
 }
 
-impl<A: AssetSource, Q: WorkQueue, C: CheckpointStore> Lister<A, Q, C> {
+impl<A: AssetSource, Q: WorkQueue, C: CheckpointStore, R: ResultStore> Lister<A, Q, C, R> {
     pub fn new(
         source: A,
         queue: Q,
         checkpoints: C,
+        results: R,
         checkpoint_id: impl Into<String>,
         options: ListerOptions,
     ) -> Self {
@@ -32,6 +37,7 @@ impl<A: AssetSource, Q: WorkQueue, C: CheckpointStore> Lister<A, Q, C> {
             source,
             queue,
             checkpoints,
+            results,
             checkpoint_id: checkpoint_id.into(),
             options,
         }
@@ -39,7 +45,7 @@ impl<A: AssetSource, Q: WorkQueue, C: CheckpointStore> Lister<A, Q, C> {
 }
 
 /// The lister wired to the real services.
-pub type SqsLister = Lister<CloudinaryClient, SqsQueue, DynamoCheckpointStore>;
+pub type SqsLister = Lister<CloudinaryClient, SqsQueue, DynamoCheckpointStore, DynamoResultStore>;
 
 /// The lister's options for a configuration.
 pub fn options(config: &ListerConfig) -> ListerOptions {
@@ -67,10 +73,12 @@ pub fn build_with(
 ) -> Result<SqsLister, ClientBuildError> {
     let source = CloudinaryClient::new(&config.cloudinary)?;
     let checkpoint_id = format!("lister#{}", source.cloud_name());
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     Ok(Lister::new(
         source,
         SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.work_queue_url),
-        DynamoCheckpointStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.checkpoint_table),
+        DynamoCheckpointStore::new(dynamodb.clone(), &config.checkpoint_table),
+        DynamoResultStore::new(dynamodb, &config.results_table),
         checkpoint_id,
         options,
     ))
@@ -93,8 +101,8 @@ pub fn full_rescan_requested(event: &Value) -> bool {
 }
 
 /// Runs the lister until the pass completes, the quota is spent, or the deadline nears.
-pub async fn handle<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
-    lister: &Lister<A, Q, C>,
+pub async fn handle<A: AssetSource, Q: WorkQueue, C: CheckpointStore, R: ResultStore>(
+    lister: &Lister<A, Q, C, R>,
     event: Value,
     deadline: SystemTime,
 ) -> Result<RunSummary, ListerError> {
@@ -103,9 +111,12 @@ pub async fn handle<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
         ..lister.options.clone()
     };
     run_lister(
-        &lister.source,
-        &lister.queue,
-        &lister.checkpoints,
+        ListerPorts {
+            source: &lister.source,
+            queue: &lister.queue,
+            checkpoints: &lister.checkpoints,
+            results: &lister.results,
+        },
         &lister.checkpoint_id,
         &options,
         deadline,
@@ -119,6 +130,7 @@ pub fn run_metrics(summary: &RunSummary) -> Vec<shared::telemetry::Metric> {
     vec![
         Metric::count("AssetsListed", summary.listed),
         Metric::count("AssetsEnqueued", summary.enqueued),
+        Metric::count("AssetsRefusedByQueue", summary.refused),
         Metric::count("ListingPages", summary.pages),
         // One for every run that ended well, whatever it stopped for: the alarm on a silent
         // lister watches it.

@@ -14,6 +14,10 @@ pub struct DeadLetterRow {
     pub message_id: String,
     /// Absent when the body is not a work message.
     pub public_id: Option<String>,
+    /// The asset's delivery type; absent when the body is not a work message.
+    pub delivery_type: Option<String>,
+    /// The asset's item key in the results table (see `shared::message::item_key`).
+    pub key: Option<String>,
     /// The queue SQS moved it from (set only when the redrive policy moved it).
     pub source_queue: Option<String>,
     pub receive_count: u32,
@@ -77,11 +81,14 @@ pub async fn describe(
     table: &str,
     messages: &[Message],
 ) -> anyhow::Result<Vec<DeadLetterRow>> {
-    let parsed: Vec<Result<String, String>> = messages
+    let parsed: Vec<Result<shared::message::WorkMessage, String>> = messages
         .iter()
-        .map(|m| shared::worker::parse_body(m.body().unwrap_or_default()).map(|w| w.public_id))
+        .map(|m| shared::worker::parse_body(m.body().unwrap_or_default()))
         .collect();
-    let ids: Vec<String> = parsed.iter().filter_map(|p| p.clone().ok()).collect();
+    let ids: Vec<String> = parsed
+        .iter()
+        .filter_map(|p| p.as_ref().ok().map(|w| w.item_key()))
+        .collect();
     let states: HashMap<String, ItemState> = DynamoResultStore::new(ddb.clone(), table)
         .states(&ids)
         .await
@@ -93,16 +100,18 @@ pub async fn describe(
             let attribute = |name: MessageSystemAttributeName| {
                 m.attributes().and_then(|a| a.get(&name)).cloned()
             };
-            let (public_id, reason) = match parsed {
+            let (message, reason) = match parsed {
                 Err(reason) => (None, format!("not a work message: {reason}")),
-                Ok(id) => {
-                    let reason = reason_on_item(states.get(&id));
-                    (Some(id), reason)
+                Ok(w) => {
+                    let reason = reason_on_item(states.get(&w.item_key()));
+                    (Some(w), reason)
                 }
             };
             DeadLetterRow {
                 message_id: m.message_id().unwrap_or_default().to_string(),
-                public_id,
+                key: message.as_ref().map(|w| w.item_key()),
+                delivery_type: message.as_ref().map(|w| w.delivery_type.clone()),
+                public_id: message.map(|w| w.public_id),
                 source_queue: attribute(MessageSystemAttributeName::DeadLetterQueueSourceArn),
                 receive_count: attribute(MessageSystemAttributeName::ApproximateReceiveCount)
                     .and_then(|c| c.parse().ok())

@@ -16,7 +16,8 @@ pub enum Format {
     Jsonl,
 }
 
-/// One exported row: the public id, status, text, locale and the asset fields.
+/// One exported row: the public id, status, text, locale and the asset fields. An asset is
+/// `(delivery_type, public_id)`: one public id may be two images of two delivery types.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Row {
     pub public_id: String,
@@ -41,8 +42,11 @@ impl Row {
     pub fn from_item(item: &Item) -> Self {
         let get = |k: &str| s(item, k).unwrap_or_default();
         let n = |k: &str| num(item, k).unwrap_or_default();
+        let key = get("publicId");
+        let (key_type, public_id) = shared::message::asset_of_key(&key);
+        let delivery_type = s(item, "deliveryType").unwrap_or_else(|| key_type.to_string());
         Self {
-            public_id: get("publicId"),
+            public_id: public_id.to_string(),
             status: get("status"),
             text: get("text"),
             locale: get("locale"),
@@ -51,7 +55,7 @@ impl Row {
                 .map(|b| b.to_string())
                 .unwrap_or_default(),
             resource_type: get("resourceType"),
-            delivery_type: get("deliveryType"),
+            delivery_type,
             format: get("format"),
             bytes: n("bytes"),
             width: n("width"),

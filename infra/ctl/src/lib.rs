@@ -56,7 +56,8 @@ pub enum Command {
         #[arg(long, default_value_t = 4)]
         segments: i32,
     },
-    /// Print the public ids whose text matches PATTERN, with the matching line.
+    /// Print the assets whose text matches PATTERN (by item key: the public id itself for an
+    /// `upload` image, `~TYPE~PUBLIC_ID` for another type), with the matching line.
     Grep {
         pattern: String,
         /// PATTERN is a regular expression (default: a plain substring).
@@ -78,9 +79,11 @@ pub enum Command {
     },
     /// Enqueue assets again with the force flag (OCR is paid again).
     Reocr {
-        /// Public ids to re-OCR.
+        /// Assets to re-OCR, by item key (as `grep` and `export` name them: the public id of an
+        /// `upload` image, `~private~ID` or `~authenticated~ID` for the other types).
         public_ids: Vec<String>,
-        /// Every asset in the table whose public id starts with this.
+        /// Every asset in the table whose key starts with this (for an `upload` image, its
+        /// public id).
         #[arg(long, conflicts_with = "public_ids")]
         prefix: Option<String>,
         /// Every asset in the table with these statuses (e.g. failed).
@@ -230,19 +233,30 @@ pub async fn run(
             let asked = shared::clock::epoch_ms(std::time::SystemTime::now());
             let messages: Vec<WorkMessage> = ids
                 .iter()
-                .map(|id| {
-                    let mut m = WorkMessage::new(id, "image", "upload");
+                .map(|key| {
+                    let (delivery_type, public_id) = shared::message::asset_of_key(key);
+                    let mut m = WorkMessage::new(public_id, "image", delivery_type);
                     m.force = true;
                     // A second delivery finds the re-OCR's result newer than this, and skips.
                     m.forced_at = Some(asked);
                     m
                 })
                 .collect();
-            SqsQueue::new(sqs.clone(), queue_url)
+            let refused = SqsQueue::new(sqs.clone(), queue_url)
                 .enqueue(&messages)
                 .await
                 .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
-            writeln!(out, "enqueued {} assets for re-OCR", messages.len())?;
+            writeln!(
+                out,
+                "enqueued {} assets for re-OCR",
+                messages.len() - refused.len()
+            )?;
+            for (i, reason) in &refused {
+                writeln!(out, "not enqueued: {}: {reason}", ids[*i])?;
+            }
+            if !refused.is_empty() {
+                bail!("the work queue refused {} of the messages", refused.len());
+            }
         }
         Command::DeadLetters { max, json } => {
             let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
@@ -259,7 +273,7 @@ pub async fn run(
                         out,
                         "{}\t{}\t{} receives\t{}",
                         row.message_id,
-                        row.public_id.as_deref().unwrap_or("-"),
+                        row.key.as_deref().unwrap_or("-"),
                         row.receive_count,
                         row.reason
                     )?;

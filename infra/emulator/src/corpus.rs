@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Asset {
     pub public_id: String,
+    /// The delivery type: `upload`, `private` or `authenticated` (one public_id may exist
+    /// under several, each its own image).
+    #[serde(rename = "type", default = "default_delivery_type")]
+    pub delivery_type: String,
     #[serde(default = "default_format")]
     pub format: String,
     #[serde(default)]
@@ -27,6 +31,17 @@ pub struct Asset {
     /// When the latest version was uploaded (RFC 3339); `created_at` when never overwritten.
     #[serde(default)]
     pub uploaded_at: Option<String>,
+}
+
+fn default_delivery_type() -> String {
+    "upload".into()
+}
+
+impl Asset {
+    /// The asset's identity in the account: its delivery type and public_id.
+    pub fn id(&self) -> crate::AssetId {
+        (self.delivery_type.clone(), self.public_id.clone())
+    }
 }
 
 fn first_version() -> u64 {
@@ -75,13 +90,22 @@ const LINES: &[&str] = &[
     "¿Dónde está la estación?",
 ];
 
-/// `n` assets with awkward ids; every 5th has no text, every 97th a long text (~20 KB).
+/// `n` assets with awkward ids; every 5th has no text, every 97th a long text (~20 KB); one in
+/// 50 is `private` and one in 50 `authenticated`, and one in 500 is a `private` image under the
+/// public_id of the `upload` one before it.
 pub fn generate(n: usize) -> Vec<Asset> {
     let base = time::macros::datetime!(2021-01-01 00:00:00 UTC);
     (0..n)
         .map(|i| {
-            let shape = ID_SHAPES[i % ID_SHAPES.len()];
-            let public_id = shape.replace("{n}", &format!("{i:06}"));
+            let twin = i % 500 == 250;
+            let n = if twin { i - 1 } else { i };
+            let public_id = ID_SHAPES[n % ID_SHAPES.len()].replace("{n}", &format!("{n:06}"));
+            let delivery_type = match i % 50 {
+                _ if twin => "private",
+                21 => "private",
+                42 => "authenticated",
+                _ => "upload",
+            };
             let text = if i % 5 == 4 {
                 None
             } else if i % 97 == 96 {
@@ -108,6 +132,7 @@ pub fn generate(n: usize) -> Vec<Asset> {
             let created = base + time::Duration::minutes(i as i64);
             Asset {
                 public_id,
+                delivery_type: delivery_type.into(),
                 format: ["jpg", "png", "webp"][i % 3].into(),
                 bytes: 10_000 + (i as u64 * 7919) % 900_000,
                 width: 800 + (i as u64 % 7) * 160,
@@ -131,9 +156,18 @@ mod tests {
     #[test]
     fn generated_ids_are_unique_and_awkward() {
         let assets = generate(2000);
-        let ids: std::collections::HashSet<_> =
+        let ids: std::collections::HashSet<_> = assets.iter().map(Asset::id).collect();
+        assert_eq!(ids.len(), 2000, "no asset twice");
+        let public_ids: std::collections::HashSet<_> =
             assets.iter().map(|a| a.public_id.as_str()).collect();
-        assert_eq!(ids.len(), 2000);
+        assert_eq!(
+            public_ids.len(),
+            2000 - 4,
+            "four public_ids under two types"
+        );
+        for t in ["upload", "private", "authenticated"] {
+            assert!(assets.iter().any(|a| a.delivery_type == t), "{t}");
+        }
         for c in ['/', ' ', '%', '?', '#', '+', '&', 'ü', '東'] {
             assert!(
                 assets.iter().any(|a| a.public_id.contains(c)),

@@ -1,6 +1,7 @@
 //! A local Cloudinary: the slice of the Admin and Upload APIs the pipeline calls, with Basic
 //! auth, signed `explicit`, the `X-FeatureRateLimit-*` headers and HTTP 420 past a configurable
-//! limit, knobs for latency and injected faults, and per-asset call counters for tests.
+//! limit, the delivery types `upload`, `private` and `authenticated` (an asset is its type and
+//! public_id), knobs for latency and injected faults, and per-asset call counters for tests.
 //!
 //! Start it in-process with [`Emulator::start`] or as the `cloudinary-emulator` binary.
 
@@ -13,6 +14,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use corpus::{Asset, generate, load_corpus};
+
+/// An asset's identity in the account: `(delivery type, public_id)`.
+pub type AssetId = (String, String);
+
+/// The identity of the `upload` asset `public_id`.
+pub fn upload(public_id: &str) -> AssetId {
+    ("upload".into(), public_id.into())
+}
 
 /// Behaviour of the emulator; can be changed while it runs through [`Emulator::configure`].
 #[derive(Debug, Clone)]
@@ -36,9 +45,10 @@ pub struct EmulatorConfig {
     /// Admin API calls allowed per window (the hourly quota, scaled as wanted).
     pub admin_limit: u64,
     pub admin_window: Duration,
-    /// OCR calls on these ids always answer this HTTP status.
+    /// OCR calls on these public_ids (of any delivery type) always answer this HTTP status.
     pub forced_status: HashMap<String, u16>,
-    /// The OCR of these ids runs (and is billed) but fails, with Cloudinary's message.
+    /// The OCR of these public_ids (of any delivery type) runs (and is billed) but fails, with
+    /// Cloudinary's message.
     pub ocr_fails: HashSet<String>,
     /// The account setting that refuses SHA-1 signatures (SHA-256 only).
     pub require_sha256: bool,
@@ -48,7 +58,9 @@ pub struct EmulatorConfig {
     /// Search index asynchronously).
     pub index_lag: Duration,
     /// The OCR add-on's monthly limit is reached: every OCR request answers HTTP 420 with
-    /// Cloudinary's message and a reset a month away (nothing billed).
+    /// Cloudinary's message (nothing billed). Through `explicit` the refusal names its reset a
+    /// month away; through the Admin API it carries the hourly quota's headers, as every Admin
+    /// API answer does, with calls left.
     pub monthly_limit_reached: bool,
     pub seed: u64,
 }
@@ -128,12 +140,12 @@ pub(crate) struct Window {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub assets: Vec<Asset>,
-    pub index: HashMap<String, usize>,
+    pub index: HashMap<AssetId, usize>,
     /// When assets uploaded during the run were uploaded (the Search index lags them).
-    pub uploaded: HashMap<String, std::time::Instant>,
-    pub ocr_done: HashSet<String>,
-    pub ocr_requests: HashMap<String, u64>,
-    pub ocr_billed: HashMap<String, u64>,
+    pub uploaded: HashMap<AssetId, std::time::Instant>,
+    pub ocr_done: HashSet<AssetId>,
+    pub ocr_requests: HashMap<AssetId, u64>,
+    pub ocr_billed: HashMap<AssetId, u64>,
     pub stats: Stats,
     pub window: Window,
     /// The Upload API's window (its own limit).
@@ -178,7 +190,7 @@ impl Emulator {
         let index = assets
             .iter()
             .enumerate()
-            .map(|(i, a)| (a.public_id.clone(), i))
+            .map(|(i, a)| (a.id(), i))
             .collect();
         let state = Arc::new(State {
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(config.seed)),
@@ -247,28 +259,38 @@ impl Emulator {
         self.state.lock().stats.clone()
     }
 
-    /// OCR requests received for one asset (whatever the answer).
+    /// OCR requests received for the `upload` asset `public_id` (whatever the answer).
     pub fn ocr_requests(&self, public_id: &str) -> u64 {
+        self.ocr_requests_of(&upload(public_id))
+    }
+
+    /// OCR requests received for one asset (whatever the answer).
+    pub fn ocr_requests_of(&self, asset: &AssetId) -> u64 {
         self.state
             .lock()
             .ocr_requests
-            .get(public_id)
+            .get(asset)
             .copied()
             .unwrap_or(0)
     }
 
-    /// OCR runs performed for one asset.
+    /// OCR runs performed for the `upload` asset `public_id`.
     pub fn ocr_billed(&self, public_id: &str) -> u64 {
+        self.ocr_billed_of(&upload(public_id))
+    }
+
+    /// OCR runs performed for one asset.
+    pub fn ocr_billed_of(&self, asset: &AssetId) -> u64 {
         self.state
             .lock()
             .ocr_billed
-            .get(public_id)
+            .get(asset)
             .copied()
             .unwrap_or(0)
     }
 
     /// OCR runs per asset, for every asset that had any.
-    pub fn ocr_billed_all(&self) -> HashMap<String, u64> {
+    pub fn ocr_billed_all(&self) -> HashMap<AssetId, u64> {
         self.state.lock().ocr_billed.clone()
     }
 
@@ -276,11 +298,13 @@ impl Emulator {
         self.state.lock().assets.clone()
     }
 
-    /// Uploads `text`'s image again over `public_id`, as Cloudinary's overwrite does: a new
-    /// version, uploaded now, without the old version's OCR. `false` when there is no such asset.
+    /// Uploads `text`'s image again over the `upload` asset `public_id`, as Cloudinary's
+    /// overwrite does: a new version, uploaded now, without the old version's OCR. `false` when
+    /// there is no such asset.
     pub fn overwrite(&self, public_id: &str, text: Option<&str>) -> bool {
+        let id = upload(public_id);
         let mut inner = self.state.lock();
-        let Some(&i) = inner.index.get(public_id) else {
+        let Some(&i) = inner.index.get(&id) else {
             return false;
         };
         let now = time::OffsetDateTime::now_utc()
@@ -290,10 +314,8 @@ impl Emulator {
         asset.version += 1;
         asset.text = text.map(str::to_string);
         asset.uploaded_at = Some(now);
-        inner.ocr_done.remove(public_id);
-        inner
-            .uploaded
-            .insert(public_id.to_string(), std::time::Instant::now());
+        inner.ocr_done.remove(&id);
+        inner.uploaded.insert(id, std::time::Instant::now());
         true
     }
 
@@ -301,10 +323,8 @@ impl Emulator {
     pub fn add_asset(&self, asset: Asset) {
         let mut inner = self.state.lock();
         let i = inner.assets.len();
-        inner.index.insert(asset.public_id.clone(), i);
-        inner
-            .uploaded
-            .insert(asset.public_id.clone(), std::time::Instant::now());
+        inner.index.insert(asset.id(), i);
+        inner.uploaded.insert(asset.id(), std::time::Instant::now());
         inner.assets.push(asset);
     }
 }

@@ -1,4 +1,4 @@
-//! HTTP routing and the answers, shaped like Cloudinary's (see shared/fixtures/cloudinary).
+//! HTTP routing and the answers, shaped like Cloudinary's (see shared/tests/fixtures/cloudinary).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,7 +12,10 @@ use base64::Engine;
 use rand::Rng;
 use serde_json::{Value, json};
 
-use crate::{Asset, EmulatorConfig, State};
+use crate::{Asset, AssetId, EmulatorConfig, State};
+
+/// The delivery types whose assets the account stores (and the emulator holds).
+const STORED_TYPES: [&str; 3] = ["upload", "private", "authenticated"];
 
 pub(crate) fn router(state: Arc<State>) -> Router {
     Router::new().fallback(dispatch).with_state(state)
@@ -217,18 +220,18 @@ fn resource_json(asset: &Asset, cloud: &str, ocr: Option<&str>) -> Value {
         percent_encoding::utf8_percent_encode(&asset.public_id, percent_encoding::NON_ALPHANUMERIC)
             .to_string();
     let mut v = json!({
-        "asset_id": format!("{:032x}", fxhash(&asset.public_id)),
+        "asset_id": format!("{:032x}", fxhash(&format!("{}/{}", asset.delivery_type, asset.public_id))),
         "public_id": asset.public_id,
         "format": asset.format,
         "version": version,
         "resource_type": "image",
-        "type": "upload",
+        "type": asset.delivery_type,
         "created_at": asset.created_at,
         "bytes": asset.bytes,
         "width": asset.width,
         "height": asset.height,
-        "url": format!("http://res.cloudinary.com/{cloud}/image/upload/v{version}/{path}.{}", asset.format),
-        "secure_url": format!("https://res.cloudinary.com/{cloud}/image/upload/v{version}/{path}.{}", asset.format),
+        "url": format!("http://res.cloudinary.com/{cloud}/image/{}/v{version}/{path}.{}", asset.delivery_type, asset.format),
+        "secure_url": format!("https://res.cloudinary.com/{cloud}/image/{}/v{version}/{path}.{}", asset.delivery_type, asset.format),
     });
     if let Some(status) = ocr {
         let adv = match (status, &asset.text) {
@@ -310,8 +313,8 @@ fn listing(
     body
 }
 
-/// A search expression: terms joined by AND; supports resource_type, type and created_at/uploaded_at comparisons.
-/// One term of a search expression, as a predicate on assets.
+/// One term of a search expression, as a predicate on assets. An expression is terms joined
+/// by AND: resource_type, type (the delivery type) and created_at/uploaded_at comparisons.
 type Filter = Box<dyn Fn(&Asset) -> bool + Send>;
 
 fn search_filter(expression: &str) -> Result<Vec<Filter>, String> {
@@ -325,8 +328,8 @@ fn search_filter(expression: &str) -> Result<Vec<Filter>, String> {
             let ok = v.trim_matches('"') == "image";
             filters.push(Box::new(move |_| ok));
         } else if let Some(v) = term.strip_prefix("type:") {
-            let ok = v.trim_matches('"') == "upload";
-            filters.push(Box::new(move |_| ok));
+            let wanted = v.trim_matches('"').to_string();
+            filters.push(Box::new(move |a: &Asset| a.delivery_type == wanted));
         } else if let Some((uploaded, rest)) = term
             .strip_prefix("created_at")
             .map(|r| (false, r))
@@ -436,7 +439,7 @@ async fn dispatch(
         let indexed = |a: &Asset| {
             inner
                 .uploaded
-                .get(&a.public_id)
+                .get(&a.id())
                 .is_none_or(|at| at.elapsed() >= cfg.index_lag)
         };
         let mut matched: Vec<&Asset> = inner
@@ -453,7 +456,18 @@ async fn dispatch(
         return with_headers(ok(body), quota);
     }
 
-    if (rest == "resources/image" || rest == "resources/image/upload") && method == Method::GET {
+    // Every delivery type, or one. (What Cloudinary lists without a type is not relied on:
+    // the lister names each type it lists.)
+    let listed_type = match rest.strip_prefix("resources/image") {
+        Some("") => Some(None),
+        Some(t) if STORED_TYPES.iter().any(|s| t.strip_prefix('/') == Some(*s)) => {
+            Some(Some(&t[1..]))
+        }
+        _ => None,
+    };
+    if let Some(listed_type) = listed_type
+        && method == Method::GET
+    {
         let quota = match admin_quota(&state, &cfg) {
             Ok(h) => h,
             Err(r) => return *r,
@@ -465,7 +479,11 @@ async fn dispatch(
             .clamp(1, 500);
         let mut inner = state.lock();
         inner.stats.list_calls += 1;
-        let assets: Vec<&Asset> = inner.assets.iter().collect();
+        let assets: Vec<&Asset> = inner
+            .assets
+            .iter()
+            .filter(|a| listed_type.is_none_or(|t| a.delivery_type == t))
+            .collect();
         let body = listing(
             assets,
             param(&q, "next_cursor"),
@@ -476,10 +494,14 @@ async fn dispatch(
         return with_headers(ok(body), quota);
     }
 
-    if let Some(encoded_id) = rest.strip_prefix("resources/image/upload/") {
+    if let Some((delivery_type, encoded_id)) = rest
+        .strip_prefix("resources/image/")
+        .and_then(|r| r.split_once('/'))
+    {
         let Some(public_id) = decode(encoded_id) else {
             return error(400, "public_id is not valid UTF-8 percent-encoding");
         };
+        let id: AssetId = (delivery_type.to_string(), public_id);
         let quota = match admin_quota(&state, &cfg) {
             Ok(h) => h,
             Err(r) => return *r,
@@ -490,12 +512,12 @@ async fn dispatch(
                 Err(e) => return with_headers(error(400, &e), quota),
             };
             match param(&params, "ocr") {
-                Some("adv_ocr") => ocr(&state, &cfg, &public_id).await,
+                Some("adv_ocr") => ocr(&state, &cfg, &id).await,
                 Some(other) => error(400, &format!("Invalid ocr parameter {other}")),
-                None => details(&state, &cfg, &public_id),
+                None => details(&state, &cfg, &id),
             }
         } else if method == Method::GET {
-            details(&state, &cfg, &public_id)
+            details(&state, &cfg, &id)
         } else {
             error(405, "method not allowed")
         };
@@ -504,14 +526,14 @@ async fn dispatch(
     error(404, &format!("no such endpoint {method} {raw_path}"))
 }
 
-fn details(state: &State, cfg: &EmulatorConfig, public_id: &str) -> Reply {
+fn details(state: &State, cfg: &EmulatorConfig, id: &AssetId) -> Reply {
     let mut inner = state.lock();
     inner.stats.details_calls += 1;
-    let Some(&i) = inner.index.get(public_id) else {
-        return error(404, &format!("Resource not found - {public_id}"));
+    let Some(&i) = inner.index.get(id) else {
+        return error(404, &format!("Resource not found - {}", id.1));
     };
-    let done = inner.ocr_done.contains(public_id);
-    let status = if cfg.ocr_fails.contains(public_id) {
+    let done = inner.ocr_done.contains(id);
+    let status = if cfg.ocr_fails.contains(&id.1) {
         "failed"
     } else {
         "complete"
@@ -556,10 +578,14 @@ async fn explicit(state: &State, cfg: &EmulatorConfig, params: &[(String, String
     let Some(public_id) = param(&params, "public_id") else {
         return error(400, "Missing required parameter - public_id");
     };
+    let id: AssetId = (
+        param(&params, "type").unwrap_or("upload").to_string(),
+        public_id.to_string(),
+    );
     match param(&params, "ocr") {
-        Some("adv_ocr") => ocr(state, cfg, public_id).await,
+        Some("adv_ocr") => ocr(state, cfg, &id).await,
         Some(other) => error(400, &format!("Invalid ocr parameter {other}")),
-        None => details(state, cfg, public_id),
+        None => details(state, cfg, &id),
     }
 }
 
@@ -604,7 +630,8 @@ fn monthly_limit() -> Reply {
     r
 }
 
-async fn ocr(state: &State, cfg: &EmulatorConfig, public_id: &str) -> Reply {
+async fn ocr(state: &State, cfg: &EmulatorConfig, id: &AssetId) -> Reply {
+    let public_id = id.1.as_str();
     if cfg.monthly_limit_reached {
         state.lock().stats.rate_limited += 1;
         return monthly_limit();
@@ -612,7 +639,7 @@ async fn ocr(state: &State, cfg: &EmulatorConfig, public_id: &str) -> Reply {
     {
         let mut inner = state.lock();
         inner.stats.ocr_requests += 1;
-        *inner.ocr_requests.entry(public_id.to_string()).or_default() += 1;
+        *inner.ocr_requests.entry(id.clone()).or_default() += 1;
     }
     if let Some(&status) = cfg.forced_status.get(public_id) {
         state.lock().stats.injected_errors += 1;
@@ -638,12 +665,12 @@ async fn ocr(state: &State, cfg: &EmulatorConfig, public_id: &str) -> Reply {
     // then becomes of the answer.
     let answer = {
         let mut inner = state.lock();
-        let Some(&i) = inner.index.get(public_id) else {
+        let Some(&i) = inner.index.get(id) else {
             return error(404, &format!("Resource not found - {public_id}"));
         };
         inner.stats.ocr_billed += 1;
-        *inner.ocr_billed.entry(public_id.to_string()).or_default() += 1;
-        inner.ocr_done.insert(public_id.to_string());
+        *inner.ocr_billed.entry(id.clone()).or_default() += 1;
+        inner.ocr_done.insert(id.clone());
         let status = if cfg.ocr_fails.contains(public_id) {
             "failed"
         } else if pending {

@@ -64,7 +64,21 @@ pub struct ChaosReport {
     pub not_terminal: Vec<String>,
     pub ocr_billed: u64,
     pub ocr_requests: u64,
+    /// Of the OCRs one asset was paid for, the most beyond one per version of it.
     pub max_billed_per_asset: u64,
+    /// Versions of images the account held (each paid for once), the restored asset included.
+    pub paid_versions: u64,
+    /// Images uploaded again over their public_ids after the first pass, and new ones.
+    pub overwritten: usize,
+    pub added: usize,
+    /// Assets the incremental pass listed while the Search index had not caught up, and the
+    /// next pass (its overlap) once it had.
+    pub listed_before_the_index: u64,
+    pub listed_after_the_index: u64,
+    /// Images uploaded again while the add-on's monthly limit was reached.
+    pub monthly_limited: Vec<String>,
+    /// Items of each delivery type.
+    pub by_delivery_type: HashMap<String, u64>,
     pub injected_errors: u64,
     pub rate_limited_answers: u64,
     pub deferred: u64,
@@ -82,8 +96,9 @@ pub struct ChaosReport {
 }
 
 impl ChaosReport {
+    /// Paid OCRs per version of an image (an image uploaded again is a new one to pay for).
     pub fn billed_per_asset(&self) -> f64 {
-        self.ocr_billed as f64 / self.assets.max(1) as f64
+        self.ocr_billed as f64 / self.paid_versions.max(1) as f64
     }
 
     /// Every way the run fell short of its promises; empty when it kept them all.
@@ -118,8 +133,37 @@ impl ChaosReport {
         }
         if self.max_billed_per_asset > 1 {
             p.push(format!(
-                "an asset was paid for {} times (allowed: once)",
+                "a version of an asset was paid for {} times (allowed: once)",
                 self.max_billed_per_asset
+            ));
+        }
+        if self.listed_before_the_index != 0 {
+            p.push(format!(
+                "{} later uploads were listed before the Search index showed them",
+                self.listed_before_the_index
+            ));
+        }
+        if self.listed_after_the_index < (self.overwritten + self.added) as u64 {
+            p.push(format!(
+                "the pass after the index caught up listed {}, fewer than the {} later uploads",
+                self.listed_after_the_index,
+                self.overwritten + self.added
+            ));
+        }
+        for t in ["private", "authenticated"] {
+            if self.by_delivery_type.get(t).copied().unwrap_or(0) == 0 {
+                p.push(format!("no {t} image was processed"));
+            }
+        }
+        let monthly = self
+            .dlq_reasons
+            .iter()
+            .filter(|(_, r)| r.contains("Monthly limit of adv_ocr add-on usage reached"))
+            .count();
+        if monthly != self.monthly_limited.len() {
+            p.push(format!(
+                "{monthly} dead letters carry the monthly limit's message, expected {}",
+                self.monthly_limited.len()
             ));
         }
         if self.dlq_reasons.len() != self.expected_dlq {
@@ -143,12 +187,10 @@ impl ChaosReport {
                 self.dlq_without_source
             ));
         }
-        if self
-            .dlq_reasons
-            .iter()
-            .any(|(_, r)| r.contains("420") || r.contains("Rate Limit"))
-        {
-            p.push("a rate-limited message reached the DLQ".into());
+        if self.dlq_reasons.iter().any(|(_, r)| {
+            r.contains("Rate Limit") || (r.contains("420") && !r.contains("Monthly limit"))
+        }) {
+            p.push("a message refused under the hourly quota reached the DLQ".into());
         }
         if self.rate_limited_answers > 0 && self.deferred == 0 {
             p.push("Cloudinary answered 420 but no message was deferred".into());
@@ -185,10 +227,30 @@ impl ChaosReport {
             self.documents,
             self.text_mismatches.len()
         );
+        let of_type = |t: &str| self.by_delivery_type.get(t).copied().unwrap_or(0);
         println!(
-            "  OCR calls per asset   {:.4} billed ({} billed, {} requests, max {} for one asset)",
+            "  delivery types        upload {} | private {} | authenticated {}",
+            of_type("upload"),
+            of_type("private"),
+            of_type("authenticated")
+        );
+        println!(
+            "  later uploads         {} uploaded again, {} new; listed {} before the Search index caught up ({}s lag), {} after",
+            self.overwritten,
+            self.added,
+            self.listed_before_the_index,
+            INDEX_LAG.as_secs(),
+            self.listed_after_the_index
+        );
+        println!(
+            "  monthly limit         {} uploaded again while it was reached: dead-lettered with its message, done after the redrive",
+            self.monthly_limited.len()
+        );
+        println!(
+            "  OCR calls per version {:.4} billed ({} billed for {} versions, {} requests, max {} for one version)",
             self.billed_per_asset(),
             self.ocr_billed,
+            self.paid_versions,
             self.ocr_requests,
             self.max_billed_per_asset
         );
@@ -242,12 +304,14 @@ pub async fn run(
         ..crate::scenario::template_settings()?
     };
     let mut scenario = Scenario::provision(sdk, "chaos", settings).await?;
-    let corpus = corpus(options.assets);
+    let mut corpus = corpus(options.assets);
     let emulator = Emulator::start(emulator_config(options), corpus.clone(), 0).await?;
     scenario.use_cloudinary(emulator.cloudinary_url(), emulator.base_url());
     scenario.set("CLOUDINARY_TIMEOUT_MS", "1000");
     scenario.set("OCR_METHOD", "update");
     scenario.set("WORKER_INSTANCES", options.invocations.to_string());
+    // Every run may start a pass: the later uploads are listed by incremental passes at once.
+    scenario.set("LISTER_PASS_INTERVAL_HOURS", "0");
     let lister = scenario.lister()?;
     let pool = crate::scenario::WorkerPool::new(
         (0..options.invocations.max(1))
@@ -255,6 +319,8 @@ pub async fn run(
                 scenario.worker_adjusted(|s| {
                     s.deadline_margin = Duration::from_millis(1500);
                     s.pending_poll_delay = Duration::from_secs(1);
+                    // A month-long limit is waited on in seconds here, not in 15-minute steps.
+                    s.max_deferral = Duration::from_secs(1);
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?,
@@ -286,25 +352,67 @@ pub async fn run(
 
     let mut report = ChaosReport {
         assets: corpus.len(),
-        expected_dlq: options.malformed + 2 + CRAFTED.len(),
-        deferred: tally.get("deferred"),
-        retried: tally.get("retry"),
-        killed_invocations: stats.killed.load(Ordering::Relaxed),
-        invocations: stats.invocations.load(Ordering::Relaxed),
         ..ChaosReport::default()
     };
-    check_items(&mut report, &corpus, &scenario.items().await?);
-    let billed = emulator.stats();
-    report.ocr_billed = billed.ocr_billed;
-    report.ocr_requests = billed.ocr_requests;
-    report.injected_errors = billed.injected_errors;
-    report.rate_limited_answers = billed.rate_limited;
-    report.max_billed_per_asset = emulator
-        .ocr_billed_all()
-        .values()
-        .copied()
-        .max()
-        .unwrap_or(0);
+    // Then images are uploaded again over their public_ids and new ones arrive, which the
+    // Search index shows only after a lag: the first incremental pass misses them, the next
+    // one's overlap finds them.
+    emulator.configure(|c| c.index_lag = INDEX_LAG);
+    let later = upload_later(&emulator, &mut corpus, options.assets);
+    println!(
+        "  ... {} images uploaded again and {} new, behind a {}s Search index lag",
+        later.overwritten,
+        later.added,
+        INDEX_LAG.as_secs()
+    );
+    report.overwritten = later.overwritten;
+    report.added = later.added;
+    let missed = scenario
+        .list_until_done(
+            &lister,
+            OnRateLimit::WaitAndContinue(options.quota_window / 2),
+            1000,
+            |_, _| {},
+        )
+        .await?;
+    report.listed_before_the_index = missed.listed;
+    tokio::time::sleep(INDEX_LAG + Duration::from_millis(500)).await;
+    let found = scenario
+        .list_until_done(
+            &lister,
+            OnRateLimit::WaitAndContinue(options.quota_window / 2),
+            1000,
+            |_, _| {},
+        )
+        .await?;
+    report.listed_after_the_index = found.listed;
+    let times = DrainTimes::default();
+    scenario
+        .drain(&pool, &mapping, &stats, &tally, &times)
+        .await?;
+
+    // The OCR add-on's monthly limit is reached while a few images are uploaded again: their
+    // messages wait a bounded number of times, then end in the DLQ with Cloudinary's message.
+    emulator.configure(|c| c.monthly_limit_reached = true);
+    let limited = overwrite_under_the_limit(&emulator, &mut corpus);
+    println!(
+        "  ... {} images uploaded again while the monthly limit is reached",
+        limited.len()
+    );
+    tokio::time::sleep(INDEX_LAG + Duration::from_millis(500)).await;
+    scenario
+        .list_until_done(
+            &lister,
+            OnRateLimit::WaitAndContinue(options.quota_window / 2),
+            1000,
+            |_, _| {},
+        )
+        .await?;
+    scenario
+        .drain(&pool, &mapping, &stats, &tally, &times)
+        .await?;
+    report.monthly_limited = limited.clone();
+    report.expected_dlq = options.malformed + 2 + CRAFTED.len() + limited.len();
 
     let letters = crate::receive_all(&scenario.sqs, &scenario.stack.dead_letter_queue_url).await?;
     let rows = ocr_ctl::dead_letters::describe(
@@ -316,35 +424,117 @@ pub async fn run(
     report.dlq_without_source = rows.iter().filter(|r| r.source_queue.is_none()).count();
     report.dlq_reasons = rows.into_iter().map(|r| (r.body, r.reason)).collect();
 
-    // The fix: the missing asset is restored, then what can be fixed is redriven.
+    // The fix: the missing asset is restored and the monthly limit raised, then what can be
+    // fixed is redriven.
     emulator.add_asset(Asset {
         public_id: MISSING.into(),
         ..corpus[0].clone()
     });
-    redrive_the_fixable(&scenario, &letters).await?;
+    emulator.configure(|c| c.monthly_limit_reached = false);
+    let mut fixable = limited.clone();
+    fixable.push(MISSING.to_string());
+    println!(
+        "  ... {} dead letters; the fixable {} redriven after the fix",
+        letters.len(),
+        fixable.len()
+    );
+    redrive_the_fixable(&scenario, &letters, &fixable).await?;
     scenario
-        .drain(
-            &pool,
-            &mapping,
-            &DrainStats::default(),
-            &tally,
-            &DrainTimes::default(),
-        )
+        .drain(&pool, &mapping, &stats, &tally, &times)
         .await?;
     report.dlq_after_redrive =
         crate::receive_all(&scenario.sqs, &scenario.stack.dead_letter_queue_url)
             .await?
             .len();
-    report.fixed_asset_done = scenario
-        .items()
-        .await?
+    let items = scenario.items().await?;
+    report.fixed_asset_done = items
         .get(MISSING)
         .and_then(|i| i.get("status"))
         .and_then(|v| v.as_s().ok())
         .is_some_and(|s| s == "done");
+
+    report.deferred = tally.get("deferred");
+    report.retried = tally.get("retry");
+    report.killed_invocations = stats.killed.load(Ordering::Relaxed);
+    report.invocations = stats.invocations.load(Ordering::Relaxed);
+    check_items(&mut report, &corpus, &items);
+    let billed = emulator.stats();
+    report.ocr_billed = billed.ocr_billed;
+    report.ocr_requests = billed.ocr_requests;
+    report.injected_errors = billed.injected_errors;
+    report.rate_limited_answers = billed.rate_limited;
+    // Each version of an image is paid for once; the restored asset once.
+    let versions: HashMap<cloudinary_emulator::AssetId, u64> =
+        corpus.iter().map(|a| (a.id(), a.version)).collect();
+    report.paid_versions = versions.values().sum::<u64>() + 1;
+    report.max_billed_per_asset = emulator
+        .ocr_billed_all()
+        .iter()
+        .map(|(id, n)| n.saturating_sub(versions.get(id).map_or(0, |v| v - 1)))
+        .max()
+        .unwrap_or(0);
     report.elapsed = started.elapsed();
     scenario.teardown().await?;
     Ok(report)
+}
+
+/// How long the Search index lags an upload in the later phases.
+const INDEX_LAG: Duration = Duration::from_secs(3);
+
+/// What the later uploads were.
+struct Later {
+    overwritten: usize,
+    added: usize,
+}
+
+/// Uploads one `upload` image in 200 again (a new version, other text) and adds one new image
+/// in 500 (every other one `private`), changing `corpus` to match the account.
+fn upload_later(emulator: &Emulator, corpus: &mut Vec<Asset>, assets: usize) -> Later {
+    let mut overwritten = 0;
+    for (i, a) in corpus.iter_mut().enumerate() {
+        if i % 200 == 3 && a.delivery_type == "upload" && !a.public_id.starts_with("chaos/") {
+            let text = format!("uploaded again {i}\n");
+            if emulator.overwrite(&a.public_id, Some(&text)) {
+                a.text = Some(text);
+                a.version += 1;
+                overwritten += 1;
+            }
+        }
+    }
+    let added = (assets / 500).max(2);
+    for i in 0..added {
+        let asset = Asset {
+            public_id: format!("chaos/later/{i} & co?"),
+            delivery_type: if i % 2 == 0 { "upload" } else { "private" }.into(),
+            text: Some(format!("later image {i}\n")),
+            created_at: shared::clock::rfc3339_secs(std::time::SystemTime::now()),
+            version: 1,
+            uploaded_at: None,
+            ..corpus[0].clone()
+        };
+        emulator.add_asset(asset.clone());
+        corpus.push(asset);
+    }
+    Later { overwritten, added }
+}
+
+/// Uploads three `upload` images again while the monthly limit is reached; their public_ids.
+fn overwrite_under_the_limit(emulator: &Emulator, corpus: &mut [Asset]) -> Vec<String> {
+    let mut limited = Vec::new();
+    for (i, a) in corpus.iter_mut().enumerate() {
+        if limited.len() == 3 {
+            break;
+        }
+        if i % 100 == 11 && a.delivery_type == "upload" && !a.public_id.starts_with("chaos/") {
+            let text = format!("uploaded under the monthly limit {i}\n");
+            if emulator.overwrite(&a.public_id, Some(&text)) {
+                a.text = Some(text);
+                a.version += 1;
+                limited.push(a.public_id.clone());
+            }
+        }
+    }
+    limited
 }
 
 /// The generated corpus, with multi-page documents (one in 50), an oversize text and an id
@@ -400,10 +590,11 @@ async fn send_bad_input(scenario: &Scenario, malformed: usize) -> anyhow::Result
         bad.push(shared::message::WorkMessage::new(id, "image", delivery).to_body());
     }
     for chunk in bad.chunks(10) {
-        queue
+        let refused = queue
             .send_batch(chunk)
             .await
             .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
+        anyhow::ensure!(refused.is_empty(), "SQS refused bad input: {refused:?}");
     }
     Ok(())
 }
@@ -451,17 +642,24 @@ fn check_items(
 ) {
     let long_key = long_key_id();
     for a in corpus.iter().filter(|a| a.public_id != long_key) {
-        let Some(item) = items.get(&a.public_id) else {
-            report.missing_items.push(a.public_id.clone());
+        let key = shared::message::item_key(&a.public_id, &a.delivery_type);
+        let Some(item) = items.get(&key) else {
+            report.missing_items.push(key);
             continue;
         };
+        if item.get("deliveryType").and_then(|v| v.as_s().ok()) == Some(&a.delivery_type) {
+            *report
+                .by_delivery_type
+                .entry(a.delivery_type.clone())
+                .or_default() += 1;
+        }
         let status = item
             .get("status")
             .and_then(|v| v.as_s().ok())
             .and_then(|s| Status::parse(s));
         match status {
             Some(s) => *report.by_status.entry(s.as_str().to_string()).or_default() += 1,
-            None => report.not_terminal.push(a.public_id.clone()),
+            None => report.not_terminal.push(key.clone()),
         }
         if status == Some(Status::Done) {
             let text = item.get("text").and_then(|v| v.as_s().ok());
@@ -477,7 +675,7 @@ fn check_items(
             let expected_pages = a.text.as_deref().map_or(1, |t| t.split('\u{c}').count());
             let text_ok = truncated || text.map(String::as_str) == a.text.as_deref();
             if !text_ok || pages != Some(expected_pages) {
-                report.text_mismatches.push(a.public_id.clone());
+                report.text_mismatches.push(key.clone());
             } else if expected_pages > 1 {
                 report.documents += 1;
             }
@@ -485,16 +683,20 @@ fn check_items(
     }
 }
 
-/// The operator discards what cannot be fixed (malformed bodies, an id too long to be a key)
-/// and redrives the rest the console's way: a move task back to the source queue.
+/// The operator discards what cannot be fixed (malformed bodies, an id too long to be a key,
+/// crafted ids) and redrives the `fixable` assets' messages the console's way: a move task
+/// back to the source queue.
 async fn redrive_the_fixable(
     scenario: &Scenario,
     letters: &[aws_sdk_sqs::types::Message],
+    fixable: &[String],
 ) -> anyhow::Result<()> {
     let (sqs, dlq) = (&scenario.sqs, &scenario.stack.dead_letter_queue_url);
     for m in letters {
         let handle = m.receipt_handle().unwrap_or_default();
-        if m.body().unwrap_or_default().contains(MISSING) {
+        let fixed = shared::worker::parse_body(m.body().unwrap_or_default())
+            .is_ok_and(|w| fixable.contains(&w.public_id));
+        if fixed {
             // Received messages are invisible for a while; the fixable one is made visible.
             sqs.change_message_visibility()
                 .queue_url(dlq)

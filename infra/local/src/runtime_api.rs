@@ -143,6 +143,9 @@ pub async fn invoke_bootstrap(
         .kill_on_drop(true)
         .spawn()
         .context("starting the bootstrap")?;
+    // Read as it is written: a pipe nobody reads fills up and blocks the process's logging.
+    let stdout = drain_pipe(child.stdout.take());
+    let stderr = drain_pipe(child.stderr.take());
     let mut answer = None;
     let mut peak_rss_kib = None;
     while started.elapsed() < timeout {
@@ -165,20 +168,36 @@ pub async fn invoke_bootstrap(
         .unwrap_or_default();
     // Already exited is fine: the output is what matters.
     let _exited_already = child.start_kill();
-    let out = child
-        .wait_with_output()
+    child
+        .wait()
         .await
-        .context("collecting the bootstrap's output")?;
+        .context("waiting for the bootstrap to end")?;
     server.abort();
+    let (stdout, stderr) = (stdout.await?, stderr.await?);
     Ok(Invocation {
         answer,
         init,
         peak_rss_kib,
         output: format!(
             "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
         ),
+    })
+}
+
+/// Reads a child's pipe to its end in a task of its own; the bytes read.
+fn drain_pipe(
+    pipe: Option<impl tokio::io::AsyncRead + Unpin + Send + 'static>,
+) -> tokio::task::JoinHandle<Vec<u8>> {
+    tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            use tokio::io::AsyncReadExt;
+            // A read error ends the output early; what was read is kept.
+            let _partial = pipe.read_to_end(&mut bytes).await;
+        }
+        bytes
     })
 }
 

@@ -346,38 +346,44 @@ pub async fn with_progress<T>(
 pub fn verify(
     corpus: &[Asset],
     items: &HashMap<String, Item>,
-    billed: &HashMap<String, u64>,
+    billed: &HashMap<cloudinary_emulator::AssetId, u64>,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     if items.len() != corpus.len() {
         problems.push(format!("{} items for {} assets", items.len(), corpus.len()));
     }
     for a in corpus {
-        let Some(item) = items.get(&a.public_id) else {
-            problems.push(format!("no item for {:?}", a.public_id));
+        // Found by the documented key rule: one public_id under two types is two items.
+        let key = shared::message::item_key(&a.public_id, &a.delivery_type);
+        let Some(item) = items.get(&key) else {
+            problems.push(format!("no item for {key:?}"));
             continue;
         };
         let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        if s("deliveryType").as_deref() != Some(a.delivery_type.as_str()) {
+            problems.push(format!(
+                "{key:?}: delivery type {:?}, expected {:?}",
+                s("deliveryType"),
+                a.delivery_type
+            ));
+        }
         match &a.text {
             Some(text)
                 if s("status").as_deref() != Some("done") || s("text").as_ref() != Some(text) =>
             {
                 problems.push(format!(
-                    "{:?}: expected status done with the corpus text, got {:?}",
-                    a.public_id,
+                    "{key:?}: expected status done with the corpus text, got {:?}",
                     s("status")
                 ))
             }
-            None if s("status").as_deref() != Some("no_text") => problems.push(format!(
-                "{:?}: expected no_text, got {:?}",
-                a.public_id,
-                s("status")
-            )),
+            None if s("status").as_deref() != Some("no_text") => {
+                problems.push(format!("{key:?}: expected no_text, got {:?}", s("status")))
+            }
             _ => {}
         }
-        let calls = billed.get(&a.public_id).copied().unwrap_or(0);
+        let calls = billed.get(&a.id()).copied().unwrap_or(0);
         if calls != 1 {
-            problems.push(format!("{:?}: {calls} OCR calls", a.public_id));
+            problems.push(format!("{key:?}: {calls} OCR calls"));
         }
     }
     problems

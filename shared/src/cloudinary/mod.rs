@@ -71,6 +71,27 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap, now: SystemTime) -> Opt
     }
 }
 
+/// When a refusal (HTTP 420 or 429) ends: `Retry-After` (the Upload API's 429) first, then the
+/// reset it names (the Admin API's 420), else in a minute. A refusal while the quota's headers
+/// still report calls left is not the hourly quota's (an add-on's monthly limit answered with
+/// the Admin API's hourly figures, say): it lasts at least [`defaults::OTHER_LIMIT_WAIT`], so
+/// that it is waited on a bounded number of times, never for ever.
+///
+/// [`defaults::OTHER_LIMIT_WAIT`]: crate::defaults::OTHER_LIMIT_WAIT
+pub fn refusal_ends(
+    retry_after: Option<SystemTime>,
+    reset: Option<SystemTime>,
+    quota: Option<&Quota>,
+    now: SystemTime,
+) -> SystemTime {
+    let named = retry_after.or(reset);
+    if quota.is_some_and(|q| q.remaining > 0) {
+        let other = now + crate::defaults::OTHER_LIMIT_WAIT;
+        return named.map_or(other, |t| t.max(other));
+    }
+    named.unwrap_or(now + Duration::from_secs(60))
+}
+
 /// Reads `X-FeatureRateLimit-Limit/-Remaining/-Reset`; `None` when absent (Upload API).
 pub fn quota_from_headers(headers: &reqwest::header::HeaderMap) -> Option<Quota> {
     let get = |name: &str| {
@@ -209,9 +230,10 @@ impl WirePage {
 }
 
 /// The search expression of an incremental pass: by upload time, so that an asset uploaded
-/// again over an existing public_id (a new version) is listed as well as a new one.
+/// again over an existing public_id (a new version) is listed as well as a new one. Every
+/// delivery type is searched; the lister keeps the ones it OCRs.
 pub fn incremental_expression(since: &str) -> String {
-    format!("resource_type:image AND type:upload AND uploaded_at>=\"{since}\"")
+    format!("resource_type:image AND uploaded_at>=\"{since}\"")
 }
 
 #[derive(Deserialize)]
@@ -347,12 +369,13 @@ impl CloudinaryClient {
             let message = serde_json::from_slice::<ErrorBody>(&body)
                 .map(|b| b.error.message)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(300).collect());
-            // `Retry-After` (the Upload API's 429) first, then the quota's reset (the Admin
-            // API's 420), else a minute.
             let retry_at = match status {
-                420 | 429 => retry_after
-                    .or(reset)
-                    .or_else(|| Some(SystemTime::now() + Duration::from_secs(60))),
+                420 | 429 => Some(refusal_ends(
+                    retry_after,
+                    reset,
+                    quota.as_ref(),
+                    SystemTime::now(),
+                )),
                 _ => None,
             };
             return Err(CloudinaryError::Status {
@@ -371,22 +394,29 @@ impl CloudinaryClient {
         })
     }
 
-    /// One page of `GET resources/image/upload` (Admin API).
+    /// One page of `GET resources/image/{delivery_type}` (Admin API).
     pub async fn list_page(
         &self,
+        delivery_type: &str,
         cursor: Option<&str>,
         max_results: u32,
     ) -> Result<Answer<WirePage>, CloudinaryError> {
+        if !crate::message::DELIVERY_TYPES.contains(&delivery_type) {
+            return Err(CloudinaryError::Refused {
+                reason: format!("{delivery_type:?} is not a delivery type the lister lists"),
+            });
+        }
         let mut query = vec![("max_results", max_results.to_string())];
         if let Some(c) = cursor {
             query.push(("next_cursor", c.to_string()));
         }
         let req = self.admin(
             self.http
-                .get(self.url("resources/image/upload"))
+                .get(self.url(&format!("resources/image/{delivery_type}")))
                 .query(&query),
         );
-        self.send("the asset listing".into(), req).await
+        self.send(format!("the listing of {delivery_type} images"), req)
+            .await
     }
 
     /// One page of `POST resources/search` (Admin API), oldest first.
@@ -518,8 +548,8 @@ fn ocr_answer(answer: Answer<serde_json::Value>) -> Result<OcrAnswer, RemoteErro
     })
 }
 
-/// The lister's asset source on Cloudinary: the Admin API listing for a full pass, the Search
-/// API for an incremental one.
+/// The lister's asset source on Cloudinary: the Admin API listing of each delivery type for a
+/// full pass, the Search API for an incremental one.
 impl AssetSource for CloudinaryClient {
     async fn page(
         &self,
@@ -528,7 +558,7 @@ impl AssetSource for CloudinaryClient {
         page_size: u32,
     ) -> Result<AssetPage, RemoteError> {
         let answer = match listing {
-            Listing::All => self.list_page(cursor, page_size).await,
+            Listing::Type(delivery_type) => self.list_page(delivery_type, cursor, page_size).await,
             Listing::CreatedSince(since) => {
                 self.search_page(&incremental_expression(since), cursor, page_size)
                     .await
@@ -683,6 +713,45 @@ mod tests {
             retry_at: None,
         };
         assert_eq!(e.class(), ErrorClass::Transient);
+    }
+
+    #[test]
+    fn a_refusal_ends_when_it_says_or_is_taken_for_a_longer_limit_when_the_quota_has_calls_left() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let hour = now + Duration::from_secs(1800);
+        let month = now + Duration::from_secs(30 * 86_400);
+        let quota = |remaining| Quota {
+            limit: 500,
+            remaining,
+            reset: Some(hour),
+        };
+        let day = now + crate::defaults::OTHER_LIMIT_WAIT;
+        let cases = [
+            // The hourly quota spent: its reset.
+            (None, Some(hour), Some(quota(0)), hour),
+            // `Retry-After` first.
+            (
+                Some(now + Duration::from_secs(5)),
+                Some(hour),
+                None,
+                now + Duration::from_secs(5),
+            ),
+            // A monthly limit naming its reset.
+            (None, Some(month), Some(quota(0)), month),
+            (None, Some(month), Some(quota(7)), month),
+            // A refusal the hourly quota cannot explain: calls left, the hour's reset named.
+            (None, Some(hour), Some(quota(7)), day),
+            (None, None, Some(quota(7)), day),
+            // Nothing named: a minute.
+            (None, None, None, now + Duration::from_secs(60)),
+        ];
+        for (retry_after, reset, quota, expected) in cases {
+            assert_eq!(
+                refusal_ends(retry_after, reset, quota.as_ref(), now),
+                expected,
+                "{retry_after:?} {reset:?} {quota:?}"
+            );
+        }
     }
 
     #[test]

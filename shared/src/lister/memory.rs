@@ -12,7 +12,7 @@ use crate::rate_gate::Quota;
 /// The listing calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ListCall {
-    /// A page of every asset.
+    /// A page of every asset of a delivery type.
     All,
     /// A page of a search by creation time.
     Search,
@@ -148,7 +148,7 @@ impl AssetSource for MemoryAssetSource {
     ) -> Result<AssetPage, RemoteError> {
         tokio::time::sleep(self.latency).await;
         let call = match listing {
-            Listing::All => ListCall::All,
+            Listing::Type(_) => ListCall::All,
             Listing::CreatedSince(_) => ListCall::Search,
         };
         if let Listing::CreatedSince(since) = listing {
@@ -168,6 +168,12 @@ impl AssetSource for MemoryAssetSource {
             })?,
         };
         if let Some(n) = self.synthetic {
+            // Every asset of a synthetic account is an `upload` one.
+            let n = if *listing == Listing::Type("upload".into()) {
+                n
+            } else {
+                0
+            };
             let end = (offset + page_size as usize).min(n);
             let assets = (offset..end)
                 .map(|i| ListedAsset {
@@ -190,7 +196,7 @@ impl AssetSource for MemoryAssetSource {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter(|a| match listing {
-                Listing::All => true,
+                Listing::Type(t) => a.delivery_type == *t,
                 Listing::CreatedSince(since) => {
                     a.created_at.as_deref().is_some_and(|c| c >= since.as_str())
                 }

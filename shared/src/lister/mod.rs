@@ -14,10 +14,12 @@ use serde::Serialize;
 use crate::clock::{Clock, parse_rfc3339, rfc3339, rfc3339_secs};
 use crate::defaults;
 use crate::error::{Classified, ErrorClass, RemoteError, error_chain};
-use crate::message::WorkMessage;
+use crate::message::{DELIVERY_TYPES, WorkMessage};
 use crate::queue::{QueueError, WorkQueue};
 use crate::rate_gate::Quota;
-use crate::store::{Checkpoint, CheckpointStore, StoreError};
+use crate::store::{
+    Checkpoint, CheckpointStore, MAX_KEY_BYTES, ResultRecord, ResultStore, StoreError,
+};
 
 pub use crate::store::PassMode;
 
@@ -44,8 +46,9 @@ pub struct AssetPage {
 /// Which assets a pass lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listing {
-    /// Every image asset.
-    All,
+    /// Every image asset of this delivery type (a full pass lists each of
+    /// [`DELIVERY_TYPES`] in turn).
+    Type(String),
     /// Assets created at or after this RFC 3339 time, oldest first.
     CreatedSince(String),
 }
@@ -116,6 +119,8 @@ pub struct RunSummary {
     pub pages: u64,
     pub listed: u64,
     pub enqueued: u64,
+    /// Assets whose message the work queue refused (recorded failed, with the reason).
+    pub refused: u64,
     /// Assets listed so far in this pass (over all its runs).
     pub pass_listed: u64,
     pub stop: StopReason,
@@ -132,7 +137,7 @@ pub enum ListerError {
     Listing(#[source] RemoteError),
     #[error("enqueueing a page failed; the page is listed again on the next run")]
     Queue(#[from] QueueError),
-    #[error("reading or saving the checkpoint failed")]
+    #[error("reading or saving the checkpoint, or recording an asset the queue refused, failed")]
     Store(#[from] StoreError),
 }
 
@@ -168,6 +173,7 @@ fn begin_pass(
         PassMode::Full
     });
     cp.cursor = None;
+    cp.listing_type = None;
     cp.pass_listed = 0;
     cp.pass_started_at = Some(rfc3339(now));
     // Whole seconds: the Search API's date terms take no fractions.
@@ -181,16 +187,29 @@ fn begin_pass(
     Ok(())
 }
 
+/// What the lister works with: where it lists from, where it enqueues, where it keeps its
+/// place, and where it records an asset it could not enqueue.
+pub struct ListerPorts<'a, A, Q, C, R> {
+    pub source: &'a A,
+    pub queue: &'a Q,
+    pub checkpoints: &'a C,
+    pub results: &'a R,
+}
+
 /// Lists from the checkpoint until the pass completes, the quota is spent, or the deadline
 /// nears; the checkpoint is saved after every page.
-pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
-    source: &A,
-    queue: &Q,
-    checkpoints: &C,
+pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore, R: ResultStore>(
+    ports: ListerPorts<'_, A, Q, C, R>,
     checkpoint_id: &str,
     options: &ListerOptions,
     deadline: SystemTime,
 ) -> Result<RunSummary, ListerError> {
+    let ListerPorts {
+        source,
+        queue,
+        checkpoints,
+        results,
+    } = ports;
     let clock = options.clock;
     let mut cp = checkpoints.load(checkpoint_id).await?;
     let due = begin_pass(&mut cp, options, clock.now());
@@ -199,6 +218,7 @@ pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
         pages: 0,
         listed: 0,
         enqueued: 0,
+        refused: 0,
         stop: StopReason::Deadline,
         pass_listed: cp.pass_listed,
         quota_resets_at: None,
@@ -237,6 +257,7 @@ pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
                     tracing::warn!(error = %error_chain(&e), "the search was refused: listing the whole account instead");
                     cp.since = None;
                     cp.cursor = None;
+                    cp.listing_type = None;
                     cp.mode = Some(PassMode::Full);
                     summary.mode = PassMode::Full;
                     continue;
@@ -247,7 +268,8 @@ pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
             },
         };
         let quota = page.quota;
-        let complete = enqueue_page(queue, page, &mut cp, &mut summary, clock.now()).await?;
+        let complete =
+            enqueue_page(queue, results, page, &mut cp, &mut summary, clock.now()).await?;
         // Saved after the page is enqueued: a crash in between re-lists one page at most.
         checkpoints.save(checkpoint_id, &cp).await?;
         if complete {
@@ -267,6 +289,7 @@ pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
         pages = summary.pages,
         listed = summary.listed,
         enqueued = summary.enqueued,
+        refused = summary.refused,
         pass_listed = summary.pass_listed,
         stop = ?summary.stop,
         "lister run finished"
@@ -275,9 +298,11 @@ pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore>(
 }
 
 /// Enqueues one message per image of the page and moves the checkpoint past it; `true` when
-/// that was the pass's last page.
-async fn enqueue_page<Q: WorkQueue>(
+/// that was the pass's last page. An asset whose message the queue refuses is recorded failed
+/// with the reason, and the pass goes on.
+async fn enqueue_page<Q: WorkQueue, R: ResultStore>(
     queue: &Q,
+    results: &R,
     page: AssetPage,
     cp: &mut Checkpoint,
     summary: &mut RunSummary,
@@ -286,22 +311,36 @@ async fn enqueue_page<Q: WorkQueue>(
     let messages: Vec<WorkMessage> = page
         .assets
         .iter()
-        .filter(|a| a.resource_type == "image")
+        .filter(|a| {
+            a.resource_type == "image" && DELIVERY_TYPES.contains(&a.delivery_type.as_str())
+        })
         .map(|a| WorkMessage {
             version: a.version,
             ..WorkMessage::new(&a.public_id, &a.resource_type, &a.delivery_type)
         })
         .collect();
-    queue.enqueue(&messages).await?;
+    let refused = queue.enqueue(&messages).await?;
+    for (index, reason) in &refused {
+        record_refused(results, &messages[*index], reason, now).await?;
+    }
     let n = page.assets.len() as u64;
     summary.pages += 1;
     summary.listed += n;
-    summary.enqueued += messages.len() as u64;
+    summary.enqueued += (messages.len() - refused.len()) as u64;
+    summary.refused += refused.len() as u64;
     cp.pass_listed += n;
     cp.total_listed += n;
     summary.pass_listed = cp.pass_listed;
     cp.cursor = page.next_cursor.filter(|c| !c.is_empty());
     cp.updated_at = Some(rfc3339(now));
+    if cp.cursor.is_none()
+        && cp.since.is_none()
+        && let Some(next) = next_type(cp.listing_type.as_deref())
+    {
+        // A full pass lists the next delivery type from its first page.
+        cp.listing_type = Some(next.to_string());
+        return Ok(false);
+    }
     let complete = cp.cursor.is_none();
     if complete {
         cp.last_pass_started_at = cp.pass_started_at.take();
@@ -310,8 +349,46 @@ async fn enqueue_page<Q: WorkQueue>(
         }
         cp.mode = None;
         cp.since = None;
+        cp.listing_type = None;
     }
     Ok(complete)
+}
+
+/// The delivery type a full pass lists after `current` (`None`: the first), if any.
+fn next_type(current: Option<&str>) -> Option<&'static str> {
+    let at = DELIVERY_TYPES
+        .iter()
+        .position(|t| Some(*t) == current)
+        .unwrap_or(0);
+    DELIVERY_TYPES.get(at + 1).copied()
+}
+
+/// Records an asset the work queue would not take as failed, with the reason, so that it is
+/// not lost from sight; an asset that already has an item keeps it.
+async fn record_refused<R: ResultStore>(
+    results: &R,
+    message: &WorkMessage,
+    reason: &str,
+    now: SystemTime,
+) -> Result<(), ListerError> {
+    let key = message.item_key();
+    let reason = format!("the work queue refused the asset's message: {reason}");
+    tracing::warn!(public_id = %message.public_id, delivery_type = %message.delivery_type, %reason, "asset not enqueued");
+    if key.len() > MAX_KEY_BYTES {
+        // No item can hold it: the log line and the run's `refused` count are all there is.
+        return Ok(());
+    }
+    let record = ResultRecord::failed(
+        &key,
+        &message.resource_type,
+        &message.delivery_type,
+        &reason,
+        0,
+        rfc3339(now),
+        None,
+    );
+    results.record_unqueued(&record).await?;
+    Ok(())
 }
 
 /// One page, with retries on transient errors.
@@ -322,7 +399,11 @@ async fn fetch_page<A: AssetSource>(
 ) -> Result<AssetPage, RemoteError> {
     let listing = match &cp.since {
         Some(since) => Listing::CreatedSince(since.clone()),
-        None => Listing::All,
+        None => Listing::Type(
+            cp.listing_type
+                .clone()
+                .unwrap_or_else(|| DELIVERY_TYPES[0].to_string()),
+        ),
     };
     let mut attempt = 0;
     loop {

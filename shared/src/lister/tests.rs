@@ -6,7 +6,8 @@ use super::memory::{ListCall, MemoryAssetSource};
 use super::*;
 use crate::clock::from_epoch_ms;
 use crate::queue::memory::{MemoryQueue, QueueOp};
-use crate::store::memory::{MemoryCheckpointStore, StoreOp};
+use crate::store::memory::{MemoryCheckpointStore, MemoryResultStore, StoreOp};
+use crate::store::{ResultRecord, Status};
 
 const ID: &str = "lister#test";
 
@@ -14,6 +15,7 @@ struct Rig {
     source: MemoryAssetSource,
     queue: MemoryQueue,
     checkpoints: MemoryCheckpointStore,
+    results: MemoryResultStore,
     options: ListerOptions,
 }
 
@@ -23,6 +25,7 @@ impl Rig {
             source,
             queue: MemoryQueue::new(),
             checkpoints: MemoryCheckpointStore::new(),
+            results: MemoryResultStore::new(),
             options: ListerOptions {
                 page_size: 100,
                 clock: Clock::tokio(from_epoch_ms(1_800_000_000_000)),
@@ -36,9 +39,12 @@ impl Rig {
     async fn run_for(&self, time: Duration) -> Result<RunSummary, ListerError> {
         let deadline = self.options.clock.now() + time;
         run_lister(
-            &self.source,
-            &self.queue,
-            &self.checkpoints,
+            ListerPorts {
+                source: &self.source,
+                queue: &self.queue,
+                checkpoints: &self.checkpoints,
+                results: &self.results,
+            },
             ID,
             &self.options,
             deadline,
@@ -67,9 +73,11 @@ async fn a_full_pass_pages_through_every_asset_once() {
         summary,
         RunSummary {
             mode: PassMode::Full,
-            pages: 3,
+            // Three of upload images, one each of private and authenticated ones (none).
+            pages: 5,
             listed: 250,
             enqueued: 250,
+            refused: 0,
             pass_listed: 250,
             stop: StopReason::PassComplete,
             quota_resets_at: None,
@@ -81,7 +89,7 @@ async fn a_full_pass_pages_through_every_asset_once() {
     let cp = rig.checkpoints.get(ID).unwrap();
     assert_eq!((cp.mode, cp.cursor.as_deref()), (None, None));
     assert!(cp.last_full_pass_at.is_some() && cp.last_pass_started_at.is_some());
-    assert_eq!(rig.source.faults().calls(ListCall::All), 3);
+    assert_eq!(rig.source.faults().calls(ListCall::All), 5);
 }
 
 #[tokio::test(start_paused = true)]
@@ -90,8 +98,8 @@ async fn the_summary_serialises_as_the_function_answers() {
     let json = serde_json::to_value(rig.run().await).unwrap();
     assert_eq!(
         json,
-        serde_json::json!({"mode": "full", "pages": 1, "listed": 3, "enqueued": 3,
-            "pass_listed": 3, "stop": "pass_complete", "quota_resets_at": null})
+        serde_json::json!({"mode": "full", "pages": 3, "listed": 3, "enqueued": 3,
+            "refused": 0, "pass_listed": 3, "stop": "pass_complete", "quota_resets_at": null})
     );
 }
 
@@ -123,7 +131,8 @@ async fn a_run_stops_before_the_deadline_and_the_next_resumes_from_the_checkpoin
     let rest = rig.run().await;
     assert_eq!(
         (rest.stop, rest.pages, rest.pass_listed),
-        (StopReason::PassComplete, 7, 1000)
+        (StopReason::PassComplete, 7 + 2, 1000),
+        "seven pages of upload images, one each of the other types"
     );
     let ids = rig.enqueued_ids();
     assert_eq!(ids.len(), 1000);
@@ -321,10 +330,13 @@ async fn a_refused_cursor_restarts_the_pass_and_a_refused_search_lists_everythin
 struct CountingQueue(std::sync::atomic::AtomicU64);
 
 impl crate::queue::WorkQueue for CountingQueue {
-    async fn enqueue(&self, messages: &[WorkMessage]) -> Result<(), crate::queue::QueueError> {
+    async fn enqueue(
+        &self,
+        messages: &[WorkMessage],
+    ) -> Result<Vec<crate::queue::Refused>, crate::queue::QueueError> {
         self.0
             .fetch_add(messages.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
+        Ok(Vec::new())
     }
     async fn send_delayed_batch(
         &self,
@@ -352,6 +364,7 @@ async fn simulate_pass(assets: usize, per_hour: u64, latency: Duration) -> (Dura
         .with_hourly_limit(per_hour, clock);
     let queue = CountingQueue::default();
     let checkpoints = MemoryCheckpointStore::new();
+    let results = MemoryResultStore::new();
     let options = ListerOptions {
         page_size: 500,
         clock,
@@ -363,9 +376,13 @@ async fn simulate_pass(assets: usize, per_hour: u64, latency: Duration) -> (Dura
         runs += 1;
         let woken = clock.now();
         let deadline = woken + Duration::from_secs(900);
-        let summary = run_lister(&source, &queue, &checkpoints, ID, &options, deadline)
-            .await
-            .unwrap();
+        let ports = ListerPorts {
+            source: &source,
+            queue: &queue,
+            checkpoints: &checkpoints,
+            results: &results,
+        };
+        let summary = run_lister(ports, ID, &options, deadline).await.unwrap();
         match summary.stop {
             StopReason::PassComplete => break clock.now(),
             StopReason::RateLimited => rate_limited += 1,
@@ -401,4 +418,175 @@ async fn a_million_asset_pass_keeps_pace_with_the_quota() {
             "{per_hour}/h: {took:?}, over {bound} min"
         );
     }
+}
+
+fn asset(public_id: &str, delivery_type: &str, created_at: &str) -> ListedAsset {
+    ListedAsset {
+        public_id: public_id.into(),
+        resource_type: "image".into(),
+        delivery_type: delivery_type.into(),
+        created_at: Some(created_at.into()),
+        version: Some(1),
+    }
+}
+
+fn enqueued_keys(rig: &Rig) -> Vec<String> {
+    let mut keys: Vec<String> = rig
+        .queue
+        .sent()
+        .into_iter()
+        .map(|s| s.message.item_key())
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_pass_lists_every_stored_delivery_type_and_one_id_under_two_is_two_assets() {
+    let at = "2024-01-01T00:00:00Z";
+    let mut assets: Vec<ListedAsset> = (0..150)
+        .map(|i| asset(&format!("u/{i}"), "upload", at))
+        .collect();
+    assets.extend([
+        asset("shared/id", "upload", at),
+        asset("shared/id", "private", at),
+        asset("shared/id", "authenticated", at),
+        asset("~tilde", "upload", at),
+        asset("p/only", "private", at),
+        asset("fetched.jpg", "fetch", at),
+    ]);
+    let rig = Rig::new(MemoryAssetSource::new(assets));
+    let summary = rig.run().await;
+    assert_eq!(summary.stop, StopReason::PassComplete);
+    assert_eq!(
+        (summary.listed, summary.enqueued),
+        (155, 155),
+        "every stored type; a fetched image is not the account's own"
+    );
+    let keys = enqueued_keys(&rig);
+    for key in [
+        "shared/id",
+        "~private~shared/id",
+        "~authenticated~shared/id",
+        "~~tilde",
+        "~private~p/only",
+    ] {
+        assert!(keys.contains(&key.to_string()), "{key} in {keys:?}");
+    }
+    assert_eq!(keys.iter().collect::<HashSet<_>>().len(), 155);
+    assert!(!keys.iter().any(|k| k.contains("fetched")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_stopped_between_delivery_types_goes_on_with_the_next() {
+    let at = "2024-01-01T00:00:00Z";
+    let rig = Rig::new(MemoryAssetSource::new(vec![
+        asset("a", "upload", at),
+        asset("b", "private", at),
+        asset("c", "authenticated", at),
+    ]));
+    // The upload listing's only page, then the quota is spent.
+    rig.source.report_quota(Some(crate::rate_gate::Quota {
+        limit: 10,
+        remaining: 0,
+        reset: None,
+    }));
+    let first = rig.run().await;
+    assert_eq!((first.stop, first.listed), (StopReason::RateLimited, 1));
+    let cp = rig.checkpoints.get(ID).unwrap();
+    assert_eq!(
+        (cp.mode, cp.cursor.as_deref(), cp.listing_type.as_deref()),
+        (Some(PassMode::Full), None, Some("private"))
+    );
+    rig.source.report_quota(None);
+    let rest = rig.run().await;
+    assert_eq!(
+        (rest.stop, rest.listed, rest.pass_listed),
+        (StopReason::PassComplete, 2, 3)
+    );
+    assert_eq!(enqueued_keys(&rig), ["a", "~authenticated~c", "~private~b"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_search_keeps_the_stored_delivery_types() {
+    let rig = Rig::new(MemoryAssetSource::new(vec![asset(
+        "old",
+        "upload",
+        "2024-01-01T00:00:00Z",
+    )]));
+    rig.run().await;
+    let later = crate::clock::rfc3339(rig.options.clock.now() + Duration::from_secs(60));
+    for (id, t) in [("new", "private"), ("new", "upload"), ("remote", "fetch")] {
+        rig.source.add(asset(id, t, &later));
+    }
+    rig.queue.take_sent();
+    let summary = rig.run().await;
+    assert_eq!(
+        (summary.mode, summary.listed, summary.enqueued),
+        (PassMode::Incremental, 3, 2)
+    );
+    assert_eq!(enqueued_keys(&rig), ["new", "~private~new"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_asset_the_queue_refuses_is_recorded_failed_and_the_pass_goes_on() {
+    let rig = Rig::new(MemoryAssetSource::generated(250));
+    rig.queue.refuse("asset-00007");
+    rig.queue.refuse("asset-00200");
+    // One of them already has a result: it is kept.
+    rig.results.insert(ResultRecord::from_outcome(
+        "asset-00200",
+        "image",
+        "upload",
+        crate::ocr::OcrOutcome::NoText,
+        crate::ocr::AssetFields::default(),
+        1,
+        "2024-01-01T00:00:00Z".into(),
+    ));
+    let summary = rig.run().await;
+    assert_eq!(
+        (
+            summary.stop,
+            summary.listed,
+            summary.enqueued,
+            summary.refused
+        ),
+        (StopReason::PassComplete, 250, 248, 2)
+    );
+    let item = rig.results.item("asset-00007").expect("recorded");
+    let record = item.record.unwrap();
+    assert_eq!(record.status, Status::Failed);
+    assert!(
+        record
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("refused") && e.contains("shorter than")),
+        "{record:?}"
+    );
+    assert_eq!(rig.results.status("asset-00200"), Some(Status::NoText));
+    assert_eq!(rig.results.len(), 2, "nothing else is written");
+    let cp = rig.checkpoints.get(ID).unwrap();
+    assert_eq!(cp.mode, None, "the pass completed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_asset_not_recorded_fails_the_run_and_its_page_is_listed_again() {
+    let rig = Rig::new(MemoryAssetSource::generated(50));
+    rig.queue.refuse("asset-00010");
+    rig.results
+        .faults()
+        .fail_next(StoreOp::PutResult, ErrorClass::Transient, 1);
+    let err = rig.run_for(Duration::from_secs(900)).await.unwrap_err();
+    assert!(matches!(err, ListerError::Store(_)), "{err}");
+    assert_eq!(
+        rig.checkpoints.get(ID).map_or(0, |c| c.pass_listed),
+        0,
+        "the page is not past"
+    );
+    let summary = rig.run().await;
+    assert_eq!(
+        (summary.stop, summary.refused),
+        (StopReason::PassComplete, 1)
+    );
+    assert_eq!(rig.results.status("asset-00010"), Some(Status::Failed));
 }

@@ -34,6 +34,8 @@ pub struct MemoryQueue {
     sent: Mutex<Vec<Sent>>,
     returned: Mutex<Vec<String>>,
     faults: FaultPlan<QueueOp>,
+    /// Public ids whose messages are refused as they are (as SQS refuses a body too large).
+    refused: Mutex<std::collections::HashSet<String>>,
 }
 
 fn rejected(what: &str) -> QueueError {
@@ -52,6 +54,15 @@ impl MemoryQueue {
 
     pub fn faults(&self) -> &FaultPlan<QueueOp> {
         &self.faults
+    }
+
+    /// Every message for `public_id` is refused from now on, as SQS refuses a body it cannot
+    /// take.
+    pub fn refuse(&self, public_id: &str) {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(public_id.to_string());
     }
 
     /// Everything sent so far, in order.
@@ -74,18 +85,27 @@ impl MemoryQueue {
 }
 
 impl WorkQueue for MemoryQueue {
-    async fn enqueue(&self, messages: &[WorkMessage]) -> Result<(), QueueError> {
+    async fn enqueue(&self, messages: &[WorkMessage]) -> Result<Vec<super::Refused>, QueueError> {
         if self.faults.call(QueueOp::Enqueue).is_some() {
             return Err(rejected("enqueue"));
         }
-        self.sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(messages.iter().map(|m| Sent {
+        let refusing = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut refused = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            if refusing.contains(&m.public_id) {
+                refused.push((
+                    i,
+                    "InvalidParameterValue: Message must be shorter than 262144 bytes.".to_string(),
+                ));
+                continue;
+            }
+            sent.push(Sent {
                 message: m.clone(),
                 delay: Duration::ZERO,
-            }));
-        Ok(())
+            });
+        }
+        Ok(refused)
     }
 
     async fn send_delayed_batch(

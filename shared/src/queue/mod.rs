@@ -43,12 +43,17 @@ impl Classified for QueueError {
     }
 }
 
+/// A message the queue refused as it is (too large, say): resending it cannot help. By its
+/// index among the messages sent, with SQS's reason.
+pub type Refused = (usize, String);
+
 pub trait WorkQueue: Send + Sync {
     /// Sends every message, 10 per call, retrying the entries a batch result reports as failed.
+    /// Returns the messages refused as they are; `Err` when others could not be sent.
     fn enqueue(
         &self,
         messages: &[WorkMessage],
-    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Refused>, QueueError>> + Send;
     /// Sends up to 10 messages in one call, each visible after its delay (at most 15 minutes).
     /// Returns, per entry, why it was not sent (`None`: sent).
     fn send_delayed_batch(

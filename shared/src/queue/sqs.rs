@@ -9,7 +9,7 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry,
 };
 
-use super::{MAX_DELAY, QueueDepth, QueueError, SEND_BATCH_MAX, WorkQueue};
+use super::{MAX_DELAY, QueueDepth, QueueError, Refused, SEND_BATCH_MAX, WorkQueue};
 use crate::message::WorkMessage;
 
 const SEND_ATTEMPTS: u32 = 6;
@@ -46,17 +46,46 @@ impl SqsQueue {
         }
     }
 
-    /// Sends up to 10 bodies; resends only the entries reported failed, with backoff.
-    pub async fn send_batch(&self, bodies: &[String]) -> Result<(), QueueError> {
+    /// Sends up to 10 bodies; resends only the entries reported failed, with backoff. Returns
+    /// the bodies SQS refused as they are (an entry failed as the sender's fault, or a body
+    /// that makes the whole request invalid, found by sending the batch's bodies one by one).
+    pub async fn send_batch(&self, bodies: &[String]) -> Result<Vec<Refused>, QueueError> {
         assert!(
             bodies.len() <= SEND_BATCH_MAX,
             "a batch holds at most {SEND_BATCH_MAX} messages"
         );
-        let mut pending: Vec<usize> = (0..bodies.len()).collect();
+        match self.send_indexes(bodies, (0..bodies.len()).collect()).await {
+            Err(e) if refuses_contents(&e) && bodies.len() > 1 => {
+                tracing::warn!(queue = %self.url, error = %e, "SQS refused a batch's contents; sending its messages one by one");
+                let mut refused = Vec::new();
+                for i in 0..bodies.len() {
+                    match self.send_indexes(bodies, vec![i]).await {
+                        Ok(r) => refused.extend(r),
+                        Err(e) if refuses_contents(&e) => {
+                            refused.push((i, crate::error::error_chain(&e)))
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(refused)
+            }
+            Err(e) if refuses_contents(&e) => Ok(vec![(0, crate::error::error_chain(&e))]),
+            other => other,
+        }
+    }
+
+    /// Sends the bodies at `pending`, resending the entries reported failed by no fault of
+    /// theirs; the entries failed as the sender's fault are returned.
+    async fn send_indexes(
+        &self,
+        bodies: &[String],
+        mut pending: Vec<usize>,
+    ) -> Result<Vec<Refused>, QueueError> {
+        let mut refused = Vec::new();
         let mut last_detail = String::new();
         for attempt in 1..=SEND_ATTEMPTS {
             if pending.is_empty() {
-                return Ok(());
+                return Ok(refused);
             }
             if attempt > 1 {
                 tokio::time::sleep(Duration::from_millis(50 * (1 << (attempt - 2)))).await;
@@ -66,17 +95,18 @@ impl SqsQueue {
                     pending = Vec::new();
                     for f in failed {
                         last_detail = f.detail;
-                        if f.sender_fault {
-                            // The request itself is wrong (e.g. body too large): resending cannot help.
-                            return Err(self.rejected(1, attempt, last_detail));
+                        match f.index {
+                            // The entry itself is wrong: resending cannot help.
+                            Some(i) if f.sender_fault => refused.push((i, last_detail.clone())),
+                            Some(i) => pending.push(i),
+                            None => {}
                         }
-                        pending.extend(f.index);
                     }
                     if !pending.is_empty() {
                         tracing::warn!(queue = %self.url, failed = pending.len(), attempt, "SendMessageBatch entries failed; retrying them");
                     }
                 }
-                Err(err) if attempt == SEND_ATTEMPTS => return Err(err),
+                Err(err) if attempt == SEND_ATTEMPTS || refuses_contents(&err) => return Err(err),
                 Err(err) => {
                     tracing::warn!(queue = %self.url, attempt, error = %err, "SendMessageBatch failed; retrying");
                     last_detail = err.to_string();
@@ -84,9 +114,22 @@ impl SqsQueue {
             }
         }
         match pending.len() {
-            0 => Ok(()),
+            0 => Ok(refused),
             n => Err(self.rejected(n, SEND_ATTEMPTS, last_detail)),
         }
+    }
+
+    /// [`Self::send_batch`] of the `chunk`th ten bodies, the refused ones indexed among all.
+    async fn send_chunk(
+        &self,
+        chunk: usize,
+        bodies: &[String],
+    ) -> Result<Vec<Refused>, QueueError> {
+        let refused = self.send_batch(bodies).await?;
+        Ok(refused
+            .into_iter()
+            .map(|(i, reason)| (chunk * SEND_BATCH_MAX + i, reason))
+            .collect())
     }
 
     /// One `SendMessageBatch` of the bodies at `indexes`; the entries it reports failed.
@@ -145,6 +188,21 @@ fn entry(
         .message_body(body)
 }
 
+/// Whether SQS refused a request for what its messages hold (a body too large or with
+/// characters it does not take), rather than for the queue or the moment.
+fn refuses_contents(err: &QueueError) -> bool {
+    match err {
+        QueueError::Sdk { code, .. } => [
+            "InvalidMessageContents",
+            "InvalidParameterValue",
+            "BatchRequestTooLong",
+        ]
+        .iter()
+        .any(|c| code.contains(c)),
+        QueueError::Rejected { .. } => false,
+    }
+}
+
 /// An entry of a batch that SQS did not take.
 struct FailedEntry {
     index: Option<usize>,
@@ -153,12 +211,19 @@ struct FailedEntry {
 }
 
 impl WorkQueue for SqsQueue {
-    async fn enqueue(&self, messages: &[WorkMessage]) -> Result<(), QueueError> {
-        use futures::TryStreamExt;
+    async fn enqueue(&self, messages: &[WorkMessage]) -> Result<Vec<Refused>, QueueError> {
+        use futures::{StreamExt, TryStreamExt};
         let bodies: Vec<String> = messages.iter().map(WorkMessage::to_body).collect();
-        futures::stream::iter(bodies.chunks(SEND_BATCH_MAX).map(Ok))
-            .try_for_each_concurrent(8, |chunk| self.send_batch(chunk))
-            .await
+        let sends: Vec<_> = bodies
+            .chunks(SEND_BATCH_MAX)
+            .enumerate()
+            .map(|(chunk, bodies)| self.send_chunk(chunk, bodies))
+            .collect();
+        let refused: Vec<Vec<Refused>> = futures::stream::iter(sends)
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        Ok(refused.into_iter().flatten().collect())
     }
 
     async fn send_delayed_batch(
@@ -445,7 +510,7 @@ mod tests {
         let client = mock_client!(aws_sdk_sqs, RuleMode::Sequential, [&first, &resend]);
         let queue = SqsQueue::new(client, "https://sqs.local/q");
         let bodies: Vec<String> = (0..10).map(|i| format!("body-{i}")).collect();
-        queue.send_batch(&bodies).await.unwrap();
+        assert_eq!(queue.send_batch(&bodies).await.unwrap(), vec![]);
         assert_eq!(first.num_calls(), 1);
         assert_eq!(resend.num_calls(), 1);
     }
@@ -461,14 +526,66 @@ mod tests {
         });
         let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&rejected]);
         let queue = SqsQueue::new(client, "https://sqs.local/q");
-        let err = queue
+        let refused = queue
             .send_batch(&["a".to_string(), "b".to_string()])
             .await
-            .unwrap_err();
-        assert!(
-            matches!(err, QueueError::Rejected { count: 1, .. }),
-            "{err}"
+            .unwrap();
+        assert_eq!(
+            refused,
+            vec![(1, "InvalidParameterValue: injected".to_string())]
         );
         assert_eq!(rejected.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_spoils_the_whole_batch_is_found_and_the_others_sent() {
+        use aws_sdk_sqs::error::ErrorMetadata;
+        use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
+        let invalid = || {
+            SendMessageBatchError::generic(
+                ErrorMetadata::builder()
+                    .code("InvalidParameterValue")
+                    .message("Message must be shorter than 1024 bytes.")
+                    .build(),
+            )
+        };
+        let whole = mock!(aws_sdk_sqs::Client::send_message_batch)
+            .match_requests(|r| r.entries().len() == 3)
+            .then_error(invalid);
+        let alone_bad = mock!(aws_sdk_sqs::Client::send_message_batch)
+            .match_requests(|r| r.entries().len() == 1 && r.entries()[0].message_body() == "huge")
+            .then_error(invalid);
+        let alone_ok = mock!(aws_sdk_sqs::Client::send_message_batch)
+            .match_requests(|r| r.entries().len() == 1 && r.entries()[0].message_body() != "huge")
+            .then_output(|| {
+                SendMessageBatchOutput::builder()
+                    .set_successful(Some(vec![]))
+                    .set_failed(Some(vec![]))
+                    .build()
+                    .unwrap()
+            });
+        let client = mock_client!(
+            aws_sdk_sqs,
+            RuleMode::MatchAny,
+            [&whole, &alone_bad, &alone_ok]
+        );
+        let queue = SqsQueue::new(client, "https://sqs.local/q");
+        let bodies = ["a", "huge", "c"].map(String::from);
+        let refused = queue.send_batch(&bodies).await.unwrap();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].0, 1);
+        assert!(
+            refused[0].1.contains("InvalidParameterValue"),
+            "{refused:?}"
+        );
+        assert_eq!(
+            (
+                whole.num_calls(),
+                alone_bad.num_calls(),
+                alone_ok.num_calls()
+            ),
+            (1, 1, 2),
+            "the batch once, then each body alone, none retried"
+        );
     }
 }

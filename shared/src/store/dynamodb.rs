@@ -36,7 +36,7 @@ pub fn to_item(record: &ResultRecord) -> HashMap<String, AttributeValue> {
     let mut item = HashMap::new();
     let s = |v: &str| AttributeValue::S(v.to_string());
     let n = |v: u64| AttributeValue::N(v.to_string());
-    item.insert("publicId".into(), s(&record.public_id));
+    item.insert("publicId".into(), s(&record.key));
     item.insert("status".into(), s(record.status.as_str()));
     if let Some(t) = &record.text {
         item.insert("text".into(), s(t));
@@ -106,19 +106,19 @@ impl DynamoResultStore {
         }
     }
 
-    fn key(public_id: &str) -> AttributeValue {
-        AttributeValue::S(public_id.to_string())
+    fn key(key: &str) -> AttributeValue {
+        AttributeValue::S(key.to_string())
     }
 
     async fn current(
         &self,
-        public_id: &str,
+        key: &str,
     ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("publicId", Self::key(public_id))
+            .key("publicId", Self::key(key))
             .consistent_read(true)
             .send()
             .await
@@ -140,12 +140,9 @@ fn attr_u64(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
 }
 
 impl ResultStore for DynamoResultStore {
-    async fn states(
-        &self,
-        public_ids: &[String],
-    ) -> Result<HashMap<String, ItemState>, StoreError> {
+    async fn states(&self, keys: &[String]) -> Result<HashMap<String, ItemState>, StoreError> {
         let mut found = HashMap::new();
-        let mut unique: Vec<&String> = public_ids.iter().collect();
+        let mut unique: Vec<&String> = keys.iter().collect();
         unique.sort();
         unique.dedup();
         for chunk in unique.chunks(100) {
@@ -229,7 +226,7 @@ impl ResultStore for DynamoResultStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("publicId", Self::key(claim.public_id))
+            .key("publicId", Self::key(claim.key))
             .update_expression(
                 "SET claimToken = :token, claimExpiresAt = :exp, ocrRequestedAt = :now, resourceType = :rt, deliveryType = :dt ADD attempts :one",
             )
@@ -268,7 +265,7 @@ impl ResultStore for DynamoResultStore {
                     return Err(StoreError::from_sdk("UpdateItem", &self.table, err));
                 }
                 // Find out why, to tell "done already" from "someone else is on it".
-                let item = self.current(claim.public_id).await?.unwrap_or_default();
+                let item = self.current(claim.key).await?.unwrap_or_default();
                 if !claim.force
                     && let Some(status) = attr_str(&item, "status")
                         .and_then(Status::parse)
@@ -305,12 +302,12 @@ impl ResultStore for DynamoResultStore {
         }
     }
 
-    async fn release(&self, public_id: &str, token: &str, error: &str) -> Result<(), StoreError> {
+    async fn release(&self, key: &str, token: &str, error: &str) -> Result<(), StoreError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key("publicId", Self::key(public_id))
+            .key("publicId", Self::key(key))
             .update_expression("REMOVE claimToken, claimExpiresAt SET #e = :e")
             .condition_expression("claimToken = :token")
             .expression_attribute_names("#e", "error")
@@ -331,6 +328,28 @@ impl ResultStore for DynamoResultStore {
                 Ok(())
             }
             Err(err) => Err(StoreError::from_sdk("UpdateItem", &self.table, err)),
+        }
+    }
+
+    async fn record_unqueued(&self, record: &ResultRecord) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(record)))
+            .condition_expression("attribute_not_exists(publicId)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(StoreError::from_sdk("PutItem", &self.table, err)),
         }
     }
 }
@@ -371,6 +390,7 @@ impl CheckpointStore for DynamoCheckpointStore {
             mode: s("mode").as_deref().and_then(PassMode::parse),
             pass_started_at: s("passStartedAt"),
             since: s("since"),
+            listing_type: s("listingType"),
             pass_listed: attr_u64(&item, "passListed").unwrap_or(0),
             last_pass_started_at: s("lastPassStartedAt"),
             last_full_pass_at: s("lastFullPassAt"),
@@ -397,6 +417,7 @@ impl CheckpointStore for DynamoCheckpointStore {
             ("mode", &mode),
             ("passStartedAt", &c.pass_started_at),
             ("since", &c.since),
+            ("listingType", &c.listing_type),
             ("lastPassStartedAt", &c.last_pass_started_at),
             ("lastFullPassAt", &c.last_full_pass_at),
             ("updatedAt", &c.updated_at),

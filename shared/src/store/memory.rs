@@ -78,7 +78,7 @@ impl MemoryResultStore {
     pub fn insert(&self, record: ResultRecord) {
         let attempts = record.attempts;
         self.lock().insert(
-            record.public_id.clone(),
+            record.key.clone(),
             MemoryItem {
                 record: Some(record),
                 claim: None,
@@ -89,12 +89,12 @@ impl MemoryResultStore {
         );
     }
 
-    pub fn item(&self, public_id: &str) -> Option<MemoryItem> {
-        self.lock().get(public_id).cloned()
+    pub fn item(&self, key: &str) -> Option<MemoryItem> {
+        self.lock().get(key).cloned()
     }
 
-    pub fn status(&self, public_id: &str) -> Option<Status> {
-        self.item(public_id).and_then(|i| i.status())
+    pub fn status(&self, key: &str) -> Option<Status> {
+        self.item(key).and_then(|i| i.status())
     }
 
     pub fn len(&self) -> usize {
@@ -105,16 +105,16 @@ impl MemoryResultStore {
         self.len() == 0
     }
 
-    /// Every item, by `publicId`.
+    /// Every item, by its key (`publicId`).
     pub fn items(&self) -> HashMap<String, MemoryItem> {
         self.lock().clone()
     }
 
     /// Another invocation takes the asset's claim over (as after an expiry): the holder's
     /// token no longer matches.
-    pub fn take_over(&self, public_id: &str, until_ms: u64) {
+    pub fn take_over(&self, key: &str, until_ms: u64) {
         let mut items = self.lock();
-        let item = items.entry(public_id.to_string()).or_default();
+        let item = items.entry(key.to_string()).or_default();
         item.claim = Some(("another invocation".into(), until_ms));
         item.attempts += 1;
     }
@@ -128,13 +128,10 @@ impl MemoryResultStore {
 }
 
 impl ResultStore for MemoryResultStore {
-    async fn states(
-        &self,
-        public_ids: &[String],
-    ) -> Result<HashMap<String, ItemState>, StoreError> {
+    async fn states(&self, keys: &[String]) -> Result<HashMap<String, ItemState>, StoreError> {
         self.fault(StoreOp::States, "BatchGetItem")?;
         let items = self.lock();
-        Ok(public_ids
+        Ok(keys
             .iter()
             .filter_map(|id| {
                 let item = items.get(id)?;
@@ -155,7 +152,7 @@ impl ResultStore for MemoryResultStore {
     async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
         self.fault(StoreOp::Claim, "UpdateItem")?;
         let mut items = self.lock();
-        let item = items.entry(claim.public_id.to_string()).or_default();
+        let item = items.entry(claim.key.to_string()).or_default();
         let free = item
             .claim
             .as_ref()
@@ -185,7 +182,7 @@ impl ResultStore for MemoryResultStore {
     async fn put_result(&self, record: &ResultRecord, token: &str) -> Result<bool, StoreError> {
         self.fault(StoreOp::PutResult, "PutItem")?;
         let mut items = self.lock();
-        let Some(item) = items.get_mut(&record.public_id) else {
+        let Some(item) = items.get_mut(&record.key) else {
             return Ok(false);
         };
         if item.claim.as_ref().is_none_or(|(t, _)| t != token) {
@@ -201,16 +198,35 @@ impl ResultStore for MemoryResultStore {
         Ok(true)
     }
 
-    async fn release(&self, public_id: &str, token: &str, error: &str) -> Result<(), StoreError> {
+    async fn release(&self, key: &str, token: &str, error: &str) -> Result<(), StoreError> {
         self.fault(StoreOp::Release, "UpdateItem")?;
         let mut items = self.lock();
-        if let Some(item) = items.get_mut(public_id)
+        if let Some(item) = items.get_mut(key)
             && item.claim.as_ref().is_some_and(|(t, _)| t == token)
         {
             item.claim = None;
             item.error = Some(truncate_utf8(error, 2000).to_string());
         }
         Ok(())
+    }
+
+    async fn record_unqueued(&self, record: &ResultRecord) -> Result<bool, StoreError> {
+        self.fault(StoreOp::PutResult, "PutItem")?;
+        let mut items = self.lock();
+        if items.contains_key(&record.key) {
+            return Ok(false);
+        }
+        items.insert(
+            record.key.clone(),
+            MemoryItem {
+                record: Some(record.clone()),
+                claim: None,
+                attempts: record.attempts,
+                error: record.error.clone(),
+                ocr_requested_at: None,
+            },
+        );
+        Ok(true)
     }
 }
 

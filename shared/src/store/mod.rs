@@ -1,4 +1,6 @@
-//! The results table (one item per asset, keyed by `publicId`) and the lister's checkpoint:
+//! The results table (one item per asset, keyed by `publicId`: the asset's public_id, or for
+//! an asset not of the `upload` type the key [`crate::message::item_key`] makes) and the
+//! lister's checkpoint:
 //! the records, the ports, and their adapters (DynamoDB, and in-memory twins for tests).
 
 pub mod dynamodb;
@@ -120,7 +122,8 @@ pub struct ItemState {
 /// The item written when an asset reaches a terminal state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultRecord {
-    pub public_id: String,
+    /// The item's key (`publicId`): see [`crate::message::item_key`].
+    pub key: String,
     pub status: Status,
     pub text: Option<String>,
     pub locale: Option<String>,
@@ -154,7 +157,7 @@ pub fn truncate_utf8(text: &str, max: usize) -> &str {
 impl ResultRecord {
     /// The record for a finished OCR (`Text` or `NoText`).
     pub fn from_outcome(
-        public_id: &str,
+        key: &str,
         resource_type: &str,
         delivery_type: &str,
         outcome: OcrOutcome,
@@ -174,7 +177,7 @@ impl ResultRecord {
             other => (other, false),
         };
         Self {
-            public_id: public_id.to_string(),
+            key: key.to_string(),
             status,
             text,
             locale,
@@ -193,7 +196,7 @@ impl ResultRecord {
 
     /// The record for a failure for good, marked with the message that met it.
     pub fn failed(
-        public_id: &str,
+        key: &str,
         resource_type: &str,
         delivery_type: &str,
         error: &str,
@@ -202,7 +205,7 @@ impl ResultRecord {
         dead_letter: Option<DeadLetterMark>,
     ) -> Self {
         Self {
-            public_id: public_id.to_string(),
+            key: key.to_string(),
             status: Status::Failed,
             text: None,
             locale: None,
@@ -223,7 +226,8 @@ impl ResultRecord {
 /// A request to own an asset for the length of one invocation.
 #[derive(Debug, Clone)]
 pub struct Claim<'a> {
-    pub public_id: &'a str,
+    /// The item's key.
+    pub key: &'a str,
     pub resource_type: &'a str,
     pub delivery_type: &'a str,
     pub token: &'a str,
@@ -286,11 +290,11 @@ impl Classified for StoreError {
 
 /// Where results live. The worker is generic over it.
 pub trait ResultStore: Send + Sync {
-    /// States of the given assets that have a terminal status (others are left out); one call
-    /// per 100 ids.
+    /// States of the given assets (by item key) that have a terminal status (others are left
+    /// out); one call per 100 keys.
     fn states(
         &self,
-        public_ids: &[String],
+        keys: &[String],
     ) -> impl Future<Output = Result<HashMap<String, ItemState>, StoreError>> + Send;
     fn claim(
         &self,
@@ -305,10 +309,16 @@ pub trait ResultStore: Send + Sync {
     /// Gives the claim up (the asset will be retried), noting the error that caused it.
     fn release(
         &self,
-        public_id: &str,
+        key: &str,
         token: &str,
         error: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Records a failure found before any worker met the asset (the lister could not enqueue
+    /// it), unless the asset already has an item: `false` when it had one, which is kept.
+    fn record_unqueued(
+        &self,
+        record: &ResultRecord,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// What a lister pass covers.
@@ -349,6 +359,8 @@ pub struct Checkpoint {
     pub pass_started_at: Option<String>,
     /// Lower bound (`created_at`) of the incremental pass in progress.
     pub since: Option<String>,
+    /// The delivery type a full pass in progress is listing (`None`: the first, `upload`).
+    pub listing_type: Option<String>,
     /// Assets listed and enqueued so far in the pass in progress.
     pub pass_listed: u64,
     /// When the last complete pass started (RFC 3339): the next incremental pass starts there.

@@ -44,17 +44,15 @@ fn needs_ocr(message: &WorkMessage, state: &ItemState) -> bool {
 
 /// The resource types the worker OCRs.
 pub const RESOURCE_TYPES: [&str; 1] = ["image"];
-/// The delivery types it OCRs: the stored ones (fetched, remote and social types hold no
-/// asset of the account's own).
-pub const DELIVERY_TYPES: [&str; 3] = ["upload", "private", "authenticated"];
+pub use crate::message::DELIVERY_TYPES;
 
 /// A message body as the worker reads it: a message to work on, or why it can never be one.
 pub fn parse_body(body: &str) -> Result<WorkMessage, String> {
     let m = WorkMessage::parse(body).map_err(|e| e.to_string())?;
-    if m.public_id.len() > MAX_KEY_BYTES {
+    let key_bytes = m.item_key().len();
+    if key_bytes > MAX_KEY_BYTES {
         return Err(format!(
-            "public_id is {} bytes, over DynamoDB's {MAX_KEY_BYTES}-byte key limit",
-            m.public_id.len()
+            "the asset's key is {key_bytes} bytes, over DynamoDB's {MAX_KEY_BYTES}-byte key limit"
         ));
     }
     // A `.` or `..` segment would be collapsed by URL resolution (escaped or not), taking an
@@ -95,14 +93,10 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         let jobs = records.iter().zip(parsed).map(|(record, parsed)| {
             // Only the first message of an asset in a batch works on it.
             let first = match &parsed {
-                Parsed::Ok(m) => seen.insert((
-                    m.public_id.clone(),
-                    m.resource_type.clone(),
-                    m.delivery_type.clone(),
-                )),
+                Parsed::Ok(m) => seen.insert((m.item_key(), m.resource_type.clone())),
                 Parsed::Bad(_) => true,
             };
-            let span = tracing::info_span!("record", message_id = %record.message_id, public_id = tracing::field::Empty);
+            let span = tracing::info_span!("record", message_id = %record.message_id, public_id = tracing::field::Empty, delivery_type = tracing::field::Empty);
             let states = &states;
             async move {
                 let handled = self
@@ -148,7 +142,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         let ids: Vec<String> = parsed
             .iter()
             .filter_map(|p| match p {
-                Parsed::Ok(m) => Some(m.public_id.clone()),
+                Parsed::Ok(m) => Some(m.item_key()),
                 Parsed::Bad(_) => None,
             })
             .collect();
@@ -185,13 +179,16 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             Parsed::Ok(message) => message,
         };
         tracing::Span::current().record("public_id", message.public_id.as_str());
+        if message.delivery_type != "upload" {
+            tracing::Span::current().record("delivery_type", message.delivery_type.as_str());
+        }
         let Some(states) = states else {
             return Disposition::Retry {
                 reason: "could not read the asset's status".into(),
             }
             .into();
         };
-        let state = states.get(&message.public_id);
+        let state = states.get(&message.item_key());
         // An image uploaded again over its public_id (a newer version) is OCR'd again, as a
         // forced re-OCR is.
         let message = match state {

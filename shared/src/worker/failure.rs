@@ -146,7 +146,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 kind,
             };
             let failed = ResultRecord::failed(
-                &message.public_id,
+                &message.item_key(),
                 &message.resource_type,
                 &message.delivery_type,
                 &reason,
@@ -170,7 +170,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     pub(super) async fn release(&self, message: &WorkMessage, held: &Held, reason: &str) {
         if let Err(e) = self
             .store
-            .release(&message.public_id, &held.token, reason)
+            .release(&message.item_key(), &held.token, reason)
             .await
         {
             // The claim then simply expires at the deadline.
@@ -186,10 +186,12 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         until: SystemTime,
         cause: DeferCause,
     ) -> Disposition {
-        let delay = until
-            .duration_since(self.now())
-            .unwrap_or_default()
-            .clamp(Duration::from_secs(1), MAX_DELAY);
+        let delay = until.duration_since(self.now()).unwrap_or_default().clamp(
+            Duration::from_secs(1),
+            self.settings
+                .max_deferral
+                .clamp(Duration::from_secs(1), MAX_DELAY),
+        );
         let message = WorkMessage {
             deferrals: message.deferrals.saturating_add(1),
             ..message

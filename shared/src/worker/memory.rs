@@ -35,6 +35,8 @@ pub enum Scripted {
 }
 
 /// The OCR service in memory. Unscripted assets answer with the text `text of {public_id}`.
+/// Assets are named by their item key (the public_id itself for an `upload` asset; see
+/// [`crate::message::item_key`]), so one public_id under two delivery types is two assets.
 #[derive(Debug, Default)]
 pub struct ScriptedOcr {
     scripts: Mutex<HashMap<(OcrCall, String), VecDeque<Scripted>>>,
@@ -123,7 +125,8 @@ impl ScriptedOcr {
 
     async fn answer(&self, call: OcrCall, message: &WorkMessage) -> Result<OcrAnswer, RemoteError> {
         tokio::time::sleep(self.latency).await;
-        let key = (call, message.public_id.clone());
+        let asset = message.item_key();
+        let key = (call, asset.clone());
         *self
             .calls
             .lock()
@@ -144,12 +147,12 @@ impl ScriptedOcr {
                 .billed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .entry(message.public_id.clone())
+                .entry(asset.clone())
                 .or_default() += 1;
             this.ocr_on
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(message.public_id.clone());
+                .insert(asset.clone());
         };
         let outcome = match (scripted, call) {
             (Some(Scripted::Fail(e)), _) => return Err(e),
@@ -172,7 +175,7 @@ impl ScriptedOcr {
                     .ocr_on
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .contains(&message.public_id);
+                    .contains(&asset);
                 if on {
                     default_text(message)
                 } else {

@@ -97,6 +97,9 @@ pub struct WorkerSettings {
     /// While the quota is spent, an invocation waits before returning, up to this long before
     /// its deadline.
     pub hold_margin: Duration,
+    /// The longest a message is deferred at once (SQS's longest delay, 15 minutes; a wait
+    /// longer than that is made of several deferrals).
+    pub max_deferral: Duration,
     /// Where "now" comes from.
     pub clock: Clock,
 }
@@ -111,6 +114,7 @@ impl Default for WorkerSettings {
             max_pending_polls: defaults::MAX_PENDING_POLLS,
             instances: 1,
             hold_margin: defaults::HOLD_MARGIN,
+            max_deferral: crate::queue::MAX_DELAY,
             clock: Clock::System,
         }
     }

@@ -155,8 +155,9 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     ) -> Step<Held> {
         let now = self.now();
         let token = uuid::Uuid::new_v4().to_string();
+        let key = message.item_key();
         let claim = Claim {
-            public_id: &message.public_id,
+            key: &key,
             resource_type: &message.resource_type,
             delivery_type: &message.delivery_type,
             token: &token,
@@ -342,7 +343,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         let rec = ResultRecord {
             pages: result.pages,
             ..ResultRecord::from_outcome(
-                &message.public_id,
+                &message.item_key(),
                 &message.resource_type,
                 &message.delivery_type,
                 result.outcome,

@@ -1177,3 +1177,48 @@ async fn a_new_version_of_an_image_is_ocrd_again_once() {
     let rec = w.store().item("a").and_then(|i| i.record).unwrap();
     assert_eq!(rec.asset.version, Some(2));
 }
+
+/// One public_id under three delivery types is three images: in one batch each is OCR'd and
+/// paid once, and each result has its own item, none overwriting another.
+#[tokio::test(start_paused = true)]
+async fn one_public_id_under_several_delivery_types_is_several_assets() {
+    let w = worker(ScriptedOcr::new());
+    let types = ["upload", "private", "authenticated"];
+    let records: Vec<InboundRecord> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            record(
+                &format!("m{i}"),
+                WorkMessage::new("signs/door", "image", *t).to_body(),
+                1,
+            )
+        })
+        .collect();
+    let outcome = w
+        .process_batch(records, deadline(&w, Duration::from_secs(60)))
+        .await;
+    for (_, d) in &outcome.results {
+        assert_eq!(*d, Disposition::Stored(Status::Done));
+    }
+    for (t, key) in types.iter().zip([
+        "signs/door",
+        "~private~signs/door",
+        "~authenticated~signs/door",
+    ]) {
+        assert_eq!(w.ocr().billed(key), 1, "{key}");
+        let rec = w.store().item(key).and_then(|i| i.record).unwrap();
+        assert_eq!((rec.delivery_type.as_str(), rec.status), (*t, Status::Done));
+    }
+    assert_eq!(w.store().len(), 3);
+    // Delivered again: each is found done by its own key.
+    let again = WorkMessage::new("signs/door", "image", "private").to_body();
+    let outcome = w
+        .process_batch(
+            vec![record("m9", again, 1)],
+            deadline(&w, Duration::from_secs(60)),
+        )
+        .await;
+    assert_eq!(outcome.results[0].1, Disposition::Skipped);
+    assert_eq!(w.ocr().billed("~private~signs/door"), 1);
+}

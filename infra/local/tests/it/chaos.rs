@@ -30,7 +30,11 @@ async fn chaos_keeps_every_promise() {
     );
     assert_eq!(
         report.by_status.values().sum::<u64>() as usize,
-        report.assets - 1,
+        report.assets + report.added - 1,
         "all but the oversize key have an item"
+    );
+    assert!(
+        report.overwritten > 0 && report.monthly_limited.len() == 3,
+        "images were uploaded again, some under the monthly limit"
     );
 }

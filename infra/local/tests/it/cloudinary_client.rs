@@ -87,7 +87,7 @@ async fn the_quota_is_reported_then_enforced_with_420() {
     cfg.admin_window = Duration::from_secs(3600);
     let emu = Emulator::start(cfg, generate(5), 0).await.unwrap();
     let c = client(&emu, &emu.cloudinary_url(), OcrMethod::AdminUpdate);
-    let first = c.list_page(None, 2).await.unwrap();
+    let first = c.list_page("upload", None, 2).await.unwrap();
     let q = first.quota.expect("quota headers");
     assert_eq!((q.limit, q.remaining), (2, 1));
     let reset = q.reset.expect("reset date");
@@ -97,10 +97,14 @@ async fn the_quota_is_reported_then_enforced_with_420() {
         .unwrap()
         .as_secs();
     assert_eq!(reset_secs % 3600, 0, "the reset falls on the hour");
-    c.list_page(first.value.into_page(None).next_cursor.as_deref(), 2)
-        .await
-        .unwrap();
-    let err = c.list_page(None, 2).await.unwrap_err();
+    c.list_page(
+        "upload",
+        first.value.into_page(None).next_cursor.as_deref(),
+        2,
+    )
+    .await
+    .unwrap();
+    let err = c.list_page("upload", None, 2).await.unwrap_err();
     assert_eq!(status(&err), 420);
     assert_eq!(err.class(), ErrorClass::RateLimited);
     // HTTP dates have second precision.
@@ -124,15 +128,15 @@ async fn ended_quota_windows_are_recorded_with_their_use() {
     let reset_of = |page: &shared::cloudinary::Answer<_>| {
         page.quota.and_then(|q| q.reset).expect("reset date")
     };
-    let first = reset_of(&c.list_page(None, 2).await.unwrap());
-    let second = reset_of(&c.list_page(None, 2).await.unwrap());
+    let first = reset_of(&c.list_page("upload", None, 2).await.unwrap());
+    let second = reset_of(&c.list_page("upload", None, 2).await.unwrap());
     // Two calls in one window, unless the window turned in between.
     let in_first = if first == second { 2 } else { 1 };
     let wait = second
         .duration_since(std::time::SystemTime::now())
         .unwrap_or_default();
     tokio::time::sleep(wait + Duration::from_millis(20)).await;
-    c.list_page(None, 2).await.unwrap();
+    c.list_page("upload", None, 2).await.unwrap();
     let windows = emu.stats().windows;
     assert!(!windows.is_empty(), "the first window ended");
     assert_eq!(windows[0].used, in_first);
@@ -146,19 +150,37 @@ async fn listing_pages_with_cursors_and_search_filters_by_date() {
         .await
         .unwrap();
     let c = client(&emu, &emu.cloudinary_url(), OcrMethod::Explicit);
-    // Through the lister's port, as the lister pages.
-    let mut cursor = None;
-    let mut ids = Vec::new();
-    loop {
-        let page = c.page(&Listing::All, cursor.as_deref(), 10).await.unwrap();
-        ids.extend(page.assets.into_iter().map(|a| a.public_id));
-        cursor = page.next_cursor;
-        if cursor.is_none() {
-            break;
+    // Through the lister's port, as the lister pages: each delivery type by its own path.
+    for t in ["upload", "private", "authenticated"] {
+        let mut cursor = None;
+        let mut ids = Vec::new();
+        loop {
+            let listing = Listing::Type(t.into());
+            let page = c.page(&listing, cursor.as_deref(), 10).await.unwrap();
+            for a in page.assets {
+                assert_eq!(a.delivery_type, t);
+                ids.push(a.public_id);
+            }
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                break;
+            }
         }
+        let expected: Vec<String> = emu
+            .assets()
+            .into_iter()
+            .filter(|a| a.delivery_type == t)
+            .map(|a| a.public_id)
+            .collect();
+        assert_eq!(ids, expected, "{t}");
     }
-    let expected: Vec<String> = emu.assets().into_iter().map(|a| a.public_id).collect();
-    assert_eq!(ids, expected);
+    assert_eq!(
+        emu.assets()
+            .iter()
+            .filter(|a| a.delivery_type == "private")
+            .count(),
+        1
+    );
 
     // Generated assets are a minute apart from 2021-01-01T00:00:00Z.
     let page = c
@@ -177,6 +199,9 @@ async fn listing_pages_with_cursors_and_search_filters_by_date() {
 
 /// Runs `infra/scripts/cloudinary_sdk_check.py MODE` (Cloudinary's own Python SDK, pinned in
 /// the project's virtualenv) against `emu`; its output, or a failure with it.
+/// The text of the private image under the SDK check's first public id.
+const PRIVATE_TEXT: &str = "PRIVATE\n";
+
 fn sdk_check(emu: &Emulator, mode: &str, ids: &[&str], text: &str) -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let python = root.join(".venv/bin/python");
@@ -192,6 +217,7 @@ fn sdk_check(emu: &Emulator, mode: &str, ids: &[&str], text: &str) -> String {
         .env("CLOUDINARY_API_BASE", emu.base_url())
         .env("SDK_CHECK_IDS", ids.join(","))
         .env("SDK_CHECK_TEXT", text)
+        .env("SDK_CHECK_PRIVATE_TEXT", PRIVATE_TEXT)
         .output()
         .expect("running Python");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -205,7 +231,8 @@ fn sdk_check(emu: &Emulator, mode: &str, ids: &[&str], text: &str) -> String {
 
 /// Cloudinary's own Python SDK, a client nobody here wrote, uses the emulator as it would use
 /// Cloudinary: paging, update with OCR (a JSON body), explicit with OCR (multipart, SHA-1 and
-/// SHA-256), details, 404, 401 and 420; and an account that requires SHA-256 refuses SHA-1.
+/// SHA-256), details, a private image under an upload image's public id, 404, 401 and 420; and
+/// an account that requires SHA-256 refuses SHA-1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloudinarys_own_sdk_is_answered_as_cloudinary_would() {
     let mut assets = generate(5);
@@ -214,15 +241,24 @@ async fn cloudinarys_own_sdk_is_answered_as_cloudinary_would() {
     assets[1].public_id = "sdk/second".into();
     let ids: Vec<String> = assets.iter().map(|a| a.public_id.clone()).collect();
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut private = assets[0].clone();
+    private.delivery_type = "private".into();
+    private.text = Some(PRIVATE_TEXT.into());
     let mut config = EmulatorConfig::new("sdkcloud");
     config.admin_limit = 30;
-    let emu = Emulator::start(config, assets.clone(), 0).await.unwrap();
+    let mut account = assets.clone();
+    account.push(private);
+    let emu = Emulator::start(config, account, 0).await.unwrap();
     let printed = sdk_check(&emu, "all", &ids, "STOP\n");
     assert!(printed.contains("every check passed"), "{printed}");
     let stats = emu.stats();
     assert_eq!(
-        stats.ocr_billed, 3,
-        "one update and two explicit calls: {stats:?}"
+        stats.ocr_billed, 5,
+        "one update and two explicit calls of the upload images, one of each of the private one: {stats:?}"
+    );
+    assert_eq!(
+        emu.ocr_billed_of(&("private".into(), "sdk/first asset".into())),
+        2
     );
     assert!(
         stats.rate_limited >= 1 && stats.unauthorized >= 2,
@@ -257,4 +293,44 @@ async fn the_client_signs_in_sha256_for_an_account_that_requires_it() {
     let sha256 = CloudinaryClient::new(&cfg).unwrap();
     let answer = sha256.request_ocr(&id, "image", "upload").await.unwrap();
     assert!(answer.value.pointer("/info/ocr/adv_ocr").is_some());
+}
+
+/// One public_id under two delivery types is two images: each read, OCR'd and billed on its
+/// own path, by the Admin API and by `explicit` alike; a type that holds no such asset is a 404.
+#[tokio::test]
+async fn one_public_id_under_two_delivery_types_is_two_assets() {
+    let mut private = crate::common::asset("signs/door", Some("PRIVATE\n"));
+    private.delivery_type = "private".into();
+    let assets = vec![
+        crate::common::asset("signs/door", Some("PUBLIC\n")),
+        private,
+    ];
+    let emu = Emulator::start(EmulatorConfig::new("c"), assets, 0)
+        .await
+        .unwrap();
+    for method in [OcrMethod::AdminUpdate, OcrMethod::Explicit] {
+        let c = client(&emu, &emu.cloudinary_url(), method);
+        for (t, text) in [("upload", "PUBLIC"), ("private", "PRIVATE")] {
+            let answer = c.request_ocr("signs/door", "image", t).await.unwrap();
+            assert_eq!(answer.value["type"], t);
+            let got =
+                answer.value["info"]["ocr"]["adv_ocr"]["data"][0]["fullTextAnnotation"]["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+            assert_eq!(got.trim(), text, "{method:?} {t}");
+            let back = c.get_resource("signs/door", "image", t).await.unwrap();
+            assert_eq!(back.value["type"], t);
+        }
+        let err = c
+            .get_resource("signs/door", "image", "authenticated")
+            .await
+            .unwrap_err();
+        assert_eq!(status(&err), 404);
+    }
+    assert_eq!(emu.ocr_billed("signs/door"), 2, "once per method");
+    assert_eq!(
+        emu.ocr_billed_of(&("private".into(), "signs/door".into())),
+        2
+    );
 }

@@ -32,6 +32,7 @@ pub fn stack_settings() -> StackSettings {
 pub fn asset(public_id: &str, text: Option<&str>) -> Asset {
     Asset {
         public_id: public_id.to_string(),
+        delivery_type: "upload".into(),
         format: "png".into(),
         bytes: 1234,
         width: 640,

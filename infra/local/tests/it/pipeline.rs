@@ -15,7 +15,11 @@ async fn every_asset_once_with_its_text_across_several_pages() {
     let h = Harness::new(assets.clone(), crate::common::stack_settings(), |_| {}).await;
     let lister = h.lister(&[("LISTER_PAGE_SIZE", "25")]);
     assert_eq!(h.list_all(&lister).await, 120);
-    assert_eq!(h.emulator.stats().list_calls, 5, "120 assets at 25 a page");
+    assert_eq!(
+        h.emulator.stats().list_calls,
+        7,
+        "116 upload images at 25 a page, then a page each of private and authenticated ones"
+    );
 
     let worker = h.worker(&[]);
     let (end, stats) = h.drain(&worker, 4, Duration::from_secs(120)).await;
@@ -26,8 +30,9 @@ async fn every_asset_once_with_its_text_across_several_pages() {
     assert_eq!(items.len(), assets.len());
     for a in &assets {
         let item = items
-            .get(&a.public_id)
+            .get(&shared::message::item_key(&a.public_id, &a.delivery_type))
             .unwrap_or_else(|| panic!("no item for {:?}", a.public_id));
+        assert_eq!(s(item, "deliveryType").as_ref(), Some(&a.delivery_type));
         match &a.text {
             Some(text) => {
                 assert_eq!(
@@ -55,7 +60,7 @@ async fn every_asset_once_with_its_text_across_several_pages() {
             "claim left on {:?}",
             a.public_id
         );
-        assert_eq!(h.emulator.ocr_billed(&a.public_id), 1, "{:?}", a.public_id);
+        assert_eq!(h.emulator.ocr_billed_of(&a.id()), 1, "{:?}", a.public_id);
     }
     assert!(h.dlq().await.is_empty());
 }
@@ -465,7 +470,11 @@ async fn the_lister_resumes_from_its_checkpoint_then_lists_only_new_assets() {
     let lister = with_margin(Duration::from_secs(1));
     let rest = h.list_all(&lister).await;
     assert_eq!(listed_first + rest, 50);
-    assert_eq!(h.emulator.stats().list_calls, 5);
+    assert_eq!(
+        h.emulator.stats().list_calls,
+        7,
+        "five pages of the 48 upload images, one each of the other types"
+    );
 
     // After the full pass, a run lists only what was added since.
     let mut new_asset = asset("added/later", Some("new"));
@@ -719,9 +728,20 @@ async fn an_upload_api_429_is_waited_out_as_its_retry_after_says() {
 
 /// A limit that does not reset within the hour (the add-on's monthly limit): the message waits
 /// a bounded number of times, then the asset fails for good with Cloudinary's message, and the
-/// rate-limit dead letter is counted for its alarm.
+/// rate-limit dead letter is counted for its alarm. Through the Upload API the refusal names
+/// its reset a month away; through the Admin API it carries the hourly quota's headers, with
+/// calls left, which the hourly quota cannot explain: both end the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_monthly_limit_ends_in_the_dlq_with_cloudinarys_message() {
+async fn a_monthly_limit_ends_in_the_dlq_with_cloudinarys_message_through_explicit() {
+    monthly_limit_case("explicit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_monthly_limit_ends_in_the_dlq_with_cloudinarys_message_through_the_admin_api() {
+    monthly_limit_case("update").await;
+}
+
+async fn monthly_limit_case(method: &str) {
     let h = Harness::new(
         vec![asset("capped", Some("x"))],
         crate::common::stack_settings(),
@@ -730,7 +750,7 @@ async fn a_monthly_limit_ends_in_the_dlq_with_cloudinarys_message() {
         },
     )
     .await;
-    let worker = h.worker(&[]);
+    let worker = h.worker(&[("OCR_METHOD", method)]);
     // Short invocations: a spent limit holds an invocation until near its deadline.
     let deadline = || SystemTime::now() + Duration::from_secs(12);
     h.send_asset("capped").await;
@@ -863,4 +883,71 @@ async fn the_overlap_catches_what_a_lagging_search_index_missed() {
             "overlap {overlap_minutes} min: {next:?}"
         );
     }
+}
+
+/// A message SQS will not take (here: larger than the queue's maximum message size) does not
+/// stop the pass: the asset is recorded failed with SQS's reason, every other asset is
+/// enqueued and done, and a later pass leaves the record as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_asset_the_queue_refuses_is_recorded_failed_and_the_pass_goes_on() {
+    let long_id = format!("refused/{}", "r".repeat(1100));
+    let mut assets = generate(30);
+    assets.push(asset(&long_id, Some("never read")));
+    let h = Harness::new(assets, crate::common::stack_settings(), |_| {}).await;
+    // SQS's smallest maximum: the long id's message (about 1.2 KB) is over it.
+    h.sqs
+        .set_queue_attributes()
+        .queue_url(&h.stack.work_queue_url)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize,
+            "1024",
+        )
+        .send()
+        .await
+        .expect("set the maximum message size");
+    let lister = h.lister(&[("LISTER_PAGE_SIZE", "10")]);
+    let run = lister::handle(
+        &lister,
+        serde_json::json!({}),
+        SystemTime::now() + Duration::from_secs(120),
+    )
+    .await
+    .expect("the run goes on past the refused asset");
+    assert_eq!(run.stop, shared::lister::StopReason::PassComplete);
+    assert_eq!((run.listed, run.enqueued, run.refused), (31, 30, 1));
+    let item = h
+        .item(&long_id)
+        .await
+        .expect("the refused asset is recorded");
+    assert_eq!(s(&item, "status").as_deref(), Some("failed"));
+    let error = s(&item, "error").unwrap_or_default();
+    assert!(
+        error.contains("refused") && error.contains("shorter than 1024"),
+        "{error}"
+    );
+
+    let worker = h.worker(&[]);
+    let (end, _) = h.drain(&worker, 2, Duration::from_secs(60)).await;
+    assert_eq!(end, DrainEnd::Empty);
+    let items = h.items().await;
+    assert_eq!(items.len(), 31);
+    assert_eq!(
+        items
+            .values()
+            .filter(|i| s(i, "status").as_deref() == Some("failed"))
+            .count(),
+        1,
+        "every other asset is done"
+    );
+    assert_eq!(h.emulator.ocr_requests(&long_id), 0);
+    // A full rescan meets it again: the record stays, nothing else changes.
+    let again = lister::handle(
+        &lister,
+        serde_json::json!({"full_rescan": true}),
+        SystemTime::now() + Duration::from_secs(120),
+    )
+    .await
+    .expect("rescan");
+    assert_eq!(again.refused, 1);
+    assert_eq!(h.item(&long_id).await, Some(item));
 }

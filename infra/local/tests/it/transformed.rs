@@ -115,9 +115,13 @@ fn privilege_findings(t: &Value) -> Vec<String> {
                 "WorkQueue",
                 "CheckpointTable",
                 "ExistingCheckpointTableName",
+                // An asset the queue refuses is recorded failed (PutItem only).
+                "ResultsTable",
+                "ExistingResultsTableName",
                 "CloudinarySecret",
                 "ExistingCloudinarySecretArn",
                 "CreateCheckpointTable",
+                "CreateResultsTable",
                 "CreateSecret",
             ],
         ),
@@ -380,6 +384,7 @@ fn emitted_metrics() -> HashSet<&'static str> {
         pages: 1,
         listed: 1,
         enqueued: 1,
+        refused: 0,
         pass_listed: 1,
         stop: shared::lister::StopReason::PassComplete,
         quota_resets_at: None,
@@ -570,8 +575,8 @@ fn the_data_and_the_secret_outlive_the_stack_and_a_redeploy_can_adopt_them() {
 #[test]
 fn a_table_named_without_its_condition_is_caught() {
     let t = transform(&broken(
-        "          RESULTS_TABLE: !If [CreateResultsTable, !Ref ResultsTable, !Ref ExistingResultsTableName]",
-        "          RESULTS_TABLE: !Ref ResultsTable",
+        "        Variables:\n          RESULTS_TABLE: !If [CreateResultsTable, !Ref ResultsTable, !Ref ExistingResultsTableName]",
+        "        Variables:\n          RESULTS_TABLE: !Ref ResultsTable",
     ));
     let mut found = Vec::new();
     for (name, res) in resources(&t) {

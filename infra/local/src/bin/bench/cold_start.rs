@@ -171,7 +171,8 @@ pub(crate) async fn worker_event(
         .iter()
         .map(|id| WorkMessage::new(id.clone(), "image", "upload").to_body())
         .collect();
-    queue.send_batch(&bodies).await?;
+    let refused = queue.send_batch(&bodies).await?;
+    anyhow::ensure!(refused.is_empty(), "SQS refused messages: {refused:?}");
     let mut messages = Vec::new();
     while messages.len() < ids.len() {
         let got = ctx
