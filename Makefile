@@ -9,7 +9,7 @@ MOTO := infra/scripts/moto.sh
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help demo test bench chaos lint unit setup tools template-lint build deploy sync logs release-bootstraps emulator moto-start moto-stop clean
+.PHONY: help demo test bench chaos lint unit setup tools template-lint build deploy sync logs release-bootstraps emulator moto-start moto-stop clean install-ctl
 TOOLS_PATH := $(CURDIR)/.venv-tools/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 ENV ?= default
@@ -25,6 +25,7 @@ help:
 	@echo "make logs    - follow the functions' logs (ENV=..., NAME=WorkerFunction)"
 	@echo "make setup   - create the virtualenv with the pinned moto (done by demo/test on first use)"
 	@echo "make emulator - serve the Cloudinary emulator alone (ARGS='--generate 1000')"
+	@echo "make install-ctl - install ocr-ctl into PREFIX/bin (PREFIX=~/.local by default)"
 
 setup:
 	@infra/scripts/venv.sh
@@ -76,6 +77,12 @@ sync: tools
 # The functions' logs, followed (`sam logs`); NAME=WorkerFunction or ListerFunction for one.
 logs: tools
 	PATH=$(TOOLS_PATH) sam logs --config-env $(ENV) $(if $(NAME),--name $(NAME),)
+
+# The operator's tool on the PATH (PREFIX/bin); see README, "Operator tool".
+PREFIX ?= $(HOME)/.local
+install-ctl:
+	$(CARGO) install --locked --path infra/ctl --root $(PREFIX)
+	@echo "ocr-ctl installed in $(PREFIX)/bin; completions: ocr-ctl completions bash|zsh|fish"
 
 emulator:
 	$(CARGO) run -p cloudinary-emulator -- $(ARGS)

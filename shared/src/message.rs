@@ -39,6 +39,12 @@ pub struct WorkMessage {
     /// add-on's monthly limit, say); bounded, so that such a limit ends in the DLQ.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub limit_waits: u32,
+    /// Found by the worker, never sent: the message names a newer version of the asset than
+    /// its stored result's. It is OCR'd again, paying once for the new version: an unfinished
+    /// earlier attempt is read back first, as for an asset never OCR'd (an upload over a
+    /// public_id leaves no OCR on the new version until one is requested).
+    #[serde(skip)]
+    pub new_version: bool,
 }
 
 /// The delivery types the pipeline OCRs: the ones that store an asset of the account's own
@@ -128,6 +134,7 @@ impl WorkMessage {
             deferrals: 0,
             pending_polls: 0,
             limit_waits: 0,
+            new_version: false,
         }
     }
 

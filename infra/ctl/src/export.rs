@@ -68,17 +68,55 @@ impl Row {
     }
 }
 
+/// A cell a spreadsheet would run as a formula (it starts with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return) is written with a leading `'`, which spreadsheets read as "text", so an
+/// OCR'd `=HYPERLINK(...)` stays text. Other cells are unchanged.
+pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
+}
+
+impl Row {
+    /// The row with every cell a spreadsheet would run as a formula neutralised.
+    pub fn without_formulas(&self) -> Row {
+        let n = |s: &String| neutralise(s).into_owned();
+        Row {
+            public_id: n(&self.public_id),
+            status: n(&self.status),
+            text: n(&self.text),
+            locale: n(&self.locale),
+            text_bytes: n(&self.text_bytes),
+            truncated: n(&self.truncated),
+            resource_type: n(&self.resource_type),
+            delivery_type: n(&self.delivery_type),
+            format: n(&self.format),
+            bytes: n(&self.bytes),
+            width: n(&self.width),
+            height: n(&self.height),
+            asset_created_at: n(&self.asset_created_at),
+            ocr_at: n(&self.ocr_at),
+            attempts: n(&self.attempts),
+            error: n(&self.error),
+        }
+    }
+}
+
 type Out = BufWriter<Box<dyn Write + Send>>;
 
 enum Sink {
-    Csv(Box<csv::Writer<Out>>),
+    /// CSV, with formulas neutralised unless allowed.
+    Csv(Box<csv::Writer<Out>>, bool),
     Jsonl(Out),
 }
 
 impl Sink {
     fn write(&mut self, row: &Row) -> anyhow::Result<()> {
         match self {
-            Sink::Csv(w) => w.serialize(row)?,
+            Sink::Csv(w, true) => w.serialize(row)?,
+            Sink::Csv(w, false) => w.serialize(row.without_formulas())?,
             Sink::Jsonl(w) => {
                 serde_json::to_writer(&mut *w, row)?;
                 w.write_all(b"\n")?;
@@ -88,7 +126,7 @@ impl Sink {
     }
     fn finish(self) -> anyhow::Result<()> {
         match self {
-            Sink::Csv(mut w) => w.flush()?,
+            Sink::Csv(mut w, _) => w.flush()?,
             Sink::Jsonl(mut w) => w.flush()?,
         }
         Ok(())
@@ -112,17 +150,47 @@ fn partial_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
+/// How an export is written.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub format: Format,
+    pub filter: ScanFilter,
+    /// Parallel scan segments.
+    pub segments: i32,
+    /// A progress bar on standard error (when it is a terminal).
+    pub progress: bool,
+    /// CSV cells that a spreadsheet would run as formulas are written as they are, not
+    /// neutralised.
+    pub allow_formulas: bool,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        Self {
+            format: Format::Csv,
+            filter: ScanFilter::default(),
+            segments: 4,
+            progress: false,
+            allow_formulas: false,
+        }
+    }
+}
+
 /// Streams the table into `out` (via `out.partial`, renamed at the end), or to standard output:
 /// on failure nothing is left at `out` and the error says so.
 pub async fn export(
     ddb: &Client,
     table: &str,
-    format: Format,
     out: Option<&Path>,
-    filter: &ScanFilter,
-    segments: i32,
-    progress: bool,
+    options: &ExportOptions,
 ) -> anyhow::Result<ExportReport> {
+    let ExportOptions {
+        format,
+        ref filter,
+        segments,
+        progress,
+        allow_formulas,
+    } = *options;
     ensure_table(ddb, table).await?;
     let partial = out.map(partial_path);
     let target: Box<dyn Write + Send> = match &partial {
@@ -133,7 +201,7 @@ pub async fn export(
     };
     let buffered = BufWriter::with_capacity(1 << 16, target);
     let mut sink = match format {
-        Format::Csv => Sink::Csv(Box::new(csv::Writer::from_writer(buffered))),
+        Format::Csv => Sink::Csv(Box::new(csv::Writer::from_writer(buffered)), allow_formulas),
         Format::Jsonl => Sink::Jsonl(buffered),
     };
     let shown = out.map_or_else(

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use scan::{ScanFilter, ensure_table, s};
 use shared::message::WorkMessage;
@@ -17,13 +17,25 @@ use shared::queue::{QueueDepth, SqsQueue, WorkQueue, move_messages, queue_depth}
 
 /// Export, search and operate the Cloudinary OCR pipeline.
 ///
-/// Names come from flags or the same environment variables the functions use (RESULTS_TABLE,
-/// CHECKPOINT_TABLE, WORK_QUEUE_URL, DEAD_LETTER_QUEUE_URL); after `sam deploy` they are the
-/// stack's outputs. AWS credentials and region come from the usual AWS environment/profile;
-/// AWS_ENDPOINT_URL points it at a local endpoint (moto).
+/// Names come from `--stack-name` (the deployed stack's outputs), or from flags or the same
+/// environment variables the functions use (RESULTS_TABLE, CHECKPOINT_TABLE, WORK_QUEUE_URL,
+/// DEAD_LETTER_QUEUE_URL), which win over the stack's. AWS credentials and region come from
+/// `--profile`/`--region` or the usual AWS environment/profile; AWS_ENDPOINT_URL points it at a
+/// local endpoint (moto).
+///
+/// Exit status: 0 done, 1 nothing matched (`grep`, as grep does), 2 an error.
 #[derive(Debug, Parser)]
 #[command(name = "ocr-ctl", version, about, long_about)]
 pub struct Cli {
+    /// The deployed stack: the names below are read from its outputs.
+    #[arg(long, env = "OCR_STACK_NAME", global = true)]
+    pub stack_name: Option<String>,
+    /// The AWS profile (else AWS_PROFILE, else the default credential chain).
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// The AWS region (else AWS_REGION, else the profile's).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
     /// The results table.
     #[arg(long, env = "RESULTS_TABLE", global = true)]
     pub results_table: Option<String>,
@@ -46,6 +58,10 @@ pub enum Command {
     Export {
         #[arg(long, value_enum, default_value = "csv")]
         format: export::Format,
+        /// Write CSV cells that a spreadsheet would run as formulas (starting with =, +, -, @)
+        /// as they are; by default they get a leading ' and stay text.
+        #[arg(long)]
+        allow_formulas: bool,
         /// Output file (written as FILE.partial, renamed when complete); standard output if absent.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -68,6 +84,10 @@ pub enum Command {
         /// Print only the number of matching assets and lines.
         #[arg(long)]
         count: bool,
+        /// Machine-readable output (JSON lines: key, public_id, delivery_type, line; or the
+        /// counts).
+        #[arg(long)]
+        json: bool,
         #[arg(long, default_value_t = 4)]
         segments: i32,
     },
@@ -89,6 +109,15 @@ pub enum Command {
         /// Every asset in the table with these statuses (e.g. failed).
         #[arg(long, conflicts_with = "public_ids")]
         status: Option<String>,
+        /// Only count the OCRs it would pay for; enqueue nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Pay without asking (needed when standard input is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Machine-readable output (the counts, as JSON).
+        #[arg(long)]
+        json: bool,
     },
     /// List the dead-letter queue's messages, each with why it failed (read from its asset's
     /// item). The messages stay in the queue: each is hidden while it is read, then made
@@ -113,42 +142,103 @@ pub enum Command {
         #[arg(long)]
         task: bool,
     },
+    /// Print a shell completion script (e.g. `ocr-ctl completions bash >
+    /// ~/.local/share/bash-completion/completions/ocr-ctl`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// How a command ended, for the exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit status 0.
+    Done,
+    /// Nothing matched (`grep`): exit status 1, as grep's.
+    NothingMatched,
+}
+
+/// The stack's outputs that name what `ocr-ctl` works on: the results table, the checkpoint
+/// table, the work queue and the dead-letter queue.
+pub const STACK_OUTPUTS: [&str; 4] = [
+    "ResultsTableName",
+    "CheckpointTableName",
+    "WorkQueueUrl",
+    "DeadLetterQueueUrl",
+];
+
+/// Fills the names not given from the stack's outputs.
+async fn names_from_stack(cli: &mut Cli, sdk: &aws_config::SdkConfig) -> anyhow::Result<()> {
+    let Some(stack) = cli.stack_name.clone().filter(|s| !s.is_empty()) else {
+        return Ok(());
+    };
+    let cfn = aws_sdk_cloudformation::Client::new(sdk);
+    let described = cfn
+        .describe_stacks()
+        .stack_name(&stack)
+        .send()
+        .await
+        .with_context(|| format!("reading the outputs of stack {stack:?} (check --stack-name, the region and the credentials)"))?;
+    let outputs: std::collections::HashMap<String, String> = described
+        .stacks()
+        .first()
+        .map(|s| s.outputs())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|o| Some((o.output_key()?.to_string(), o.output_value()?.to_string())))
+        .collect();
+    let slots = [
+        &mut cli.results_table,
+        &mut cli.checkpoint_table,
+        &mut cli.queue_url,
+        &mut cli.dlq_url,
+    ];
+    for (key, slot) in STACK_OUTPUTS.iter().zip(slots) {
+        if slot.as_deref().is_none_or(str::is_empty) {
+            *slot = outputs.get(*key).cloned();
+        }
+    }
+    Ok(())
 }
 
 fn need<'a>(value: &'a Option<String>, flag: &str, var: &str) -> anyhow::Result<&'a str> {
-    value
-        .as_deref()
-        .filter(|v| !v.is_empty())
-        .with_context(|| format!("missing {flag} (or set {var})"))
+    value.as_deref().filter(|v| !v.is_empty()).with_context(|| {
+        format!("missing {flag} (or set {var}, or name the stack with --stack-name)")
+    })
 }
 
 /// Runs one command; output goes to `out`.
 pub async fn run(
-    cli: Cli,
+    mut cli: Cli,
     sdk: &aws_config::SdkConfig,
     out: &mut (dyn Write + Send),
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Outcome> {
+    if let Command::Completions { shell } = &cli.command {
+        clap_complete::generate(*shell, &mut Cli::command(), "ocr-ctl", out);
+        return Ok(Outcome::Done);
+    }
+    names_from_stack(&mut cli, sdk).await?;
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
     let sqs = aws_sdk_sqs::Client::new(sdk);
     match &cli.command {
+        Command::Completions { .. } => {}
         Command::Export {
             format,
+            allow_formulas,
             out: path,
             status,
             segments,
         } => {
             let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
-            let filter = ScanFilter::from_args(status.as_deref(), None)?;
-            let report = export::export(
-                &ddb,
-                table,
-                *format,
-                path.as_deref(),
-                &filter,
-                *segments,
-                true,
-            )
-            .await?;
+            let options = export::ExportOptions {
+                format: *format,
+                filter: ScanFilter::from_args(status.as_deref(), None)?,
+                segments: *segments,
+                progress: true,
+                allow_formulas: *allow_formulas,
+            };
+            let report = export::export(&ddb, table, path.as_deref(), &options).await?;
             if let Some(p) = report.path {
                 writeln!(out, "exported {} rows to {}", report.rows, p.display())?;
             }
@@ -158,6 +248,7 @@ pub async fn run(
             regex,
             ignore_case,
             count,
+            json,
             segments,
         } => {
             let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
@@ -187,7 +278,19 @@ pub async fn run(
                     for line in text.lines().filter(|l| re.is_match(l)) {
                         hit = true;
                         lines += 1;
-                        if !count {
+                        if *count {
+                            continue;
+                        }
+                        if *json {
+                            let (delivery_type, public_id) = shared::message::asset_of_key(&id);
+                            let row = serde_json::json!({
+                                "key": id,
+                                "public_id": public_id,
+                                "delivery_type": delivery_type,
+                                "line": line,
+                            });
+                            writeln!(out, "{row}")?;
+                        } else {
                             writeln!(out, "{id}\t{line}")?;
                         }
                     }
@@ -196,8 +299,17 @@ pub async fn run(
                 },
             )
             .await?;
-            if *count {
-                writeln!(out, "{assets} assets, {lines} lines")?;
+            match (*count, *json) {
+                (true, true) => writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"assets": assets, "lines": lines})
+                )?,
+                (true, false) => writeln!(out, "{assets} assets, {lines} lines")?,
+                _ => {}
+            }
+            if assets == 0 {
+                return Ok(Outcome::NothingMatched);
             }
         }
         Command::Status { json } => {
@@ -212,6 +324,9 @@ pub async fn run(
             public_ids,
             prefix,
             status,
+            dry_run,
+            yes,
+            json,
         } => {
             let queue_url = need(&cli.queue_url, "--queue-url", "WORK_QUEUE_URL")?;
             let ids: Vec<String> = if !public_ids.is_empty() {
@@ -230,6 +345,22 @@ pub async fn run(
             } else {
                 bail!("name the assets: PUBLIC_ID..., --prefix P or --status S");
             };
+            let n = ids.len();
+            let report = |enqueued: usize, refused: usize| serde_json::json!({"assets": n, "paid_ocrs": n, "enqueued": enqueued, "refused": refused, "dry_run": *dry_run});
+            if *dry_run || n == 0 {
+                if *json {
+                    writeln!(out, "{}", report(0, 0))?;
+                } else {
+                    writeln!(
+                        out,
+                        "would enqueue {n} assets for re-OCR: {n} OCRs that Cloudinary bills (nothing enqueued)"
+                    )?;
+                }
+                return Ok(Outcome::Done);
+            }
+            if !*yes {
+                confirm_payment(n)?;
+            }
             let asked = shared::clock::epoch_ms(std::time::SystemTime::now());
             let messages: Vec<WorkMessage> = ids
                 .iter()
@@ -246,11 +377,11 @@ pub async fn run(
                 .enqueue(&messages)
                 .await
                 .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
-            writeln!(
-                out,
-                "enqueued {} assets for re-OCR",
-                messages.len() - refused.len()
-            )?;
+            if *json {
+                writeln!(out, "{}", report(n - refused.len(), refused.len()))?;
+            } else {
+                writeln!(out, "enqueued {} assets for re-OCR", n - refused.len())?;
+            }
             for (i, reason) in &refused {
                 writeln!(out, "not enqueued: {}: {reason}", ids[*i])?;
             }
@@ -318,6 +449,28 @@ pub async fn run(
                 )?;
             }
         }
+    }
+    Ok(Outcome::Done)
+}
+
+/// Asks on the terminal before paying for `n` OCRs; an error when standard input is not a
+/// terminal (`--yes` is then the way to confirm) or the answer is not yes.
+fn confirm_payment(n: usize) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!(
+            "re-OCR of {n} assets pays for {n} OCRs: confirm with --yes (or count them with --dry-run); nothing enqueued"
+        );
+    }
+    eprint!("Re-OCR {n} assets? Cloudinary bills {n} OCRs. [y/N] ");
+    let mut answer = String::new();
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .context("reading the answer")?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        bail!("not confirmed; nothing enqueued");
     }
     Ok(())
 }
@@ -421,10 +574,10 @@ fn print_status(r: &StatusReport, out: &mut (dyn Write + Send)) -> anyhow::Resul
     Ok(())
 }
 
-/// The AWS configuration from the environment. With `AWS_ENDPOINT_URL` on the loopback
-/// interface (moto) and no credentials configured, placeholder credentials and `us-east-1` are
-/// used, so the tool works against the local stack without an AWS profile.
-pub async fn sdk_config() -> aws_config::SdkConfig {
+/// The AWS configuration from the flags and the environment. With `AWS_ENDPOINT_URL` on the
+/// loopback interface (moto) and no credentials configured, placeholder credentials and
+/// `us-east-1` are used, so the tool works against the local stack without an AWS profile.
+pub async fn sdk_config(cli: &Cli) -> aws_config::SdkConfig {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
     let local = ["http://127.0.0.1", "http://localhost"]
         .iter()
@@ -443,6 +596,12 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
             loader = loader.region(aws_config::Region::new("us-east-1"));
         }
+    }
+    if let Some(profile) = &cli.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(region) = &cli.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
     }
     loader.load().await
 }

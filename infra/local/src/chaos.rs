@@ -66,6 +66,8 @@ pub struct ChaosReport {
     pub ocr_requests: u64,
     /// Of the OCRs one asset was paid for, the most beyond one per version of it.
     pub max_billed_per_asset: u64,
+    /// The asset paid for most often (per version).
+    pub most_billed: Option<cloudinary_emulator::AssetId>,
     /// Versions of images the account held (each paid for once), the restored asset included.
     pub paid_versions: u64,
     /// Images uploaded again over their public_ids after the first pass, and new ones.
@@ -133,8 +135,8 @@ impl ChaosReport {
         }
         if self.max_billed_per_asset > 1 {
             p.push(format!(
-                "a version of an asset was paid for {} times (allowed: once)",
-                self.max_billed_per_asset
+                "a version of an asset ({:?}) was paid for {} times (allowed: once)",
+                self.most_billed, self.max_billed_per_asset
             ));
         }
         if self.listed_before_the_index != 0 {
@@ -467,12 +469,20 @@ pub async fn run(
     let versions: HashMap<cloudinary_emulator::AssetId, u64> =
         corpus.iter().map(|a| (a.id(), a.version)).collect();
     report.paid_versions = versions.values().sum::<u64>() + 1;
-    report.max_billed_per_asset = emulator
+    if let Some((id, n)) = emulator
         .ocr_billed_all()
         .iter()
-        .map(|(id, n)| n.saturating_sub(versions.get(id).map_or(0, |v| v - 1)))
-        .max()
-        .unwrap_or(0);
+        .map(|(id, n)| {
+            (
+                id.clone(),
+                n.saturating_sub(versions.get(id).map_or(0, |v| v - 1)),
+            )
+        })
+        .max_by_key(|(_, n)| *n)
+    {
+        report.max_billed_per_asset = n;
+        report.most_billed = Some(id);
+    }
     report.elapsed = started.elapsed();
     scenario.teardown().await?;
     Ok(report)

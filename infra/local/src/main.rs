@@ -136,6 +136,20 @@ async fn main() -> anyhow::Result<()> {
     println!("  in the dead-letter queue {}", dlq.visible + dlq.in_flight);
     println!("  left in the work queue   {}", work.total());
     println!("  items in the table       {}", items.len());
+    let mut by_type: std::collections::BTreeMap<String, u64> = Default::default();
+    for item in items.values() {
+        if let Some(t) = item.get("deliveryType").and_then(|v| v.as_s().ok()) {
+            *by_type.entry(t.clone()).or_default() += 1;
+        }
+    }
+    println!(
+        "  by delivery type         {}",
+        by_type
+            .iter()
+            .map(|(t, n)| format!("{t} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!(
         "  time taken               {:.1}s",
         started.elapsed().as_secs_f64()
@@ -154,7 +168,7 @@ async fn main() -> anyhow::Result<()> {
         problems = verify(&emu.assets(), &items, &emu.ocr_billed_all());
         if problems.is_empty() {
             println!(
-                "  verified                 every asset has exactly one item with the corpus's text, and exactly one OCR call"
+                "  verified                 every image (delivery type and public_id) has exactly one item with the corpus's text, and exactly one OCR call"
             );
         }
     }
@@ -237,11 +251,8 @@ async fn export_csv(scenario: &Scenario) -> anyhow::Result<()> {
     let exported = ocr_ctl::export::export(
         &scenario.ddb,
         table,
-        ocr_ctl::export::Format::Csv,
         Some(&csv_path),
-        &Default::default(),
-        4,
-        false,
+        &ocr_ctl::export::ExportOptions::default(),
     )
     .await?;
     let shown = std::fs::canonicalize(&csv_path).unwrap_or(csv_path);

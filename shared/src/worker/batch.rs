@@ -31,10 +31,13 @@ fn is_newer(message: &WorkMessage, state: &ItemState) -> bool {
     matches!((message.version, state.version), (Some(listed), Some(stored)) if listed > stored)
 }
 
-/// Whether a message asks for an OCR of an asset that already has a result: only a forced
-/// re-OCR whose result has not been written since it was asked for (a second delivery of it
-/// finds the re-OCR's result, and pays nothing).
+/// Whether a message asks for an OCR of an asset that already has a result: a newer version
+/// of it, or a forced re-OCR whose result has not been written since it was asked for (a
+/// second delivery of it finds the re-OCR's result, and pays nothing).
 fn needs_ocr(message: &WorkMessage, state: &ItemState) -> bool {
+    if message.new_version {
+        return true;
+    }
     match (message.force, message.forced_at, state.ocr_at_ms) {
         (false, _, _) => false,
         (true, Some(asked), Some(written)) => written < asked,
@@ -189,8 +192,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             .into();
         };
         let state = states.get(&message.item_key());
-        // An image uploaded again over its public_id (a newer version) is OCR'd again, as a
-        // forced re-OCR is.
+        // An image uploaded again over its public_id (a newer version) is OCR'd again.
         let message = match state {
             Some(state) if state.status.is_complete() && is_newer(&message, state) => {
                 tracing::info!(
@@ -199,7 +201,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                     "a new version of the asset: OCR again"
                 );
                 WorkMessage {
-                    force: true,
+                    new_version: true,
                     ..message
                 }
             }

@@ -163,7 +163,8 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             token: &token,
             now_ms: epoch_ms(now),
             expires_at_ms: epoch_ms(deadline.max(now + self.settings.deadline_margin)),
-            force: message.force,
+            // A complete asset is claimed for a forced re-OCR or a new version of it.
+            force: message.force || message.new_version,
         };
         match self.store.claim(&claim).await {
             Ok(ClaimOutcome::Claimed {
@@ -189,7 +190,9 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     /// may have requested it. A pending OCR, and an asset an earlier attempt left without a
     /// result (a timeout, a dropped connection, a killed invocation: Cloudinary bills the OCR
     /// when the request arrives), is read back first, free; only a read-back that finds no OCR
-    /// at all leads to the request. A forced re-OCR always requests.
+    /// at all leads to the request. A forced re-OCR always requests (an unfinished attempt may
+    /// not have reached Cloudinary, and the asset's old OCR would read back as new); a new
+    /// version of an asset is read back as any other asset is.
     async fn call(
         &self,
         record: &InboundRecord,

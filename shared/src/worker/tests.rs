@@ -1178,6 +1178,45 @@ async fn a_new_version_of_an_image_is_ocrd_again_once() {
     assert_eq!(rec.asset.version, Some(2));
 }
 
+/// A new version whose first attempt timed out after Cloudinary billed it is read back on the
+/// next receive, not paid again: once per version, also under faults.
+#[tokio::test(start_paused = true)]
+async fn a_new_version_is_paid_once_even_when_its_first_attempt_timed_out() {
+    let w = worker(ScriptedOcr::new());
+    let listed = |version| WorkMessage {
+        version: Some(version),
+        ..WorkMessage::new("a", "image", "upload")
+    };
+    let run = |delivery: &'static str, version, receive| {
+        let w = &w;
+        async move {
+            w.process_batch(
+                vec![record(delivery, listed(version).to_body(), receive)],
+                deadline(w, Duration::from_secs(60)),
+            )
+            .await
+            .results[0]
+                .1
+                .label()
+        }
+    };
+    assert_eq!(run("m1", 1, 1).await, "done");
+    w.ocr().script(
+        OcrCall::Request,
+        "a",
+        [Scripted::BilledThenFail(RemoteError::new(
+            ErrorClass::Transient,
+            "timed out",
+        ))],
+    );
+    assert_eq!(run("m2", 2, 1).await, "retry");
+    assert_eq!(run("m2", 2, 2).await, "done", "read back");
+    assert_eq!(w.ocr().billed("a"), 2, "once per version");
+    assert_eq!(w.ocr().calls(OcrCall::Fetch, "a"), 1);
+    let rec = w.store().item("a").and_then(|i| i.record).unwrap();
+    assert_eq!(rec.asset.version, Some(2));
+}
+
 /// One public_id under three delivery types is three images: in one batch each is OCR'd and
 /// paid once, and each result has its own item, none overwriting another.
 #[tokio::test(start_paused = true)]

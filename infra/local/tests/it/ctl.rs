@@ -89,6 +89,15 @@ pub(crate) async fn ctl(h: &Harness, args: &[&str]) -> anyhow::Result<String> {
 }
 
 async fn ctl_on(h: &Harness, table: &str, args: &[&str]) -> anyhow::Result<String> {
+    Ok(ctl_outcome(h, table, args).await?.0)
+}
+
+/// What the command wrote and how it ended.
+async fn ctl_outcome(
+    h: &Harness,
+    table: &str,
+    args: &[&str],
+) -> anyhow::Result<(String, ocr_ctl::Outcome)> {
     let mut argv = vec![
         "ocr-ctl".to_string(),
         "--results-table".into(),
@@ -103,8 +112,8 @@ async fn ctl_on(h: &Harness, table: &str, args: &[&str]) -> anyhow::Result<Strin
     argv.extend(args.iter().map(|a| a.to_string()));
     let cli = ocr_ctl::Cli::try_parse_from(argv)?;
     let mut out = Vec::new();
-    ocr_ctl::run(cli, &h.sdk, &mut out).await?;
-    Ok(String::from_utf8(out).unwrap())
+    let outcome = ocr_ctl::run(cli, &h.sdk, &mut out).await?;
+    Ok((String::from_utf8(out).unwrap(), outcome))
 }
 
 fn temp_path(name: &str) -> std::path::PathBuf {
@@ -121,6 +130,7 @@ async fn csv_and_jsonl_round_trip_the_exact_stored_values() {
             "export",
             "--format",
             "csv",
+            "--allow-formulas",
             "--out",
             csv_path.to_str().unwrap(),
         ],
@@ -268,19 +278,19 @@ async fn status_counts_items_and_queues() {
 async fn reocr_enqueues_forced_messages() {
     let h = seeded().await;
     assert!(
-        ctl(&h, &["reocr", "plain", "empty"])
+        ctl(&h, &["reocr", "--yes", "plain", "empty"])
             .await
             .unwrap()
             .contains("enqueued 2")
     );
     assert!(
-        ctl(&h, &["reocr", "--status", "failed"])
+        ctl(&h, &["reocr", "-y", "--status", "failed"])
             .await
             .unwrap()
             .contains("enqueued 1")
     );
     assert!(
-        ctl(&h, &["reocr", "--prefix", "uni"])
+        ctl(&h, &["reocr", "--yes", "--prefix", "uni"])
             .await
             .unwrap()
             .contains("enqueued 1")
@@ -390,4 +400,220 @@ async fn redrive_moves_every_message_back_unchanged_and_the_worker_finishes_them
         "only the malformed body is dead-lettered again"
     );
     assert_eq!(dlq[0].body(), Some("{broken"));
+}
+
+/// `grep` speaks JSON when asked and, as grep does, exits 1 when nothing matches; a private
+/// image is named by its key and read back to its own public_id and type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grep_answers_in_json_and_says_when_nothing_matched() {
+    let h = seeded().await;
+    put(&h, "~private~unicode/東京 🎉", Some("PRIVATE crème"), false).await;
+    let table = h.stack.names.results_table.clone();
+    let (out, outcome) = ctl_outcome(&h, &table, &["grep", "--json", "crème"])
+        .await
+        .unwrap();
+    assert_eq!(outcome, ocr_ctl::Outcome::Done);
+    let mut rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    rows.sort_by_key(|r| r["key"].as_str().unwrap().to_string());
+    assert_eq!(
+        rows,
+        vec![
+            serde_json::json!({"key": "unicode/東京 🎉", "public_id": "unicode/東京 🎉",
+                "delivery_type": "upload", "line": "Café crème — 3,50 €"}),
+            serde_json::json!({"key": "~private~unicode/東京 🎉", "public_id": "unicode/東京 🎉",
+                "delivery_type": "private", "line": "PRIVATE crème"}),
+        ]
+    );
+    for args in [
+        &["grep", "no such words anywhere"][..],
+        &["grep", "--count", "no such words anywhere"],
+        &["grep", "--json", "--count", "no such words anywhere"],
+    ] {
+        let (out, outcome) = ctl_outcome(&h, &table, args).await.unwrap();
+        assert_eq!(outcome, ocr_ctl::Outcome::NothingMatched, "{args:?}");
+        assert!(
+            out.is_empty() || out == "0 assets, 0 lines\n" || out.contains("\"assets\":0"),
+            "{args:?}: {out}"
+        );
+    }
+}
+
+/// `reocr` pays Cloudinary for every asset it names: it counts them first, and only enqueues
+/// when told to (`--yes`), never on a non-interactive run by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reocr_counts_what_it_would_pay_for_and_asks_first() {
+    let h = seeded().await;
+    let out = ctl(&h, &["reocr", "--status", "done", "--dry-run"])
+        .await
+        .unwrap();
+    assert!(
+        out.contains("would enqueue 5 assets") && out.contains("5 OCRs"),
+        "{out}"
+    );
+    let out = ctl(&h, &["reocr", "--status", "done", "--dry-run", "--json"])
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["paid_ocrs"].as_u64(), v["enqueued"].as_u64()),
+        (Some(5), Some(0))
+    );
+    // Standard input is not a terminal here: without --yes nothing is paid for.
+    let err = ctl(&h, &["reocr", "--status", "done"]).await.unwrap_err();
+    assert!(
+        err.to_string().contains("confirm with --yes") && err.to_string().contains("5 OCRs"),
+        "{err:#}"
+    );
+    assert!(h.receive().await.is_empty(), "nothing enqueued");
+    let out = ctl(&h, &["reocr", "--yes", "--json", "plain"])
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["enqueued"].as_u64(), Some(1));
+    assert_eq!(h.receive().await.len(), 1);
+}
+
+/// OCR'd text that a spreadsheet would run as a formula is exported as text by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_csv_export_neutralises_formulas_unless_allowed() {
+    let h = seeded().await;
+    let formulas = [
+        ("signs/formula", "=HYPERLINK(\"http://x\",\"click\")"),
+        ("signs/plus", "+1 555 0100"),
+        ("signs/minus", "-5 °C"),
+        ("signs/at", "@SUM(A1)"),
+    ];
+    for (id, text) in formulas {
+        put(&h, id, Some(text), false).await;
+    }
+    let read = |path: &std::path::Path| -> Vec<Row> {
+        csv::Reader::from_path(path)
+            .unwrap()
+            .deserialize()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    let guarded = temp_path("guarded.csv");
+    ctl(&h, &["export", "--out", guarded.to_str().unwrap()])
+        .await
+        .unwrap();
+    let rows = read(&guarded);
+    for (id, text) in formulas {
+        let row = rows.iter().find(|r| r.public_id == id).unwrap();
+        assert_eq!(row.text, format!("'{text}"), "{id}");
+    }
+    let plain = rows.iter().find(|r| r.public_id == "plain").unwrap();
+    assert_eq!(plain.text, "simple text", "other cells unchanged");
+    let raw = temp_path("raw.csv");
+    ctl(
+        &h,
+        &["export", "--allow-formulas", "--out", raw.to_str().unwrap()],
+    )
+    .await
+    .unwrap();
+    let rows = read(&raw);
+    for (id, text) in formulas {
+        assert_eq!(rows.iter().find(|r| r.public_id == id).unwrap().text, text);
+    }
+    for p in [guarded, raw] {
+        std::fs::remove_file(p).unwrap();
+    }
+}
+
+/// With `--stack-name`, the names come from the stack's outputs (a stack created in moto's
+/// CloudFormation with the outputs the template declares); a name given explicitly wins, and
+/// a stack that does not exist is a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_stack_name_finds_the_tables_and_queues() {
+    let h = seeded().await;
+    h.send_asset("x").await;
+    let cfn = aws_sdk_cloudformation::Client::new(&h.sdk);
+    let stack = format!("ctl-{}", uuid::Uuid::new_v4().simple());
+    let values = [
+        h.stack.names.results_table.clone(),
+        h.stack.names.checkpoint_table.clone(),
+        h.stack.work_queue_url.clone(),
+        h.stack.dead_letter_queue_url.clone(),
+    ];
+    let outputs: serde_json::Map<String, serde_json::Value> = ocr_ctl::STACK_OUTPUTS
+        .iter()
+        .zip(&values)
+        .map(|(k, v)| (k.to_string(), serde_json::json!({"Value": v})))
+        .collect();
+    let template = serde_json::json!({
+        "Resources": {"Marker": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": stack.clone()}}},
+        "Outputs": outputs,
+    });
+    cfn.create_stack()
+        .stack_name(&stack)
+        .template_body(template.to_string())
+        .send()
+        .await
+        .expect("create the stack");
+    let run = |args: Vec<String>| {
+        let sdk = h.sdk.clone();
+        async move {
+            let cli = ocr_ctl::Cli::try_parse_from(args)?;
+            let mut out = Vec::new();
+            ocr_ctl::run(cli, &sdk, &mut out).await?;
+            anyhow::Ok(String::from_utf8(out).unwrap())
+        }
+    };
+    let argv = |extra: &[&str]| -> Vec<String> {
+        ["ocr-ctl", "--stack-name", stack.as_str()]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let out = run(argv(&["status", "--json"])).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["items"],
+        serde_json::json!({"done": 5, "no_text": 1, "failed": 1})
+    );
+    assert_eq!(v["queue"]["visible"], 1);
+    assert_eq!(v["dlq"]["visible"], 0);
+    assert_eq!(v["checkpoints"], serde_json::json!([]));
+    // An explicit name wins over the stack's.
+    let err = run(argv(&["--results-table", "no-such-table", "status"]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-table"), "{err:#}");
+    let err = run(vec![
+        "ocr-ctl".into(),
+        "--stack-name".into(),
+        "no-such-stack".into(),
+        "status".into(),
+    ])
+    .await
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("no-such-stack"), "{err:#}");
+    cfn.delete_stack().stack_name(&stack).send().await.unwrap();
+}
+
+/// Shell completions for the usual shells name every command.
+#[tokio::test]
+async fn completions_are_printed_for_each_shell() {
+    let sdk = aws_config::SdkConfig::builder().build();
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let cli = ocr_ctl::Cli::try_parse_from(["ocr-ctl", "completions", shell]).unwrap();
+        let mut out = Vec::new();
+        let outcome = ocr_ctl::run(cli, &sdk, &mut out).await.unwrap();
+        assert_eq!(outcome, ocr_ctl::Outcome::Done);
+        let script = String::from_utf8(out).unwrap();
+        for command in [
+            "export",
+            "grep",
+            "status",
+            "reocr",
+            "dead-letters",
+            "redrive",
+        ] {
+            assert!(script.contains(command), "{shell}: no {command}");
+        }
+    }
 }

@@ -619,3 +619,15 @@ fn lambda_logs_are_json_at_the_stacks_level_and_reserved_concurrency_is_optional
         assert!(t["Outputs"].get(output).is_some(), "{output}");
     }
 }
+
+/// `ocr-ctl --stack-name` reads the names from these outputs: the stack declares each.
+#[test]
+fn the_stack_declares_every_output_ocr_ctl_reads() {
+    let t = transform(&template());
+    for key in ocr_ctl::STACK_OUTPUTS {
+        assert!(
+            t["Outputs"].get(key).is_some(),
+            "output {key} is missing from the stack"
+        );
+    }
+}
