@@ -94,13 +94,24 @@ const LINES: &[&str] = &[
 /// 50 is `private` and one in 50 `authenticated`, and one in 500 is a `private` image under the
 /// public_id of the `upload` one before it.
 pub fn generate(n: usize) -> Vec<Asset> {
+    generate_with(n, true)
+}
+
+/// [`generate`]'s `n` assets, every one an `upload` image with its own public_id (for a client
+/// that lists only those, as the blog-style baseline of the benchmarks does).
+pub fn generate_uploads(n: usize) -> Vec<Asset> {
+    generate_with(n, false)
+}
+
+fn generate_with(n: usize, delivery_types: bool) -> Vec<Asset> {
     let base = time::macros::datetime!(2021-01-01 00:00:00 UTC);
     (0..n)
         .map(|i| {
-            let twin = i % 500 == 250;
+            let twin = delivery_types && i % 500 == 250;
             let n = if twin { i - 1 } else { i };
             let public_id = ID_SHAPES[n % ID_SHAPES.len()].replace("{n}", &format!("{n:06}"));
             let delivery_type = match i % 50 {
+                _ if !delivery_types => "upload",
                 _ if twin => "private",
                 21 => "private",
                 42 => "authenticated",
@@ -180,6 +191,15 @@ mod tests {
                 .iter()
                 .any(|a| a.text.as_ref().is_some_and(|t| t.len() >= 20_000))
         );
+    }
+
+    #[test]
+    fn upload_only_corpora_have_one_image_per_public_id() {
+        let assets = generate_uploads(1000);
+        assert!(assets.iter().all(|a| a.delivery_type == "upload"));
+        let ids: std::collections::HashSet<_> =
+            assets.iter().map(|a| a.public_id.as_str()).collect();
+        assert_eq!(ids.len(), 1000);
     }
 
     #[test]

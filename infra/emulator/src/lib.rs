@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-pub use corpus::{Asset, generate, load_corpus};
+pub use corpus::{Asset, generate, generate_uploads, load_corpus};
 
 /// An asset's identity in the account: `(delivery type, public_id)`.
 pub type AssetId = (String, String);

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use cloudinary_emulator::{Emulator, EmulatorConfig, generate, load_corpus};
+use cloudinary_emulator::{Emulator, EmulatorConfig, generate, generate_uploads, load_corpus};
 
 /// A local Cloudinary for the pipeline's demo and tests.
 #[derive(Parser, Debug)]
@@ -19,6 +19,10 @@ struct Args {
     /// Generate this many assets with awkward ids (added to the corpus, if any).
     #[arg(long, default_value_t = 0)]
     generate: usize,
+    /// Generate `upload` images only (by default one in 50 is `private` and one in 50
+    /// `authenticated`).
+    #[arg(long)]
+    uploads_only: bool,
     #[arg(long, default_value = "demo")]
     cloud_name: String,
     /// Milliseconds added to every answer.
@@ -53,7 +57,11 @@ async fn main() -> anyhow::Result<()> {
         }
         None => Vec::new(),
     };
-    assets.extend(generate(args.generate));
+    assets.extend(if args.uploads_only {
+        generate_uploads(args.generate)
+    } else {
+        generate(args.generate)
+    });
     anyhow::ensure!(
         (0.0..=1.0).contains(&args.error_rate),
         "--error-rate must be within 0..1"

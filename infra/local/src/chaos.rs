@@ -330,14 +330,7 @@ pub async fn run(
 
     send_bad_input(&scenario, options.malformed).await?;
     // The schedule runs the lister until its pass completes (waiting out the quota).
-    scenario
-        .list_until_done(
-            &lister,
-            OnRateLimit::WaitAndContinue(options.quota_window / 2),
-            1000,
-            |_, _| {},
-        )
-        .await?;
+    list_pass(&scenario, &lister, options).await?;
     let mapping = MappingSettings {
         batch_size: shared::defaults::BATCH_SIZE as i32,
         idle_grace: Duration::from_secs(2),
@@ -369,24 +362,10 @@ pub async fn run(
     );
     report.overwritten = later.overwritten;
     report.added = later.added;
-    let missed = scenario
-        .list_until_done(
-            &lister,
-            OnRateLimit::WaitAndContinue(options.quota_window / 2),
-            1000,
-            |_, _| {},
-        )
-        .await?;
+    let missed = list_pass(&scenario, &lister, options).await?;
     report.listed_before_the_index = missed.listed;
     tokio::time::sleep(INDEX_LAG + Duration::from_millis(500)).await;
-    let found = scenario
-        .list_until_done(
-            &lister,
-            OnRateLimit::WaitAndContinue(options.quota_window / 2),
-            1000,
-            |_, _| {},
-        )
-        .await?;
+    let found = list_pass(&scenario, &lister, options).await?;
     report.listed_after_the_index = found.listed;
     let times = DrainTimes::default();
     scenario
@@ -402,14 +381,7 @@ pub async fn run(
         limited.len()
     );
     tokio::time::sleep(INDEX_LAG + Duration::from_millis(500)).await;
-    scenario
-        .list_until_done(
-            &lister,
-            OnRateLimit::WaitAndContinue(options.quota_window / 2),
-            1000,
-            |_, _| {},
-        )
-        .await?;
+    list_pass(&scenario, &lister, options).await?;
     scenario
         .drain(&pool, &mapping, &stats, &tally, &times)
         .await?;
@@ -486,6 +458,22 @@ pub async fn run(
     report.elapsed = started.elapsed();
     scenario.teardown().await?;
     Ok(report)
+}
+
+/// The schedule runs the lister until its pass completes, waiting out the quota.
+async fn list_pass(
+    scenario: &Scenario,
+    lister: &lister::SqsLister,
+    options: &ChaosOptions,
+) -> anyhow::Result<crate::scenario::ListedPass> {
+    scenario
+        .list_until_done(
+            lister,
+            OnRateLimit::WaitAndContinue(options.quota_window / 2),
+            1000,
+            |_, _| {},
+        )
+        .await
 }
 
 /// How long the Search index lags an upload in the later phases.

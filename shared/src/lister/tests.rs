@@ -401,9 +401,9 @@ async fn simulate_pass(assets: usize, per_hour: u64, latency: Duration) -> (Dura
     (finished.duration_since(start).unwrap(), runs, rate_limited)
 }
 
-/// A 1,000,000-asset account (2,000 listing calls of 500): at the paid quota (2,000 calls an
-/// hour) the pass goes on by itself and ends in about an hour; at the free one (500 an hour),
-/// in about four. Prints the figures.
+/// A 1,000,000-asset account (2,000 listing calls of 500 upload images, then one each for the
+/// other delivery types): at the paid quota (2,000 calls an hour) the pass goes on by itself
+/// and ends in about an hour; at the free one (500 an hour), in about four. Prints the figures.
 #[tokio::test(start_paused = true)]
 async fn a_million_asset_pass_keeps_pace_with_the_quota() {
     for (per_hour, bound) in [(2000, 75), (500, 255)] {

@@ -110,6 +110,35 @@ impl DynamoResultStore {
         AttributeValue::S(key.to_string())
     }
 
+    /// Writes the record's item if `condition` holds; `false` when it did not.
+    async fn put_if(
+        &self,
+        record: &ResultRecord,
+        condition: &str,
+        value: Option<(&str, AttributeValue)>,
+    ) -> Result<bool, StoreError> {
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(record)))
+            .condition_expression(condition);
+        if let Some((name, v)) = value {
+            req = req.expression_attribute_values(name, v);
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(StoreError::from_sdk("PutItem", &self.table, err)),
+        }
+    }
+
     async fn current(
         &self,
         key: &str,
@@ -280,26 +309,12 @@ impl ResultStore for DynamoResultStore {
     }
 
     async fn put_result(&self, record: &ResultRecord, token: &str) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(to_item(record)))
-            .condition_expression("claimToken = :token")
-            .expression_attribute_values(":token", AttributeValue::S(token.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(StoreError::from_sdk("PutItem", &self.table, err)),
-        }
+        self.put_if(
+            record,
+            "claimToken = :token",
+            Some((":token", AttributeValue::S(token.to_string()))),
+        )
+        .await
     }
 
     async fn release(&self, key: &str, token: &str, error: &str) -> Result<(), StoreError> {
@@ -332,25 +347,8 @@ impl ResultStore for DynamoResultStore {
     }
 
     async fn record_unqueued(&self, record: &ResultRecord) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(to_item(record)))
-            .condition_expression("attribute_not_exists(publicId)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(StoreError::from_sdk("PutItem", &self.table, err)),
-        }
+        self.put_if(record, "attribute_not_exists(publicId)", None)
+            .await
     }
 }
 

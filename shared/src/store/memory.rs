@@ -39,6 +39,17 @@ pub struct MemoryItem {
 }
 
 impl MemoryItem {
+    /// The item as a written record leaves it: no claim, no request pending.
+    fn settled(record: &ResultRecord) -> Self {
+        Self {
+            record: Some(record.clone()),
+            claim: None,
+            attempts: record.attempts,
+            error: record.error.clone(),
+            ocr_requested_at: None,
+        }
+    }
+
     pub fn status(&self) -> Option<Status> {
         self.record.as_ref().map(|r| r.status)
     }
@@ -76,17 +87,8 @@ impl MemoryResultStore {
 
     /// Seeds a terminal record, as an earlier run would have left it.
     pub fn insert(&self, record: ResultRecord) {
-        let attempts = record.attempts;
-        self.lock().insert(
-            record.key.clone(),
-            MemoryItem {
-                record: Some(record),
-                claim: None,
-                attempts,
-                error: None,
-                ocr_requested_at: None,
-            },
-        );
+        self.lock()
+            .insert(record.key.clone(), MemoryItem::settled(&record));
     }
 
     pub fn item(&self, key: &str) -> Option<MemoryItem> {
@@ -188,13 +190,7 @@ impl ResultStore for MemoryResultStore {
         if item.claim.as_ref().is_none_or(|(t, _)| t != token) {
             return Ok(false);
         }
-        *item = MemoryItem {
-            record: Some(record.clone()),
-            claim: None,
-            attempts: record.attempts,
-            error: record.error.clone(),
-            ocr_requested_at: None,
-        };
+        *item = MemoryItem::settled(record);
         Ok(true)
     }
 
@@ -216,16 +212,7 @@ impl ResultStore for MemoryResultStore {
         if items.contains_key(&record.key) {
             return Ok(false);
         }
-        items.insert(
-            record.key.clone(),
-            MemoryItem {
-                record: Some(record.clone()),
-                claim: None,
-                attempts: record.attempts,
-                error: record.error.clone(),
-                ocr_requested_at: None,
-            },
-        );
+        items.insert(record.key.clone(), MemoryItem::settled(record));
         Ok(true)
     }
 }

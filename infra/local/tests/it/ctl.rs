@@ -116,6 +116,17 @@ async fn ctl_outcome(
     Ok((String::from_utf8(out).unwrap(), outcome))
 }
 
+/// `status --json` of the seeded table with one message queued.
+fn assert_seeded_status(out: &str) {
+    let v: serde_json::Value = serde_json::from_str(out).unwrap();
+    assert_eq!(
+        v["items"],
+        serde_json::json!({"done": 5, "no_text": 1, "failed": 1})
+    );
+    assert_eq!(v["queue"]["visible"], 1);
+    assert_eq!(v["dlq"]["visible"], 0);
+}
+
 fn temp_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("ocr-ctl-{}-{name}", uuid::Uuid::new_v4().simple()))
 }
@@ -260,13 +271,7 @@ async fn status_counts_items_and_queues() {
     let h = seeded().await;
     h.send_asset("x").await;
     let out = ctl(&h, &["status", "--json"]).await.unwrap();
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(
-        v["items"],
-        serde_json::json!({"done": 5, "no_text": 1, "failed": 1})
-    );
-    assert_eq!(v["queue"]["visible"], 1);
-    assert_eq!(v["dlq"]["visible"], 0);
+    assert_seeded_status(&out);
     let text = ctl(&h, &["status"]).await.unwrap();
     assert!(
         text.contains("items        7") && text.contains("failed     1"),
@@ -570,13 +575,8 @@ async fn the_stack_name_finds_the_tables_and_queues() {
             .collect()
     };
     let out = run(argv(&["status", "--json"])).await.unwrap();
+    assert_seeded_status(&out);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(
-        v["items"],
-        serde_json::json!({"done": 5, "no_text": 1, "failed": 1})
-    );
-    assert_eq!(v["queue"]["visible"], 1);
-    assert_eq!(v["dlq"]["visible"], 0);
     assert_eq!(v["checkpoints"], serde_json::json!([]));
     // An explicit name wins over the stack's.
     let err = run(argv(&["--results-table", "no-such-table", "status"]))

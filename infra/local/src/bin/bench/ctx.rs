@@ -75,8 +75,11 @@ impl EmulatorProcess {
     pub(crate) async fn start(ctx: &Ctx, o: EmulatorOptions) -> anyhow::Result<Self> {
         let path = ctx.bin_dir.join("cloudinary-emulator");
         let mut cmd = tokio::process::Command::new(&path);
+        // Upload images only: the blog-style baseline lists nothing else, and the scenarios
+        // compare like with like.
         cmd.arg("--generate")
             .arg(o.assets.to_string())
+            .arg("--uploads-only")
             .arg("--latency-ms")
             .arg(o.latency_ms.to_string())
             .arg("--cloud-name")
