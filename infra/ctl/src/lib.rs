@@ -476,13 +476,75 @@ fn confirm_payment(n: usize) -> anyhow::Result<()> {
 }
 
 /// What `status` reports.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct StatusReport {
     /// Items by status; `in_progress` are claimed or awaiting a retry.
     pub items: BTreeMap<String, u64>,
     pub checkpoints: Vec<BTreeMap<String, String>>,
     pub queue: Option<QueueDepth>,
     pub dlq: Option<QueueDepth>,
+    pub progress: Progress,
+    /// The DLQ's most common reasons (ids and times left out), with their counts, most common
+    /// first; read from up to 100 of its messages.
+    pub dlq_top_reasons: Vec<(String, u64)>,
+}
+
+/// How far the backfill is.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Progress {
+    /// Assets known to the pipeline: the larger of the last full pass's count (the account's
+    /// size), the full pass in progress so far, and the items in the table.
+    pub assets_seen: u64,
+    /// Items that reached a terminal status (done, no_text, failed).
+    pub terminal: u64,
+    pub percent_done: f64,
+    /// Items that reached a terminal status in the last hour.
+    pub last_hour: u64,
+    /// At the last hour's pace, hours until every asset seen is terminal; `None` when nothing
+    /// finished in the last hour.
+    pub eta_hours: Option<f64>,
+}
+
+impl Progress {
+    fn new(assets_seen: u64, terminal: u64, last_hour: u64) -> Self {
+        let assets_seen = assets_seen.max(terminal);
+        let percent_done = if assets_seen == 0 {
+            100.0
+        } else {
+            100.0 * terminal as f64 / assets_seen as f64
+        };
+        let left = assets_seen - terminal;
+        Self {
+            assets_seen,
+            terminal,
+            percent_done,
+            last_hour,
+            eta_hours: match (left, last_hour) {
+                (0, _) => Some(0.0),
+                (_, 0) => None,
+                (left, per_hour) => Some(left as f64 / per_hour as f64),
+            },
+        }
+    }
+
+    /// `[#########-----------]`, `width` cells.
+    fn bar(&self, width: usize) -> String {
+        let filled = ((self.percent_done / 100.0) * width as f64).round() as usize;
+        let filled = filled.min(width);
+        format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))
+    }
+}
+
+/// A reason with what differs from asset to asset (quoted ids, times) left out, so that the
+/// same failure counts once.
+fn reason_class(reason: &str) -> String {
+    static VARYING: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let varying = VARYING.get_or_init(|| {
+        regex::Regex::new(r#""(?:[^"\\]|\\.)*"|\d{4}-\d{2}-\d{2}T[0-9:.]+Z?"#)
+            .expect("a valid pattern")
+    });
+    let class = varying.replace_all(reason, "…");
+    shared::store::truncate_utf8(&class, 160).to_string()
 }
 
 async fn status(
@@ -494,14 +556,28 @@ async fn status(
     ensure_table(ddb, table).await?;
     let mut report = StatusReport::default();
     let mut items = BTreeMap::new();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let mut last_hour = 0;
     let all = ScanFilter::default();
-    scan::for_each_item(ddb, table, 4, &all, Some("#status"), |item| {
-        let key = s(item, "status").unwrap_or_else(|| "in_progress".into());
-        *items.entry(key).or_insert(0) += 1;
+    scan::for_each_item(ddb, table, 4, &all, Some("#status, ocrAt"), |item| {
+        let status = s(item, "status");
+        let recent = s(item, "ocrAt")
+            .and_then(|t| shared::clock::parse_rfc3339(&t))
+            .is_some_and(|t| t >= hour_ago);
+        last_hour += u64::from(status.is_some() && recent);
+        *items
+            .entry(status.unwrap_or_else(|| "in_progress".into()))
+            .or_insert(0) += 1;
         Ok(())
     })
     .await?;
+    let in_table: u64 = items.values().sum();
+    let terminal: u64 = ["done", "no_text", "failed"]
+        .iter()
+        .filter_map(|k| items.get(*k))
+        .sum();
     report.items = items;
+    let mut assets_seen = in_table;
     if let Some(cp) = cli.checkpoint_table.as_deref().filter(|t| !t.is_empty()) {
         let page = ddb
             .scan()
@@ -519,9 +595,15 @@ async fn status(
                     .unwrap_or_default();
                 row.insert(k.clone(), text);
             }
+            let number = |k: &str| row.get(k).and_then(|v| v.parse::<u64>().ok());
+            assets_seen = assets_seen.max(number("lastFullPassListed").unwrap_or(0));
+            if row.get("mode").map(String::as_str) == Some("full") {
+                assets_seen = assets_seen.max(number("passListed").unwrap_or(0));
+            }
             report.checkpoints.push(row);
         }
     }
+    report.progress = Progress::new(assets_seen, terminal, last_hour);
     if let Some(url) = cli.queue_url.as_deref().filter(|u| !u.is_empty()) {
         report.queue = Some(
             queue_depth(sqs, url)
@@ -530,16 +612,58 @@ async fn status(
         );
     }
     if let Some(url) = cli.dlq_url.as_deref().filter(|u| !u.is_empty()) {
-        report.dlq = Some(
-            queue_depth(sqs, url)
-                .await
-                .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?,
-        );
+        let depth = queue_depth(sqs, url)
+            .await
+            .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
+        if depth.visible > 0 {
+            report.dlq_top_reasons = top_reasons(ddb, sqs, table, url).await?;
+        }
+        report.dlq = Some(depth);
     }
     Ok(report)
 }
 
+/// The DLQ's most common reasons, read as `dead-letters` reads them (the messages stay).
+async fn top_reasons(
+    ddb: &aws_sdk_dynamodb::Client,
+    sqs: &aws_sdk_sqs::Client,
+    table: &str,
+    dlq_url: &str,
+) -> anyhow::Result<Vec<(String, u64)>> {
+    let messages = dead_letters::peek(sqs, dlq_url, 100, 30).await?;
+    let rows = dead_letters::describe(ddb, table, &messages).await;
+    dead_letters::release(sqs, dlq_url, &messages).await?;
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for row in rows? {
+        *counts.entry(reason_class(&row.reason)).or_default() += 1;
+    }
+    let mut top: Vec<(String, u64)> = counts.into_iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    top.truncate(5);
+    Ok(top)
+}
+
 fn print_status(r: &StatusReport, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let p = &r.progress;
+    writeln!(
+        out,
+        "progress     {} {:.1} %  {} of {} assets terminal",
+        p.bar(30),
+        p.percent_done,
+        p.terminal,
+        p.assets_seen
+    )?;
+    let eta = match p.eta_hours {
+        _ if p.terminal == p.assets_seen => "done".to_string(),
+        Some(h) if h < 1.0 => format!("about {:.0} min", h * 60.0),
+        Some(h) => format!("about {h:.1} h"),
+        None => "unknown (nothing finished in the last hour)".to_string(),
+    };
+    writeln!(
+        out,
+        "pace         {} in the last hour; ETA {eta}",
+        p.last_hour
+    )?;
     let total: u64 = r.items.values().sum();
     writeln!(out, "items        {total}")?;
     for (status, n) in &r.items {
@@ -570,6 +694,9 @@ fn print_status(r: &StatusReport, out: &mut (dyn Write + Send)) -> anyhow::Resul
                 d.visible, d.in_flight, d.delayed
             )?;
         }
+    }
+    for (reason, n) in &r.dlq_top_reasons {
+        writeln!(out, "  {n:>6}  {reason}")?;
     }
     Ok(())
 }
@@ -604,4 +731,39 @@ pub async fn sdk_config(cli: &Cli) -> aws_config::SdkConfig {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }
     loader.load().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_failure_is_one_reason_whatever_its_asset_or_time() {
+        let a = r#"cloudinary answered HTTP 404 for OCR of "a/b \"c\"": Resource not found"#;
+        let b = r#"cloudinary answered HTTP 404 for OCR of "x": Resource not found"#;
+        assert_eq!(reason_class(a), reason_class(b));
+        assert_eq!(
+            reason_class("next reset 2026-11-27T04:08:08.265294984Z; still refused"),
+            "next reset …; still refused"
+        );
+        assert_eq!(
+            reason_class("gave up after 5 receives"),
+            "gave up after 5 receives"
+        );
+    }
+
+    #[test]
+    fn progress_and_eta_follow_the_last_hour() {
+        let p = Progress::new(100, 40, 20);
+        assert_eq!((p.percent_done, p.eta_hours), (40.0, Some(3.0)));
+        assert_eq!(p.bar(10), "[####------]");
+        let idle = Progress::new(100, 40, 0);
+        assert_eq!(idle.eta_hours, None);
+        let done = Progress::new(0, 5, 0);
+        assert_eq!(
+            (done.assets_seen, done.percent_done, done.eta_hours),
+            (5, 100.0, Some(0.0))
+        );
+        assert_eq!(Progress::new(0, 0, 0).percent_done, 100.0);
+    }
 }

@@ -346,6 +346,7 @@ async fn enqueue_page<Q: WorkQueue, R: ResultStore>(
         cp.last_pass_started_at = cp.pass_started_at.take();
         if summary.mode == PassMode::Full {
             cp.last_full_pass_at = cp.updated_at.clone();
+            cp.last_full_pass_listed = cp.pass_listed;
         }
         cp.mode = None;
         cp.since = None;

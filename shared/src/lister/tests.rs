@@ -89,6 +89,10 @@ async fn a_full_pass_pages_through_every_asset_once() {
     let cp = rig.checkpoints.get(ID).unwrap();
     assert_eq!((cp.mode, cp.cursor.as_deref()), (None, None));
     assert!(cp.last_full_pass_at.is_some() && cp.last_pass_started_at.is_some());
+    assert_eq!(
+        cp.last_full_pass_listed, 250,
+        "the account's size, for progress"
+    );
     assert_eq!(rig.source.faults().calls(ListCall::All), 5);
 }
 

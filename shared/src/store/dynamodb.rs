@@ -393,6 +393,7 @@ impl CheckpointStore for DynamoCheckpointStore {
             last_pass_started_at: s("lastPassStartedAt"),
             last_full_pass_at: s("lastFullPassAt"),
             total_listed: attr_u64(&item, "totalListed").unwrap_or(0),
+            last_full_pass_listed: attr_u64(&item, "lastFullPassListed").unwrap_or(0),
             updated_at: s("updatedAt"),
         })
     }
@@ -407,6 +408,10 @@ impl CheckpointStore for DynamoCheckpointStore {
             (
                 "totalListed".to_string(),
                 AttributeValue::N(c.total_listed.to_string()),
+            ),
+            (
+                "lastFullPassListed".to_string(),
+                AttributeValue::N(c.last_full_pass_listed.to_string()),
             ),
         ]);
         let mode = c.mode.map(|m| m.as_str().to_string());

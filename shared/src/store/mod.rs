@@ -367,6 +367,8 @@ pub struct Checkpoint {
     pub last_pass_started_at: Option<String>,
     /// When the last complete full pass finished (RFC 3339).
     pub last_full_pass_at: Option<String>,
+    /// Assets the last complete full pass listed: the account's size, as far as it knows.
+    pub last_full_pass_listed: u64,
     /// Assets listed over all passes.
     pub total_listed: u64,
     pub updated_at: Option<String>,

@@ -617,3 +617,89 @@ async fn completions_are_printed_for_each_shell() {
         }
     }
 }
+
+/// `status` shows how far the backfill is against the assets the lister has seen, the last
+/// hour's pace and the ETA, and the DLQ's most common reasons (the same failure counted once
+/// whatever its asset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_shows_progress_pace_and_the_dlqs_top_reasons() {
+    let h = seeded().await;
+    let now = shared::clock::rfc3339(std::time::SystemTime::now());
+    for id in ["recent/1", "recent/2"] {
+        let record = ResultRecord::from_outcome(
+            id,
+            "image",
+            "upload",
+            OcrOutcome::NoText,
+            AssetFields::default(),
+            1,
+            now.clone(),
+        );
+        h.ddb
+            .put_item()
+            .table_name(&h.stack.names.results_table)
+            .set_item(Some(shared::store::dynamodb::to_item(&record)))
+            .send()
+            .await
+            .unwrap();
+    }
+    // The lister's last full pass saw 18 assets.
+    let checkpoint = shared::store::Checkpoint {
+        last_full_pass_listed: 18,
+        total_listed: 18,
+        ..Default::default()
+    };
+    shared::store::CheckpointStore::save(
+        &shared::store::DynamoCheckpointStore::new(h.ddb.clone(), &h.stack.names.checkpoint_table),
+        "lister#test",
+        &checkpoint,
+    )
+    .await
+    .unwrap();
+    let dlq = &h.stack.dead_letter_queue_url;
+    for body in [
+        r#"{"v":1,"public_id":"broken/one"}"#,
+        r#"{"v":1,"public_id":"broken/one","deferrals":2}"#,
+        "{not json",
+    ] {
+        h.sqs
+            .send_message()
+            .queue_url(dlq)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+    let out = ctl(&h, &["status", "--json"]).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let p = &v["progress"];
+    assert_eq!(
+        (
+            p["assets_seen"].as_u64(),
+            p["terminal"].as_u64(),
+            p["last_hour"].as_u64()
+        ),
+        (Some(18), Some(9), Some(2)),
+        "{v}"
+    );
+    assert_eq!(p["percent_done"].as_f64(), Some(50.0));
+    assert_eq!(p["eta_hours"].as_f64(), Some(4.5), "9 left at 2 an hour");
+    assert_eq!(
+        v["dlq_top_reasons"],
+        serde_json::json!([
+            ["HTTP 404: Resource not found", 2],
+            [
+                "not a work message: message body is not valid JSON: key must be a string at line 1 column 2",
+                1
+            ]
+        ])
+    );
+    assert_eq!(v["dlq"]["visible"], 3, "the messages stay in the DLQ");
+    let text = ctl(&h, &["status"]).await.unwrap();
+    assert!(
+        text.contains("50.0 %  9 of 18 assets terminal")
+            && text.contains("2 in the last hour; ETA about 4.5 h")
+            && text.contains("HTTP 404: Resource not found"),
+        "{text}"
+    );
+}
