@@ -66,10 +66,15 @@ async fn put(h: &Harness, id: &str, text: Option<&str>, failed: bool) {
             "2026-01-01T00:00:00Z".into(),
         )
     };
+    write(h, &record).await;
+}
+
+/// Writes a record's item as the worker does.
+async fn write(h: &Harness, record: &ResultRecord) {
     h.ddb
         .put_item()
         .table_name(&h.stack.names.results_table)
-        .set_item(Some(shared::store::dynamodb::to_item(&record)))
+        .set_item(Some(shared::store::dynamodb::to_item(record)))
         .send()
         .await
         .unwrap();
@@ -635,13 +640,7 @@ async fn status_shows_progress_pace_and_the_dlqs_top_reasons() {
             1,
             now.clone(),
         );
-        h.ddb
-            .put_item()
-            .table_name(&h.stack.names.results_table)
-            .set_item(Some(shared::store::dynamodb::to_item(&record)))
-            .send()
-            .await
-            .unwrap();
+        write(&h, &record).await;
     }
     // The lister's last full pass saw 18 assets.
     let checkpoint = shared::store::Checkpoint {
