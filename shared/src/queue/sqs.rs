@@ -149,7 +149,7 @@ impl SqsQueue {
             .map(|f| FailedEntry {
                 index: f.id().parse().ok().filter(|i| *i < bodies.len()),
                 sender_fault: f.sender_fault(),
-                detail: format!("{}: {}", f.code(), f.message().unwrap_or_default()),
+                detail: refusal(f),
             })
             .collect())
     }
@@ -186,6 +186,11 @@ fn entry(
     SendMessageBatchRequestEntry::builder()
         .id(index.to_string())
         .message_body(body)
+}
+
+/// Why SQS did not take an entry of a batch: `code: message`.
+fn refusal(entry: &BatchResultErrorEntry) -> String {
+    format!("{}: {}", entry.code(), entry.message().unwrap_or_default())
 }
 
 /// Whether SQS refused a request for what its messages hold (a body too large or with
@@ -295,11 +300,7 @@ fn note_refusals(refused: &[BatchResultErrorEntry], failures: &mut [Option<Strin
             .ok()
             .and_then(|i| failures.get_mut(i))
         {
-            *slot = Some(format!(
-                "{}: {}",
-                entry.code(),
-                entry.message().unwrap_or_default()
-            ));
+            *slot = Some(refusal(entry));
         }
     }
 }
