@@ -2,7 +2,9 @@
 
 pub mod dead_letters;
 pub mod export;
+pub mod export_s3;
 pub mod scan;
+pub mod search;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -23,7 +25,7 @@ use shared::queue::{QueueDepth, SqsQueue, WorkQueue, move_messages, queue_depth}
 /// `--profile`/`--region` or the usual AWS environment/profile; AWS_ENDPOINT_URL points it at a
 /// local endpoint (moto).
 ///
-/// Exit status: 0 done, 1 nothing matched (`grep`, as grep does), 2 an error.
+/// Exit status: 0 done, 1 nothing matched (`grep` and `search`, as grep does), 2 an error.
 #[derive(Debug, Parser)]
 #[command(name = "ocr-ctl", version, about, long_about)]
 pub struct Cli {
@@ -48,16 +50,41 @@ pub struct Cli {
     /// The dead-letter queue's URL.
     #[arg(long, env = "DEAD_LETTER_QUEUE_URL", global = true)]
     pub dlq_url: Option<String>,
+    /// The search index's folder (default: ~/.local/share/ocr-ctl/index/RESULTS_TABLE).
+    #[arg(long, env = "OCR_INDEX_DIR", global = true)]
+    pub index_dir: Option<PathBuf>,
+    /// The stack's export location and Glue table (outputs ExportLocation, ExportGlueTable),
+    /// when it defines them.
+    #[arg(skip)]
+    pub stack_export: Option<(String, String)>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Write the results table to CSV or JSON lines (streamed; constant memory).
+    /// Write the results table to CSV or JSON lines (streamed; constant memory): to a file,
+    /// standard output, or S3 (`--to s3://bucket/prefix/`: gzip-compressed, one file per scan
+    /// segment, `runs/RUN/_SUCCESS` written last; see the README).
     Export {
-        #[arg(long, value_enum, default_value = "csv")]
-        format: export::Format,
+        /// The format (default: csv to a file or standard output, jsonl to S3).
+        #[arg(long, value_enum)]
+        format: Option<export::Format>,
+        /// Write to S3 (s3://bucket/prefix/) instead of a file; `--to stack` for the stack's
+        /// export location (output ExportLocation).
+        #[arg(long, conflicts_with = "out")]
+        to: Option<String>,
+        /// Go on with an export to S3 that did not finish (its run id, as printed): only its
+        /// missing files are written.
+        #[arg(long, requires = "to")]
+        resume: Option<String>,
+        /// Point this Glue table (DATABASE.TABLE) at the export once it is whole (default with
+        /// `--to stack`: the stack's ExportGlueTable).
+        #[arg(long, requires = "to")]
+        glue_table: Option<String>,
+        /// Compressed MiB per uploaded part (S3: at least 5).
+        #[arg(long, default_value_t = 16, requires = "to")]
+        part_mib: usize,
         /// Write CSV cells that a spreadsheet would run as formulas (starting with =, +, -, @)
         /// as they are; by default they get a leading ' and stay text.
         #[arg(long)]
@@ -90,6 +117,50 @@ pub enum Command {
         json: bool,
         #[arg(long, default_value_t = 4)]
         segments: i32,
+    },
+    /// Build or update the full-text search index (on this machine) from the results table:
+    /// only what changed since the last update is written (new items, re-OCRs, removals).
+    Index {
+        /// Read an export file instead of scanning the table (JSON lines as `export --format
+        /// jsonl` writes them, gzip-compressed if its name ends in .gz). It must be a whole
+        /// export: indexed items it lacks are removed.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Start from an empty index.
+        #[arg(long)]
+        rebuild: bool,
+        #[arg(long, default_value_t = 4)]
+        segments: i32,
+        /// Machine-readable output (the update's counts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search the index (`ocr-ctl index` builds it): ranked results with snippets. QUERY:
+    /// words (all must match), "a phrase", AND, OR, NOT, +word, -word, parentheses.
+    Search {
+        query: String,
+        /// At most this many results.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Tolerate typos: this many edits per word (1 or 2).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+        fuzzy: u8,
+        /// Only these statuses, comma-separated: done, no_text, failed.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only texts of this locale (as Cloudinary detected it, e.g. en).
+        #[arg(long)]
+        locale: Option<String>,
+        /// Only public ids starting with this (a folder: invoices/2021/).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only this delivery type (upload, private, authenticated).
+        #[arg(long = "type")]
+        delivery_type: Option<String>,
+        /// Machine-readable output (JSON lines: key, public_id, delivery_type, status, locale,
+        /// score, snippet, highlights as byte ranges of the snippet).
+        #[arg(long)]
+        json: bool,
     },
     /// Counts by status, the lister's checkpoint, queue and DLQ depth.
     Status {
@@ -155,7 +226,7 @@ pub enum Command {
 pub enum Outcome {
     /// Exit status 0.
     Done,
-    /// Nothing matched (`grep`): exit status 1, as grep's.
+    /// Nothing matched (`grep`, `search`): exit status 1, as grep's.
     NothingMatched,
 }
 
@@ -167,6 +238,18 @@ pub const STACK_OUTPUTS: [&str; 4] = [
     "WorkQueueUrl",
     "DeadLetterQueueUrl",
 ];
+
+/// The stack's outputs when it is deployed with an export bucket: the export location
+/// (`s3://bucket/prefix/`) and the Glue table over it (`DATABASE.TABLE`).
+pub const EXPORT_OUTPUTS: [&str; 2] = ["ExportLocation", "ExportGlueTable"];
+
+/// An S3 client; path-style addressing when an endpoint is set (a local S3 such as moto).
+pub fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(sdk.endpoint_url().is_some())
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
 
 /// Fills the names not given from the stack's outputs.
 async fn names_from_stack(cli: &mut Cli, sdk: &aws_config::SdkConfig) -> anyhow::Result<()> {
@@ -199,7 +282,23 @@ async fn names_from_stack(cli: &mut Cli, sdk: &aws_config::SdkConfig) -> anyhow:
             *slot = outputs.get(*key).cloned();
         }
     }
+    if let (Some(location), Some(glue)) = (
+        outputs.get(EXPORT_OUTPUTS[0]),
+        outputs.get(EXPORT_OUTPUTS[1]),
+    ) {
+        cli.stack_export = Some((location.clone(), glue.clone()));
+    }
     Ok(())
+}
+
+/// The index's folder: `--index-dir`, else the default for the results table.
+fn index_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &cli.index_dir {
+        return Ok(dir.clone());
+    }
+    let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")
+        .context("the index is named after the results table; or give --index-dir")?;
+    search::default_dir(table)
 }
 
 fn need<'a>(value: &'a Option<String>, flag: &str, var: &str) -> anyhow::Result<&'a str> {
@@ -225,14 +324,75 @@ pub async fn run(
         Command::Completions { .. } => {}
         Command::Export {
             format,
+            to: Some(to),
+            resume,
+            glue_table,
+            part_mib,
+            allow_formulas,
+            status,
+            segments,
+            ..
+        } => {
+            let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
+            let (to, glue_table) = match (to.as_str(), &cli.stack_export) {
+                ("stack", Some((location, glue))) => {
+                    (location.clone(), glue_table.clone().or(Some(glue.clone())))
+                }
+                ("stack", None) => bail!(
+                    "--to stack: the stack (--stack-name) defines no export location (deploy it with ExportBucketName)"
+                ),
+                (to, _) => (to.to_string(), glue_table.clone()),
+            };
+            let location: export_s3::S3Location = to.parse()?;
+            if *part_mib < 5 {
+                bail!("--part-mib {part_mib}: S3 parts are at least 5 MiB");
+            }
+            let options = export_s3::S3ExportOptions {
+                format: format.unwrap_or(export::Format::Jsonl),
+                filter: ScanFilter::from_args(status.as_deref(), None)?,
+                segments: *segments,
+                allow_formulas: *allow_formulas,
+                part_bytes: part_mib * 1024 * 1024,
+                resume: resume.clone(),
+                glue_table,
+                stop_after_parts: None,
+            };
+            let s3 = s3_client(sdk);
+            let glue = aws_sdk_glue::Client::new(sdk);
+            let run = options.resume.clone();
+            let report = export_s3::export_s3(&ddb, &s3, &glue, table, &location, &options)
+                .await
+                .map_err(|e| match run {
+                    Some(_) => e,
+                    None => e.context(format!(
+                        "the export to {location} is not whole; `ocr-ctl export --to {to} --resume RUN` goes on with it (RUN: the newest folder under {location}runs/ without _SUCCESS)"
+                    )),
+                })?;
+            let m = &report.manifest;
+            writeln!(
+                out,
+                "exported {} rows to {} ({} files, {} written now); whole: {}",
+                m.rows,
+                m.data,
+                m.parts.len(),
+                report.written,
+                report.success_url
+            )?;
+            if let Some(t) = &report.glue_table {
+                writeln!(out, "Glue table {t} now reads run {}", m.spec.run)?;
+            }
+        }
+        Command::Export {
+            format,
             allow_formulas,
             out: path,
             status,
             segments,
+            ..
         } => {
             let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
             let options = export::ExportOptions {
-                format: *format,
+                format: format.unwrap_or(export::Format::Csv),
                 filter: ScanFilter::from_args(status.as_deref(), None)?,
                 segments: *segments,
                 progress: true,
@@ -309,6 +469,99 @@ pub async fn run(
                 _ => {}
             }
             if assets == 0 {
+                return Ok(Outcome::NothingMatched);
+            }
+        }
+        Command::Index {
+            from,
+            rebuild,
+            segments,
+            json,
+        } => {
+            let dir = index_dir(&cli)?;
+            let started = std::time::Instant::now();
+            let index = search::SearchIndex::open_or_create(&dir, *rebuild)?;
+            let mut updater = index.updater()?;
+            match from {
+                Some(path) => search::update_from_file(&mut updater, path)?,
+                None => {
+                    let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
+                    ensure_table(&ddb, table).await?;
+                    scan::for_each_item(
+                        &ddb,
+                        table,
+                        *segments,
+                        &ScanFilter::default(),
+                        Some("publicId, #status, #text, locale, deliveryType, ocrAt"),
+                        |item| updater.offer(search::IndexDoc::from_item(item)),
+                    )
+                    .await?;
+                }
+            }
+            let r = updater.finish()?;
+            if *json {
+                writeln!(out, "{}", serde_json::to_string(&r)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "index {}: {} items read, {} added, {} replaced, {} removed, {} unchanged; {} indexed ({:.1} s)",
+                    dir.display(),
+                    r.read,
+                    r.added,
+                    r.replaced,
+                    r.removed,
+                    r.unchanged,
+                    r.indexed,
+                    started.elapsed().as_secs_f64()
+                )?;
+            }
+        }
+        Command::Search {
+            query,
+            limit,
+            fuzzy,
+            status,
+            locale,
+            prefix,
+            delivery_type,
+            json,
+        } => {
+            let index = search::SearchIndex::open(&index_dir(&cli)?)?;
+            let found = index.search(&search::SearchQuery {
+                query: query.clone(),
+                limit: *limit,
+                fuzzy: *fuzzy,
+                statuses: status
+                    .as_deref()
+                    .map(scan::parse_statuses)
+                    .transpose()?
+                    .unwrap_or_default(),
+                locale: locale.clone(),
+                delivery_type: delivery_type.clone(),
+                prefix: prefix.clone(),
+            })?;
+            for hit in &found.hits {
+                if *json {
+                    writeln!(out, "{}", serde_json::to_string(hit)?)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:>7.2}  {}\t{}",
+                        hit.score,
+                        hit.key,
+                        hit.marked(">>", "<<")
+                    )?;
+                }
+            }
+            if !*json {
+                writeln!(
+                    out,
+                    "{} of {} matching assets",
+                    found.hits.len(),
+                    found.total
+                )?;
+            }
+            if found.total == 0 {
                 return Ok(Outcome::NothingMatched);
             }
         }

@@ -77,58 +77,72 @@ pub async fn scan(
             let mut sent = 0u64;
             let mut start: Option<Item> = None;
             loop {
-                let mut req = ddb
-                    .scan()
-                    .table_name(table)
-                    .segment(segment)
-                    .total_segments(segments)
-                    .set_exclusive_start_key(start.take());
-                let mut conditions = Vec::new();
-                if !filter.statuses.is_empty() {
-                    let names: Vec<String> = (0..filter.statuses.len())
-                        .map(|i| format!(":s{i}"))
-                        .collect();
-                    conditions.push(format!("#status IN ({})", names.join(", ")));
-                    req = req.expression_attribute_names("#status", "status");
-                    for (name, value) in names.iter().zip(&filter.statuses) {
-                        req =
-                            req.expression_attribute_values(name, AttributeValue::S(value.clone()));
-                    }
-                }
-                if let Some(p) = &filter.prefix {
-                    conditions.push("begins_with(publicId, :prefix)".into());
-                    req = req.expression_attribute_values(":prefix", AttributeValue::S(p.clone()));
-                }
-                if !conditions.is_empty() {
-                    req = req.filter_expression(conditions.join(" AND "));
-                }
-                if let Some(p) = projection {
-                    req = req.projection_expression(p);
-                    if p.contains("#text") {
-                        req = req.expression_attribute_names("#text", "text");
-                    }
-                    if p.contains("#status") {
-                        req = req.expression_attribute_names("#status", "status");
-                    }
-                }
-                let page = req
-                    .send()
-                    .await
-                    .with_context(|| format!("scanning {table:?} (segment {segment})"))?;
-                let items = page.items.unwrap_or_default();
+                let (items, next) =
+                    scan_page(ddb, table, (segment, segments), filter, projection, start).await?;
                 sent += items.len() as u64;
                 if !items.is_empty() && tx.send(items).await.is_err() {
                     bail!("the consumer of the scan stopped");
                 }
-                match page.last_evaluated_key {
-                    Some(k) if !k.is_empty() => start = Some(k),
-                    _ => return Ok::<u64, anyhow::Error>(sent),
+                match next {
+                    Some(k) => start = Some(k),
+                    None => return Ok::<u64, anyhow::Error>(sent),
                 }
             }
         }
     });
     let counts = futures::future::try_join_all(tasks).await?;
     Ok(counts.into_iter().sum())
+}
+
+/// One page of segment `segment.0` of `segment.1`, from `start`: its items and where the
+/// next page starts (`None` at the segment's end).
+pub async fn scan_page(
+    ddb: &Client,
+    table: &str,
+    (segment, segments): (i32, i32),
+    filter: &ScanFilter,
+    projection: Option<&str>,
+    start: Option<Item>,
+) -> anyhow::Result<(Vec<Item>, Option<Item>)> {
+    let mut req = ddb
+        .scan()
+        .table_name(table)
+        .segment(segment)
+        .total_segments(segments)
+        .set_exclusive_start_key(start);
+    let mut conditions = Vec::new();
+    if !filter.statuses.is_empty() {
+        let names: Vec<String> = (0..filter.statuses.len())
+            .map(|i| format!(":s{i}"))
+            .collect();
+        conditions.push(format!("#status IN ({})", names.join(", ")));
+        req = req.expression_attribute_names("#status", "status");
+        for (name, value) in names.iter().zip(&filter.statuses) {
+            req = req.expression_attribute_values(name, AttributeValue::S(value.clone()));
+        }
+    }
+    if let Some(p) = &filter.prefix {
+        conditions.push("begins_with(publicId, :prefix)".into());
+        req = req.expression_attribute_values(":prefix", AttributeValue::S(p.clone()));
+    }
+    if !conditions.is_empty() {
+        req = req.filter_expression(conditions.join(" AND "));
+    }
+    if let Some(p) = projection {
+        req = req.projection_expression(p);
+        if p.contains("#text") {
+            req = req.expression_attribute_names("#text", "text");
+        }
+        if p.contains("#status") {
+            req = req.expression_attribute_names("#status", "status");
+        }
+    }
+    let page = req
+        .send()
+        .await
+        .with_context(|| format!("scanning {table:?} (segment {segment})"))?;
+    let next = page.last_evaluated_key.filter(|k| !k.is_empty());
+    Ok((page.items.unwrap_or_default(), next))
 }
 
 pub fn s(item: &Item, name: &str) -> Option<String> {

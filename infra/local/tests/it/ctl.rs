@@ -702,3 +702,477 @@ async fn status_shows_progress_pace_and_the_dlqs_top_reasons() {
         "{text}"
     );
 }
+
+/// `index` builds the search index from the table and then follows it: a re-OCR replaces an
+/// item's text, a deleted item leaves the index, a new one joins; `search` ranks, finds
+/// phrases, CJK and typos, filters, and exits 1 when nothing matches. An export file builds
+/// the same index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn search_follows_the_table_through_reocr_and_removal() {
+    let h = seeded().await;
+    let private = ResultRecord::from_outcome(
+        "~private~jp/sign",
+        "image",
+        "private",
+        OcrOutcome::Text {
+            text: "東京駅 八重洲口 STOP".into(),
+            locale: Some("ja".into()),
+        },
+        AssetFields::default(),
+        1,
+        "2026-01-01T00:00:00Z".into(),
+    );
+    write(&h, &private).await;
+    put(&h, "signs/stop", Some("STOP\nSTOP STOP"), false).await;
+    let dir = temp_path("index");
+    let dir_arg = dir.to_str().unwrap();
+    let search = |args: &[&str]| {
+        let mut a = vec!["--index-dir", dir_arg, "search", "--json"];
+        a.extend(args);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let hits = |out: &str| -> Vec<serde_json::Value> {
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let table = h.stack.names.results_table.clone();
+
+    // No index yet: a clear error.
+    let err = ctl(&h, &["--index-dir", dir_arg, "search", "stop"])
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("ocr-ctl index"), "{err:#}");
+
+    let out = ctl(&h, &["--index-dir", dir_arg, "index", "--json"])
+        .await
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (r["read"].as_u64(), r["added"].as_u64()),
+        (Some(9), Some(9))
+    );
+
+    let args = search(&["stop"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (out, outcome) = ctl_outcome(&h, &table, &args).await.unwrap();
+    assert_eq!(outcome, ocr_ctl::Outcome::Done);
+    let found = hits(&out);
+    assert_eq!(found.len(), 2, "{out}");
+    assert_eq!(
+        found[0]["key"], "signs/stop",
+        "more STOPs rank first: {out}"
+    );
+    assert_eq!(found[1]["public_id"], "jp/sign");
+    assert_eq!(found[1]["delivery_type"], "private");
+    let (from, to) = (
+        found[0]["highlights"][0][0].as_u64().unwrap() as usize,
+        found[0]["highlights"][0][1].as_u64().unwrap() as usize,
+    );
+    assert_eq!(&found[0]["snippet"].as_str().unwrap()[from..to], "STOP");
+
+    for (query, key) in [
+        ("東京駅", "~private~jp/sign"),
+        ("\"he said hi\"", "quotes \"q\""),
+        ("café", "unicode/東京 🎉"),
+        ("営業時間", "unicode/東京 🎉"),
+    ] {
+        let args = search(&[query]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = ctl(&h, &args).await.unwrap();
+        let keys: Vec<_> = hits(&out).iter().map(|h| h["key"].clone()).collect();
+        assert_eq!(keys, [key], "{query}: {out}");
+    }
+    let args = search(&["--fuzzy", "1", "simpel"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(hits(&ctl(&h, &args).await.unwrap())[0]["key"], "plain");
+    for filter in [
+        &["--type", "upload"][..],
+        &["--locale", "en"],
+        &["--prefix", "signs/"],
+    ] {
+        let mut a = filter.to_vec();
+        a.push("stop");
+        let args = search(&a);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let found = hits(&ctl(&h, &args).await.unwrap());
+        assert_eq!(found.len(), 1, "{filter:?}");
+        assert_eq!(found[0]["key"], "signs/stop", "{filter:?}");
+    }
+
+    // A re-OCR, a removal, a new item: one update follows them.
+    let reocr = ResultRecord::from_outcome(
+        "plain",
+        "image",
+        "upload",
+        OcrOutcome::Text {
+            text: "replacement words".into(),
+            locale: Some("en".into()),
+        },
+        AssetFields::default(),
+        2,
+        "2026-02-01T00:00:00Z".into(),
+    );
+    write(&h, &reocr).await;
+    h.ddb
+        .delete_item()
+        .table_name(&table)
+        .key(
+            "publicId",
+            aws_sdk_dynamodb::types::AttributeValue::S("signs/stop".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    put(&h, "new/one", Some("a new stop"), false).await;
+    let out = ctl(&h, &["--index-dir", dir_arg, "index", "--json"])
+        .await
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        [
+            &r["added"],
+            &r["replaced"],
+            &r["removed"],
+            &r["unchanged"],
+            &r["indexed"]
+        ],
+        [1, 1, 1, 7, 9],
+        "{out}"
+    );
+    for (query, expected) in [
+        ("simple", vec![]),
+        ("replacement", vec!["plain"]),
+        ("stop", vec!["new/one", "~private~jp/sign"]),
+    ] {
+        let args = search(&[query]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (out, outcome) = ctl_outcome(&h, &table, &args).await.unwrap();
+        let mut keys: Vec<String> = hits(&out)
+            .iter()
+            .map(|h| h["key"].as_str().unwrap().to_string())
+            .collect();
+        keys.sort();
+        assert_eq!(keys, expected, "{query}");
+        let nothing = expected.is_empty();
+        assert_eq!(
+            outcome == ocr_ctl::Outcome::NothingMatched,
+            nothing,
+            "{query}"
+        );
+    }
+
+    // The same index from an export file (gzip-compressed, as the S3 export writes it).
+    let export = temp_path("for-index.jsonl");
+    ctl(
+        &h,
+        &[
+            "export",
+            "--format",
+            "jsonl",
+            "--out",
+            export.to_str().unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    let gz = export.with_extension("jsonl.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::fast(),
+    );
+    std::io::copy(&mut std::fs::File::open(&export).unwrap(), &mut enc).unwrap();
+    enc.finish().unwrap();
+    let other = temp_path("index-from-file");
+    let out = ctl(
+        &h,
+        &[
+            "--index-dir",
+            other.to_str().unwrap(),
+            "index",
+            "--json",
+            "--from",
+            gz.to_str().unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&r["added"], &r["indexed"]),
+        (&9.into(), &9.into()),
+        "{out}"
+    );
+    let out = ctl(
+        &h,
+        &[
+            "--index-dir",
+            other.to_str().unwrap(),
+            "search",
+            "replacement",
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.contains("plain") && out.contains("1 of 1 matching"),
+        "{out}"
+    );
+    for p in [&dir, &other] {
+        let _cleanup = std::fs::remove_dir_all(p);
+    }
+    for p in [&export, &gz] {
+        let _cleanup = std::fs::remove_file(p);
+    }
+}
+
+async fn s3_keys(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
+    let listed = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = listed
+        .contents()
+        .iter()
+        .map(|o| o.key().unwrap().to_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
+async fn s3_gunzip(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> String {
+    let body = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&body[..]), &mut text)
+        .unwrap();
+    text
+}
+
+async fn glue_location(glue: &aws_sdk_glue::Client) -> String {
+    glue.get_table()
+        .database_name("ocr")
+        .name("results")
+        .send()
+        .await
+        .unwrap()
+        .table()
+        .unwrap()
+        .storage_descriptor()
+        .unwrap()
+        .location()
+        .unwrap()
+        .to_string()
+}
+
+/// An export to S3 is whole or invisible: killed after one uploaded part it leaves no data
+/// file, no `_SUCCESS`, no pointer and the Glue table where it was; `--resume` aborts the
+/// dead upload, writes the file in several parts and moves the Glue table. A CSV export in
+/// three files keeps its header and formula guard per file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_export_to_s3_is_whole_or_invisible_and_resumes() {
+    let h = seeded().await;
+    let table = h.stack.names.results_table.clone();
+    let s3 = ocr_ctl::s3_client(&h.sdk);
+    let glue = aws_sdk_glue::Client::new(&h.sdk);
+    let bucket = format!("exports-{}", uuid::Uuid::new_v4().simple());
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    glue.create_database()
+        .database_input(
+            aws_sdk_glue::types::DatabaseInput::builder()
+                .name("ocr")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .ok();
+    let before = format!("s3://{bucket}/ocr/runs/none/data/");
+    glue.delete_table()
+        .database_name("ocr")
+        .name("results")
+        .send()
+        .await
+        .ok();
+    glue.create_table()
+        .database_name("ocr")
+        .table_input(
+            aws_sdk_glue::types::TableInput::builder()
+                .name("results")
+                .storage_descriptor(
+                    aws_sdk_glue::types::StorageDescriptor::builder()
+                        .location(&before)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // ~15 MB of hex that gzip shrinks to ~8 MB: two parts of at least 5 MiB each but the last.
+    let noise = || {
+        (0..500)
+            .map(|_| format!("{} ", uuid::Uuid::new_v4().simple()))
+            .collect::<String>()
+    };
+    let mut requests = Vec::new();
+    for i in 0..900 {
+        let record = ResultRecord::from_outcome(
+            &format!("big/{i:04}"),
+            "image",
+            "upload",
+            OcrOutcome::Text {
+                text: noise(),
+                locale: None,
+            },
+            AssetFields::default(),
+            1,
+            "2026-01-01T00:00:00Z".into(),
+        );
+        requests.push(
+            aws_sdk_dynamodb::types::WriteRequest::builder()
+                .put_request(
+                    aws_sdk_dynamodb::types::PutRequest::builder()
+                        .set_item(Some(shared::store::dynamodb::to_item(&record)))
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        );
+    }
+    for chunk in requests.chunks(25) {
+        h.ddb
+            .batch_write_item()
+            .request_items(&table, chunk.to_vec())
+            .send()
+            .await
+            .unwrap();
+    }
+    let total = 907u64;
+    let to: ocr_ctl::export_s3::S3Location = format!("s3://{bucket}/ocr").parse().unwrap();
+    let options = ocr_ctl::export_s3::S3ExportOptions {
+        segments: 1,
+        part_bytes: ocr_ctl::export_s3::MIN_PART_BYTES,
+        glue_table: Some("ocr.results".into()),
+        stop_after_parts: Some(1),
+        ..Default::default()
+    };
+    let killed = ocr_ctl::export_s3::export_s3(&h.ddb, &s3, &glue, &table, &to, &options).await;
+    let err = killed.unwrap_err();
+    assert!(err.is::<ocr_ctl::export_s3::StoppedAsKilled>(), "{err:#}");
+    let runs = ocr_ctl::export_s3::runs(&s3, &to).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    let (run, whole) = runs.into_iter().next().unwrap();
+    assert!(!whole);
+    assert_eq!(
+        s3_keys(&s3, &bucket, "ocr/").await,
+        [format!("ocr/runs/{run}/_run.json")],
+        "a killed export shows no data file, no _SUCCESS, no latest.json"
+    );
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploads.uploads().len(), 1);
+    assert_eq!(glue_location(&glue).await, before);
+
+    let resumed = ocr_ctl::export_s3::export_s3(
+        &h.ddb,
+        &s3,
+        &glue,
+        &table,
+        &to,
+        &ocr_ctl::export_s3::S3ExportOptions {
+            resume: Some(run.clone()),
+            stop_after_parts: None,
+            ..options.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((resumed.aborted_uploads, resumed.written), (1, 1));
+    let m = &resumed.manifest;
+    assert_eq!((m.rows, m.parts.len()), (total, 1));
+    assert!(m.parts[0].bytes > ocr_ctl::export_s3::MIN_PART_BYTES as u64);
+    let data = s3_gunzip(&s3, &bucket, &m.parts[0].key).await;
+    let rows: Vec<Row> = data
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len() as u64, total);
+    assert!(rows.iter().any(|r| r.public_id == "unicode/東京 🎉"));
+    let keys = s3_keys(&s3, &bucket, "ocr/").await;
+    assert!(
+        keys.contains(&format!("ocr/runs/{run}/_SUCCESS")),
+        "{keys:?}"
+    );
+    assert!(keys.contains(&"ocr/latest.json".to_string()), "{keys:?}");
+    assert_eq!(glue_location(&glue).await, m.data);
+    assert_eq!(m.data, format!("s3://{bucket}/ocr/runs/{run}/data/"));
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    assert!(uploads.uploads().is_empty());
+    assert!(ocr_ctl::export_s3::runs(&s3, &to).await.unwrap()[&run]);
+
+    // CSV in three files, through the command line.
+    put(&h, "formula", Some("=HYPERLINK(\"http://x\")"), false).await;
+    let url = format!("s3://{bucket}/csv/");
+    let out = ctl(
+        &h,
+        &["export", "--to", &url, "--format", "csv", "--segments", "3"],
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.contains(&format!("exported {} rows", total + 1)),
+        "{out}"
+    );
+    let csv_to: ocr_ctl::export_s3::S3Location = url.parse().unwrap();
+    let runs = ocr_ctl::export_s3::runs(&s3, &csv_to).await.unwrap();
+    let (run, whole) = runs.into_iter().next().unwrap();
+    assert!(whole);
+    let files: Vec<String> = s3_keys(&s3, &bucket, &format!("csv/runs/{run}/data/")).await;
+    assert_eq!(files.len(), 3, "{files:?}");
+    let mut rows = 0;
+    let mut guarded = false;
+    for f in &files {
+        assert!(f.ends_with("-of-00003.csv.gz"), "{f}");
+        let text = s3_gunzip(&s3, &bucket, f).await;
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        assert_eq!(&reader.headers().unwrap()[0], "public_id");
+        for row in reader.deserialize::<Row>() {
+            let row = row.unwrap();
+            guarded |= row.public_id == "formula" && row.text.starts_with("'=HYPERLINK");
+            rows += 1;
+        }
+    }
+    assert_eq!(rows, total + 1);
+    assert!(guarded);
+    let err = ctl(
+        &h,
+        &["export", "--to", &url, "--resume", "19700101T000000Z"],
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("nothing to resume"), "{err:#}");
+}

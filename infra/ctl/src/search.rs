@@ -1,0 +1,814 @@
+//! Full-text search over the results table: an on-disk index on the operator's machine
+//! (tantivy: BM25 ranking, phrases, boolean operators, fuzzy terms, snippets), built and then
+//! updated from a scan of the table or from an export file.
+//!
+//! An update reads every item once (as `export` does) and writes only what changed: each
+//! indexed item carries a stamp of what it indexes (status, text, locale, OCR time), an item
+//! whose stamp differs is replaced (a re-OCR), a new one added, and an indexed item the source
+//! no longer has (or no longer terminal) removed. The commit is atomic: an update that is
+//! killed leaves the index as the last one left it.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RegexQuery, TermQuery};
+use tantivy::schema::{
+    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
+    TextOptions, Value,
+};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::tokenizer::{
+    AsciiFoldingFilter, LowerCaser, RemoveLongFilter, TextAnalyzer, Token, TokenStream, Tokenizer,
+};
+use tantivy::{Index, IndexWriter, TantivyDocument, Term};
+
+use crate::export::Row;
+use crate::scan::{Item, s};
+
+/// The analyzer of the text field, by name.
+const ANALYZER: &str = "ocr";
+/// Written beside the index; another value means another schema: rebuild.
+const FORMAT: &str = "ocr-ctl-index 1";
+
+/// Words longer than this (in bytes) are not indexed (OCR noise, base64, ...).
+const LONGEST_WORD: usize = 64;
+
+/// The fields of the index.
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    key: Field,
+    public_id: Field,
+    delivery_type: Field,
+    status: Field,
+    locale: Field,
+    text: Field,
+    ocr_at: Field,
+    stamp: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text = TextOptions::default().set_stored().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(ANALYZER)
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
+    let fields = Fields {
+        key: b.add_text_field("key", STRING | STORED | FAST),
+        public_id: b.add_text_field("public_id", STRING | STORED),
+        delivery_type: b.add_text_field("delivery_type", STRING | STORED),
+        status: b.add_text_field("status", STRING | STORED),
+        locale: b.add_text_field("locale", STRING | STORED),
+        text: b.add_text_field("text", text),
+        ocr_at: b.add_text_field("ocr_at", STORED),
+        stamp: b.add_u64_field("stamp", INDEXED | FAST),
+    };
+    (b.build(), fields)
+}
+
+/// Splits text into words: runs of letters and digits, except in the CJK scripts (Han, kana,
+/// Hangul), written without spaces, where every two adjacent characters are a term (a lone
+/// character is one): a query for any part of a CJK sentence becomes the phrase of its
+/// bigrams, and finds it.
+#[derive(Debug, Clone, Default)]
+pub struct OcrTokenizer;
+
+fn is_cjk(c: char) -> bool {
+    matches!(c as u32,
+        0x1100..=0x11FF | 0x3040..=0x30FF | 0x3130..=0x318F | 0x31F0..=0x31FF
+        | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF
+        | 0xFF66..=0xFF9F | 0x20000..=0x2FA1F)
+}
+
+/// The words of `text`, as [`OcrTokenizer`] splits it.
+pub fn words(text: &str) -> Vec<Token> {
+    let mut tokens = Vec::new();
+    let push = |tokens: &mut Vec<Token>, from: usize, to: usize| {
+        let position = tokens.len();
+        tokens.push(Token {
+            offset_from: from,
+            offset_to: to,
+            position,
+            text: text[from..to].to_string(),
+            position_length: 1,
+        });
+    };
+    let mut chars = text.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        if is_cjk(c) {
+            let mut run = vec![(at, c)];
+            while let Some(&(next_at, next)) = chars.peek() {
+                if !is_cjk(next) {
+                    break;
+                }
+                run.push((next_at, next));
+                chars.next();
+            }
+            let end = |i: usize| run[i].0 + run[i].1.len_utf8();
+            if run.len() == 1 {
+                push(&mut tokens, at, end(0));
+            } else {
+                for i in 0..run.len() - 1 {
+                    push(&mut tokens, run[i].0, end(i + 1));
+                }
+            }
+        } else if c.is_alphanumeric() {
+            let mut to = at + c.len_utf8();
+            while let Some(&(next_at, next)) = chars.peek() {
+                if !next.is_alphanumeric() || is_cjk(next) {
+                    break;
+                }
+                to = next_at + next.len_utf8();
+                chars.next();
+            }
+            push(&mut tokens, at, to);
+        }
+    }
+    tokens
+}
+
+/// The tokens of one text, handed out one by one.
+pub struct Words {
+    tokens: Vec<Token>,
+    next: usize,
+}
+
+impl TokenStream for Words {
+    fn advance(&mut self) -> bool {
+        self.next += 1;
+        self.next <= self.tokens.len()
+    }
+    fn token(&self) -> &Token {
+        &self.tokens[self.next - 1]
+    }
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.tokens[self.next - 1]
+    }
+}
+
+impl Tokenizer for OcrTokenizer {
+    type TokenStream<'a> = Words;
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> Words {
+        Words {
+            tokens: words(text),
+            next: 0,
+        }
+    }
+}
+
+fn analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(OcrTokenizer)
+        .filter(RemoveLongFilter::limit(LONGEST_WORD))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .build()
+}
+
+/// One item as the index holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexDoc {
+    pub key: String,
+    pub public_id: String,
+    pub delivery_type: String,
+    pub status: String,
+    pub locale: String,
+    pub text: String,
+    pub ocr_at: String,
+}
+
+impl IndexDoc {
+    /// From a results-table item; `None` for an item that is not terminal (no status yet).
+    pub fn from_item(item: &Item) -> Option<Self> {
+        let key = s(item, "publicId")?;
+        let status = s(item, "status")?;
+        let (key_type, public_id) = shared::message::asset_of_key(&key);
+        Some(Self {
+            public_id: public_id.to_string(),
+            delivery_type: s(item, "deliveryType").unwrap_or_else(|| key_type.to_string()),
+            key,
+            status,
+            locale: s(item, "locale").unwrap_or_default(),
+            text: s(item, "text").unwrap_or_default(),
+            ocr_at: s(item, "ocrAt").unwrap_or_default(),
+        })
+    }
+
+    /// From an exported row; `None` for a row that is not terminal.
+    pub fn from_row(row: Row) -> Option<Self> {
+        if row.status.is_empty() {
+            return None;
+        }
+        Some(Self {
+            key: shared::message::item_key(&row.public_id, &row.delivery_type),
+            public_id: row.public_id,
+            delivery_type: row.delivery_type,
+            status: row.status,
+            locale: row.locale,
+            text: row.text,
+            ocr_at: row.ocr_at,
+        })
+    }
+
+    /// A fingerprint of what the index holds of the item (FNV-1a, stable across builds).
+    fn stamp(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in [
+            &self.public_id,
+            &self.delivery_type,
+            &self.status,
+            &self.locale,
+            &self.ocr_at,
+            &self.text,
+        ] {
+            for b in part.bytes().chain([0xff]) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    }
+}
+
+/// What an update did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UpdateReport {
+    /// Items read from the source.
+    pub read: u64,
+    pub added: u64,
+    /// Indexed items whose text or status changed (re-OCRs), replaced.
+    pub replaced: u64,
+    /// Indexed items the source no longer has as terminal, removed.
+    pub removed: u64,
+    pub unchanged: u64,
+    /// Items in the index after the update.
+    pub indexed: u64,
+}
+
+/// The on-disk index.
+pub struct SearchIndex {
+    index: Index,
+    fields: Fields,
+}
+
+/// Where the index of `table` lives by default: `$XDG_DATA_HOME/ocr-ctl/index/TABLE`
+/// (`~/.local/share/...`).
+pub fn default_dir(table: &str) -> anyhow::Result<PathBuf> {
+    let data = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(
+            std::env::var_os("HOME").context("no HOME: name the index with --index-dir")?,
+        )
+        .join(".local/share"),
+    };
+    Ok(data.join("ocr-ctl/index").join(table))
+}
+
+impl SearchIndex {
+    /// Opens the index in `dir`, creating it when absent; `rebuild` starts from an empty one.
+    pub fn open_or_create(dir: &Path, rebuild: bool) -> anyhow::Result<Self> {
+        let marker = dir.join("ocr-ctl-format");
+        if rebuild && dir.exists() {
+            if !marker.exists() && std::fs::read_dir(dir)?.next().is_some() {
+                bail!(
+                    "{} is not an ocr-ctl index; not removing it (choose another --index-dir)",
+                    dir.display()
+                );
+            }
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("removing the old index {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        match std::fs::read_to_string(&marker) {
+            Ok(f) if f.trim() == FORMAT => {}
+            Ok(_) => bail!(
+                "the index in {} was built by another version of ocr-ctl: rebuild it with `ocr-ctl index --rebuild`",
+                dir.display()
+            ),
+            Err(_) if std::fs::read_dir(dir)?.next().is_some() => bail!(
+                "{} is not an ocr-ctl index (choose another --index-dir)",
+                dir.display()
+            ),
+            Err(_) => std::fs::write(&marker, FORMAT)
+                .with_context(|| format!("writing {}", marker.display()))?,
+        }
+        let (schema, fields) = schema();
+        let directory = tantivy::directory::MmapDirectory::open(dir)
+            .with_context(|| format!("opening the index in {}", dir.display()))?;
+        let index = Index::open_or_create(directory, schema)
+            .with_context(|| format!("opening the index in {}", dir.display()))?;
+        index.tokenizers().register(ANALYZER, analyzer());
+        Ok(Self { index, fields })
+    }
+
+    /// Opens an existing index for searching.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        if !dir.join("ocr-ctl-format").exists() {
+            bail!(
+                "no index in {}: build it with `ocr-ctl index`",
+                dir.display()
+            );
+        }
+        Self::open_or_create(dir, false)
+    }
+
+    /// The stamp of every indexed item, by key.
+    fn stamps(&self) -> anyhow::Result<HashMap<String, u64>> {
+        let reader = self.index.reader()?;
+        let searcher = reader.searcher();
+        let mut stamps = HashMap::new();
+        let mut key = String::new();
+        for segment in searcher.segment_readers() {
+            let fast = segment.fast_fields();
+            let Some(keys) = fast.str("key")? else {
+                continue;
+            };
+            let values = fast.u64("stamp")?;
+            for doc in segment.doc_ids_alive() {
+                let Some(ord) = keys.term_ords(doc).next() else {
+                    continue;
+                };
+                keys.ord_to_str(ord, &mut key)?;
+                stamps.insert(key.clone(), values.first(doc).unwrap_or(0));
+            }
+        }
+        Ok(stamps)
+    }
+
+    /// Starts an update: what the source offers is compared with what the index holds.
+    pub fn updater(&self) -> anyhow::Result<Updater<'_>> {
+        Ok(Updater {
+            writer: self.index.writer(200_000_000)?,
+            before: self.stamps()?,
+            fields: self.fields,
+            report: UpdateReport::default(),
+            _index: self,
+        })
+    }
+
+    /// The number of items in the index.
+    pub fn len(&self) -> anyhow::Result<u64> {
+        Ok(self.index.reader()?.searcher().num_docs())
+    }
+
+    pub fn is_empty(&self) -> anyhow::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Answers `q`, best first.
+    pub fn search(&self, q: &SearchQuery) -> anyhow::Result<SearchResults> {
+        let f = self.fields;
+        let mut parser = QueryParser::for_index(&self.index, vec![f.text]);
+        parser.set_conjunction_by_default();
+        if q.fuzzy > 0 {
+            parser.set_field_fuzzy(f.text, false, q.fuzzy, true);
+        }
+        let text_query = parser
+            .parse_query(&plain_negation(&q.query))
+            .map_err(|e| anyhow::anyhow!("invalid query {:?}: {e}", q.query))?;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, text_query.box_clone())];
+        let term = |field: Field, value: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, value),
+                IndexRecordOption::Basic,
+            ))
+        };
+        if !q.statuses.is_empty() {
+            let any: Vec<(Occur, Box<dyn Query>)> = q
+                .statuses
+                .iter()
+                .map(|s| (Occur::Should, term(f.status, s)))
+                .collect();
+            clauses.push((Occur::Must, Box::new(BooleanQuery::new(any))));
+        }
+        if let Some(locale) = &q.locale {
+            clauses.push((Occur::Must, term(f.locale, locale)));
+        }
+        if let Some(t) = &q.delivery_type {
+            clauses.push((Occur::Must, term(f.delivery_type, t)));
+        }
+        if let Some(prefix) = &q.prefix {
+            let pattern = format!("{}.*", regex::escape(prefix));
+            clauses.push((
+                Occur::Must,
+                Box::new(RegexQuery::from_pattern(&pattern, f.public_id)?),
+            ));
+        }
+        let query = BooleanQuery::new(clauses);
+        let reader = self.index.reader()?;
+        let searcher = reader.searcher();
+        let (top, total) = searcher.search(
+            &query,
+            &(TopDocs::with_limit(q.limit.max(1)).order_by_score(), Count),
+        )?;
+        let mut snippets = SnippetGenerator::create(&searcher, &*text_query, f.text)?;
+        snippets.set_max_num_chars(SNIPPET_CHARS);
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, address) in top {
+            let doc: TantivyDocument = searcher.doc(address)?;
+            let get = |field: Field| {
+                doc.get_first(field)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let snippet = snippets.snippet_from_doc(&doc);
+            let (snippet, highlights) = if snippet.fragment().is_empty() {
+                // Fuzzy terms name no exact word to highlight: the text's beginning.
+                let text = get(f.text);
+                let end = text
+                    .char_indices()
+                    .nth(SNIPPET_CHARS)
+                    .map_or(text.len(), |(i, _)| i);
+                (text[..end].to_string(), Vec::new())
+            } else {
+                (
+                    snippet.fragment().to_string(),
+                    snippet
+                        .highlighted()
+                        .iter()
+                        .map(|r| (r.start, r.end))
+                        .collect(),
+                )
+            };
+            hits.push(Hit {
+                key: get(f.key),
+                public_id: get(f.public_id),
+                delivery_type: get(f.delivery_type),
+                status: get(f.status),
+                locale: get(f.locale),
+                ocr_at: get(f.ocr_at),
+                score,
+                snippet,
+                highlights,
+            });
+        }
+        Ok(SearchResults {
+            total: total as u64,
+            hits,
+        })
+    }
+}
+
+const SNIPPET_CHARS: usize = 160;
+
+/// `a AND NOT b` as `a NOT b`: tantivy reads the first as "a, and a clause that only
+/// excludes", which matches nothing; the second (all words required) means what was asked.
+/// Quoted phrases are left as they are.
+fn plain_negation(query: &str) -> String {
+    let mut out = String::with_capacity(query.len());
+    for (i, part) in query.split('"').enumerate() {
+        if i > 0 {
+            out.push('"');
+        }
+        if i % 2 == 0 {
+            let words: Vec<&str> = part.split(' ').collect();
+            let mut kept = Vec::with_capacity(words.len());
+            for (j, w) in words.iter().enumerate() {
+                if *w == "AND" && words.get(j + 1) == Some(&"NOT") {
+                    continue;
+                }
+                kept.push(*w);
+            }
+            out.push_str(&kept.join(" "));
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// Applies what a source offers to the index; [`Updater::finish`] removes what it did not
+/// offer and commits.
+pub struct Updater<'a> {
+    writer: IndexWriter,
+    before: HashMap<String, u64>,
+    fields: Fields,
+    report: UpdateReport,
+    _index: &'a SearchIndex,
+}
+
+impl Updater<'_> {
+    /// One item of the source (`None`: an item that is not terminal).
+    pub fn offer(&mut self, doc: Option<IndexDoc>) -> anyhow::Result<()> {
+        self.report.read += 1;
+        let Some(doc) = doc else {
+            return Ok(());
+        };
+        let stamp = doc.stamp();
+        match self.before.remove(&doc.key) {
+            Some(old) if old == stamp => {
+                self.report.unchanged += 1;
+                return Ok(());
+            }
+            Some(_) => {
+                self.writer
+                    .delete_term(Term::from_field_text(self.fields.key, &doc.key));
+                self.report.replaced += 1;
+            }
+            None => self.report.added += 1,
+        }
+        let f = self.fields;
+        let mut d = TantivyDocument::new();
+        d.add_text(f.key, &doc.key);
+        d.add_text(f.public_id, &doc.public_id);
+        d.add_text(f.delivery_type, &doc.delivery_type);
+        d.add_text(f.status, &doc.status);
+        d.add_text(f.locale, &doc.locale);
+        d.add_text(f.text, &doc.text);
+        d.add_text(f.ocr_at, &doc.ocr_at);
+        d.add_u64(f.stamp, stamp);
+        self.writer.add_document(d)?;
+        Ok(())
+    }
+
+    /// Removes the indexed items the source did not offer, commits, and waits for merges.
+    pub fn finish(mut self) -> anyhow::Result<UpdateReport> {
+        for key in self.before.keys() {
+            self.writer
+                .delete_term(Term::from_field_text(self.fields.key, key));
+        }
+        self.report.removed = self.before.len() as u64;
+        self.writer.commit().context("committing the index")?;
+        self.writer
+            .wait_merging_threads()
+            .context("merging the index")?;
+        self.report.indexed = self._index.len()?;
+        Ok(self.report)
+    }
+}
+
+/// Reads an export file (JSON lines as `export --format jsonl` writes them; gzip-compressed
+/// when its name ends in `.gz`) into `updater`.
+pub fn update_from_file(updater: &mut Updater<'_>, path: &Path) -> anyhow::Result<()> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let reader: Box<dyn BufRead> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(std::io::BufReader::with_capacity(
+            1 << 16,
+            flate2::read::MultiGzDecoder::new(file),
+        ))
+    } else {
+        Box::new(std::io::BufReader::with_capacity(1 << 16, file))
+    };
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: Row = serde_json::from_str(&line).with_context(|| {
+            format!(
+                "{} line {}: not a row of `ocr-ctl export --format jsonl`",
+                path.display(),
+                n + 1
+            )
+        })?;
+        updater.offer(IndexDoc::from_row(row))?;
+    }
+    Ok(())
+}
+
+/// A search: the query (tantivy's syntax: words, "phrases", AND/OR/NOT, +/-, parentheses)
+/// and its filters.
+#[derive(Debug, Clone, Default)]
+pub struct SearchQuery {
+    pub query: String,
+    pub limit: usize,
+    /// Edit distance allowed per term (0 exact, 1 or 2).
+    pub fuzzy: u8,
+    pub statuses: Vec<String>,
+    pub locale: Option<String>,
+    pub delivery_type: Option<String>,
+    /// Only public ids starting with this (a folder: `invoices/2021/`).
+    pub prefix: Option<String>,
+}
+
+/// One result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    pub key: String,
+    pub public_id: String,
+    pub delivery_type: String,
+    pub status: String,
+    pub locale: String,
+    pub ocr_at: String,
+    pub score: f32,
+    /// Up to 160 characters of the text around the best match.
+    pub snippet: String,
+    /// Byte ranges of `snippet` that matched.
+    pub highlights: Vec<(usize, usize)>,
+}
+
+impl Hit {
+    /// The snippet with each match between `open` and `close`, on one line.
+    pub fn marked(&self, open: &str, close: &str) -> String {
+        let mut out = String::new();
+        let mut at = 0;
+        for &(from, to) in &self.highlights {
+            out.push_str(&self.snippet[at..from]);
+            out.push_str(open);
+            out.push_str(&self.snippet[from..to]);
+            out.push_str(close);
+            at = to;
+        }
+        out.push_str(&self.snippet[at..]);
+        out.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// The best results and how many matched in all.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchResults {
+    pub total: u64,
+    pub hits: Vec<Hit>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(t: &str) -> Vec<String> {
+        words(t).into_iter().map(|t| t.text).collect()
+    }
+
+    #[test]
+    fn and_not_is_read_as_not_outside_phrases() {
+        assert_eq!(plain_negation("a AND NOT b"), "a NOT b");
+        assert_eq!(
+            plain_negation("\"a AND NOT b\" AND c"),
+            "\"a AND NOT b\" AND c"
+        );
+        assert_eq!(plain_negation("a AND b"), "a AND b");
+    }
+
+    #[test]
+    fn words_are_runs_of_letters_and_cjk_is_cut_into_bigrams() {
+        assert_eq!(
+            texts("STOP! Invoice #2021-04, café"),
+            ["STOP", "Invoice", "2021", "04", "café"]
+        );
+        assert_eq!(texts("東京都庁"), ["東京", "京都", "都庁"]);
+        assert_eq!(texts("Tokyo東京 駅"), ["Tokyo", "東京", "駅"]);
+        assert_eq!(texts("서울특별시"), ["서울", "울특", "특별", "별시"]);
+        assert_eq!(texts("カタカナ"), ["カタ", "タカ", "カナ"]);
+        let t = words("a 東京");
+        assert_eq!((t[1].offset_from, t[1].offset_to, t[1].position), (2, 8, 1));
+    }
+
+    fn doc(key: &str, text: &str, status: &str) -> IndexDoc {
+        let (delivery_type, public_id) = shared::message::asset_of_key(key);
+        IndexDoc {
+            key: key.into(),
+            public_id: public_id.into(),
+            delivery_type: delivery_type.into(),
+            status: status.into(),
+            locale: "en".into(),
+            text: text.into(),
+            ocr_at: "2026-11-26T00:00:00Z".into(),
+        }
+    }
+
+    fn keys(r: &SearchResults) -> Vec<&str> {
+        let mut k: Vec<&str> = r.hits.iter().map(|h| h.key.as_str()).collect();
+        k.sort();
+        k
+    }
+
+    fn q(query: &str) -> SearchQuery {
+        SearchQuery {
+            query: query.into(),
+            limit: 10,
+            ..SearchQuery::default()
+        }
+    }
+
+    #[test]
+    fn an_update_adds_replaces_and_removes_only_what_changed() {
+        let dir = std::env::temp_dir().join(format!("ocr-index-{}", std::process::id()));
+        let _fresh = std::fs::remove_dir_all(&dir);
+        let index = SearchIndex::open_or_create(&dir, false).unwrap();
+        let mut u = index.updater().unwrap();
+        u.offer(Some(doc("signs/stop", "STOP\nall way", "done")))
+            .unwrap();
+        u.offer(Some(doc(
+            "inv/2021-1",
+            "Invoice VAT GB123 total 40",
+            "done",
+        )))
+        .unwrap();
+        u.offer(Some(doc("~private~memo", "stop the presses", "done")))
+            .unwrap();
+        u.offer(None).unwrap();
+        let r = u.finish().unwrap();
+        assert_eq!((r.read, r.added, r.indexed), (4, 3, 3));
+
+        let found = index.search(&q("stop")).unwrap();
+        assert_eq!(keys(&found), ["signs/stop", "~private~memo"]);
+        assert_eq!(found.total, 2);
+        let private = index
+            .search(&SearchQuery {
+                delivery_type: Some("private".into()),
+                ..q("stop")
+            })
+            .unwrap();
+        assert_eq!(keys(&private), ["~private~memo"]);
+        assert_eq!(private.hits[0].public_id, "memo");
+        assert_eq!(private.hits[0].marked("[", "]"), "[stop] the presses");
+
+        // A re-OCR, a removal, one unchanged, one new.
+        let index = SearchIndex::open_or_create(&dir, false).unwrap();
+        let mut u = index.updater().unwrap();
+        u.offer(Some(doc("signs/stop", "GO", "done"))).unwrap();
+        u.offer(Some(doc(
+            "inv/2021-1",
+            "Invoice VAT GB123 total 40",
+            "done",
+        )))
+        .unwrap();
+        u.offer(Some(doc("new", "stop sign", "done"))).unwrap();
+        let r = u.finish().unwrap();
+        assert_eq!(
+            (r.added, r.replaced, r.removed, r.unchanged, r.indexed),
+            (1, 1, 1, 1, 3)
+        );
+        assert_eq!(keys(&index.search(&q("stop")).unwrap()), ["new"]);
+        assert_eq!(keys(&index.search(&q("go")).unwrap()), ["signs/stop"]);
+        let _cleanup = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn queries_rank_match_phrases_booleans_fuzzy_terms_filters_and_cjk() {
+        let dir = std::env::temp_dir().join(format!("ocr-index-q-{}", std::process::id()));
+        let index = SearchIndex::open_or_create(&dir, true).unwrap();
+        let mut u = index.updater().unwrap();
+        for d in [
+            doc("a", "Invoice 2021 VAT number GB123456", "done"),
+            doc("b", "invoice invoice invoice 2022", "done"),
+            doc("c", "number VAT on the back", "done"),
+            doc("jp", "東京都庁 第一本庁舎", "done"),
+            doc("cafe", "Café de Flore", "done"),
+            doc("f/x", "nothing here", "no_text"),
+        ] {
+            u.offer(Some(d)).unwrap();
+        }
+        u.finish().unwrap();
+        let k = |query: &str| {
+            keys(&index.search(&q(query)).unwrap())
+                .into_iter()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(k("\"vat number\""), ["a"]);
+        assert_eq!(k("vat number"), ["a", "c"]);
+        assert_eq!(k("invoice AND NOT 2021"), ["b"]);
+        assert_eq!(k("invoice NOT 2021"), ["b"]);
+        assert_eq!(k("invoice -2021"), ["b"]);
+        assert_eq!(k("\"invoice AND NOT 2021\""), Vec::<String>::new());
+        assert_eq!(k("2021 OR 2022"), ["a", "b"]);
+        assert_eq!(index.search(&q("invoice")).unwrap().hits[0].key, "b");
+        assert_eq!(k("京都"), ["jp"]);
+        assert_eq!(k("本庁舎"), ["jp"]);
+        assert_eq!(k("cafe"), ["cafe"]);
+        assert!(k("invoise").is_empty());
+        let fuzzy = index
+            .search(&SearchQuery {
+                fuzzy: 1,
+                ..q("invoise")
+            })
+            .unwrap();
+        assert_eq!(keys(&fuzzy), ["a", "b"]);
+        let only = |f: SearchQuery| keys(&index.search(&f).unwrap()).len();
+        assert_eq!(
+            only(SearchQuery {
+                statuses: vec!["no_text".into()],
+                ..q("nothing")
+            }),
+            1
+        );
+        assert_eq!(
+            only(SearchQuery {
+                statuses: vec!["done".into()],
+                ..q("nothing")
+            }),
+            0
+        );
+        assert_eq!(
+            only(SearchQuery {
+                prefix: Some("f/".into()),
+                ..q("nothing")
+            }),
+            1
+        );
+        assert_eq!(
+            only(SearchQuery {
+                locale: Some("fr".into()),
+                ..q("invoice")
+            }),
+            0
+        );
+        let _cleanup = std::fs::remove_dir_all(&dir);
+    }
+}
