@@ -108,12 +108,12 @@ pub fn words(text: &str) -> Vec<Token> {
                 run.push((next_at, next));
                 chars.next();
             }
-            let end = |i: usize| run[i].0 + run[i].1.len_utf8();
+            let end = |(at, c): (usize, char)| at + c.len_utf8();
             if run.len() == 1 {
-                push(&mut tokens, at, end(0));
+                push(&mut tokens, at, end(run[0]));
             } else {
-                for i in 0..run.len() - 1 {
-                    push(&mut tokens, run[i].0, end(i + 1));
+                for pair in run.windows(2) {
+                    push(&mut tokens, pair[0].0, end(pair[1]));
                 }
             }
         } else if c.is_alphanumeric() {
