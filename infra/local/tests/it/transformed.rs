@@ -631,3 +631,60 @@ fn the_stack_declares_every_output_ocr_ctl_reads() {
         );
     }
 }
+
+/// With an export bucket, the stack puts SQL over the exports: a Glue table whose columns are
+/// the exported row's fields in order, read as gzip-compressed JSON lines from the export
+/// prefix, an Athena workgroup whose results stay in the bucket, and the outputs `ocr-ctl
+/// --stack-name S export --to stack` reads; without one, none of these exist.
+#[test]
+fn the_stack_can_put_sql_over_the_exports() {
+    let t = transform(&template());
+    for logical in ["ExportDatabase", "ExportTable", "ExportWorkGroup"] {
+        assert_eq!(
+            t["Resources"][logical]["Condition"], "HasExport",
+            "{logical}"
+        );
+    }
+    for key in ocr_ctl::EXPORT_OUTPUTS {
+        assert_eq!(t["Outputs"][key]["Condition"], "HasExport", "{key}");
+    }
+    let mut header = csv::Writer::from_writer(Vec::new());
+    header
+        .serialize(ocr_ctl::export::Row::from_item(&Default::default()))
+        .unwrap();
+    let header = String::from_utf8(header.into_inner().unwrap()).unwrap();
+    let fields: Vec<&str> = header.lines().next().unwrap().split(',').collect();
+    let input = &t["Resources"]["ExportTable"]["Properties"]["TableInput"];
+    let sd = &input["StorageDescriptor"];
+    let columns: Vec<&str> = sd["Columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, fields);
+    assert_eq!(
+        sd["SerdeInfo"]["SerializationLibrary"],
+        "org.openx.data.jsonserde.JsonSerDe"
+    );
+    assert_eq!(input["Parameters"]["compressionType"], "gzip");
+    let location = sd["Location"]["Fn::Sub"].as_str().unwrap();
+    assert!(
+        location.starts_with("s3://${ExportBucketName}/${ExportPrefix}runs/"),
+        "{location}"
+    );
+    let wg = &t["Resources"]["ExportWorkGroup"]["Properties"]["WorkGroupConfiguration"];
+    assert_eq!(wg["EnforceWorkGroupConfiguration"], true);
+    let results = wg["ResultConfiguration"]["OutputLocation"]["Fn::Sub"]
+        .as_str()
+        .unwrap();
+    assert!(
+        results.starts_with("s3://${ExportBucketName}/${ExportPrefix}")
+            && !results.contains("runs/"),
+        "{results}"
+    );
+    assert_eq!(
+        t["Outputs"]["ExportLocation"]["Value"]["Fn::Sub"],
+        "s3://${ExportBucketName}/${ExportPrefix}"
+    );
+}
