@@ -30,6 +30,11 @@ It adds what moto 5.2 lacks of SQS's dead-letter redrive, with SQS's documented 
   new one (new id, receive count 0); `POST /_redrive?queue=ARN&keep_id=1&keep_count=1` makes
   later moves into that queue keep either or both, so the product can be tested under each.
 
+CloudWatch's current protocol, Smithy RPC v2 CBOR (what the AWS SDKs for Rust send), is not one
+moto 5.2 speaks (it answers the query protocol only): PutMetricData and GetMetricData in CBOR
+are decoded here and served by moto's CloudWatch backend, their answers encoded as the protocol
+says (timestamps as epoch seconds, tag 1; errors with `__type`).
+
 It also counts the requests it serves by API operation (`dynamodb:PutItem`, `sqs:SendMessageBatch`,
 ...), for `make bench`: `GET /_requests` answers the counts as JSON, `DELETE /_requests` resets
 them. AWS bills per request, so these are the figures the cost model needs, whichever client
@@ -392,7 +397,87 @@ _dispatch = werkzeug_app.DomainDispatcherApplication.__call__
 _SERVICES = {"DynamoDB_20120810": "dynamodb", "AmazonSQS": "sqs"}
 
 
+_CBOR_PREFIX = "/service/GraniteServiceVersion20100801/operation/"
+
+
+def _naive_utc(t):
+    """moto's CloudWatch keeps naive UTC datetimes."""
+    import datetime
+
+    if isinstance(t, (int, float)):
+        return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).replace(tzinfo=None)
+    return t.astimezone(datetime.timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+
+
+def _cloudwatch_cbor(environ, start_response, operation):
+    import datetime
+
+    import cbor2
+    from moto.cloudwatch.models import cloudwatch_backends
+    from moto.core import DEFAULT_ACCOUNT_ID
+
+    def answer(payload, status="200 OK"):
+        body = cbor2.dumps(payload, datetime_as_timestamp=True, timezone=datetime.timezone.utc)
+        start_response(
+            status,
+            [
+                ("Content-Type", "application/cbor"),
+                ("smithy-protocol", "rpc-v2-cbor"),
+                ("Content-Length", str(len(body))),
+            ],
+        )
+        return [body]
+
+    raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    request = cbor2.loads(raw) if raw else {}
+    scope = environ.get("HTTP_AUTHORIZATION", "").split("Credential=")[-1].split("/")
+    region = scope[2] if len(scope) > 3 else "us-east-1"
+    backend = cloudwatch_backends[DEFAULT_ACCOUNT_ID][region]
+    try:
+        if operation == "PutMetricData":
+            data = []
+            for datum in request.get("MetricData", []):
+                datum = dict(datum)
+                if "Timestamp" in datum:
+                    datum["Timestamp"] = _naive_utc(datum["Timestamp"])
+                data.append(datum)
+            backend.put_metric_data(request["Namespace"], data)
+            return answer({})
+        if operation == "GetMetricData":
+            results = backend.get_metric_data(
+                queries=request.get("MetricDataQueries", []),
+                start_time=_naive_utc(request["StartTime"]),
+                end_time=_naive_utc(request["EndTime"]),
+                scan_by=request.get("ScanBy") or "TimestampDescending",
+            )
+            return answer(
+                {
+                    "MetricDataResults": [
+                        {
+                            "Id": r["id"],
+                            "Label": r["label"],
+                            "Timestamps": list(r["timestamps"]),
+                            "Values": [float(v) for v in r["values"]],
+                            "StatusCode": r["status_code"],
+                        }
+                        for r in results
+                    ],
+                    "Messages": [],
+                }
+            )
+    except Exception as e:  # moto's validation errors carry a code; others are the server's
+        code = getattr(e, "error_type", None) or getattr(e, "code", None) or "InternalFailure"
+        return answer({"__type": f"com.amazonaws.cloudwatch#{code}", "message": str(e)}, "400 Bad Request")
+    return answer(
+        {"__type": "com.amazonaws.cloudwatch#UnknownOperationException", "message": operation},
+        "400 Bad Request",
+    )
+
+
 def _operation(environ):
+    path = environ.get("PATH_INFO", "")
+    if path.startswith(_CBOR_PREFIX):
+        return "monitoring:" + path[len(_CBOR_PREFIX):]
     target = environ.get("HTTP_X_AMZ_TARGET")
     if target and "." in target:
         prefix, action = target.split(".", 1)
@@ -423,6 +508,8 @@ def _counted(self, environ, start_response):
     if operation in _MOVE_ACTIONS:
         raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         return _MOVE_ACTIONS[operation](json.loads(raw or b"{}"), start_response)
+    if operation.startswith("monitoring:"):
+        return _cloudwatch_cbor(environ, start_response, operation.split(":", 1)[1])
     if operation == "sqs:ReceiveMessage":
         return _with_sources(environ, start_response, lambda e, s: _dispatch(self, e, s))
     return _dispatch(self, environ, start_response)

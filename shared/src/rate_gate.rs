@@ -175,6 +175,11 @@ impl RateGate {
         self.lock().quota.map(|q| q.remaining)
     }
 
+    /// The hourly limit last reported, while it applies.
+    pub fn limit(&self) -> Option<u64> {
+        self.lock().quota.map(|q| q.limit)
+    }
+
     /// Records the quota an answer reported (call before giving the call's permit back).
     pub fn observe(&self, quota: Option<Quota>) {
         let mut s = self.lock();

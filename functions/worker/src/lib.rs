@@ -152,6 +152,9 @@ pub fn batch_metrics(outcome: &BatchOutcome) -> Vec<shared::telemetry::Metric> {
     if let Some(remaining) = outcome.quota_remaining {
         metrics.push(Metric::count("CloudinaryQuotaRemaining", remaining));
     }
+    if let Some(limit) = outcome.quota_limit {
+        metrics.push(Metric::count("CloudinaryQuotaLimit", limit));
+    }
     metrics
 }
 

@@ -162,7 +162,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Counts by status, the lister's checkpoint, queue and DLQ depth.
+    /// Progress (bar, % done, the last hour's pace, ETA), counts by status, the lister's
+    /// checkpoint, queue and DLQ depth with the DLQ's top reasons, and, with --stack-name, the
+    /// Admin API quota used in the last hour (from the worker's metrics).
     Status {
         /// Machine-readable output.
         #[arg(long)]
@@ -566,7 +568,11 @@ pub async fn run(
             }
         }
         Command::Status { json } => {
-            let report = status(&cli, &ddb, &sqs).await?;
+            let mut report = status(&cli, &ddb, &sqs).await?;
+            if let Some(stack) = cli.stack_name.as_deref().filter(|s| !s.is_empty()) {
+                let cw = aws_sdk_cloudwatch::Client::new(sdk);
+                report.quota = quota_use(&cw, stack, std::time::SystemTime::now()).await?;
+            }
             if *json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
             } else {
@@ -740,6 +746,87 @@ pub struct StatusReport {
     /// The DLQ's most common reasons (ids and times left out), with their counts, most common
     /// first; read from up to 100 of its messages.
     pub dlq_top_reasons: Vec<(String, u64)>,
+    /// The Admin API quota in the last hour, from the worker's metrics (with --stack-name;
+    /// `None` when the worker reported none: no calls, or the Upload API).
+    pub quota: Option<QuotaUse>,
+}
+
+/// How much of Cloudinary's hourly Admin API quota the account used.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct QuotaUse {
+    /// The hourly limit Cloudinary reported.
+    pub limit: Option<u64>,
+    /// The fewest calls left that the worker saw in the last hour.
+    pub lowest_remaining: u64,
+    /// `100 × (limit − lowest_remaining) / limit`.
+    pub used_percent: Option<f64>,
+}
+
+/// The quota figures the worker wrote (metrics `CloudinaryQuotaRemaining`, minimum, and
+/// `CloudinaryQuotaLimit`, maximum) over the hour before `now`, for stack `stack`.
+pub async fn quota_use(
+    cw: &aws_sdk_cloudwatch::Client,
+    stack: &str,
+    now: std::time::SystemTime,
+) -> anyhow::Result<Option<QuotaUse>> {
+    use aws_sdk_cloudwatch::primitives::DateTime;
+    use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+    let query = |id: &str, name: &str, stat: &str| {
+        let dims = [stack, "worker"]
+            .iter()
+            .zip(shared::telemetry::DIMENSIONS)
+            .map(|(value, name)| Dimension::builder().name(name).value(*value).build())
+            .collect();
+        MetricDataQuery::builder()
+            .id(id)
+            .metric_stat(
+                MetricStat::builder()
+                    .metric(
+                        Metric::builder()
+                            .namespace(shared::telemetry::METRICS_NAMESPACE)
+                            .metric_name(name)
+                            .set_dimensions(Some(dims))
+                            .build(),
+                    )
+                    .period(3600)
+                    .stat(stat)
+                    .build(),
+            )
+            .build()
+    };
+    let answer = cw
+        .get_metric_data()
+        .metric_data_queries(query("remaining", "CloudinaryQuotaRemaining", "Minimum"))
+        .metric_data_queries(query("limit", "CloudinaryQuotaLimit", "Maximum"))
+        .start_time(DateTime::from(now - std::time::Duration::from_secs(3600)))
+        .end_time(DateTime::from(now))
+        .send()
+        .await
+        .context("reading the worker's quota metrics from CloudWatch")?;
+    let extreme = |id: &str, lowest: bool| {
+        let values = answer
+            .metric_data_results()
+            .iter()
+            .filter(|r| r.id() == Some(id))
+            .flat_map(|r| r.values().iter().copied());
+        if lowest {
+            values.reduce(f64::min)
+        } else {
+            values.reduce(f64::max)
+        }
+    };
+    let Some(remaining) = extreme("remaining", true) else {
+        return Ok(None);
+    };
+    let limit = extreme("limit", false).map(|l| l as u64);
+    let lowest_remaining = remaining as u64;
+    Ok(Some(QuotaUse {
+        limit,
+        lowest_remaining,
+        used_percent: limit
+            .filter(|l| *l > 0)
+            .map(|l| 100.0 * l.saturating_sub(lowest_remaining) as f64 / l as f64),
+    }))
 }
 
 /// How far the backfill is.
@@ -950,6 +1037,20 @@ fn print_status(r: &StatusReport, out: &mut (dyn Write + Send)) -> anyhow::Resul
     }
     for (reason, n) in &r.dlq_top_reasons {
         writeln!(out, "  {n:>6}  {reason}")?;
+    }
+    if let Some(q) = &r.quota {
+        match (q.limit, q.used_percent) {
+            (Some(limit), Some(used)) => writeln!(
+                out,
+                "quota        {used:.0} % of the Admin API's {limit} calls an hour used (fewest left in the last hour: {})",
+                q.lowest_remaining
+            )?,
+            _ => writeln!(
+                out,
+                "quota        fewest Admin API calls left in the last hour: {}",
+                q.lowest_remaining
+            )?,
+        }
     }
     Ok(())
 }

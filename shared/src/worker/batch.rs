@@ -134,6 +134,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             results,
             cloudinary_latency_ms,
             quota_remaining: self.admin_gate.remaining(),
+            quota_limit: self.admin_gate.limit(),
             credentials_refused,
         }
     }

@@ -163,6 +163,8 @@ pub struct BatchOutcome {
     pub cloudinary_latency_ms: Vec<u64>,
     /// The Admin API quota left, as last reported (absent with the Upload API).
     pub quota_remaining: Option<u64>,
+    /// The Admin API's hourly limit, as last reported.
+    pub quota_limit: Option<u64>,
     /// Calls on which Cloudinary refused the credentials.
     pub credentials_refused: usize,
 }

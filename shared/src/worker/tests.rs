@@ -1150,6 +1150,7 @@ async fn the_admin_quota_does_not_cap_upload_api_requests() {
     let labels: Vec<&str> = outcome.results.iter().map(|(_, d)| d.label()).collect();
     assert_eq!(labels, ["done", "done", "done"], "{:?}", outcome.results);
     assert_eq!(outcome.quota_remaining, Some(0), "the Admin API's figure");
+    assert_eq!(outcome.quota_limit, Some(100), "and its limit");
     assert_eq!(w.ocr().total_calls(OcrCall::Request), 2);
 }
 

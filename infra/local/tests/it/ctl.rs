@@ -583,6 +583,59 @@ async fn the_stack_name_finds_the_tables_and_queues() {
     assert_seeded_status(&out);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["checkpoints"], serde_json::json!([]));
+    assert_eq!(v["quota"], serde_json::Value::Null, "no quota metrics yet");
+
+    // The worker's quota metrics, as CloudWatch ingests its EMF lines: the stack's status
+    // shows the hour's use (the fewest calls left, against the limit).
+    let cw = aws_sdk_cloudwatch::Client::new(&h.sdk);
+    let dims = |function: &str| {
+        [stack.as_str(), function]
+            .iter()
+            .zip(shared::telemetry::DIMENSIONS)
+            .map(|(v, n)| {
+                aws_sdk_cloudwatch::types::Dimension::builder()
+                    .name(n)
+                    .value(*v)
+                    .build()
+            })
+            .collect::<Vec<_>>()
+    };
+    let now = std::time::SystemTime::now();
+    for (name, value, function, ago) in [
+        ("CloudinaryQuotaRemaining", 1200.0, "worker", 600),
+        ("CloudinaryQuotaRemaining", 500.0, "worker", 60),
+        ("CloudinaryQuotaRemaining", 0.0, "worker", 7200),
+        ("CloudinaryQuotaRemaining", 3.0, "lister", 60),
+        ("CloudinaryQuotaLimit", 2000.0, "worker", 60),
+    ] {
+        cw.put_metric_data()
+            .namespace(shared::telemetry::METRICS_NAMESPACE)
+            .metric_data(
+                aws_sdk_cloudwatch::types::MetricDatum::builder()
+                    .metric_name(name)
+                    .set_dimensions(Some(dims(function)))
+                    .value(value)
+                    .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from(
+                        now - Duration::from_secs(ago),
+                    ))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let out = run(argv(&["status", "--json"])).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["quota"],
+        serde_json::json!({"limit": 2000, "lowest_remaining": 500, "used_percent": 75.0}),
+        "the last hour's fewest left, the worker's only"
+    );
+    let out = run(argv(&["status"])).await.unwrap();
+    assert!(
+        out.contains("75 % of the Admin API's 2000 calls an hour used"),
+        "{out}"
+    );
     // An explicit name wins over the stack's.
     let err = run(argv(&["--results-table", "no-such-table", "status"]))
         .await

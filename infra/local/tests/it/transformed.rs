@@ -377,6 +377,7 @@ fn emitted_metrics() -> HashSet<&'static str> {
     let outcome = shared::worker::BatchOutcome {
         cloudinary_latency_ms: vec![100],
         quota_remaining: Some(10),
+        quota_limit: Some(2000),
         ..Default::default()
     };
     let summary = shared::lister::RunSummary {
