@@ -157,8 +157,12 @@ pub enum Command {
         /// Only this delivery type (upload, private, authenticated).
         #[arg(long = "type")]
         delivery_type: Option<String>,
+        /// Also count every matching asset (slower on common words).
+        #[arg(long)]
+        count: bool,
         /// Machine-readable output (JSON lines: key, public_id, delivery_type, status, locale,
-        /// score, snippet, highlights as byte ranges of the snippet).
+        /// score, snippet, highlights as byte ranges of the snippet; with --count, a last line
+        /// {"total": N}).
         #[arg(long)]
         json: bool,
     },
@@ -526,6 +530,7 @@ pub async fn run(
             locale,
             prefix,
             delivery_type,
+            count,
             json,
         } => {
             let index = search::SearchIndex::open(&index_dir(&cli)?)?;
@@ -541,6 +546,7 @@ pub async fn run(
                 locale: locale.clone(),
                 delivery_type: delivery_type.clone(),
                 prefix: prefix.clone(),
+                count: *count,
             })?;
             for hit in &found.hits {
                 if *json {
@@ -555,15 +561,20 @@ pub async fn run(
                     )?;
                 }
             }
-            if !*json {
-                writeln!(
+            match (found.total, *json) {
+                (Some(total), true) => writeln!(out, "{}", serde_json::json!({ "total": total }))?,
+                (Some(total), false) => {
+                    writeln!(out, "{} of {total} matching assets shown", found.hits.len())?
+                }
+                (None, true) => {}
+                (None, false) if found.hits.len() == *limit => writeln!(
                     out,
-                    "{} of {} matching assets",
-                    found.hits.len(),
-                    found.total
-                )?;
+                    "{} best matching assets shown (--limit for more, --count for the total)",
+                    found.hits.len()
+                )?,
+                (None, false) => writeln!(out, "{} matching assets", found.hits.len())?,
             }
-            if found.total == 0 {
+            if found.hits.is_empty() {
                 return Ok(Outcome::NothingMatched);
             }
         }

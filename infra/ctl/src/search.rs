@@ -24,7 +24,7 @@ use tantivy::snippet::SnippetGenerator;
 use tantivy::tokenizer::{
     AsciiFoldingFilter, LowerCaser, RemoveLongFilter, TextAnalyzer, Token, TokenStream, Tokenizer,
 };
-use tantivy::{Index, IndexWriter, TantivyDocument, Term};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use crate::export::Row;
 use crate::scan::{Item, s};
@@ -251,6 +251,7 @@ pub struct UpdateReport {
 /// The on-disk index.
 pub struct SearchIndex {
     index: Index,
+    reader: IndexReader,
     fields: Fields,
 }
 
@@ -298,10 +299,22 @@ impl SearchIndex {
         let (schema, fields) = schema();
         let directory = tantivy::directory::MmapDirectory::open(dir)
             .with_context(|| format!("opening the index in {}", dir.display()))?;
-        let index = Index::open_or_create(directory, schema)
+        let mut index = Index::open_or_create(directory, schema)
             .with_context(|| format!("opening the index in {}", dir.display()))?;
         index.tokenizers().register(ANALYZER, analyzer());
-        Ok(Self { index, fields })
+        // Segments are searched in parallel, one thread per core.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        index.set_multithread_executor(threads)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .with_context(|| format!("reading the index in {}", dir.display()))?;
+        Ok(Self {
+            index,
+            reader,
+            fields,
+        })
     }
 
     /// Opens an existing index for searching.
@@ -317,21 +330,27 @@ impl SearchIndex {
 
     /// The stamp of every indexed item, by key.
     fn stamps(&self) -> anyhow::Result<HashMap<String, u64>> {
-        let reader = self.index.reader()?;
-        let searcher = reader.searcher();
+        let searcher = self.reader.searcher();
         let mut stamps = HashMap::new();
-        let mut key = String::new();
         for segment in searcher.segment_readers() {
             let fast = segment.fast_fields();
             let Some(keys) = fast.str("key")? else {
                 continue;
             };
             let values = fast.u64("stamp")?;
+            // The segment's keys in order, read once (a lookup per document would decode a
+            // dictionary block each time).
+            let (dictionary, ords) = keys.into_parts();
+            let mut terms = Vec::with_capacity(dictionary.num_terms());
+            let mut stream = dictionary.stream()?;
+            while stream.advance() {
+                terms.push(String::from_utf8_lossy(stream.key()).into_owned());
+            }
+            stamps.reserve(segment.num_docs() as usize);
             for doc in segment.doc_ids_alive() {
-                let Some(ord) = keys.term_ords(doc).next() else {
+                let Some(key) = ords.first(doc).and_then(|o| terms.get(o as usize)) else {
                     continue;
                 };
-                keys.ord_to_str(ord, &mut key)?;
                 stamps.insert(key.clone(), values.first(doc).unwrap_or(0));
             }
         }
@@ -351,7 +370,7 @@ impl SearchIndex {
 
     /// The number of items in the index.
     pub fn len(&self) -> anyhow::Result<u64> {
-        Ok(self.index.reader()?.searcher().num_docs())
+        Ok(self.reader.searcher().num_docs())
     }
 
     pub fn is_empty(&self) -> anyhow::Result<bool> {
@@ -398,12 +417,15 @@ impl SearchIndex {
             ));
         }
         let query = BooleanQuery::new(clauses);
-        let reader = self.index.reader()?;
-        let searcher = reader.searcher();
-        let (top, total) = searcher.search(
-            &query,
-            &(TopDocs::with_limit(q.limit.max(1)).order_by_score(), Count),
-        )?;
+        let searcher = self.reader.searcher();
+        let top_docs = TopDocs::with_limit(q.limit.max(1)).order_by_score();
+        // Counting every match visits them all; the best ones alone need not.
+        let (top, total) = if q.count {
+            let (top, total) = searcher.search(&query, &(top_docs, Count))?;
+            (top, Some(total as u64))
+        } else {
+            (searcher.search(&query, &top_docs)?, None)
+        };
         let mut snippets = SnippetGenerator::create(&searcher, &*text_query, f.text)?;
         snippets.set_max_num_chars(SNIPPET_CHARS);
         let mut hits = Vec::with_capacity(top.len());
@@ -446,10 +468,7 @@ impl SearchIndex {
                 highlights,
             });
         }
-        Ok(SearchResults {
-            total: total as u64,
-            hits,
-        })
+        Ok(SearchResults { total, hits })
     }
 }
 
@@ -536,6 +555,10 @@ impl Updater<'_> {
         self.writer
             .wait_merging_threads()
             .context("merging the index")?;
+        self._index
+            .reader
+            .reload()
+            .context("reading the updated index")?;
         self.report.indexed = self._index.len()?;
         Ok(self.report)
     }
@@ -584,6 +607,8 @@ pub struct SearchQuery {
     pub delivery_type: Option<String>,
     /// Only public ids starting with this (a folder: `invoices/2021/`).
     pub prefix: Option<String>,
+    /// Count every match too (slower: the best ones alone can skip most).
+    pub count: bool,
 }
 
 /// One result.
@@ -619,10 +644,10 @@ impl Hit {
     }
 }
 
-/// The best results and how many matched in all.
+/// The best results and, when asked, how many matched in all.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SearchResults {
-    pub total: u64,
+    pub total: Option<u64>,
     pub hits: Vec<Hit>,
 }
 
@@ -707,7 +732,15 @@ mod tests {
 
         let found = index.search(&q("stop")).unwrap();
         assert_eq!(keys(&found), ["signs/stop", "~private~memo"]);
-        assert_eq!(found.total, 2);
+        assert_eq!(found.total, None);
+        let counted = index
+            .search(&SearchQuery {
+                count: true,
+                limit: 1,
+                ..q("stop")
+            })
+            .unwrap();
+        assert_eq!((counted.total, counted.hits.len()), (Some(2), 1));
         let private = index
             .search(&SearchQuery {
                 delivery_type: Some("private".into()),

@@ -968,9 +968,24 @@ async fn search_follows_the_table_through_reocr_and_removal() {
     .await
     .unwrap();
     assert!(
-        out.contains("plain") && out.contains("1 of 1 matching"),
+        out.contains("plain") && out.contains("1 matching assets"),
         "{out}"
     );
+    let out = ctl(
+        &h,
+        &[
+            "--index-dir",
+            other.to_str().unwrap(),
+            "search",
+            "--count",
+            "--limit",
+            "1",
+            "stop",
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("1 of 2 matching assets shown"), "{out}");
     for p in [&dir, &other] {
         let _cleanup = std::fs::remove_dir_all(p);
     }

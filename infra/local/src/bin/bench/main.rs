@@ -3,7 +3,7 @@
 //! Scenarios: the blog-style Python baseline side by side with the pipeline; use of a scaled
 //! Admin quota over several windows; start-up time and memory of the release bootstraps; AWS and
 //! Cloudinary requests per image and the modelled AWS cost per million images; lister
-//! throughput; worker throughput against concurrency. The emulator runs as its own process, so
+//! throughput; worker throughput against concurrency; full-text search against a scan. The emulator runs as its own process, so
 //! the CPU time measured for the pipeline is the pipeline's.
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +36,7 @@ mod pipeline;
 mod quota;
 mod report;
 mod scaling;
+mod search;
 mod side_by_side;
 
 use baseline::*;
@@ -47,6 +48,7 @@ use pipeline::*;
 use quota::*;
 use report::*;
 use scaling::*;
+use search::*;
 use side_by_side::*;
 
 /// Measures the pipeline against the blog-style baseline and writes BENCHMARKS.md.
@@ -87,9 +89,15 @@ struct Args {
     /// second in production; a long call also keeps moto's load within what it can serve).
     #[arg(long, default_value_t = 1000)]
     scaling_latency_ms: u64,
+    /// Texts in the full-text search scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    search_texts: usize,
+    /// Timed runs of each search query.
+    #[arg(long, default_value_t = 20)]
+    search_repeats: usize,
     /// Scenarios to run (1 side by side, 2 quota, 3 cold start, 4 cost (with 1), 5 lister,
-    /// 6 scaling); the report is written only when all run.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6")]
+    /// 6 scaling, 7 full-text search); the report is written only when all run.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7")]
     only: Vec<u8>,
     /// Where to write the report.
     #[arg(long, default_value = "BENCHMARKS.md")]
@@ -150,7 +158,10 @@ async fn main() -> anyhow::Result<()> {
     if run(6) {
         scaling(&ctx, &args, &mut report).await?;
     }
-    if (1..=6).any(|n| !run(n)) {
+    if run(7) {
+        search(&args, &mut report).await?;
+    }
+    if (1..=7).any(|n| !run(n)) {
         println!(
             "
 Not all scenarios ran: {} left as it was.",
