@@ -69,6 +69,24 @@ async fn put(h: &Harness, id: &str, text: Option<&str>, failed: bool) {
     write(h, &record).await;
 }
 
+/// A stored text, as the worker records it.
+fn text_record(key: &str, delivery_type: &str, text: String, locale: Option<&str>) -> ResultRecord {
+    let outcome = OcrOutcome::Text {
+        text,
+        locale: locale.map(str::to_string),
+    };
+    let at = "2026-01-01T00:00:00Z".to_string();
+    ResultRecord::from_outcome(
+        key,
+        "image",
+        delivery_type,
+        outcome,
+        AssetFields::default(),
+        1,
+        at,
+    )
+}
+
 /// Writes a record's item as the worker does.
 async fn write(h: &Harness, record: &ResultRecord) {
     h.ddb
@@ -763,33 +781,28 @@ async fn status_shows_progress_pace_and_the_dlqs_top_reasons() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn search_follows_the_table_through_reocr_and_removal() {
     let h = seeded().await;
-    let private = ResultRecord::from_outcome(
+    let private = text_record(
         "~private~jp/sign",
-        "image",
         "private",
-        OcrOutcome::Text {
-            text: "東京駅 八重洲口 STOP".into(),
-            locale: Some("ja".into()),
-        },
-        AssetFields::default(),
-        1,
-        "2026-01-01T00:00:00Z".into(),
+        "東京駅 八重洲口 STOP".into(),
+        Some("ja"),
     );
     write(&h, &private).await;
     put(&h, "signs/stop", Some("STOP\nSTOP STOP"), false).await;
     let dir = temp_path("index");
     let dir_arg = dir.to_str().unwrap();
-    let search = |args: &[&str]| {
+    let table = h.stack.names.results_table.clone();
+    // `search --json ARGS`: the hits and how it ended.
+    let search = async |args: &[&str]| {
         let mut a = vec!["--index-dir", dir_arg, "search", "--json"];
         a.extend(args);
-        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
-    };
-    let hits = |out: &str| -> Vec<serde_json::Value> {
-        out.lines()
+        let (out, outcome) = ctl_outcome(&h, &table, &a).await.unwrap();
+        let hits: Vec<serde_json::Value> = out
+            .lines()
             .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+            .collect();
+        (hits, outcome)
     };
-    let table = h.stack.names.results_table.clone();
 
     // No index yet: a clear error.
     let err = ctl(&h, &["--index-dir", dir_arg, "search", "stop"])
@@ -806,16 +819,10 @@ async fn search_follows_the_table_through_reocr_and_removal() {
         (Some(9), Some(9))
     );
 
-    let args = search(&["stop"]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (out, outcome) = ctl_outcome(&h, &table, &args).await.unwrap();
+    let (found, outcome) = search(&["stop"]).await;
     assert_eq!(outcome, ocr_ctl::Outcome::Done);
-    let found = hits(&out);
-    assert_eq!(found.len(), 2, "{out}");
-    assert_eq!(
-        found[0]["key"], "signs/stop",
-        "more STOPs rank first: {out}"
-    );
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0]["key"], "signs/stop", "more STOPs rank first");
     assert_eq!(found[1]["public_id"], "jp/sign");
     assert_eq!(found[1]["delivery_type"], "private");
     let (from, to) = (
@@ -830,15 +837,18 @@ async fn search_follows_the_table_through_reocr_and_removal() {
         ("café", "unicode/東京 🎉"),
         ("営業時間", "unicode/東京 🎉"),
     ] {
-        let args = search(&[query]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = ctl(&h, &args).await.unwrap();
-        let keys: Vec<_> = hits(&out).iter().map(|h| h["key"].clone()).collect();
-        assert_eq!(keys, [key], "{query}: {out}");
+        let keys: Vec<_> = search(&[query])
+            .await
+            .0
+            .iter()
+            .map(|h| h["key"].clone())
+            .collect();
+        assert_eq!(keys, [key], "{query}");
     }
-    let args = search(&["--fuzzy", "1", "simpel"]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert_eq!(hits(&ctl(&h, &args).await.unwrap())[0]["key"], "plain");
+    assert_eq!(
+        search(&["--fuzzy", "1", "simpel"]).await.0[0]["key"],
+        "plain"
+    );
     for filter in [
         &["--type", "upload"][..],
         &["--locale", "en"],
@@ -846,26 +856,14 @@ async fn search_follows_the_table_through_reocr_and_removal() {
     ] {
         let mut a = filter.to_vec();
         a.push("stop");
-        let args = search(&a);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let found = hits(&ctl(&h, &args).await.unwrap());
+        let (found, _) = search(&a).await;
         assert_eq!(found.len(), 1, "{filter:?}");
         assert_eq!(found[0]["key"], "signs/stop", "{filter:?}");
     }
 
     // A re-OCR, a removal, a new item: one update follows them.
-    let reocr = ResultRecord::from_outcome(
-        "plain",
-        "image",
-        "upload",
-        OcrOutcome::Text {
-            text: "replacement words".into(),
-            locale: Some("en".into()),
-        },
-        AssetFields::default(),
-        2,
-        "2026-02-01T00:00:00Z".into(),
-    );
+    let mut reocr = text_record("plain", "upload", "replacement words".into(), Some("en"));
+    reocr.ocr_at = "2026-02-01T00:00:00Z".into();
     write(&h, &reocr).await;
     h.ddb
         .delete_item()
@@ -898,10 +896,8 @@ async fn search_follows_the_table_through_reocr_and_removal() {
         ("replacement", vec!["plain"]),
         ("stop", vec!["new/one", "~private~jp/sign"]),
     ] {
-        let args = search(&[query]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (out, outcome) = ctl_outcome(&h, &table, &args).await.unwrap();
-        let mut keys: Vec<String> = hits(&out)
+        let (found, outcome) = search(&[query]).await;
+        let mut keys: Vec<String> = found
             .iter()
             .map(|h| h["key"].as_str().unwrap().to_string())
             .collect();
@@ -1099,18 +1095,7 @@ async fn an_export_to_s3_is_whole_or_invisible_and_resumes() {
     };
     let mut requests = Vec::new();
     for i in 0..900 {
-        let record = ResultRecord::from_outcome(
-            &format!("big/{i:04}"),
-            "image",
-            "upload",
-            OcrOutcome::Text {
-                text: noise(),
-                locale: None,
-            },
-            AssetFields::default(),
-            1,
-            "2026-01-01T00:00:00Z".into(),
-        );
+        let record = text_record(&format!("big/{i:04}"), "upload", noise(), None);
         requests.push(
             aws_sdk_dynamodb::types::WriteRequest::builder()
                 .put_request(
