@@ -133,6 +133,17 @@ impl Sink {
     }
 }
 
+/// A spinner on standard error counting `what` (when asked for and standard error is a
+/// terminal).
+pub(crate) fn spinner(progress: bool, what: &str) -> Option<indicatif::ProgressBar> {
+    (progress && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        let template = format!("{{spinner}} {{pos}} {what} ({{per_sec}}) {{elapsed}}");
+        bar.set_style(indicatif::ProgressStyle::with_template(&template).expect("template"));
+        bar
+    })
+}
+
 /// What an export did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportReport {
@@ -213,16 +224,7 @@ pub async fn export(
             let _cleanup_is_best_effort = std::fs::remove_file(p);
         }
     };
-    let bar = (progress && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {pos} items exported ({per_sec}) {elapsed}",
-            )
-            .expect("template"),
-        );
-        bar
-    });
+    let bar = spinner(progress, "items exported");
     let mut written = 0u64;
     let result = for_each_item(ddb, table, segments, filter, None, |item| {
         sink.write(&Row::from_item(item))?;

@@ -120,6 +120,8 @@ pub struct S3ExportOptions {
     /// Stop as a killed process would, once this many parts of one file are uploaded: nothing
     /// completed, nothing aborted (what a kill leaves, for tests and drills).
     pub stop_after_parts: Option<usize>,
+    /// A spinner counting the rows on standard error (when it is a terminal).
+    pub progress: bool,
 }
 
 impl Default for S3ExportOptions {
@@ -133,6 +135,7 @@ impl Default for S3ExportOptions {
             resume: None,
             glue_table: None,
             stop_after_parts: None,
+            progress: false,
         }
     }
 }
@@ -358,6 +361,7 @@ pub async fn export_s3(
         .filter(|s| !done.contains(&marker_key(*s)))
         .collect();
     let written = todo.len();
+    let bar = crate::export::spinner(options.progress, "rows exported to S3");
     let tasks = todo.into_iter().map(|segment| {
         let file = PartFile {
             s3,
@@ -376,22 +380,27 @@ pub async fn export_s3(
         let bucket = &to.bucket;
         let allow_formulas = spec.allow_formulas;
         let segments = spec.segments;
+        let bar = bar.clone();
         async move {
             let report = write_segment(
                 ddb,
                 table,
                 (segment, segments),
                 filter,
-                format,
-                allow_formulas,
+                (format, allow_formulas),
                 file,
+                bar.as_ref(),
             )
             .await?;
             put_json(s3, bucket, &marker, &report).await?;
             Ok::<(), anyhow::Error>(())
         }
     });
-    futures::future::try_join_all(tasks).await?;
+    let all = futures::future::try_join_all(tasks).await;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    all?;
     // Every segment is complete: read the counts back, write _SUCCESS, then the pointers.
     let mut parts = Vec::new();
     for segment in 0..spec.segments {
@@ -635,9 +644,9 @@ async fn write_segment(
     table: &str,
     segment: (i32, i32),
     filter: &ScanFilter,
-    format: Format,
-    allow_formulas: bool,
+    (format, allow_formulas): (Format, bool),
     mut file: PartFile<'_>,
+    bar: Option<&indicatif::ProgressBar>,
 ) -> anyhow::Result<PartReport> {
     let mut start: Option<Item> = None;
     let result = async {
@@ -647,6 +656,9 @@ async fn write_segment(
                 let header = file.rows == 0;
                 let line = encode(&Row::from_item(item), format, header, allow_formulas)?;
                 file.write_row(&line).await?;
+            }
+            if let Some(b) = bar {
+                b.inc(items.len() as u64);
             }
             match next {
                 Some(k) => start = Some(k),

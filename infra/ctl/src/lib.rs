@@ -362,6 +362,7 @@ pub async fn run(
                 resume: resume.clone(),
                 glue_table,
                 stop_after_parts: None,
+                progress: true,
             };
             let s3 = s3_client(sdk);
             let glue = aws_sdk_glue::Client::new(sdk);

@@ -952,35 +952,17 @@ async fn search_follows_the_table_through_reocr_and_removal() {
         (&9.into(), &9.into()),
         "{out}"
     );
-    let out = ctl(
-        &h,
-        &[
-            "--index-dir",
-            other.to_str().unwrap(),
-            "search",
-            "replacement",
-        ],
-    )
-    .await
-    .unwrap();
+    let in_other = async |args: &[&str]| {
+        let mut a = vec!["--index-dir", other.to_str().unwrap(), "search"];
+        a.extend(args);
+        ctl(&h, &a).await.unwrap()
+    };
+    let out = in_other(&["replacement"]).await;
     assert!(
         out.contains("plain") && out.contains("1 matching assets"),
         "{out}"
     );
-    let out = ctl(
-        &h,
-        &[
-            "--index-dir",
-            other.to_str().unwrap(),
-            "search",
-            "--count",
-            "--limit",
-            "1",
-            "stop",
-        ],
-    )
-    .await
-    .unwrap();
+    let out = in_other(&["--count", "--limit", "1", "stop"]).await;
     assert!(out.contains("1 of 2 matching assets shown"), "{out}");
     for p in [&dir, &other] {
         let _cleanup = std::fs::remove_dir_all(p);
