@@ -10,10 +10,21 @@ use serde::Serialize;
 
 use crate::scan::{Item, ScanFilter, boolean, ensure_table, for_each_item, num, s};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     Csv,
     Jsonl,
+}
+
+impl Format {
+    /// The file name extension, as the format is named on the command line.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+        }
+    }
 }
 
 /// One exported row: the public id, status, text, locale and the asset fields. An asset is

@@ -74,7 +74,7 @@ impl std::fmt::Display for S3Location {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSpec {
     pub run: String,
-    pub format: String,
+    pub format: Format,
     pub segments: i32,
     pub statuses: Vec<String>,
     pub prefix: Option<String>,
@@ -140,25 +140,10 @@ impl Default for S3ExportOptions {
     }
 }
 
-fn format_name(f: Format) -> &'static str {
-    match f {
-        Format::Csv => "csv",
-        Format::Jsonl => "jsonl",
-    }
-}
-
-/// The run id of an export started at `now`: its UTC time, sortable.
+/// The run id of an export started at `now`: its UTC time to the second, sortable
+/// (`20261126T080000Z`).
 pub fn run_id(now: std::time::SystemTime) -> String {
-    let t = time::OffsetDateTime::from(now);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    shared::clock::rfc3339_secs(now).replace(['-', ':'], "")
 }
 
 fn now_rfc3339() -> String {
@@ -318,7 +303,7 @@ pub async fn export_s3(
         None => {
             let spec = RunSpec {
                 run: run_id(std::time::SystemTime::now()),
-                format: format_name(options.format).to_string(),
+                format: options.format,
                 segments: options.segments.max(1),
                 statuses: options.filter.statuses.clone(),
                 prefix: options.filter.prefix.clone(),
@@ -337,11 +322,44 @@ pub async fn export_s3(
             (spec, 0)
         }
     };
+    let run = spec.run.clone();
+    let (manifest, written) = write_run(ddb, s3, table, to, spec, part_bytes, options)
+        .await
+        .with_context(|| {
+            format!(
+                "export run {run} under {to} is not whole; `ocr-ctl export --to {to} --resume {run}` goes on with it"
+            )
+        })?;
+    if let Some((database, name)) = &glue_table {
+        point_table_at(glue, database, name, &manifest.data)
+            .await
+            .with_context(|| {
+                format!(
+                    "export run {run} is whole, but the Glue table still reads the one before; `ocr-ctl export --to {to} --resume {run}` points it at this one"
+                )
+            })?;
+    }
+    Ok(S3ExportReport {
+        success_url: format!("s3://{}/{}runs/{run}/_SUCCESS", to.bucket, to.prefix),
+        manifest,
+        written,
+        aborted_uploads: aborted,
+        glue_table: options.glue_table.clone(),
+    })
+}
+
+/// Writes the files of `spec`'s run that are not complete yet, then `_SUCCESS` and
+/// `latest.json`: the run's manifest, and how many files this call wrote.
+async fn write_run(
+    ddb: &aws_sdk_dynamodb::Client,
+    s3: &aws_sdk_s3::Client,
+    table: &str,
+    to: &S3Location,
+    spec: RunSpec,
+    part_bytes: usize,
+    options: &S3ExportOptions,
+) -> anyhow::Result<(RunManifest, usize)> {
     let run_prefix = format!("{}runs/{}/", to.prefix, spec.run);
-    let format = match spec.format.as_str() {
-        "csv" => Format::Csv,
-        _ => Format::Jsonl,
-    };
     let filter = ScanFilter {
         statuses: spec.statuses.clone(),
         prefix: spec.prefix.clone(),
@@ -353,7 +371,8 @@ pub async fn export_s3(
     let data_key = |segment: i32| {
         format!(
             "{run_prefix}data/part-{segment:05}-of-{:05}.{}.gz",
-            spec.segments, spec.format
+            spec.segments,
+            spec.format.extension()
         )
     };
     let marker_key = |segment: i32| format!("{run_prefix}_parts/part-{segment:05}.json");
@@ -378,7 +397,7 @@ pub async fn export_s3(
         let filter = &filter;
         let marker = marker_key(segment);
         let bucket = &to.bucket;
-        let allow_formulas = spec.allow_formulas;
+        let encoding = (spec.format, spec.allow_formulas);
         let segments = spec.segments;
         let bar = bar.clone();
         async move {
@@ -387,26 +406,30 @@ pub async fn export_s3(
                 table,
                 (segment, segments),
                 filter,
-                (format, allow_formulas),
+                encoding,
                 file,
                 bar.as_ref(),
             )
             .await?;
             put_json(s3, bucket, &marker, &report).await?;
-            Ok::<(), anyhow::Error>(())
+            Ok::<(i32, PartReport), anyhow::Error>((segment, report))
         }
     });
     let all = futures::future::try_join_all(tasks).await;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    all?;
-    // Every segment is complete: read the counts back, write _SUCCESS, then the pointers.
+    let mut now_written: BTreeMap<i32, PartReport> = all?.into_iter().collect();
+    // Every segment is complete: the counts of those an earlier call wrote are read back,
+    // then _SUCCESS is written, then the pointer.
     let mut parts = Vec::new();
     for segment in 0..spec.segments {
-        let part: PartReport = get_json(s3, &to.bucket, &marker_key(segment))
-            .await?
-            .with_context(|| format!("segment {segment}'s file is not complete"))?;
+        let part = match now_written.remove(&segment) {
+            Some(part) => part,
+            None => get_json(s3, &to.bucket, &marker_key(segment))
+                .await?
+                .with_context(|| format!("segment {segment}'s file is not complete"))?,
+        };
         parts.push(part);
     }
     let manifest = RunManifest {
@@ -416,8 +439,7 @@ pub async fn export_s3(
         spec,
         finished_at: now_rfc3339(),
     };
-    let success = format!("{run_prefix}_SUCCESS");
-    put_json(s3, &to.bucket, &success, &manifest).await?;
+    put_json(s3, &to.bucket, &format!("{run_prefix}_SUCCESS"), &manifest).await?;
     put_json(
         s3,
         &to.bucket,
@@ -425,16 +447,7 @@ pub async fn export_s3(
         &manifest,
     )
     .await?;
-    if let Some((database, name)) = &glue_table {
-        point_table_at(glue, database, name, &manifest.data).await?;
-    }
-    Ok(S3ExportReport {
-        manifest,
-        success_url: format!("s3://{}/{success}", to.bucket),
-        written,
-        aborted_uploads: aborted,
-        glue_table: options.glue_table.clone(),
-    })
+    Ok((manifest, written))
 }
 
 /// Moves a Glue table's location (one UpdateTable: a query sees the old run or the new one).

@@ -366,15 +366,7 @@ pub async fn run(
             };
             let s3 = s3_client(sdk);
             let glue = aws_sdk_glue::Client::new(sdk);
-            let run = options.resume.clone();
-            let report = export_s3::export_s3(&ddb, &s3, &glue, table, &location, &options)
-                .await
-                .map_err(|e| match run {
-                    Some(_) => e,
-                    None => e.context(format!(
-                        "the export to {location} is not whole; `ocr-ctl export --to {to} --resume RUN` goes on with it (RUN: the newest folder under {location}runs/ without _SUCCESS)"
-                    )),
-                })?;
+            let report = export_s3::export_s3(&ddb, &s3, &glue, table, &location, &options).await?;
             let m = &report.manifest;
             writeln!(
                 out,
@@ -539,11 +531,7 @@ pub async fn run(
                 query: query.clone(),
                 limit: *limit,
                 fuzzy: *fuzzy,
-                statuses: status
-                    .as_deref()
-                    .map(scan::parse_statuses)
-                    .transpose()?
-                    .unwrap_or_default(),
+                statuses: ScanFilter::from_args(status.as_deref(), None)?.statuses,
                 locale: locale.clone(),
                 delivery_type: delivery_type.clone(),
                 prefix: prefix.clone(),

@@ -33,6 +33,8 @@ use crate::scan::{Item, s};
 const ANALYZER: &str = "ocr";
 /// Written beside the index; another value means another schema: rebuild.
 const FORMAT: &str = "ocr-ctl-index 1";
+/// The file in the index's folder that holds [`FORMAT`].
+const MARKER: &str = "ocr-ctl-format";
 
 /// Words longer than this (in bytes) are not indexed (OCR noise, base64, ...).
 const LONGEST_WORD: usize = 64;
@@ -181,19 +183,13 @@ pub struct IndexDoc {
 }
 
 impl IndexDoc {
-    /// From a results-table item; `None` for an item that is not terminal (no status yet).
+    /// From a results-table item (read as `export` reads it, the key kept as stored); `None`
+    /// for an item that is not terminal (no status yet).
     pub fn from_item(item: &Item) -> Option<Self> {
         let key = s(item, "publicId")?;
-        let status = s(item, "status")?;
-        let (key_type, public_id) = shared::message::asset_of_key(&key);
         Some(Self {
-            public_id: public_id.to_string(),
-            delivery_type: s(item, "deliveryType").unwrap_or_else(|| key_type.to_string()),
             key,
-            status,
-            locale: s(item, "locale").unwrap_or_default(),
-            text: s(item, "text").unwrap_or_default(),
-            ocr_at: s(item, "ocrAt").unwrap_or_default(),
+            ..Self::from_row(Row::from_item(item))?
         })
     }
 
@@ -271,7 +267,7 @@ pub fn default_dir(table: &str) -> anyhow::Result<PathBuf> {
 impl SearchIndex {
     /// Opens the index in `dir`, creating it when absent; `rebuild` starts from an empty one.
     pub fn open_or_create(dir: &Path, rebuild: bool) -> anyhow::Result<Self> {
-        let marker = dir.join("ocr-ctl-format");
+        let marker = dir.join(MARKER);
         if rebuild && dir.exists() {
             if !marker.exists() && std::fs::read_dir(dir)?.next().is_some() {
                 bail!(
@@ -319,7 +315,7 @@ impl SearchIndex {
 
     /// Opens an existing index for searching.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        if !dir.join("ocr-ctl-format").exists() {
+        if !dir.join(MARKER).exists() {
             bail!(
                 "no index in {}: build it with `ocr-ctl index`",
                 dir.display()
@@ -362,9 +358,8 @@ impl SearchIndex {
         Ok(Updater {
             writer: self.index.writer(200_000_000)?,
             before: self.stamps()?,
-            fields: self.fields,
             report: UpdateReport::default(),
-            _index: self,
+            index: self,
         })
     }
 
@@ -505,9 +500,8 @@ fn plain_negation(query: &str) -> String {
 pub struct Updater<'a> {
     writer: IndexWriter,
     before: HashMap<String, u64>,
-    fields: Fields,
     report: UpdateReport,
-    _index: &'a SearchIndex,
+    index: &'a SearchIndex,
 }
 
 impl Updater<'_> {
@@ -525,12 +519,12 @@ impl Updater<'_> {
             }
             Some(_) => {
                 self.writer
-                    .delete_term(Term::from_field_text(self.fields.key, &doc.key));
+                    .delete_term(Term::from_field_text(self.index.fields.key, &doc.key));
                 self.report.replaced += 1;
             }
             None => self.report.added += 1,
         }
-        let f = self.fields;
+        let f = self.index.fields;
         let mut d = TantivyDocument::new();
         d.add_text(f.key, &doc.key);
         d.add_text(f.public_id, &doc.public_id);
@@ -548,18 +542,18 @@ impl Updater<'_> {
     pub fn finish(mut self) -> anyhow::Result<UpdateReport> {
         for key in self.before.keys() {
             self.writer
-                .delete_term(Term::from_field_text(self.fields.key, key));
+                .delete_term(Term::from_field_text(self.index.fields.key, key));
         }
         self.report.removed = self.before.len() as u64;
         self.writer.commit().context("committing the index")?;
         self.writer
             .wait_merging_threads()
             .context("merging the index")?;
-        self._index
+        self.index
             .reader
             .reload()
             .context("reading the updated index")?;
-        self.report.indexed = self._index.len()?;
+        self.report.indexed = self.index.len()?;
         Ok(self.report)
     }
 }
