@@ -72,6 +72,16 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// The `p`th percentile (nearest rank) of `values`; NaN when there are none.
+pub fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
+}
+
 /// Public on-demand prices used by the cost model (us-east-1).
 #[derive(Debug, Clone, Copy)]
 pub struct Prices {
@@ -280,6 +290,16 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(median(vec![]).is_nan());
+    }
+
+    #[test]
+    fn percentiles_take_the_nearest_rank() {
+        let values: Vec<f64> = (1..=20).map(f64::from).rev().collect();
+        assert_eq!(percentile(values.clone(), 95.0), 19.0);
+        assert_eq!(percentile(values.clone(), 50.0), 10.0);
+        assert_eq!(percentile(values, 100.0), 20.0);
+        assert_eq!(percentile(vec![7.0], 95.0), 7.0);
+        assert!(percentile(vec![], 95.0).is_nan());
     }
 
     #[test]

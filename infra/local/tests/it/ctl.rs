@@ -810,10 +810,14 @@ async fn search_follows_the_table_through_reocr_and_removal() {
         .unwrap_err();
     assert!(format!("{err:#}").contains("ocr-ctl index"), "{err:#}");
 
-    let out = ctl(&h, &["--index-dir", dir_arg, "index", "--json"])
-        .await
-        .unwrap();
-    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // `index --json ARGS` into `dir`: the update's counts.
+    let index = async |dir: &std::path::Path, args: &[&str]| {
+        let mut a = vec!["--index-dir", dir.to_str().unwrap(), "index", "--json"];
+        a.extend(args);
+        let out = ctl(&h, &a).await.unwrap();
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let r = index(&dir, &[]).await;
     assert_eq!(
         (r["read"].as_u64(), r["added"].as_u64()),
         (Some(9), Some(9))
@@ -876,10 +880,7 @@ async fn search_follows_the_table_through_reocr_and_removal() {
         .await
         .unwrap();
     put(&h, "new/one", Some("a new stop"), false).await;
-    let out = ctl(&h, &["--index-dir", dir_arg, "index", "--json"])
-        .await
-        .unwrap();
-    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let r = index(&dir, &[]).await;
     assert_eq!(
         [
             &r["added"],
@@ -889,7 +890,7 @@ async fn search_follows_the_table_through_reocr_and_removal() {
             &r["indexed"]
         ],
         [1, 1, 1, 7, 9],
-        "{out}"
+        "{r}"
     );
     for (query, expected) in [
         ("simple", vec![]),
@@ -933,25 +934,8 @@ async fn search_follows_the_table_through_reocr_and_removal() {
     std::io::copy(&mut std::fs::File::open(&export).unwrap(), &mut enc).unwrap();
     enc.finish().unwrap();
     let other = temp_path("index-from-file");
-    let out = ctl(
-        &h,
-        &[
-            "--index-dir",
-            other.to_str().unwrap(),
-            "index",
-            "--json",
-            "--from",
-            gz.to_str().unwrap(),
-        ],
-    )
-    .await
-    .unwrap();
-    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(
-        (&r["added"], &r["indexed"]),
-        (&9.into(), &9.into()),
-        "{out}"
-    );
+    let r = index(&other, &["--from", gz.to_str().unwrap()]).await;
+    assert_eq!((&r["added"], &r["indexed"]), (&9.into(), &9.into()), "{r}");
     let in_other = async |args: &[&str]| {
         let mut a = vec!["--index-dir", other.to_str().unwrap(), "search"];
         a.extend(args);
@@ -1113,6 +1097,10 @@ async fn an_export_to_s3_is_whole_or_invisible_and_resumes() {
     assert_eq!(runs.len(), 1);
     let (run, whole) = runs.into_iter().next().unwrap();
     assert!(!whole);
+    assert!(
+        format!("{err:#}").contains(&format!("--resume {run}` goes on with it")),
+        "the error names the run to resume: {err:#}"
+    );
     assert_eq!(
         s3_keys(&s3, &bucket, "ocr/").await,
         [format!("ocr/runs/{run}/_run.json")],

@@ -17,7 +17,7 @@ use clap::Parser;
 use cloudinary_emulator::Stats;
 use local_stack::bench::{
     PRICES, PRICES_AS_OF, PerImage, Table, by_service, cost_per_million, item_size, median,
-    quota_share, write_units,
+    percentile, quota_share, write_units,
 };
 use local_stack::provision::{LocalStack, StackNames, StackSettings, provision};
 use local_stack::runner::DrainStats;

@@ -492,12 +492,6 @@ fn dir_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
-    values[rank.clamp(1, values.len()) - 1]
-}
-
 /// 7. Full-text search: the index against a scan.
 pub(crate) async fn search(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let n = args.search_texts;
