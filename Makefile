@@ -8,8 +8,9 @@ CARGO ?= cargo
 MOTO := infra/scripts/moto.sh
 DEMO_ARGS ?=
 BENCH_ARGS ?=
+SIM_ARGS ?=
 
-.PHONY: help demo test bench chaos lint unit setup tools template-lint build deploy sync logs release-bootstraps emulator moto-start moto-stop clean install-ctl
+.PHONY: help demo test bench sim chaos lint unit setup tools template-lint build deploy sync logs release-bootstraps emulator moto-start moto-stop clean install-ctl
 TOOLS_PATH := $(CURDIR)/.venv-tools/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 ENV ?= default
@@ -19,6 +20,7 @@ help:
 	@echo "make test    - formatting, lints, unit and integration tests (starts and stops moto itself)"
 	@echo "make chaos   - 10,000 assets under injected faults, with checks (CHAOS_ARGS='--assets N')"
 	@echo "make bench   - benchmarks against the blog-style baseline; writes BENCHMARKS.md (BENCH_ARGS='--help')"
+	@echo "make sim     - 10,000,000 images through the pipeline in virtual time; its section of BENCHMARKS.md (SIM_ARGS='--help')"
 	@echo "make build   - build both functions for arm64 with sam build (cargo-lambda, zig)"
 	@echo "make deploy  - sam deploy with samconfig.toml's settings (ENV=default or ENV=prod)"
 	@echo "make sync    - sam sync a development stack (ENV=default)"
@@ -107,3 +109,9 @@ bench: setup build
 	$(CARGO) build --release -p worker -p lister -p cloudinary-emulator
 	$(CARGO) build --release -p local-stack --bin bench
 	BENCH_PYTHON=$(CURDIR)/.venv/bin/python $(MOTO) run $(CARGO_TARGET_DIR)/release/bench $(BENCH_ARGS)
+
+# Not part of `make test` (a small seeded run is): the whole pipeline over an account of ten
+# million images in virtual time, without servers; writes its section of BENCHMARKS.md.
+sim:
+	$(CARGO) build --release -p local-stack --bin sim
+	$(CARGO_TARGET_DIR)/release/sim $(SIM_ARGS)

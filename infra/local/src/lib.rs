@@ -10,6 +10,7 @@ pub mod runner;
 pub mod runtime_api;
 pub mod scenario;
 pub mod settings;
+pub mod sim;
 pub mod template;
 
 /// Every item of a table, keyed by `publicId` (for checks on small tables).

@@ -1,6 +1,6 @@
-//! A minimal Lambda Runtime API, served here, that hands one event to a real `bootstrap`
-//! process and collects its answer: the binary that ships, run as Lambda runs it. Used by the
-//! Runtime API tests and by `make bench` (start-up time and memory).
+//! A minimal Lambda Runtime API, served here, that hands events to a real `bootstrap` process
+//! one at a time and collects its answers: the binary that ships, run as Lambda runs it. Used
+//! by the Runtime API tests and by `make bench` (start-up time, memory, the worker's own CPU).
 
 use std::collections::{HashMap, VecDeque};
 use std::process::Stdio;
@@ -12,8 +12,6 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::routing::{get, post};
-
-const REQUEST_ID: &str = "req-1";
 
 #[derive(Default)]
 struct Runtime {
@@ -99,17 +97,49 @@ pub struct Invocation {
     pub output: String,
 }
 
+/// What one run of a `bootstrap` over several events did.
+#[derive(Debug)]
+pub struct Invocations {
+    /// Each event's answer, in order (`None`: not answered before the process exited or the
+    /// time ran out).
+    pub answers: Vec<Option<Result<String, String>>>,
+    pub init: Duration,
+    pub peak_rss_kib: Option<u64>,
+    /// CPU time (user and system) the process had used when the last answer came.
+    pub cpu: Option<Duration>,
+    pub output: String,
+}
+
 /// Starts `command` as Lambda would (Runtime API address, function variables, `env`), serves
 /// it `event`, waits up to `timeout` for the answer, then stops the process.
 pub async fn invoke_bootstrap(
-    mut command: tokio::process::Command,
+    command: tokio::process::Command,
     function_name: &str,
     env: &[(String, String)],
     event: String,
     timeout: Duration,
 ) -> anyhow::Result<Invocation> {
+    let run = invoke_bootstrap_events(command, function_name, env, vec![event], timeout).await?;
+    Ok(Invocation {
+        answer: run.answers.into_iter().next().flatten(),
+        init: run.init,
+        peak_rss_kib: run.peak_rss_kib,
+        output: run.output,
+    })
+}
+
+/// Starts `command` as [`invoke_bootstrap`] does and serves it every event in turn (one warm
+/// process, as Lambda reuses an instance), up to `timeout` for all of them.
+pub async fn invoke_bootstrap_events(
+    mut command: tokio::process::Command,
+    function_name: &str,
+    env: &[(String, String)],
+    events: Vec<String>,
+    timeout: Duration,
+) -> anyhow::Result<Invocations> {
     let rt = Arc::new(Runtime::default());
-    lock(&rt.events).push_back((REQUEST_ID.into(), event));
+    let ids: Vec<String> = (1..=events.len()).map(|i| format!("req-{i}")).collect();
+    lock(&rt.events).extend(ids.iter().cloned().zip(events));
     let app = Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next))
         .route(
@@ -146,16 +176,26 @@ pub async fn invoke_bootstrap(
     // Read as it is written: a pipe nobody reads fills up and blocks the process's logging.
     let stdout = drain_pipe(child.stdout.take());
     let stderr = drain_pipe(child.stderr.take());
-    let mut answer = None;
+    let mut answers: Vec<Option<Result<String, String>>> = vec![None; ids.len()];
     let mut peak_rss_kib = None;
+    let mut cpu = None;
     while started.elapsed() < timeout {
-        if let Some(a) = lock(&rt.answers).remove(REQUEST_ID) {
-            answer = Some(a);
+        let all = {
+            let mut got = lock(&rt.answers);
+            for (id, answer) in ids.iter().zip(answers.iter_mut()) {
+                if answer.is_none() {
+                    *answer = got.remove(id);
+                }
+            }
+            answers.iter().all(Option::is_some)
+        };
+        if all {
             peak_rss_kib = child.id().and_then(peak_rss);
+            cpu = child.id().and_then(cpu_time);
             break;
         }
         if let Some(e) = lock(&rt.init_error).clone() {
-            answer = Some(Err(format!("init error: {e}")));
+            answers[0] = Some(Err(format!("init error: {e}")));
             break;
         }
         if let Ok(Some(_exited)) = child.try_wait() {
@@ -174,10 +214,11 @@ pub async fn invoke_bootstrap(
         .context("waiting for the bootstrap to end")?;
     server.abort();
     let (stdout, stderr) = (stdout.await?, stderr.await?);
-    Ok(Invocation {
-        answer,
+    Ok(Invocations {
+        answers,
         init,
         peak_rss_kib,
+        cpu,
         output: format!(
             "{}{}",
             String::from_utf8_lossy(&stdout),
@@ -199,6 +240,17 @@ fn drain_pipe(
         }
         bytes
     })
+}
+
+/// User and system CPU time of a live process (Linux: `/proc/PID/stat`, in clock ticks).
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: the fields after it are counted.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| Duration::from_secs_f64(ticks as f64 / per_second as f64))
 }
 
 /// `VmHWM` of a live process, in KiB (Linux).

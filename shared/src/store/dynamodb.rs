@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 
 use super::{
     Checkpoint, CheckpointStore, Claim, ClaimOutcome, DeadLetterKind, DeadLetterMark, ItemState,
-    PassMode, ResultRecord, ResultStore, Status, StoreError, truncate_utf8,
+    PassMode, RequestMark, ResultRecord, ResultStore, Status, StoreError, truncate_utf8,
 };
 
 impl StoreError {
@@ -317,13 +317,33 @@ impl ResultStore for DynamoResultStore {
         .await
     }
 
-    async fn release(&self, key: &str, token: &str, error: &str) -> Result<(), StoreError> {
+    async fn release(
+        &self,
+        key: &str,
+        token: &str,
+        error: &str,
+        mark: RequestMark,
+    ) -> Result<(), StoreError> {
+        let (expression, requested) = match mark {
+            RequestMark::Keep => ("REMOVE claimToken, claimExpiresAt SET #e = :e", None),
+            RequestMark::Restore(None) => (
+                "REMOVE claimToken, claimExpiresAt, ocrRequestedAt SET #e = :e",
+                None,
+            ),
+            RequestMark::Restore(Some(ms)) => (
+                "REMOVE claimToken, claimExpiresAt SET #e = :e, ocrRequestedAt = :req",
+                Some(AttributeValue::N(ms.to_string())),
+            ),
+        };
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("publicId", Self::key(key))
-            .update_expression("REMOVE claimToken, claimExpiresAt SET #e = :e")
+            .update_expression(expression)
+            .set_expression_attribute_values(
+                requested.map(|r| HashMap::from([(":req".to_string(), r)])),
+            )
             .condition_expression("claimToken = :token")
             .expression_attribute_names("#e", "error")
             .expression_attribute_values(

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{
-    Checkpoint, CheckpointStore, Claim, ClaimOutcome, ItemState, ResultRecord, ResultStore, Status,
-    StoreError, truncate_utf8,
+    Checkpoint, CheckpointStore, Claim, ClaimOutcome, ItemState, RequestMark, ResultRecord,
+    ResultStore, Status, StoreError, truncate_utf8,
 };
 use crate::error::ErrorClass;
 use crate::fault::FaultPlan;
@@ -96,7 +96,7 @@ impl MemoryResultStore {
     }
 
     pub fn status(&self, key: &str) -> Option<Status> {
-        self.item(key).and_then(|i| i.status())
+        self.lock().get(key).and_then(MemoryItem::status)
     }
 
     pub fn len(&self) -> usize {
@@ -110,6 +110,18 @@ impl MemoryResultStore {
     /// Every item, by its key (`publicId`).
     pub fn items(&self) -> HashMap<String, MemoryItem> {
         self.lock().clone()
+    }
+
+    /// Takes an item out of the table (a simulation of millions keeps settled items elsewhere).
+    pub fn remove(&self, key: &str) -> Option<MemoryItem> {
+        self.lock().remove(key)
+    }
+
+    /// Visits every item in place (for tables too large to copy).
+    pub fn for_each(&self, mut visit: impl FnMut(&str, &MemoryItem)) {
+        for (key, item) in self.lock().iter() {
+            visit(key, item);
+        }
     }
 
     /// Another invocation takes the asset's claim over (as after an expiry): the holder's
@@ -194,13 +206,22 @@ impl ResultStore for MemoryResultStore {
         Ok(true)
     }
 
-    async fn release(&self, key: &str, token: &str, error: &str) -> Result<(), StoreError> {
+    async fn release(
+        &self,
+        key: &str,
+        token: &str,
+        error: &str,
+        mark: RequestMark,
+    ) -> Result<(), StoreError> {
         self.fault(StoreOp::Release, "UpdateItem")?;
         let mut items = self.lock();
         if let Some(item) = items.get_mut(key)
             && item.claim.as_ref().is_some_and(|(t, _)| t == token)
         {
             item.claim = None;
+            if let RequestMark::Restore(before) = mark {
+                item.ocr_requested_at = before;
+            }
             item.error = Some(truncate_utf8(error, 2000).to_string());
         }
         Ok(())

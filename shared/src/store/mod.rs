@@ -236,6 +236,18 @@ pub struct Claim<'a> {
     pub force: bool,
 }
 
+/// What a released claim leaves of the mark that says an OCR may have been requested (taken
+/// with the claim): the next attempt reads the asset back first (an Admin API call, under the
+/// hourly quota) while the mark is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestMark {
+    /// The attempt sent an OCR request that may have run (it timed out, say): the mark stays.
+    Keep,
+    /// The attempt requested nothing that ran (Cloudinary refused the request, or it only read
+    /// back): the mark is put back as the claim found it (`None`: removed).
+    Restore(Option<u64>),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
     /// Ours until the expiry; `attempts` counts this one. `requested_before` is when an
@@ -306,12 +318,14 @@ pub trait ResultStore: Send + Sync {
         record: &ResultRecord,
         token: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Gives the claim up (the asset will be retried), noting the error that caused it.
+    /// Gives the claim up (the asset will be retried), noting the error that caused it, and
+    /// what the attempt left of a request for OCR.
     fn release(
         &self,
         key: &str,
         token: &str,
         error: &str,
+        mark: RequestMark,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Records a failure found before any worker met the asset (the lister could not enqueue
     /// it), unless the asset already has an item: `false` when it had one, which is kept.

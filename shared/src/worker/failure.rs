@@ -170,7 +170,12 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     pub(super) async fn release(&self, message: &WorkMessage, held: &Held, reason: &str) {
         if let Err(e) = self
             .store
-            .release(&message.item_key(), &held.token, reason)
+            .release(
+                &message.item_key(),
+                &held.token,
+                reason,
+                held.request_mark(),
+            )
             .await
         {
             // The claim then simply expires at the deadline.

@@ -2,6 +2,7 @@
 //! interpret, store. Each step either hands the next one what it needs or ends the record
 //! with its disposition.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::failure::Failure;
@@ -14,7 +15,7 @@ use crate::message::WorkMessage;
 use crate::ocr::{OcrOutcome, OcrResult};
 use crate::queue::WorkQueue;
 use crate::rate_gate::{DEFAULT_BACKOFF, Permit};
-use crate::store::{Claim, ClaimOutcome, DeadLetterKind, ResultRecord, ResultStore};
+use crate::store::{Claim, ClaimOutcome, DeadLetterKind, RequestMark, ResultRecord, ResultStore};
 
 /// A quota wait this short is waited out in the invocation rather than through the queue.
 const SHORT_WAIT: Duration = Duration::from_secs(1);
@@ -27,6 +28,25 @@ pub(super) struct Held {
     /// An earlier attempt claimed the asset and wrote no result: it may have been billed for
     /// an OCR before it timed out or died.
     pub requested_before: Option<u64>,
+    /// This attempt sent an OCR request that may have run (not refused by Cloudinary).
+    pub asked: AtomicBool,
+    /// This attempt's read-back found no OCR on the asset.
+    pub none_found: AtomicBool,
+}
+
+impl Held {
+    /// What a release leaves of the claim's request mark: a request that may have run keeps
+    /// it; otherwise it is put back as the claim found it, or removed when a read-back found
+    /// no OCR.
+    pub fn request_mark(&self) -> RequestMark {
+        if self.asked.load(Ordering::Relaxed) {
+            RequestMark::Keep
+        } else if self.none_found.load(Ordering::Relaxed) {
+            RequestMark::Restore(None)
+        } else {
+            RequestMark::Restore(self.requested_before)
+        }
+    }
 }
 
 /// A step's result: what the next step needs, or the record's end.
@@ -174,6 +194,8 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 token,
                 attempts,
                 requested_before,
+                asked: AtomicBool::new(false),
+                none_found: AtomicBool::new(false),
             }),
             Ok(ClaimOutcome::AlreadyComplete(_)) => Err(Disposition::Skipped.into()),
             Ok(ClaimOutcome::HeldUntil(ms)) => Err(self
@@ -212,6 +234,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         if !read_back || answer.result.outcome != OcrOutcome::NotRequested {
             return Ok(answer);
         }
+        held.none_found.store(true, Ordering::Relaxed);
         tracing::info!("no OCR on the asset after an unfinished attempt: requesting it");
         let permit = self
             .next_permit(self.ocr.request_api(), message, held)
@@ -251,7 +274,16 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             (self.ocr.fetch_result(message).await, self.gate(Api::Admin))
         } else {
             let api = self.ocr.request_api();
-            (self.ocr.request_ocr(message).await, self.gate(api))
+            held.asked.store(true, Ordering::Relaxed);
+            let answer = self.ocr.request_ocr(message).await;
+            if answer
+                .as_ref()
+                .is_err_and(|e| e.class == ErrorClass::RateLimited)
+            {
+                // Refused (HTTP 420 or 429): no OCR ran, nothing was billed.
+                held.asked.store(false, Ordering::Relaxed);
+            }
+            (answer, self.gate(api))
         };
         match answer {
             Ok(answer) => {

@@ -1008,6 +1008,99 @@ async fn an_attempt_that_never_reached_cloudinary_is_followed_by_one_request() {
     );
 }
 
+fn refused(w: &TestWorker) -> Scripted {
+    Scripted::Fail(RemoteError {
+        class: ErrorClass::RateLimited,
+        retry_at: Some(w.settings().clock.now() + Duration::from_secs(10)),
+        reason: "HTTP 429: Too Many Requests".into(),
+        credentials_refused: false,
+    })
+}
+
+/// A refused request (HTTP 420 or 429) ran no OCR: it leaves nothing to read back, so the next
+/// attempt spends no Admin API call on a read-back; a request that may have run keeps its mark
+/// through a refused read-back; and a read-back that found no OCR is not repeated.
+#[tokio::test(start_paused = true)]
+async fn only_a_request_that_may_have_run_is_read_back_by_the_next_attempt() {
+    let w = worker(ScriptedOcr::new());
+    let calls = |id: &str| {
+        (
+            w.ocr().calls(OcrCall::Request, id),
+            w.ocr().calls(OcrCall::Fetch, id),
+        )
+    };
+    let wait = Duration::from_secs(11);
+
+    // Refused at the first request: the next attempt requests at once.
+    w.ocr().script(OcrCall::Request, "refused", [refused(&w)]);
+    assert!(matches!(
+        run_one(&w, "refused", 1).await,
+        Disposition::Deferred(_)
+    ));
+    tokio::time::advance(wait).await;
+    assert_eq!(
+        run_one(&w, "refused", 1).await,
+        Disposition::Stored(Status::Done)
+    );
+    assert_eq!(calls("refused"), (2, 0), "no read-back");
+    assert_eq!(w.ocr().billed("refused"), 1);
+
+    // Timed out after billing, then the read-back refused: the mark of the first attempt
+    // stands, so the third reads back and pays nothing more.
+    w.ocr().script(
+        OcrCall::Request,
+        "timed-out",
+        [Scripted::BilledThenFail(timeout())],
+    );
+    w.ocr().script(OcrCall::Fetch, "timed-out", [refused(&w)]);
+    assert!(matches!(
+        run_one(&w, "timed-out", 1).await,
+        Disposition::Retry { .. }
+    ));
+    assert!(matches!(
+        run_one(&w, "timed-out", 2).await,
+        Disposition::Deferred(_)
+    ));
+    tokio::time::advance(wait).await;
+    assert_eq!(
+        run_one(&w, "timed-out", 1).await,
+        Disposition::Stored(Status::Done)
+    );
+    assert_eq!(
+        calls("timed-out"),
+        (1, 2),
+        "read back twice, requested once"
+    );
+    assert_eq!(w.ocr().billed("timed-out"), 1);
+
+    // Never reached Cloudinary; the read-back found no OCR, then the request was refused: the
+    // next attempt requests without reading back again.
+    w.ocr().script(
+        OcrCall::Request,
+        "none",
+        [Scripted::Fail(timeout()), refused(&w)],
+    );
+    assert!(matches!(
+        run_one(&w, "none", 1).await,
+        Disposition::Retry { .. }
+    ));
+    assert!(matches!(
+        run_one(&w, "none", 2).await,
+        Disposition::Deferred(_)
+    ));
+    tokio::time::advance(wait).await;
+    assert_eq!(
+        run_one(&w, "none", 1).await,
+        Disposition::Stored(Status::Done)
+    );
+    assert_eq!(
+        calls("none"),
+        (3, 1),
+        "one read-back, found nothing; then requests only"
+    );
+    assert_eq!(w.ocr().billed("none"), 1);
+}
+
 /// A second message for an asset whose OCR is pending (the lister listed it again) reads the
 /// result back instead of paying for another OCR.
 #[tokio::test(start_paused = true)]

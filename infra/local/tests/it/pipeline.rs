@@ -951,3 +951,60 @@ async fn an_asset_the_queue_refuses_is_recorded_failed_and_the_pass_goes_on() {
     assert_eq!(again.refused, 1);
     assert_eq!(h.item(&long_id).await, Some(item));
 }
+
+/// The results table releases a claim with each request mark: kept, put back as the claim
+/// found it, or removed, so that only an attempt whose request may have run is read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_claim_keeps_restores_or_removes_its_request_mark() {
+    use shared::store::{Claim, ClaimOutcome, DynamoResultStore, RequestMark, ResultStore};
+    let h = Harness::new(Vec::new(), crate::common::stack_settings(), |_| {}).await;
+    let store = DynamoResultStore::new(h.ddb.clone(), &h.stack.names.results_table);
+    let claim = |token: &'static str, now_ms: u64| Claim {
+        key: "a",
+        resource_type: "image",
+        delivery_type: "upload",
+        token,
+        now_ms,
+        expires_at_ms: now_ms + 60_000,
+        force: false,
+    };
+    let requested_before = |outcome: ClaimOutcome| match outcome {
+        ClaimOutcome::Claimed {
+            requested_before, ..
+        } => requested_before,
+        other => panic!("not claimed: {other:?}"),
+    };
+    let steps = [
+        ("t1", 1_000, RequestMark::Keep, None, Some(1_000)),
+        (
+            "t2",
+            2_000,
+            RequestMark::Restore(Some(1_000)),
+            Some(1_000),
+            Some(1_000),
+        ),
+        ("t3", 3_000, RequestMark::Restore(None), Some(1_000), None),
+        ("t4", 4_000, RequestMark::Keep, None, Some(4_000)),
+    ];
+    for (token, now, mark, before, after) in steps {
+        let outcome = store.claim(&claim(token, now)).await.expect("claim");
+        assert_eq!(requested_before(outcome), before, "{token}");
+        store
+            .release("a", token, "refused", mark)
+            .await
+            .expect("release");
+        let item = h.item("a").await.expect("the item");
+        assert_eq!(n(&item, "ocrRequestedAt"), after, "{token} after {mark:?}");
+        assert_eq!(s(&item, "claimToken"), None, "{token}: released");
+        assert_eq!(s(&item, "error").as_deref(), Some("refused"));
+    }
+    // A release by a token that no longer holds the claim changes nothing.
+    store.claim(&claim("t5", 100_000)).await.expect("claim");
+    store
+        .release("a", "t4", "late", RequestMark::Restore(None))
+        .await
+        .expect("a lost claim's release is no error");
+    let item = h.item("a").await.expect("the item");
+    assert_eq!(n(&item, "ocrRequestedAt"), Some(100_000));
+    assert_eq!(s(&item, "claimToken").as_deref(), Some("t5"));
+}

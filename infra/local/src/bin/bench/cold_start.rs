@@ -12,31 +12,7 @@ pub(crate) async fn cold_start(ctx: &Ctx, args: &Args, report: &mut Report) -> a
         },
     )
     .await?;
-    let assets: Vec<String> = {
-        let listed: serde_json::Value = ctx
-            .http
-            .get(format!(
-                "{}/v1_1/bench/resources/image/upload?max_results=500",
-                emu.base_url
-            ))
-            .basic_auth(
-                credential(&emu.cloudinary_url, true),
-                Some(credential(&emu.cloudinary_url, false)),
-            )
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        listed["resources"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|r| r["public_id"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let assets = emulator_ids(ctx, &emu, 500).await?;
     let sam = ctx.root.join(".aws-sam");
     let qemu_sysroot = Path::new("/usr/aarch64-linux-gnu");
     let shipped_runs = qemu_sysroot.join("lib/ld-linux-aarch64.so.1").exists()

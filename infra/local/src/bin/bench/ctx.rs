@@ -138,21 +138,11 @@ impl EmulatorProcess {
 /// CPU seconds moto (the local AWS) has used so far, read from /proc; `NAN` if unknown.
 pub(crate) fn moto_cpu_seconds(ctx: &Ctx) -> f64 {
     let pid = std::fs::read_to_string(ctx.root.join(".local/moto.pid")).unwrap_or_default();
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-    // Fields after the command name (which may hold spaces): utime and stime are the 12th and
-    // 13th of them, in clock ticks.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // SAFETY: sysconf reads a constant of the system.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    match (fields.get(11), fields.get(12)) {
-        (Some(u), Some(s)) if ticks > 0.0 => {
-            (u.parse::<f64>().unwrap_or(f64::NAN) + s.parse::<f64>().unwrap_or(f64::NAN)) / ticks
-        }
-        _ => f64::NAN,
-    }
+    pid.trim()
+        .parse()
+        .ok()
+        .and_then(local_stack::runtime_api::cpu_time)
+        .map_or(f64::NAN, |t| t.as_secs_f64())
 }
 
 /// CPU seconds (user + system) this process has used so far.

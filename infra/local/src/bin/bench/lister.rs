@@ -1,11 +1,19 @@
 use super::*;
 
+/// What scenario 5 measured per 500 assets listed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ListerFigures {
+    pub(crate) sqs_per_500: f64,
+    pub(crate) dynamodb_per_500: f64,
+    pub(crate) cloudinary_per_500: f64,
+}
+
 /// 5. Lister throughput over a large account.
 pub(crate) async fn lister_throughput(
     ctx: &Ctx,
     args: &Args,
     report: &mut Report,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<ListerFigures> {
     println!("5. lister: {} assets", args.lister_assets);
     let emu = EmulatorProcess::start(
         ctx,
@@ -58,14 +66,19 @@ pub(crate) async fn lister_throughput(
         "Cloudinary calls per 500 assets",
     ]);
     let services = by_service(&aws);
+    let figures = ListerFigures {
+        sqs_per_500: per_500(services.get("sqs").copied().unwrap_or(0)),
+        dynamodb_per_500: per_500(services.get("dynamodb").copied().unwrap_or(0)),
+        cloudinary_per_500: per_500(e.list_calls + e.search_calls),
+    };
     t.row(vec![
         listed.to_string(),
         f1(wall),
         format!("{:.0}", listed as f64 / wall),
         f3(per_1000(cpu, listed)),
-        f1(per_500(services.get("sqs").copied().unwrap_or(0))),
-        f1(per_500(services.get("dynamodb").copied().unwrap_or(0))),
-        f1(per_500(e.list_calls + e.search_calls)),
+        f1(figures.sqs_per_500),
+        f1(figures.dynamodb_per_500),
+        f1(figures.cloudinary_per_500),
     ]);
     report.table(&t);
     report.para(&format!(
@@ -77,5 +90,5 @@ pub(crate) async fn lister_throughput(
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    Ok(())
+    Ok(figures)
 }

@@ -27,6 +27,7 @@ use local_stack::template::{TEMPLATE, Template};
 use shared::message::WorkMessage;
 use tokio::io::AsyncBufReadExt;
 
+mod agreement;
 mod baseline;
 mod cold_start;
 mod cost;
@@ -38,7 +39,9 @@ mod report;
 mod scaling;
 mod search;
 mod side_by_side;
+mod worker_cpu;
 
+use agreement::*;
 use baseline::*;
 use cold_start::*;
 use cost::*;
@@ -50,6 +53,7 @@ use report::*;
 use scaling::*;
 use search::*;
 use side_by_side::*;
+use worker_cpu::*;
 
 /// Measures the pipeline against the blog-style baseline and writes BENCHMARKS.md.
 #[derive(Parser, Debug)]
@@ -96,8 +100,9 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     search_repeats: usize,
     /// Scenarios to run (1 side by side, 2 quota, 3 cold start, 4 cost (with 1), 5 lister,
-    /// 6 scaling, 7 full-text search); the report is written only when all run.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7")]
+    /// 6 scaling, 7 full-text search, 8 the simulation against moto (with 1 and 5), 9 the
+    /// worker's own CPU (with 1); the report is written only when all run.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8,9")]
     only: Vec<u8>,
     /// Where to write the report.
     #[arg(long, default_value = "BENCHMARKS.md")]
@@ -150,18 +155,25 @@ async fn main() -> anyhow::Result<()> {
         false => 0.0,
     };
     if let (true, Some(comparison)) = (run(4), &comparison) {
-        cost(&ctx, &args, comparison, logs_per_image, &mut report)?;
+        cost(&ctx, &args, &comparison.run, logs_per_image, &mut report)?;
     }
-    if run(5) {
-        lister_throughput(&ctx, &args, &mut report).await?;
-    }
+    let listing = match run(5) {
+        true => Some(lister_throughput(&ctx, &args, &mut report).await?),
+        false => None,
+    };
     if run(6) {
         scaling(&ctx, &args, &mut report).await?;
     }
     if run(7) {
         search(&args, &mut report).await?;
     }
-    if (1..=7).any(|n| !run(n)) {
+    if let (true, Some(comparison), Some(listing)) = (run(8), &comparison, &listing) {
+        agreement(&ctx, &args, &comparison.run, listing, &mut report)?;
+    }
+    if let (true, Some(comparison)) = (run(9), &comparison) {
+        worker_cpu(&ctx, &args, comparison, &mut report).await?;
+    }
+    if (1..=9).any(|n| !run(n)) {
         println!(
             "
 Not all scenarios ran: {} left as it was.",
@@ -204,8 +216,13 @@ Not all scenarios ran: {} left as it was.",
     } else {
         ctx.root.join(&args.out)
     };
-    std::fs::write(&path, format!("{header}{}", report.text))
-        .with_context(|| format!("writing {}", path.display()))?;
+    // `make sim` writes a section of its own at the end; it is kept.
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut text = format!("{header}{}", report.text);
+    if let Some(section) = local_stack::sim::report::section_of(&old) {
+        text = format!("{}\n\n{section}", text.trim_end());
+    }
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     println!("\nWritten to {}", path.display());
     Ok(())
 }

@@ -1,11 +1,19 @@
 use super::*;
 
+/// What scenario 1 measured: the pipeline's last round, and both sides' median CPU.
+pub(crate) struct SideBySide {
+    pub(crate) run: PipelineRun,
+    /// CPU seconds of the baseline's process and of the pipeline's (medians over the rounds).
+    pub(crate) baseline_cpu_s: f64,
+    pub(crate) pipeline_cpu_s: f64,
+}
+
 /// 1. The Python baseline and the pipeline on the same corpus, emulator and moto.
 pub(crate) async fn side_by_side(
     ctx: &Ctx,
     args: &Args,
     report: &mut Report,
-) -> anyhow::Result<PipelineRun> {
+) -> anyhow::Result<SideBySide> {
     let invocations = ctx.settings.worker_concurrency;
     let records = shared::defaults::RECORDS_IN_FLIGHT;
     let threads = invocations * records;
@@ -157,5 +165,9 @@ pub(crate) async fn side_by_side(
             .join(", "),
     ));
     let last = rust_runs.pop().context("at least one round")?;
-    Ok(last)
+    Ok(SideBySide {
+        run: last,
+        baseline_cpu_s: bc,
+        pipeline_cpu_s: rc,
+    })
 }
