@@ -76,6 +76,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let started = std::time::Instant::now();
     anyhow::ensure!(args.faults.len() == 4, "--faults takes four shares");
     anyhow::ensure!(
         args.heavy_faults.is_empty() || args.heavy_faults.len() == 4,
@@ -100,21 +101,25 @@ fn main() -> anyhow::Result<()> {
         ..SimConfig::default()
     };
     let update_horizon = Duration::from_secs_f64(args.update_horizon_days * 86400.0);
+    // `update` runs go on for months: they end at their own horizon.
+    let run_of = |method: Method, quota: u64| SimConfig {
+        method,
+        quota_per_hour: quota,
+        horizon: match method {
+            Method::Explicit => base.horizon,
+            Method::Update => update_horizon,
+        },
+        ..base.clone()
+    };
     let mut main_runs = Vec::new();
     for method in &args.method {
         for quota in &args.quota {
-            main_runs.push(SimConfig {
-                method: *method,
-                quota_per_hour: *quota,
-                horizon: match method {
-                    Method::Explicit => base.horizon,
-                    Method::Update => update_horizon,
-                },
-                ..base.clone()
-            });
+            main_runs.push(run_of(*method, *quota));
         }
     }
+    // The sweeps and the bad day vary one setting of a run at the first quota.
     let first_quota = args.quota.first().copied().unwrap_or(2000);
+    let at_first_quota = |method: Method| run_of(method, first_quota);
     if let [
         server_error,
         timeout_after_billing,
@@ -123,47 +128,33 @@ fn main() -> anyhow::Result<()> {
     ] = args.heavy_faults[..]
     {
         main_runs.push(SimConfig {
-            method: Method::Explicit,
-            quota_per_hour: first_quota,
             faults: FaultMix {
                 server_error,
                 timeout_after_billing,
                 too_many_requests,
                 pending,
             },
-            ..base.clone()
+            ..at_first_quota(Method::Explicit)
         });
     }
-    let sweep: Vec<SimConfig> = args
-        .sweep
-        .iter()
-        .map(|c| SimConfig {
-            method: Method::Explicit,
-            quota_per_hour: first_quota,
-            concurrency: *c,
-            ..base.clone()
-        })
-        .collect();
-    let update_sweep: Vec<SimConfig> = args
-        .update_sweep
-        .iter()
-        .map(|c| SimConfig {
-            method: Method::Update,
-            quota_per_hour: first_quota,
-            concurrency: *c,
-            horizon: update_horizon,
-            ..base.clone()
-        })
-        .collect();
+    let concurrencies = |method: Method, values: &[u32]| -> Vec<SimConfig> {
+        values
+            .iter()
+            .map(|c| SimConfig {
+                concurrency: *c,
+                ..at_first_quota(method)
+            })
+            .collect()
+    };
+    let sweep = concurrencies(Method::Explicit, &args.sweep);
+    let update_sweep = concurrencies(Method::Update, &args.update_sweep);
     let batches: Vec<SimConfig> = args
         .batch_sweep
         .iter()
         .map(|b| SimConfig {
-            method: Method::Explicit,
-            quota_per_hour: first_quota,
             batch_size: *b,
             records_in_flight: *b,
-            ..base.clone()
+            ..at_first_quota(Method::Explicit)
         })
         .collect();
     let all: Vec<SimConfig> = main_runs
@@ -212,6 +203,13 @@ fn main() -> anyhow::Result<()> {
         &concurrency,
         &update_concurrency,
         &batch_rows,
+    );
+    let section = format!(
+        "{section}\nThis section: {}; {}; commit {}; {:.0} s.\n",
+        httpdate::fmt_http_date(std::time::SystemTime::now()),
+        local_stack::bench::machine(),
+        local_stack::bench::command_output("git", &["describe", "--always", "--dirty"]),
+        started.elapsed().as_secs_f64()
     );
     println!("{section}");
     if args.out != "-" {

@@ -16,8 +16,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use clap::Parser;
 use cloudinary_emulator::Stats;
 use local_stack::bench::{
-    PRICES, PRICES_AS_OF, PerImage, Table, by_service, cost_per_million, item_size, median,
-    percentile, quota_share, write_units,
+    PRICES, PRICES_AS_OF, PerImage, Table, by_service, command_output, cost_per_million, item_size,
+    machine, median, percentile, quota_share, write_units,
 };
 use local_stack::provision::{LocalStack, StackNames, StackSettings, provision};
 use local_stack::runner::DrainStats;
