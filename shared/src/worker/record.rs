@@ -274,15 +274,12 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             (self.ocr.fetch_result(message).await, self.gate(Api::Admin))
         } else {
             let api = self.ocr.request_api();
-            held.asked.store(true, Ordering::Relaxed);
             let answer = self.ocr.request_ocr(message).await;
-            if answer
+            // Refused (HTTP 420 or 429): no OCR ran, nothing was billed.
+            let refused = answer
                 .as_ref()
-                .is_err_and(|e| e.class == ErrorClass::RateLimited)
-            {
-                // Refused (HTTP 420 or 429): no OCR ran, nothing was billed.
-                held.asked.store(false, Ordering::Relaxed);
-            }
+                .is_err_and(|e| e.class == ErrorClass::RateLimited);
+            held.asked.store(!refused, Ordering::Relaxed);
             (answer, self.gate(api))
         };
         match answer {

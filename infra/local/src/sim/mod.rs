@@ -123,7 +123,6 @@ struct Tally {
     billed_ms: u64,
     records: u64,
     dispositions: BTreeMap<&'static str, u64>,
-    records_per_invocation_max: usize,
 }
 
 /// Runs one simulation on a thread of its own (a paused, single-threaded tokio runtime),
@@ -212,8 +211,10 @@ async fn simulate(
     loop {
         tokio::time::sleep(tick).await;
         let elapsed = start.elapsed();
-        let listed = lock(&tally).listed;
-        let pass_done = lock(&tally).listed_at.is_some();
+        let (listed, pass_done) = {
+            let t = lock(&tally);
+            (t.listed, t.listed_at.is_some())
+        };
         if elapsed.as_secs().is_multiple_of(3600) {
             let hour = HourProgress {
                 hour: elapsed.as_secs() / 3600,
@@ -348,7 +349,6 @@ async fn poller(
         let mut t = lock(&tally);
         t.invocations += 1;
         t.records += records as u64;
-        t.records_per_invocation_max = t.records_per_invocation_max.max(records);
         t.billed_ms += took.as_millis() as u64 + 1;
         match outcome {
             Ok(outcome) => {

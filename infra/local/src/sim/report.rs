@@ -171,20 +171,21 @@ fn short_reason(reason: &str) -> String {
 }
 
 impl SimReport {
-    pub fn sqs_requests(&self) -> u64 {
+    /// Requests to one service (`sqs`, `dynamodb`), over all its operations.
+    fn service_requests(&self, service: &str) -> u64 {
         self.requests
             .iter()
-            .filter(|(k, _)| k.starts_with("sqs:"))
+            .filter(|(k, _)| k.split_once(':').is_some_and(|(s, _)| s == service))
             .map(|(_, v)| v)
             .sum()
     }
 
+    pub fn sqs_requests(&self) -> u64 {
+        self.service_requests("sqs")
+    }
+
     pub fn dynamodb_requests(&self) -> u64 {
-        self.requests
-            .iter()
-            .filter(|(k, _)| k.starts_with("dynamodb:"))
-            .map(|(_, v)| v)
-            .sum()
+        self.service_requests("dynamodb")
     }
 
     /// Images that reached a terminal status (the divisor of every per-image figure).
