@@ -35,6 +35,13 @@ moto 5.2 speaks (it answers the query protocol only): PutMetricData and GetMetri
 are decoded here and served by moto's CloudWatch backend, their answers encoded as the protocol
 says (timestamps as epoch seconds, tag 1; errors with `__type`).
 
+It serves moto's application with waitress instead of werkzeug's development server, which
+answers every request with `Connection: close`: AWS keeps HTTP/1.1 connections open, so a client
+here now pays for connections as it would there (one per connection, not one per request), and
+the CPU the benchmarks measure is the client's own, not the local stand-in's. waitress's pool of
+request threads is sized for the long polls (ReceiveMessage with WaitTimeSeconds) that hold one
+each.
+
 It also counts the requests it serves by API operation (`dynamodb:PutItem`, `sqs:SendMessageBatch`,
 ...), for `make bench`: `GET /_requests` answers the counts as JSON, `DELETE /_requests` resets
 them. AWS bills per request, so these are the figures the cost model needs, whichever client
@@ -517,7 +524,30 @@ def _counted(self, environ, start_response):
 
 werkzeug_app.DomainDispatcherApplication.__call__ = _counted
 
-from moto.server import main  # noqa: E402
+import moto.server  # noqa: E402
+
+
+def _serve(host, port, app, **_werkzeug_options):
+    """moto's `run_simple` call, served with keep-alive (see the module's notes)."""
+    import waitress
+
+    print(f"moto serving on http://{host}:{port} (waitress, keep-alive)", flush=True)
+    waitress.serve(
+        app,
+        host=host,
+        port=port,
+        threads=64,
+        connection_limit=1000,
+        channel_timeout=300,
+        # Bodies are read as they arrive; moto's largest (S3 parts) stay in memory.
+        inbuf_overflow=64 * 1024 * 1024,
+        ident="moto",
+        _quiet=True,
+    )
+
+
+moto.server.run_simple = _serve
+main = moto.server.main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,6 +17,11 @@ pub const MAX_PAGE_SIZE: u32 = 500;
 /// How long one Cloudinary call may take: as long as Cloudinary's own SDKs wait, so that an OCR
 /// that takes a while is answered rather than given up on (it is billed either way).
 pub const CLOUDINARY_TIMEOUT: Duration = Duration::from_secs(60);
+/// One attempt of a DynamoDB, SQS or Secrets Manager call from a function: their answers
+/// take milliseconds, so an attempt this long is a hung connection, retried.
+pub const AWS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A whole AWS call with its retries (the SDK's standard mode, three attempts with backoff).
+pub const AWS_OPERATION_TIMEOUT: Duration = Duration::from_secs(20);
 /// The worker function's timeout (`WorkerTimeout` in the template): a record started with the
 /// Cloudinary timeout and the slack left still ends, with a read-back after a timeout.
 pub const WORKER_TIMEOUT: Duration = Duration::from_secs(150);

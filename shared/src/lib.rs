@@ -6,6 +6,7 @@
 //! port's adapter sits beside it, with an in-memory twin (feature `memory`) that the unit
 //! tier runs the use cases against in paused time.
 
+pub mod aws;
 pub mod clock;
 pub mod cloudinary;
 pub mod config;

@@ -5,8 +5,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 async fn init() -> Result<worker::LiveWorker, Error> {
-    let sdk = aws_config::load_from_env().await;
+    let sdk = shared::aws::function_config().await;
     let cloudinary_url = shared::secrets::cloudinary_url(&sdk).await?;
     let config = shared::config::Env::process().worker(cloudinary_url)?;
     tracing::info!(ocr_method = %config.cloudinary.ocr_method, concurrency = config.concurrency, "worker ready");
@@ -17,7 +20,9 @@ async fn init() -> Result<worker::LiveWorker, Error> {
     )?)
 }
 
-#[tokio::main]
+// One thread: a function has a fraction of a vCPU below 1,769 MB, and its work is waiting on
+// I/O; a multi-thread runtime only adds wake-ups between threads.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init_json_logs();
     let worker = init().await.inspect_err(|e| {

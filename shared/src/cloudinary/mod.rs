@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::error::{Classified, ErrorClass, RemoteError};
 use crate::lister::{AssetPage, AssetSource, ListedAsset, Listing};
 use crate::message::WorkMessage;
-use crate::ocr::{OcrOutcome, OcrResult, parse_resource};
+use crate::ocr::{OcrOutcome, OcrResult, ResourceAnswer};
 use crate::rate_gate::Quota;
 use crate::secret::Secret;
 use crate::worker::{OcrAnswer, OcrService};
@@ -438,13 +438,14 @@ impl CloudinaryClient {
         self.send(format!("the search {expression:?}"), req).await
     }
 
-    /// Switches OCR on for an existing asset and returns the resource with `info.ocr`.
-    pub async fn request_ocr(
+    /// Switches OCR on for an existing asset and returns the resource with `info.ocr`, read as
+    /// `T` (the worker's [`ResourceAnswer`], or `serde_json::Value` for all of it).
+    pub async fn request_ocr<T: serde::de::DeserializeOwned>(
         &self,
         public_id: &str,
         resource_type: &str,
         delivery_type: &str,
-    ) -> Result<Answer<serde_json::Value>, CloudinaryError> {
+    ) -> Result<Answer<T>, CloudinaryError> {
         let what = format!("OCR of {public_id:?}");
         let req = match self.ocr_method {
             OcrMethod::AdminUpdate => self.admin(
@@ -482,13 +483,13 @@ impl CloudinaryClient {
         self.send(what, req).await
     }
 
-    /// Reads a resource's details (no OCR is started, no OCR is billed).
-    pub async fn get_resource(
+    /// Reads a resource's details (no OCR is started, no OCR is billed), read as `T`.
+    pub async fn get_resource<T: serde::de::DeserializeOwned>(
         &self,
         public_id: &str,
         resource_type: &str,
         delivery_type: &str,
-    ) -> Result<Answer<serde_json::Value>, CloudinaryError> {
+    ) -> Result<Answer<T>, CloudinaryError> {
         let url = self.url(&resource_path(resource_type, delivery_type, public_id)?);
         self.send(
             format!("details of {public_id:?}"),
@@ -508,24 +509,28 @@ impl OcrService for CloudinaryClient {
     }
 
     async fn request_ocr(&self, m: &WorkMessage) -> Result<OcrAnswer, RemoteError> {
-        let answer =
-            CloudinaryClient::request_ocr(self, &m.public_id, &m.resource_type, &m.delivery_type)
-                .await
-                .map_err(|e| RemoteError::from_classified(&e))?;
+        let answer = CloudinaryClient::request_ocr::<ResourceAnswer>(
+            self,
+            &m.public_id,
+            &m.resource_type,
+            &m.delivery_type,
+        )
+        .await
+        .map_err(|e| RemoteError::from_classified(&e))?;
         ocr_answer(answer)
     }
 
     async fn fetch_result(&self, m: &WorkMessage) -> Result<OcrAnswer, RemoteError> {
         let answer = self
-            .get_resource(&m.public_id, &m.resource_type, &m.delivery_type)
+            .get_resource::<ResourceAnswer>(&m.public_id, &m.resource_type, &m.delivery_type)
             .await
             .map_err(|e| RemoteError::from_classified(&e))?;
-        if answer.value.pointer("/info/ocr/adv_ocr").is_none() {
+        if !answer.value.has_ocr() {
             // Read back, no OCR on the asset: it was never asked for.
             return Ok(OcrAnswer {
                 result: OcrResult {
                     outcome: OcrOutcome::NotRequested,
-                    asset: crate::ocr::AssetFields::deserialize(&answer.value).unwrap_or_default(),
+                    asset: answer.value.asset(),
                     pages: 0,
                 },
                 quota: answer.quota,
@@ -538,8 +543,10 @@ impl OcrService for CloudinaryClient {
 
 /// An answer without `info.ocr.adv_ocr` means the add-on did not run: asking again the same
 /// way cannot help, so it is permanent.
-fn ocr_answer(answer: Answer<serde_json::Value>) -> Result<OcrAnswer, RemoteError> {
-    let result = parse_resource(&answer.value)
+fn ocr_answer(answer: Answer<ResourceAnswer>) -> Result<OcrAnswer, RemoteError> {
+    let result = answer
+        .value
+        .result()
         .map_err(|e| RemoteError::new(ErrorClass::Permanent, crate::error::error_chain(&e)))?;
     Ok(OcrAnswer {
         result,

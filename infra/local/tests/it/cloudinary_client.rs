@@ -37,7 +37,7 @@ async fn bad_credentials_and_bad_signatures_are_refused() {
     let wrong = emu.cloudinary_url().replace('@', "x@");
     for method in [OcrMethod::AdminUpdate, OcrMethod::Explicit] {
         let err = client(&emu, &wrong, method)
-            .request_ocr(&id, "image", "upload")
+            .request_ocr::<serde_json::Value>(&id, "image", "upload")
             .await
             .unwrap_err();
         assert_eq!(status(&err), 401, "{method}");
@@ -48,7 +48,10 @@ async fn bad_credentials_and_bad_signatures_are_refused() {
         );
     }
     let good = client(&emu, &emu.cloudinary_url(), OcrMethod::Explicit);
-    let answer = good.request_ocr(&id, "image", "upload").await.unwrap();
+    let answer = good
+        .request_ocr::<serde_json::Value>(&id, "image", "upload")
+        .await
+        .unwrap();
     assert_eq!(answer.value["public_id"], id.as_str());
     assert!(
         answer.quota.is_none(),
@@ -68,7 +71,7 @@ async fn unknown_assets_are_404_and_permanent() {
         .unwrap();
     let c = client(&emu, &emu.cloudinary_url(), OcrMethod::AdminUpdate);
     let err = c
-        .request_ocr("no/such asset?", "image", "upload")
+        .request_ocr::<serde_json::Value>("no/such asset?", "image", "upload")
         .await
         .unwrap_err();
     assert_eq!(status(&err), 404);
@@ -280,7 +283,10 @@ async fn the_client_signs_in_sha256_for_an_account_that_requires_it() {
     let emu = Emulator::start(strict, generate(2), 0).await.unwrap();
     let id = emu.assets()[0].public_id.clone();
     let sha1 = client(&emu, &emu.cloudinary_url(), OcrMethod::Explicit);
-    let err = sha1.request_ocr(&id, "image", "upload").await.unwrap_err();
+    let err = sha1
+        .request_ocr::<serde_json::Value>(&id, "image", "upload")
+        .await
+        .unwrap_err();
     assert_eq!(status(&err), 401, "{err}");
     let base = emu.base_url();
     let cfg = Env(|name: &str| match name {
@@ -291,7 +297,10 @@ async fn the_client_signs_in_sha256_for_an_account_that_requires_it() {
     .cloudinary(Some(Secret::new(emu.cloudinary_url())))
     .unwrap();
     let sha256 = CloudinaryClient::new(&cfg).unwrap();
-    let answer = sha256.request_ocr(&id, "image", "upload").await.unwrap();
+    let answer = sha256
+        .request_ocr::<serde_json::Value>(&id, "image", "upload")
+        .await
+        .unwrap();
     assert!(answer.value.pointer("/info/ocr/adv_ocr").is_some());
 }
 
@@ -311,7 +320,10 @@ async fn one_public_id_under_two_delivery_types_is_two_assets() {
     for method in [OcrMethod::AdminUpdate, OcrMethod::Explicit] {
         let c = client(&emu, &emu.cloudinary_url(), method);
         for (t, text) in [("upload", "PUBLIC"), ("private", "PRIVATE")] {
-            let answer = c.request_ocr("signs/door", "image", t).await.unwrap();
+            let answer = c
+                .request_ocr::<serde_json::Value>("signs/door", "image", t)
+                .await
+                .unwrap();
             assert_eq!(answer.value["type"], t);
             let got =
                 answer.value["info"]["ocr"]["adv_ocr"]["data"][0]["fullTextAnnotation"]["text"]
@@ -319,11 +331,14 @@ async fn one_public_id_under_two_delivery_types_is_two_assets() {
                     .unwrap()
                     .to_string();
             assert_eq!(got.trim(), text, "{method:?} {t}");
-            let back = c.get_resource("signs/door", "image", t).await.unwrap();
+            let back = c
+                .get_resource::<serde_json::Value>("signs/door", "image", t)
+                .await
+                .unwrap();
             assert_eq!(back.value["type"], t);
         }
         let err = c
-            .get_resource("signs/door", "image", "authenticated")
+            .get_resource::<serde_json::Value>("signs/door", "image", "authenticated")
             .await
             .unwrap_err();
         assert_eq!(status(&err), 404);
