@@ -37,10 +37,10 @@ says (timestamps as epoch seconds, tag 1; errors with `__type`).
 
 It serves moto's application with waitress instead of werkzeug's development server, which
 answers every request with `Connection: close`: AWS keeps HTTP/1.1 connections open, so a client
-here now pays for connections as it would there (one per connection, not one per request), and
-the CPU the benchmarks measure is the client's own, not the local stand-in's. waitress's pool of
-request threads is sized for the long polls (ReceiveMessage with WaitTimeSeconds) that hold one
-each.
+here now pays for connections as it would there (once per connection, not once per request),
+and the CPU the benchmarks measure leaves out a connection per request that a client on AWS does
+not pay. waitress's pool of request threads is sized for the long polls (ReceiveMessage with
+WaitTimeSeconds) that hold one each.
 
 It also counts the requests it serves by API operation (`dynamodb:PutItem`, `sqs:SendMessageBatch`,
 ...), for `make bench`: `GET /_requests` answers the counts as JSON, `DELETE /_requests` resets

@@ -348,6 +348,7 @@ impl<'de> Deserialize<'de> for AdvOcrData {
         d.deserialize_any(Data)
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
