@@ -27,20 +27,14 @@ pub enum OcrOutcome {
     NotRequested,
 }
 
-/// The asset fields kept beside the text.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// The asset fields kept beside the text (read from an answer by [`ResourceAnswer::asset`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AssetFields {
-    #[serde(default)]
     pub format: Option<String>,
-    #[serde(default)]
     pub bytes: Option<u64>,
-    #[serde(default)]
     pub width: Option<u64>,
-    #[serde(default)]
     pub height: Option<u64>,
-    #[serde(default)]
     pub created_at: Option<String>,
-    #[serde(default)]
     pub version: Option<u64>,
 }
 
