@@ -17,6 +17,13 @@ could both find a condition true before either wrote, so two claims of one asset
 succeeded (and both invocations paid for its OCR). Writes (PutItem, UpdateItem, DeleteItem,
 TransactWriteItems) now run one at a time, as their conditions and effects must.
 
+moto 5.2 runs PartiQL through an experimental engine that copies every table for each statement
+and evaluates no condition: a conditional UPDATE in a BatchExecuteStatement always wrote. The
+write statements DynamoDB documents for batches (INSERT, and UPDATE with SET, REMOVE and a WHERE
+condition) now run through moto's item API, each with its condition, failing alone with
+DynamoDB's codes (`ConditionalCheckFailed`, `DuplicateItem`); other statements still go to
+moto's engine.
+
 It adds what moto 5.2 lacks of SQS's dead-letter redrive, with SQS's documented semantics:
 - a message that the redrive policy moves to a dead-letter queue records the queue it came from
   (`DeadLetterQueueSourceArn`, returned by ReceiveMessage when asked for); a message sent to the
@@ -45,7 +52,8 @@ WaitTimeSeconds) that hold one each.
 It also counts the requests it serves by API operation (`dynamodb:PutItem`, `sqs:SendMessageBatch`,
 ...), for `make bench`: `GET /_requests` answers the counts as JSON, `DELETE /_requests` resets
 them. AWS bills per request, so these are the figures the cost model needs, whichever client
-made the calls.
+made the calls. A BatchExecuteStatement's statements are counted too, under
+`dynamodb:BatchExecuteStatement/statements`: DynamoDB bills each as the single write it is.
 """
 
 import collections
@@ -163,6 +171,266 @@ for _name in ("put_item", "update_item", "delete_item", "transact_write_items"):
         _name,
         _serialised(getattr(dynamodb_models.DynamoDBBackend, _name)),
     )
+
+# --- DynamoDB: PartiQL write statements in a batch, with their conditions ------------------
+
+import re  # noqa: E402
+
+from moto.dynamodb.exceptions import (  # noqa: E402
+    ConditionalCheckFailed,
+    DynamodbException,
+    MockValidationException,
+)
+
+_TOKEN = re.compile(
+    r"""\s*(?:(?P<quoted>"(?:[^"]|"")*")|(?P<string>'(?:[^']|'')*')|(?P<number>-?\d+(?:\.\d+)?)"""
+    r"""|(?P<op><>|<=|>=|[=<>{}:,()?])|(?P<word>[A-Za-z_][A-Za-z0-9_]*))"""
+)
+
+
+class _Unsupported(Exception):
+    """A statement outside the forms below: moto's own PartiQL runs it."""
+
+
+def _tokens(statement):
+    out, pos = [], 0
+    statement = statement.strip()
+    while pos < len(statement):
+        m = _TOKEN.match(statement, pos)
+        if not m or m.end() == pos:
+            raise _Unsupported(statement[pos:])
+        kind = m.lastgroup
+        text = m.group(kind)
+        if kind == "quoted":
+            out.append(("ident", text[1:-1].replace('""', '"')))
+        elif kind == "string":
+            out.append(("value", {"S": text[1:-1].replace("''", "'")}))
+        elif kind == "number":
+            out.append(("value", {"N": text}))
+        elif kind == "word":
+            out.append(("word", text))
+        else:
+            out.append(("op", text))
+        pos = m.end()
+    return out
+
+
+class _Statement:
+    """One write statement of the forms DynamoDB documents, as moto's item API runs it:
+    `INSERT INTO t VALUE {'a': v, ...}` (fails with DuplicateItem when the key exists) and
+    `UPDATE t SET a = v ... REMOVE b ... WHERE key = v [AND condition]` (the condition: AND,
+    OR, parentheses, comparisons, IS [NOT] MISSING; it fails with ConditionalCheckFailed when no
+    item has the key or the condition is false). Values are literals or `?` parameters."""
+
+    def __init__(self, statement, parameters):
+        self.tokens = _tokens(statement)
+        self.pos = 0
+        self.parameters = list(parameters or [])
+        self.used = 0
+        self.names = {}
+        self.values = {}
+        self.table = ""
+
+    def peek(self, kind=None, text=None):
+        if self.pos >= len(self.tokens):
+            return None
+        token = self.tokens[self.pos]
+        if kind and token[0] != kind:
+            return None
+        if text and (token[0] not in ("word", "op") or token[1].upper() != text):
+            return None
+        return token
+
+    def take(self, kind=None, text=None):
+        token = self.peek(kind, text)
+        if token is None:
+            raise _Unsupported(f"expected {text or kind} at token {self.pos}")
+        self.pos += 1
+        return token
+
+    def identifier(self):
+        token = self.peek()
+        if token and token[0] in ("ident", "word"):
+            self.pos += 1
+            return token[1]
+        raise _Unsupported("expected a name")
+
+    def value(self):
+        if self.peek("op", "?"):
+            self.pos += 1
+            if self.used >= len(self.parameters):
+                raise MockValidationException("Number of parameters in request and statement don't match.")
+            self.used += 1
+            return self.parameters[self.used - 1]
+        return self.take("value")[1]
+
+    def name(self, attribute):
+        placeholder = f"#n{len(self.names)}"
+        self.names[placeholder] = attribute
+        return placeholder
+
+    def placeholder(self, value):
+        name = f":v{len(self.values)}"
+        self.values[name] = value
+        return name
+
+    def condition(self, key_attr, key):
+        """The condition as a ConditionExpression, and whether it is an OR at its top (moto
+        refuses redundant parentheses, so they are added only where an OR needs them)."""
+        parts = [self.conjunction(key_attr, key)]
+        while self.peek("word", "OR"):
+            self.pos += 1
+            parts.append(self.conjunction(key_attr, key))
+        return " OR ".join(parts), len(parts) > 1
+
+    def conjunction(self, key_attr, key):
+        parts = [self.atom(key_attr, key)]
+        while self.peek("word", "AND"):
+            self.pos += 1
+            parts.append(self.atom(key_attr, key))
+        texts = [f"({text})" if is_or else text for text, is_or in parts if text]
+        return " AND ".join(texts) or "attribute_exists(" + self.name(key_attr) + ")"
+
+    def atom(self, key_attr, key):
+        if self.peek("op", "("):
+            self.pos += 1
+            inner = self.condition(key_attr, key)
+            self.take("op", ")")
+            return inner
+        attribute = self.identifier()
+        if self.peek("word", "IS"):
+            self.pos += 1
+            negated = bool(self.peek("word", "NOT"))
+            if negated:
+                self.pos += 1
+            self.take("word", "MISSING")
+            function = "attribute_exists" if negated else "attribute_not_exists"
+            return f"{function}({self.name(attribute)})", False
+        op = self.take("op")[1]
+        if op not in ("=", "<>", "<", "<=", ">", ">="):
+            raise _Unsupported(op)
+        value = self.value()
+        if attribute == key_attr and op == "=" and key is not None and key.get(key_attr) is None:
+            key[key_attr] = value
+            return "", False
+        return f"{self.name(attribute)} {op} {self.placeholder(value)}", False
+
+    def run(self, backend):
+        verb = self.take("word")[1].upper()
+        if verb == "INSERT":
+            return self.insert(backend)
+        if verb == "UPDATE":
+            return self.update(backend)
+        raise _Unsupported(verb)
+
+    def insert(self, backend):
+        self.take("word", "INTO")
+        table = backend.get_table(self.identifier())
+        self.table = table.name
+        self.take("word", "VALUE")
+        self.take("op", "{")
+        item = {}
+        while True:
+            attribute = self.take("value")[1].get("S")
+            self.take("op", ":")
+            item[attribute] = self.value()
+            if not self.peek("op", ","):
+                break
+            self.pos += 1
+        self.take("op", "}")
+        self.finish()
+        try:
+            backend.put_item(
+                table.name,
+                item,
+                condition_expression=f"attribute_not_exists({self.name(table.hash_key_attr)})",
+                expression_attribute_names=self.names,
+            )
+        except ConditionalCheckFailed:
+            return {"Code": "DuplicateItem", "Message": "Duplicate primary key exists in table"}
+        return None
+
+    def update(self, backend):
+        table = backend.get_table(self.identifier())
+        self.table = table.name
+        sets, removes = [], []
+        while True:
+            if self.peek("word", "SET"):
+                self.pos += 1
+                attribute = self.identifier()
+                self.take("op", "=")
+                sets.append(f"{self.name(attribute)} = {self.placeholder(self.value())}")
+            elif self.peek("word", "REMOVE"):
+                self.pos += 1
+                removes.append(self.name(self.identifier()))
+            else:
+                break
+        self.take("word", "WHERE")
+        if table.range_key_attr:
+            raise _Unsupported("a table with a sort key")
+        key = {table.hash_key_attr: None}
+        condition, is_or = self.condition(table.hash_key_attr, key)
+        self.finish()
+        if key[table.hash_key_attr] is None:
+            raise MockValidationException("Where clause does not contain a mandatory equality on all key attributes")
+        # The item must exist: the WHERE clause selects it.
+        if is_or:
+            condition = f"({condition})"
+        condition = f"attribute_exists({self.name(table.hash_key_attr)}) AND {condition}"
+        expression = ""
+        if sets:
+            expression += "SET " + ", ".join(sets)
+        if removes:
+            expression += " REMOVE " + ", ".join(removes)
+        try:
+            backend.update_item(
+                table.name,
+                key,
+                expression.strip(),
+                self.names,
+                self.values,
+                condition_expression=condition,
+            )
+        except ConditionalCheckFailed:
+            return {"Code": "ConditionalCheckFailed", "Message": "The conditional request failed"}
+        return None
+
+    def finish(self):
+        if self.pos != len(self.tokens):
+            raise _Unsupported("trailing tokens")
+        if self.used != len(self.parameters):
+            raise MockValidationException("Number of parameters in request and statement don't match.")
+
+
+_batch_execute_statement = dynamodb_models.DynamoDBBackend.batch_execute_statement
+
+
+def _batch_execute_writes(self, statements):
+    """BatchExecuteStatement with DynamoDB's semantics for the write statements above: each
+    statement's condition holds or it fails alone, with its own error; at most 25 statements."""
+    if len(statements) > 25:
+        raise MockValidationException(
+            "1 validation error detected: Value at 'statements' failed to satisfy constraint: "
+            "Member must have length less than or equal to 25"
+        )
+    with _requests_lock:
+        _requests["dynamodb:BatchExecuteStatement/statements"] += len(statements)
+    responses = []
+    for statement in statements:
+        try:
+            parsed = _Statement(statement["Statement"], statement.get("Parameters"))
+            with _write_lock:
+                error = parsed.run(self)
+            responses.append({"TableName": parsed.table, **({"Error": error} if error else {})})
+        except _Unsupported:
+            responses.extend(_batch_execute_statement(self, [statement]))
+        except DynamodbException as e:
+            code = "ResourceNotFound" if "ResourceNotFound" in e.error_type else "ValidationError"
+            responses.append({"Error": {"Code": code, "Message": e.message}})
+    return responses
+
+
+dynamodb_models.DynamoDBBackend.batch_execute_statement = _batch_execute_writes
 
 # --- Dead-letter sources and message move tasks -------------------------------------------
 

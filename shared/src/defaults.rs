@@ -56,5 +56,8 @@ pub const PASS_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 pub const FULL_PASS_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Attempts per listing call on transient errors.
 pub const LISTING_ATTEMPTS: u32 = 4;
+/// The first of a batch's results to be ready waits this long for others to be written with
+/// it in one request (the claims of a batch, reached together, wait only for each other).
+pub const RESULT_GROUP_WINDOW: Duration = Duration::from_millis(20);
 /// A result write that failed after a paid OCR is tried again this much later.
 pub const RESULT_WRITE_RETRY: Duration = Duration::from_secs(5);

@@ -4,12 +4,68 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, BatchStatementErrorCodeEnum, BatchStatementRequest, KeysAndAttributes,
+    ReturnValue,
+};
 
 use super::{
-    Checkpoint, CheckpointStore, Claim, ClaimOutcome, DeadLetterKind, DeadLetterMark, ItemState,
-    PassMode, RequestMark, ResultRecord, ResultStore, Status, StoreError, truncate_utf8,
+    BatchRead, Checkpoint, CheckpointStore, Claim, ClaimOutcome, DeadLetterKind, DeadLetterMark,
+    ItemState, PassMode, RequestMark, ResultRecord, ResultStore, Seen, Status, StoreError,
+    WRITE_BATCH_MAX, truncate_utf8,
 };
+
+/// Every attribute a results item may have besides its key: what a result written as an
+/// update (rather than a whole new item) removes when the record has no value for it.
+const ITEM_ATTRIBUTES: [&str; 23] = [
+    "status",
+    "text",
+    "locale",
+    "textBytes",
+    "truncated",
+    "resourceType",
+    "deliveryType",
+    "format",
+    "bytes",
+    "width",
+    "height",
+    "assetCreatedAt",
+    "version",
+    "ocrAt",
+    "attempts",
+    "pages",
+    "error",
+    "failedMessageId",
+    "failedReceive",
+    "failureKind",
+    "claimToken",
+    "claimExpiresAt",
+    "ocrRequestedAt",
+];
+
+/// The IAM actions the worker's use of the results table needs (`BatchExecuteStatement` is
+/// authorised statement by statement, as PartiQL inserts and updates).
+pub const WORKER_ACTIONS: [&str; 6] = [
+    "dynamodb:BatchGetItem",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:PartiQLInsert",
+    "dynamodb:PartiQLUpdate",
+];
+
+/// Results of one batched write carry at most this much text (DynamoDB limits a request's size;
+/// a result with more goes in a request of its own).
+const RESULT_BATCH_BYTES: usize = 1 << 20;
+
+/// What a batched statement answered.
+enum Member {
+    Written,
+    /// Its condition did not hold (or its item already existed, for an insert).
+    ConditionFailed,
+    /// Anything else: the request failed, or DynamoDB refused this statement.
+    Other(String),
+}
 
 impl StoreError {
     pub(crate) fn from_sdk<E, R>(
@@ -96,6 +152,8 @@ pub fn dead_letter_mark(item: &HashMap<String, AttributeValue>) -> Option<DeadLe
 pub struct DynamoResultStore {
     client: Client,
     table: String,
+    /// Claims and results written by batched statements (the rest were single writes).
+    batched: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl DynamoResultStore {
@@ -103,7 +161,13 @@ impl DynamoResultStore {
         Self {
             client,
             table: table.into(),
+            batched: Default::default(),
         }
+    }
+
+    /// Claims and results this store wrote by batched statements so far.
+    pub fn batched_writes(&self) -> u64 {
+        self.batched.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn key(key: &str) -> AttributeValue {
@@ -139,6 +203,154 @@ impl DynamoResultStore {
         }
     }
 
+    /// The statement that takes a claim in a batch, conditioned on the asset being as the
+    /// batch's read saw it (`None` for a claim without a read).
+    fn claim_statement(&self, claim: &Claim<'_>) -> Option<BatchStatementRequest> {
+        let s = |v: &str| AttributeValue::S(v.to_string());
+        let n = |v: u64| AttributeValue::N(v.to_string());
+        let (statement, parameters) = match claim.seen? {
+            Seen::Absent => (
+                format!(
+                    "INSERT INTO \"{}\" VALUE {{'publicId': ?, 'claimToken': ?, 'claimExpiresAt': ?, 'ocrRequestedAt': ?, 'resourceType': ?, 'deliveryType': ?, 'attempts': ?}}",
+                    self.table
+                ),
+                vec![
+                    s(claim.key),
+                    s(claim.token),
+                    n(claim.expires_at_ms),
+                    n(claim.now_ms),
+                    s(claim.resource_type),
+                    s(claim.delivery_type),
+                    n(1),
+                ],
+            ),
+            Seen::Present {
+                attempts,
+                requested_at,
+            } => {
+                let mut parameters = vec![
+                    s(claim.token),
+                    n(claim.expires_at_ms),
+                    n(claim.now_ms),
+                    s(claim.resource_type),
+                    s(claim.delivery_type),
+                    n(attempts.unwrap_or(0) + 1),
+                    s(claim.key),
+                ];
+                let mut unchanged = |name: &str, value: Option<u64>| match value {
+                    Some(v) => {
+                        parameters.push(n(v));
+                        format!("\"{name}\" = ?")
+                    }
+                    None => format!("\"{name}\" IS MISSING"),
+                };
+                let attempts = unchanged("attempts", attempts);
+                let requested = unchanged("ocrRequestedAt", requested_at);
+                parameters.push(n(claim.now_ms));
+                let mut statement = format!(
+                    "UPDATE \"{}\" SET \"claimToken\" = ? SET \"claimExpiresAt\" = ? SET \"ocrRequestedAt\" = ? SET \"resourceType\" = ? SET \"deliveryType\" = ? SET \"attempts\" = ? WHERE \"publicId\" = ? AND {attempts} AND {requested} AND (\"claimExpiresAt\" IS MISSING OR \"claimExpiresAt\" < ?)",
+                    self.table
+                );
+                if !claim.force {
+                    statement.push_str(" AND (\"status\" IS MISSING OR \"status\" = ?)");
+                    parameters.push(s(Status::Failed.as_str()));
+                }
+                (statement, parameters)
+            }
+        };
+        BatchStatementRequest::builder()
+            .statement(statement)
+            .set_parameters(Some(parameters))
+            .build()
+            .ok()
+    }
+
+    /// The statement that writes a result in a batch under its claim: the item becomes what
+    /// `put_result` would have written (every attribute the record has no value for removed).
+    fn result_statement(&self, record: &ResultRecord, token: &str) -> BatchStatementRequest {
+        let mut item = to_item(record);
+        let key = item.remove("publicId");
+        let mut statement = format!("UPDATE \"{}\"", self.table);
+        let mut parameters = Vec::with_capacity(item.len() + 2);
+        for name in ITEM_ATTRIBUTES {
+            match item.remove(name) {
+                Some(value) => {
+                    statement.push_str(&format!(" SET \"{name}\" = ?"));
+                    parameters.push(value);
+                }
+                None => statement.push_str(&format!(" REMOVE \"{name}\"")),
+            }
+        }
+        debug_assert!(item.is_empty(), "an attribute missing from ITEM_ATTRIBUTES");
+        statement.push_str(" WHERE \"publicId\" = ? AND \"claimToken\" = ?");
+        parameters.extend(key);
+        parameters.push(AttributeValue::S(token.to_string()));
+        BatchStatementRequest::builder()
+            .statement(statement)
+            .set_parameters(Some(parameters))
+            .build()
+            .expect("the statement is set")
+    }
+
+    /// Runs write statements in one `BatchExecuteStatement`; what became of each, in order
+    /// (`expected` of them: a statement that could not be built counts as refused).
+    async fn execute_batch(
+        &self,
+        statements: Vec<BatchStatementRequest>,
+        expected: usize,
+    ) -> Vec<Member> {
+        let other = |reason: String| {
+            (0..expected)
+                .map(|_| Member::Other(reason.clone()))
+                .collect()
+        };
+        if statements.len() != expected {
+            return other("a statement could not be built".into());
+        }
+        let out = match self
+            .client
+            .batch_execute_statement()
+            .set_statements(Some(statements))
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(err) => {
+                return other(crate::error::error_chain(&StoreError::from_sdk(
+                    "BatchExecuteStatement",
+                    &self.table,
+                    err,
+                )));
+            }
+        };
+        let responses = out.responses.unwrap_or_default();
+        if responses.len() != expected {
+            return other(format!(
+                "{} answers to {expected} statements",
+                responses.len()
+            ));
+        }
+        responses
+            .into_iter()
+            .map(|r| match r.error {
+                None => {
+                    self.batched
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Member::Written
+                }
+                Some(e) => match e.code {
+                    Some(BatchStatementErrorCodeEnum::ConditionalCheckFailed)
+                    | Some(BatchStatementErrorCodeEnum::DuplicateItem) => Member::ConditionFailed,
+                    code => Member::Other(format!(
+                        "{}: {}",
+                        code.as_ref().map_or("no code", |c| c.as_str()),
+                        e.message.as_deref().unwrap_or("no message")
+                    )),
+                },
+            })
+            .collect()
+    }
+
     async fn current(
         &self,
         key: &str,
@@ -170,7 +382,12 @@ fn attr_u64(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
 
 impl ResultStore for DynamoResultStore {
     async fn states(&self, keys: &[String]) -> Result<HashMap<String, ItemState>, StoreError> {
+        Ok(self.read_batch(keys).await?.states)
+    }
+
+    async fn read_batch(&self, keys: &[String]) -> Result<BatchRead, StoreError> {
         let mut found = HashMap::new();
+        let mut seen: HashMap<String, Seen> = HashMap::new();
         let mut unique: Vec<&String> = keys.iter().collect();
         unique.sort();
         unique.dedup();
@@ -185,7 +402,7 @@ impl ResultStore for DynamoResultStore {
                 let request = KeysAndAttributes::builder()
                     .set_keys(Some(std::mem::take(&mut keys)))
                     .projection_expression(
-                        "publicId, #s, #e, ocrAt, version, failedMessageId, failedReceive, failureKind",
+                        "publicId, #s, #e, ocrAt, version, failedMessageId, failedReceive, failureKind, attempts, ocrRequestedAt",
                     )
                     .expression_attribute_names("#s", "status")
                     .expression_attribute_names("#e", "error")
@@ -205,6 +422,15 @@ impl ResultStore for DynamoResultStore {
                     .remove(&self.table)
                     .unwrap_or_default()
                 {
+                    if let Some(id) = attr_str(&item, "publicId") {
+                        seen.insert(
+                            id.to_string(),
+                            Seen::Present {
+                                attempts: attr_u64(&item, "attempts"),
+                                requested_at: attr_u64(&item, "ocrRequestedAt"),
+                            },
+                        );
+                    }
                     if let (Some(id), Some(status)) = (
                         attr_str(&item, "publicId"),
                         attr_str(&item, "status").and_then(Status::parse),
@@ -241,7 +467,13 @@ impl ResultStore for DynamoResultStore {
                 }
             }
         }
-        Ok(found)
+        for key in keys {
+            seen.entry(key.clone()).or_insert(Seen::Absent);
+        }
+        Ok(BatchRead {
+            states: found,
+            seen,
+        })
     }
 
     async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
@@ -315,6 +547,109 @@ impl ResultStore for DynamoResultStore {
             Some((":token", AttributeValue::S(token.to_string()))),
         )
         .await
+    }
+
+    async fn claim_batch(&self, claims: &[Claim<'_>]) -> Vec<Result<ClaimOutcome, StoreError>> {
+        let mut outcomes: Vec<Option<Result<ClaimOutcome, StoreError>>> =
+            claims.iter().map(|_| None).collect();
+        let batched: Vec<usize> = (0..claims.len())
+            .filter(|&i| claims[i].seen.is_some())
+            .collect();
+        // One claim alone gains nothing from a batch.
+        if batched.len() > 1 {
+            for chunk in batched.chunks(WRITE_BATCH_MAX) {
+                let statements = chunk
+                    .iter()
+                    .filter_map(|&i| self.claim_statement(&claims[i]))
+                    .collect();
+                let members = self.execute_batch(statements, chunk.len()).await;
+                for (&i, member) in chunk.iter().zip(members) {
+                    if let (
+                        Member::Written,
+                        Some(Seen::Present {
+                            attempts,
+                            requested_at,
+                        }),
+                    ) = (&member, claims[i].seen)
+                    {
+                        outcomes[i] = Some(Ok(ClaimOutcome::Claimed {
+                            attempts: (attempts.unwrap_or(0) + 1) as u32,
+                            requested_before: requested_at,
+                        }));
+                    } else if let (Member::Written, Some(Seen::Absent)) = (&member, claims[i].seen)
+                    {
+                        outcomes[i] = Some(Ok(ClaimOutcome::Claimed {
+                            attempts: 1,
+                            requested_before: None,
+                        }));
+                    } else if let Member::Other(reason) = member {
+                        tracing::warn!(key = claims[i].key, %reason, "batched claim refused; claimed on its own");
+                    }
+                }
+            }
+        }
+        // The rest, and every claim whose asset changed since the read (or that the batch
+        // could not write), claim on their own: that claim says why it was not taken.
+        let mut out = Vec::with_capacity(claims.len());
+        for (claim, outcome) in claims.iter().zip(outcomes) {
+            out.push(match outcome {
+                Some(outcome) => outcome,
+                None => self.claim(claim).await,
+            });
+        }
+        out
+    }
+
+    async fn put_results(
+        &self,
+        results: &[(&ResultRecord, &str)],
+    ) -> Vec<Result<bool, StoreError>> {
+        let mut outcomes: Vec<Option<Result<bool, StoreError>>> =
+            results.iter().map(|_| None).collect();
+        if results.len() > 1 {
+            let mut chunks: Vec<Vec<usize>> = Vec::new();
+            let mut bytes = 0;
+            for (i, (record, _)) in results.iter().enumerate() {
+                let size = record.text.as_ref().map_or(0, String::len);
+                match chunks.last_mut() {
+                    Some(chunk)
+                        if chunk.len() < WRITE_BATCH_MAX && bytes + size <= RESULT_BATCH_BYTES =>
+                    {
+                        chunk.push(i);
+                        bytes += size;
+                    }
+                    _ => {
+                        chunks.push(vec![i]);
+                        bytes = size;
+                    }
+                }
+            }
+            for chunk in chunks.into_iter().filter(|c| c.len() > 1) {
+                let statements = chunk
+                    .iter()
+                    .map(|&i| self.result_statement(results[i].0, results[i].1))
+                    .collect();
+                let members = self.execute_batch(statements, chunk.len()).await;
+                for (&i, member) in chunk.iter().zip(members) {
+                    match member {
+                        Member::Written => outcomes[i] = Some(Ok(true)),
+                        // The claim was lost: another invocation owns the result.
+                        Member::ConditionFailed => outcomes[i] = Some(Ok(false)),
+                        Member::Other(reason) => {
+                            tracing::warn!(key = results[i].0.key, %reason, "batched result write refused; written on its own");
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(results.len());
+        for ((record, token), outcome) in results.iter().zip(outcomes) {
+            out.push(match outcome {
+                Some(outcome) => outcome,
+                None => self.put_result(record, token).await,
+            });
+        }
+        out
     }
 
     async fn release(

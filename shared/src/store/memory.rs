@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{
-    Checkpoint, CheckpointStore, Claim, ClaimOutcome, ItemState, RequestMark, ResultRecord,
-    ResultStore, Status, StoreError, truncate_utf8,
+    BatchRead, Checkpoint, CheckpointStore, Claim, ClaimOutcome, ItemState, RequestMark,
+    ResultRecord, ResultStore, Seen, Status, StoreError, truncate_utf8,
 };
 use crate::error::ErrorClass;
 use crate::fault::FaultPlan;
@@ -70,6 +70,8 @@ fn injected(operation: &'static str, table: &str, class: ErrorClass) -> StoreErr
 pub struct MemoryResultStore {
     items: Mutex<HashMap<String, MemoryItem>>,
     faults: FaultPlan<StoreOp>,
+    /// The size of each group of claims and of results written together, in order.
+    groups: Mutex<Vec<(StoreOp, usize)>>,
 }
 
 impl MemoryResultStore {
@@ -83,6 +85,22 @@ impl MemoryResultStore {
 
     pub fn faults(&self) -> &FaultPlan<StoreOp> {
         &self.faults
+    }
+
+    /// The groups of claims ([`StoreOp::Claim`]) and results ([`StoreOp::PutResult`]) written
+    /// together, with their sizes, in order.
+    pub fn groups(&self) -> Vec<(StoreOp, usize)> {
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn group(&self, op: StoreOp, size: usize) {
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((op, size));
     }
 
     /// Seeds a terminal record, as an earlier run would have left it.
@@ -163,6 +181,22 @@ impl ResultStore for MemoryResultStore {
             .collect())
     }
 
+    async fn read_batch(&self, keys: &[String]) -> Result<BatchRead, StoreError> {
+        let states = self.states(keys).await?;
+        let items = self.lock();
+        let seen = keys
+            .iter()
+            .map(|key| {
+                let seen = items.get(key).map_or(Seen::Absent, |item| Seen::Present {
+                    attempts: Some(u64::from(item.attempts)),
+                    requested_at: item.ocr_requested_at,
+                });
+                (key.clone(), seen)
+            })
+            .collect();
+        Ok(BatchRead { states, seen })
+    }
+
     async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
         self.fault(StoreOp::Claim, "UpdateItem")?;
         let mut items = self.lock();
@@ -191,6 +225,29 @@ impl ResultStore for MemoryResultStore {
             .as_ref()
             .map_or(claim.now_ms + 1_000, |(_, expires)| *expires);
         Ok(ClaimOutcome::HeldUntil(until.max(claim.now_ms + 1_000)))
+    }
+
+    /// Each claim as it would be alone (a batched claim whose asset changed since the read
+    /// falls back to that anyway).
+    async fn claim_batch(&self, claims: &[Claim<'_>]) -> Vec<Result<ClaimOutcome, StoreError>> {
+        self.group(StoreOp::Claim, claims.len());
+        let mut out = Vec::with_capacity(claims.len());
+        for claim in claims {
+            out.push(self.claim(claim).await);
+        }
+        out
+    }
+
+    async fn put_results(
+        &self,
+        results: &[(&ResultRecord, &str)],
+    ) -> Vec<Result<bool, StoreError>> {
+        self.group(StoreOp::PutResult, results.len());
+        let mut out = Vec::with_capacity(results.len());
+        for (record, token) in results {
+            out.push(self.put_result(record, token).await);
+        }
+        out
     }
 
     async fn put_result(&self, record: &ResultRecord, token: &str) -> Result<bool, StoreError> {

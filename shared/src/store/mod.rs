@@ -119,6 +119,33 @@ pub struct ItemState {
     pub error: Option<String>,
 }
 
+/// What the batch's read found of an asset's claim bookkeeping: a claim made from it is
+/// conditioned on it being unchanged, so that the claim knows the values it replaced without
+/// asking for them (a batched claim cannot return them), and falls back to a claim of its own
+/// when something changed them in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// No item.
+    Absent,
+    /// An item, with these attempts and request mark (`ocrRequestedAt`).
+    Present {
+        attempts: Option<u64>,
+        requested_at: Option<u64>,
+    },
+}
+
+/// What the batch's one read tells: the terminal states, and what it saw of every asset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchRead {
+    /// Assets with a terminal status.
+    pub states: HashMap<String, ItemState>,
+    /// Every asset read (present or not); empty when the store does not tell.
+    pub seen: HashMap<String, Seen>,
+}
+
+/// Statements of one batched write (DynamoDB's `BatchExecuteStatement` takes at most 25).
+pub const WRITE_BATCH_MAX: usize = 25;
+
 /// The item written when an asset reaches a terminal state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultRecord {
@@ -234,6 +261,8 @@ pub struct Claim<'a> {
     pub now_ms: u64,
     pub expires_at_ms: u64,
     pub force: bool,
+    /// What the batch's read found of the asset, when it read it.
+    pub seen: Option<Seen>,
 }
 
 /// What a released claim leaves of the mark that says an OCR may have been requested (taken
@@ -308,16 +337,57 @@ pub trait ResultStore: Send + Sync {
         &self,
         keys: &[String],
     ) -> impl Future<Output = Result<HashMap<String, ItemState>, StoreError>> + Send;
+    /// The batch's read: [`ResultStore::states`], and what it saw of each asset's claim
+    /// bookkeeping when the store can tell (then claims may be batched).
+    fn read_batch(
+        &self,
+        keys: &[String],
+    ) -> impl Future<Output = Result<BatchRead, StoreError>> + Send {
+        async move {
+            Ok(BatchRead {
+                states: self.states(keys).await?,
+                seen: HashMap::new(),
+            })
+        }
+    }
     fn claim(
         &self,
         claim: &Claim<'_>,
     ) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
+    /// Claims several assets at once, each with the outcome [`ResultStore::claim`] would give
+    /// it: a store that can write them in one request does (claims whose asset changed since
+    /// the batch's read fall back to a claim of their own).
+    fn claim_batch(
+        &self,
+        claims: &[Claim<'_>],
+    ) -> impl Future<Output = Vec<Result<ClaimOutcome, StoreError>>> + Send {
+        async move {
+            let mut outcomes = Vec::with_capacity(claims.len());
+            for claim in claims {
+                outcomes.push(self.claim(claim).await);
+            }
+            outcomes
+        }
+    }
     /// Writes the terminal record if the claim is still ours; `false` when it was lost.
     fn put_result(
         &self,
         record: &ResultRecord,
         token: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Writes several results at once, each as [`ResultStore::put_result`] would.
+    fn put_results(
+        &self,
+        results: &[(&ResultRecord, &str)],
+    ) -> impl Future<Output = Vec<Result<bool, StoreError>>> + Send {
+        async move {
+            let mut outcomes = Vec::with_capacity(results.len());
+            for (record, token) in results {
+                outcomes.push(self.put_result(record, token).await);
+            }
+            outcomes
+        }
+    }
     /// Gives the claim up (the asset will be retried), noting the error that caused it, and
     /// what the attempt left of a request for OCR.
     fn release(

@@ -1,6 +1,6 @@
 //! The batch loop: every record of a batch gets exactly one disposition.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -11,7 +11,7 @@ use super::{InboundRecord, OcrService, Worker};
 use crate::error::error_chain;
 use crate::message::WorkMessage;
 use crate::queue::{SEND_BATCH_MAX, WorkQueue};
-use crate::store::{DeadLetterKind, ItemState, MAX_KEY_BYTES, ResultStore, Status};
+use crate::store::{BatchRead, DeadLetterKind, ItemState, MAX_KEY_BYTES, ResultStore, Status};
 
 /// A record's body, read: a message to work on, or why it can never be one.
 enum Parsed {
@@ -142,7 +142,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     /// One read for the whole batch tells which assets are already paid for, and which
     /// messages already failed for good; `None` when it failed (every record of the batch is
     /// then retried).
-    async fn read_states(&self, parsed: &[Parsed]) -> Option<HashMap<String, ItemState>> {
+    async fn read_states(&self, parsed: &[Parsed]) -> Option<BatchRead> {
         let ids: Vec<String> = parsed
             .iter()
             .filter_map(|p| match p {
@@ -150,7 +150,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 Parsed::Bad(_) => None,
             })
             .collect();
-        match self.store.states(&ids).await {
+        match self.store.read_batch(&ids).await {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(error = %error_chain(&e), "batch status read failed; every record of the batch is retried");
@@ -164,7 +164,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         record: &InboundRecord,
         parsed: Parsed,
         first: bool,
-        states: Option<&HashMap<String, ItemState>>,
+        read: Option<&BatchRead>,
         deadline: SystemTime,
     ) -> Handled {
         let message = match parsed {
@@ -186,13 +186,15 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         if message.delivery_type != "upload" {
             tracing::Span::current().record("delivery_type", message.delivery_type.as_str());
         }
-        let Some(states) = states else {
+        let Some(read) = read else {
             return Disposition::Retry {
                 reason: "could not read the asset's status".into(),
             }
             .into();
         };
-        let state = states.get(&message.item_key());
+        let key = message.item_key();
+        let state = read.states.get(&key);
+        let seen = read.seen.get(&key).copied();
         // An image uploaded again over its public_id (a newer version) is OCR'd again.
         let message = match state {
             Some(state) if state.status.is_complete() && is_newer(&message, state) => {
@@ -232,7 +234,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 }
                 .into()
             }
-            _ => self.process_record(record, message, deadline).await,
+            _ => self.process_record(record, message, seen, deadline).await,
         }
     }
 

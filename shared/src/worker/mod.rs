@@ -3,11 +3,13 @@
 //! - [`batch`]: the batch loop (parse, one status read, duplicates, records in flight, the
 //!   deferrals sent together, holding while the quota is spent);
 //! - [`record`]: one record's path, in named steps: admit, claim, call, interpret, store;
+//! - [`group`]: the claims and the results that records reach together, written together;
 //! - [`failure`]: what a failure becomes, by its class and the receive it happened on;
 //! - [`outcome`]: what became of each record, each outcome carrying its own data.
 
 mod batch;
 mod failure;
+mod group;
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;
 mod outcome;
@@ -25,7 +27,7 @@ use crate::message::WorkMessage;
 use crate::ocr::OcrResult;
 use crate::queue::WorkQueue;
 use crate::rate_gate::{Quota, RateGate};
-use crate::store::ResultStore;
+use crate::store::{ClaimOutcome, ResultRecord, ResultStore, StoreError, WRITE_BATCH_MAX};
 
 pub use batch::parse_body;
 pub use failure::{FailurePlan, plan_failure};
@@ -100,6 +102,8 @@ pub struct WorkerSettings {
     /// The longest a message is deferred at once (SQS's longest delay, 15 minutes; a wait
     /// longer than that is made of several deferrals).
     pub max_deferral: Duration,
+    /// How long the first result of a group waits for others to be written with it.
+    pub result_window: Duration,
     /// Where "now" comes from.
     pub clock: Clock,
 }
@@ -115,6 +119,7 @@ impl Default for WorkerSettings {
             instances: 1,
             hold_margin: defaults::HOLD_MARGIN,
             max_deferral: crate::queue::MAX_DELAY,
+            result_window: defaults::RESULT_GROUP_WINDOW,
             clock: Clock::System,
         }
     }
@@ -130,6 +135,9 @@ pub struct Worker<O, S, Q> {
     admin_gate: RateGate,
     /// The Upload API's limits (explicit requests).
     upload_gate: RateGate,
+    /// The claims, then the results, that records reach together.
+    claims: group::Group<record::PendingClaim, Result<ClaimOutcome, StoreError>>,
+    results: group::Group<(ResultRecord, String), Result<bool, StoreError>>,
     settings: WorkerSettings,
 }
 
@@ -141,6 +149,8 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             queue,
             admin_gate: RateGate::shared_by(settings.instances),
             upload_gate: RateGate::shared_by(settings.instances),
+            claims: group::Group::new(Duration::ZERO, WRITE_BATCH_MAX),
+            results: group::Group::new(settings.result_window, WRITE_BATCH_MAX),
             settings,
         }
     }

@@ -15,7 +15,9 @@ use crate::message::WorkMessage;
 use crate::ocr::{OcrOutcome, OcrResult};
 use crate::queue::WorkQueue;
 use crate::rate_gate::{DEFAULT_BACKOFF, Permit};
-use crate::store::{Claim, ClaimOutcome, DeadLetterKind, RequestMark, ResultRecord, ResultStore};
+use crate::store::{
+    Claim, ClaimOutcome, DeadLetterKind, RequestMark, ResultRecord, ResultStore, Seen, StoreError,
+};
 
 /// A quota wait this short is waited out in the invocation rather than through the queue.
 const SHORT_WAIT: Duration = Duration::from_secs(1);
@@ -49,6 +51,34 @@ impl Held {
     }
 }
 
+/// A claim waiting for its group to be written.
+#[derive(Debug, Clone)]
+pub(super) struct PendingClaim {
+    key: String,
+    resource_type: String,
+    delivery_type: String,
+    token: String,
+    now_ms: u64,
+    expires_at_ms: u64,
+    force: bool,
+    seen: Option<Seen>,
+}
+
+impl PendingClaim {
+    fn as_claim(&self) -> Claim<'_> {
+        Claim {
+            key: &self.key,
+            resource_type: &self.resource_type,
+            delivery_type: &self.delivery_type,
+            token: &self.token,
+            now_ms: self.now_ms,
+            expires_at_ms: self.expires_at_ms,
+            force: self.force,
+            seen: self.seen,
+        }
+    }
+}
+
 /// A step's result: what the next step needs, or the record's end.
 type Step<T> = Result<T, Handled>;
 
@@ -58,9 +88,10 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         &self,
         record: &InboundRecord,
         message: WorkMessage,
+        seen: Option<Seen>,
         deadline: SystemTime,
     ) -> Handled {
-        match self.steps(record, message, deadline).await {
+        match self.steps(record, message, seen, deadline).await {
             Ok(handled) | Err(handled) => handled,
         }
     }
@@ -69,10 +100,13 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         &self,
         record: &InboundRecord,
         message: WorkMessage,
+        seen: Option<Seen>,
         deadline: SystemTime,
     ) -> Step<Handled> {
         let permit = self.admit(&message, deadline).await?;
-        let held = self.claim(record, &message, deadline).await?;
+        let held = self.claim(record, &message, seen, deadline).await?;
+        // From here the record may write a result: a group of results waits for it.
+        let _expected = self.results.expect();
         let answer = self.call(record, &message, &held, permit).await?;
         let latency = Some(answer.latency);
         let with_latency = |disposition| Handled {
@@ -171,22 +205,35 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         &self,
         record: &InboundRecord,
         message: &WorkMessage,
+        seen: Option<Seen>,
         deadline: SystemTime,
     ) -> Step<Held> {
         let now = self.now();
-        let token = uuid::Uuid::new_v4().to_string();
-        let key = message.item_key();
-        let claim = Claim {
-            key: &key,
-            resource_type: &message.resource_type,
-            delivery_type: &message.delivery_type,
-            token: &token,
+        let pending = PendingClaim {
+            key: message.item_key(),
+            resource_type: message.resource_type.clone(),
+            delivery_type: message.delivery_type.clone(),
+            token: uuid::Uuid::new_v4().to_string(),
             now_ms: epoch_ms(now),
             expires_at_ms: epoch_ms(deadline.max(now + self.settings.deadline_margin)),
             // A complete asset is claimed for a forced re-OCR or a new version of it.
             force: message.force || message.new_version,
+            seen,
         };
-        match self.store.claim(&claim).await {
+        let token = pending.token.clone();
+        let outcome = match self
+            .claims
+            .submit(pending.clone(), |group| async move {
+                let claims: Vec<Claim<'_>> = group.iter().map(PendingClaim::as_claim).collect();
+                self.store.claim_batch(&claims).await
+            })
+            .await
+        {
+            Some(outcome) => outcome,
+            // Its group was given up before it answered: claimed on its own.
+            None => self.store.claim(&pending.as_claim()).await,
+        };
+        match outcome {
             Ok(ClaimOutcome::Claimed {
                 attempts,
                 requested_before,
@@ -390,8 +437,9 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 "OCR text over the item limit; stored truncated"
             );
         }
-        match self.store.put_result(&rec, &held.token).await {
-            Ok(true) => Disposition::Stored(rec.status),
+        let status = rec.status;
+        match self.write_result(rec, &held.token).await {
+            Ok(true) => Disposition::Stored(status),
             // Our claim expired and another invocation took the asset over: it owns the result.
             Ok(false) => Disposition::Skipped,
             Err(e) => {
@@ -423,5 +471,27 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 }
             }
         }
+    }
+
+    /// Writes a result with the others ready at about the same time.
+    async fn write_result(&self, rec: ResultRecord, token: &str) -> Result<bool, StoreError> {
+        let key = rec.key.clone();
+        self.results
+            .submit((rec, token.to_string()), |group| async move {
+                let results: Vec<(&ResultRecord, &str)> =
+                    group.iter().map(|(r, t)| (r, t.as_str())).collect();
+                self.store.put_results(&results).await
+            })
+            .await
+            .unwrap_or_else(|| {
+                // Only when the invocation is being given up: the message comes back, and
+                // reads the result back.
+                Err(StoreError::new(
+                    "PutItem",
+                    "results",
+                    "Abandoned",
+                    format!("the write of {key}'s result was given up"),
+                ))
+            })
     }
 }

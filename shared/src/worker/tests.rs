@@ -1355,3 +1355,69 @@ async fn one_public_id_under_several_delivery_types_is_several_assets() {
     assert_eq!(outcome.results[0].1, Disposition::Skipped);
     assert_eq!(w.ocr().billed("~private~signs/door"), 1);
 }
+
+/// A batch's claims, reached together, are written as one group; its results, ready within
+/// the window of each other, as another; a record alone in flight waits for nobody.
+#[tokio::test(start_paused = true)]
+async fn a_batch_claims_together_and_writes_its_results_together() {
+    let ocr = ScriptedOcr::new().with_latency(Duration::from_millis(800));
+    let w = worker(ocr);
+    // The first call of an instance learns Cloudinary's quota alone: the others wait for it.
+    w.process_batch(
+        vec![record("m", body("first"), FIRST)],
+        deadline(&w, Duration::from_secs(120)),
+    )
+    .await;
+    let ids: Vec<String> = (0..10).map(|i| format!("img{i}")).collect();
+    let records = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| record(&format!("m{i}"), body(id), FIRST))
+        .collect();
+    let started = tokio::time::Instant::now();
+    let outcome = w
+        .process_batch(records, deadline(&w, Duration::from_secs(120)))
+        .await;
+    assert!(
+        outcome
+            .results
+            .iter()
+            .all(|(_, d)| *d == Disposition::Stored(Status::Done)),
+        "{:?}",
+        outcome.results
+    );
+    assert_eq!(
+        w.store().groups()[2..],
+        [(StoreOp::Claim, 10), (StoreOp::PutResult, 10)]
+    );
+    // Everyone expected joined: nobody waited out the window.
+    assert_eq!(started.elapsed(), Duration::from_millis(800));
+
+    // One record in flight at a time: each writes alone, at once.
+    let w = worker_with(
+        ScriptedOcr::new().with_latency(Duration::from_millis(800)),
+        WorkerSettings {
+            concurrency: 1,
+            ..settings()
+        },
+    );
+    let started = tokio::time::Instant::now();
+    w.process_batch(
+        vec![
+            record("m1", body("a"), FIRST),
+            record("m2", body("b"), FIRST),
+        ],
+        deadline(&w, Duration::from_secs(120)),
+    )
+    .await;
+    assert_eq!(started.elapsed(), Duration::from_millis(1600));
+    assert_eq!(
+        w.store().groups(),
+        [
+            (StoreOp::Claim, 1),
+            (StoreOp::PutResult, 1),
+            (StoreOp::Claim, 1),
+            (StoreOp::PutResult, 1)
+        ]
+    );
+}

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use shared::store::memory::{MemoryCheckpointStore, MemoryResultStore};
 use shared::store::{
-    Checkpoint, CheckpointStore, Claim, ClaimOutcome, ItemState, RequestMark, ResultRecord,
-    ResultStore, Status, StoreError,
+    BatchRead, Checkpoint, CheckpointStore, Claim, ClaimOutcome, ItemState, RequestMark,
+    ResultRecord, ResultStore, Status, StoreError, WRITE_BATCH_MAX,
 };
 
 use super::cloudinary::index_of;
@@ -134,30 +134,8 @@ impl SimStore {
     }
 }
 
-impl ResultStore for SimStore {
-    async fn states(&self, keys: &[String]) -> Result<HashMap<String, ItemState>, StoreError> {
-        self.count("dynamodb:BatchGetItem", keys.len().div_ceil(100) as u64);
-        self.counts
-            .read_units
-            .fetch_add(keys.len() as u64, Ordering::Relaxed);
-        let mut states = self.results.states(keys).await?;
-        for key in keys {
-            if let Some(s) = self.settled_of(key) {
-                let state = ItemState {
-                    status: s.status,
-                    ocr_at_ms: s.ocr_at_ms,
-                    version: s.version,
-                    dead_letter: None,
-                    error: None,
-                };
-                states.insert(key.clone(), state);
-            }
-        }
-        Ok(states)
-    }
-
-    async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
-        self.count("dynamodb:UpdateItem", 1);
+impl SimStore {
+    async fn claim_one(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
         self.counts.write_units.fetch_add(1, Ordering::Relaxed);
         if let Some(s) = self.settled_of(claim.key) {
             assert!(!claim.force, "the simulation forces no re-OCR");
@@ -166,8 +144,7 @@ impl ResultStore for SimStore {
         self.results.claim(claim).await
     }
 
-    async fn put_result(&self, record: &ResultRecord, token: &str) -> Result<bool, StoreError> {
-        self.count("dynamodb:PutItem", 1);
+    async fn put_one(&self, record: &ResultRecord, token: &str) -> Result<bool, StoreError> {
         self.counts
             .write_units
             .fetch_add(write_units(record_bytes(record)), Ordering::Relaxed);
@@ -196,6 +173,83 @@ impl ResultStore for SimStore {
             });
         }
         Ok(written)
+    }
+}
+
+impl ResultStore for SimStore {
+    async fn states(&self, keys: &[String]) -> Result<HashMap<String, ItemState>, StoreError> {
+        Ok(self.read_batch(keys).await?.states)
+    }
+
+    async fn read_batch(&self, keys: &[String]) -> Result<BatchRead, StoreError> {
+        self.count("dynamodb:BatchGetItem", keys.len().div_ceil(100) as u64);
+        self.counts
+            .read_units
+            .fetch_add(keys.len() as u64, Ordering::Relaxed);
+        let mut read = self.results.read_batch(keys).await?;
+        for key in keys {
+            if let Some(s) = self.settled_of(key) {
+                let state = ItemState {
+                    status: s.status,
+                    ocr_at_ms: s.ocr_at_ms,
+                    version: s.version,
+                    dead_letter: None,
+                    error: None,
+                };
+                read.states.insert(key.clone(), state);
+            }
+        }
+        Ok(read)
+    }
+
+    async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
+        self.count("dynamodb:UpdateItem", 1);
+        self.claim_one(claim).await
+    }
+
+    /// Claims with a read go in batched statements, as the DynamoDB store writes them (the
+    /// twin takes each claim as it would alone: a batched claim whose condition fails falls
+    /// back to that anyway).
+    async fn claim_batch(&self, claims: &[Claim<'_>]) -> Vec<Result<ClaimOutcome, StoreError>> {
+        let batched = claims.iter().filter(|c| c.seen.is_some()).count();
+        if batched > 1 {
+            self.count(
+                "dynamodb:BatchExecuteStatement",
+                batched.div_ceil(WRITE_BATCH_MAX) as u64,
+            );
+        }
+        let mut out = Vec::with_capacity(claims.len());
+        for claim in claims {
+            if batched <= 1 || claim.seen.is_none() {
+                self.count("dynamodb:UpdateItem", 1);
+            }
+            out.push(self.claim_one(claim).await);
+        }
+        out
+    }
+
+    async fn put_result(&self, record: &ResultRecord, token: &str) -> Result<bool, StoreError> {
+        self.count("dynamodb:PutItem", 1);
+        self.put_one(record, token).await
+    }
+
+    async fn put_results(
+        &self,
+        results: &[(&ResultRecord, &str)],
+    ) -> Vec<Result<bool, StoreError>> {
+        if results.len() > 1 {
+            self.count(
+                "dynamodb:BatchExecuteStatement",
+                results.len().div_ceil(WRITE_BATCH_MAX) as u64,
+            );
+        } else {
+            self.count("dynamodb:PutItem", results.len() as u64);
+        }
+        let mut out = Vec::with_capacity(results.len());
+        for (record, token) in results {
+            out.push(self.put_one(record, token).await);
+        }
+        out
     }
 
     async fn release(

@@ -967,6 +967,7 @@ async fn a_released_claim_keeps_restores_or_removes_its_request_mark() {
         now_ms,
         expires_at_ms: now_ms + 60_000,
         force: false,
+        seen: None,
     };
     let requested_before = |outcome: ClaimOutcome| match outcome {
         ClaimOutcome::Claimed {
@@ -1007,4 +1008,222 @@ async fn a_released_claim_keeps_restores_or_removes_its_request_mark() {
     let item = h.item("a").await.expect("the item");
     assert_eq!(n(&item, "ocrRequestedAt"), Some(100_000));
     assert_eq!(s(&item, "claimToken").as_deref(), Some("t5"));
+}
+
+/// Claims and results written by batched statements (PartiQL's BatchExecuteStatement, through
+/// the harness that evaluates their conditions) end as the single writes would: a claim of an
+/// asset unchanged since the batch's read is taken with the old values the read saw; one whose
+/// asset changed (or appeared) in between falls back to a claim of its own, which tells why; a
+/// result replaces the item as `put_result` does, and only under its claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_claims_and_results_end_as_single_writes() {
+    use shared::ocr::OcrOutcome;
+    use shared::store::{
+        Claim, ClaimOutcome, DynamoResultStore, RequestMark, ResultRecord, ResultStore, Seen,
+        Status,
+    };
+    let h = Harness::new(Vec::new(), crate::common::stack_settings(), |_| {}).await;
+    let store = DynamoResultStore::new(h.ddb.clone(), &h.stack.names.results_table);
+    let claim = |key: &'static str, token: &'static str, now_ms: u64, seen: Option<Seen>| Claim {
+        key,
+        resource_type: "image",
+        delivery_type: "upload",
+        token,
+        now_ms,
+        expires_at_ms: now_ms + 60_000,
+        force: false,
+        seen,
+    };
+    let record = |key: &str, text: Option<&str>| ResultRecord {
+        pages: 1,
+        ..ResultRecord::from_outcome(
+            key,
+            "image",
+            "upload",
+            match text {
+                Some(t) => OcrOutcome::Text {
+                    text: t.into(),
+                    locale: Some("en".into()),
+                },
+                None => OcrOutcome::NoText,
+            },
+            Default::default(),
+            1,
+            "2026-11-26T00:00:00Z".into(),
+        )
+    };
+    // b: an attempt that may have been billed (the mark kept); c: the same; e: done.
+    for key in ["b", "c", "e"] {
+        store
+            .claim(&claim(key, "t0", 1_000, None))
+            .await
+            .expect("claim");
+        store
+            .release(key, "t0", "timed out", RequestMark::Keep)
+            .await
+            .expect("release");
+    }
+    store
+        .claim(&claim("e", "t1", 2_000, None))
+        .await
+        .expect("claim");
+    assert!(
+        store
+            .put_result(&record("e", Some("old")), "t1")
+            .await
+            .expect("put")
+    );
+
+    let keys: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+    let read = store.read_batch(&keys).await.expect("read");
+    assert_eq!(read.seen["a"], Seen::Absent);
+    assert_eq!(read.seen["d"], Seen::Absent);
+    assert_eq!(
+        read.seen["b"],
+        Seen::Present {
+            attempts: Some(1),
+            requested_at: Some(1_000)
+        }
+    );
+    assert_eq!(read.states["e"].status, Status::Done);
+    // After the read: c is claimed and released again; d is claimed by another invocation.
+    store
+        .claim(&claim("c", "t2", 5_000, None))
+        .await
+        .expect("claim");
+    store
+        .release("c", "t2", "timed out", RequestMark::Keep)
+        .await
+        .expect("release");
+    store
+        .claim(&claim("d", "other", 5_000, None))
+        .await
+        .expect("claim");
+
+    let claims: Vec<Claim<'_>> = ["a", "b", "c", "d", "e"]
+        .into_iter()
+        .map(|key| claim(key, "mine", 10_000, read.seen.get(key).copied()))
+        .collect();
+    let outcomes: Vec<ClaimOutcome> = store
+        .claim_batch(&claims)
+        .await
+        .into_iter()
+        .map(|o| o.expect("no store error"))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            ClaimOutcome::Claimed {
+                attempts: 1,
+                requested_before: None
+            },
+            ClaimOutcome::Claimed {
+                attempts: 2,
+                requested_before: Some(1_000)
+            },
+            // Changed since the read: its own claim found what the later attempt left.
+            ClaimOutcome::Claimed {
+                attempts: 3,
+                requested_before: Some(5_000)
+            },
+            ClaimOutcome::HeldUntil(65_000),
+            ClaimOutcome::AlreadyComplete(Status::Done),
+        ]
+    );
+    assert_eq!(
+        store.batched_writes(),
+        2,
+        "a and b were claimed by the batch"
+    );
+    for key in ["a", "b", "c"] {
+        let item = h.item(key).await.expect("the item");
+        assert_eq!(s(&item, "claimToken").as_deref(), Some("mine"), "{key}");
+        assert_eq!(n(&item, "claimExpiresAt"), Some(70_000), "{key}");
+        assert_eq!(n(&item, "ocrRequestedAt"), Some(10_000), "{key}");
+    }
+    assert_eq!(n(&h.item("c").await.expect("c"), "attempts"), Some(3));
+
+    // Results: two under their claims (one with text, one without), one whose claim is not
+    // this token's; and the same record written alone, for comparison.
+    let (a, b) = (record("a", Some("hello")), record("b", None));
+    let lost = record("d", Some("never"));
+    let written = store
+        .put_results(&[(&a, "mine"), (&b, "mine"), (&lost, "mine")])
+        .await;
+    let written: Vec<bool> = written
+        .into_iter()
+        .map(|w| w.expect("no store error"))
+        .collect();
+    assert_eq!(written, vec![true, true, false]);
+    assert_eq!(store.batched_writes(), 4);
+    store
+        .claim(&claim("x", "tx", 10_000, None))
+        .await
+        .expect("claim");
+    store
+        .release("x", "tx", "timed out", RequestMark::Keep)
+        .await
+        .expect("release");
+    store
+        .claim(&claim("x", "tx2", 11_000, None))
+        .await
+        .expect("claim");
+    assert!(
+        store
+            .put_result(&record("x", None), "tx2")
+            .await
+            .expect("put")
+    );
+    let mut alone = h.item("x").await.expect("x");
+    let mut batched = h.item("b").await.expect("b");
+    alone.remove("publicId");
+    batched.remove("publicId");
+    assert_eq!(
+        batched, alone,
+        "a batched result replaces the item as a single one does"
+    );
+    let a_item = h.item("a").await.expect("a");
+    assert_eq!(s(&a_item, "text").as_deref(), Some("hello"));
+    assert_eq!(s(&a_item, "status").as_deref(), Some("done"));
+    assert_eq!(s(&a_item, "claimToken"), None);
+    assert_eq!(
+        s(&h.item("d").await.expect("d"), "claimToken").as_deref(),
+        Some("other")
+    );
+}
+
+/// boto3 (AWS's own SDK, a client nobody here wrote) finds DynamoDB's documented semantics in
+/// the harness's BatchExecuteStatement: inserts, conditional updates, a missing item, a
+/// duplicate, a short parameter list, each answered on its own; 26 statements refused whole
+/// (`infra/scripts/partiql_check.py`).
+#[test]
+fn boto3_finds_dynamodb_semantics_in_batched_statements() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: `make setup` creates it (`make test` does so first)",
+        python.display()
+    );
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .expect("AWS_ENDPOINT_URL: run under infra/scripts/moto.sh, as `make test` does");
+    let table = format!(
+        "partiql-check-{}",
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let out = std::process::Command::new(python)
+        .arg(root.join("infra/scripts/partiql_check.py"))
+        .arg(&table)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .output()
+        .expect("running Python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("every check passed"),
+        "boto3 against the harness:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

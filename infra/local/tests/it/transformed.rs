@@ -198,6 +198,58 @@ fn what_sam_generates_grants_each_function_only_what_it_uses() {
     );
 }
 
+/// The DynamoDB actions `role` is allowed on the results table.
+fn results_table_actions(t: &Value, role: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let policies = t["Resources"][role]["Properties"]["Policies"].as_array();
+    for policy in policies.into_iter().flatten() {
+        for statement in policy["PolicyDocument"]["Statement"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let mut named = BTreeSet::new();
+            references(&statement["Resource"], &mut named);
+            if !named.contains("ResultsTable") {
+                continue;
+            }
+            match &statement["Action"] {
+                Value::String(a) => {
+                    found.insert(a.clone());
+                }
+                Value::Array(a) => {
+                    found.extend(a.iter().filter_map(Value::as_str).map(String::from))
+                }
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
+/// What the worker's store calls that its role does not allow on the results table.
+fn worker_actions_missing(t: &Value) -> Vec<&'static str> {
+    let allowed = results_table_actions(t, "WorkerRole");
+    shared::store::dynamodb::WORKER_ACTIONS
+        .into_iter()
+        .filter(|a| !allowed.contains(*a))
+        .collect()
+}
+
+#[test]
+fn the_worker_may_make_every_call_its_store_makes() {
+    assert_eq!(
+        worker_actions_missing(&transform(&template())),
+        Vec::<&str>::new()
+    );
+    // Without the PartiQL update, every batched claim and result would be refused.
+    let broken = broken("                  - dynamodb:PartiQLUpdate\n", "");
+    assert_eq!(
+        worker_actions_missing(&transform(&broken)),
+        vec!["dynamodb:PartiQLUpdate"]
+    );
+}
+
 #[test]
 fn a_role_left_to_sam_or_a_broad_statement_is_caught() {
     let cases = [

@@ -107,6 +107,7 @@ pub(crate) fn agreement(
         "dynamodb:BatchGetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
+        "dynamodb:BatchExecuteStatement",
         "sqs:SendMessageBatch",
         "sqs:DeleteMessageBatch",
     ] {

@@ -25,6 +25,8 @@ pub(crate) fn cost(
             "dynamodb:PutItem",
             "dynamodb:UpdateItem",
             "dynamodb:DeleteItem",
+            // Each statement of a batch is billed as the single write it is.
+            STATEMENTS,
         ],
     );
     let sizes: Vec<usize> = run.items.values().map(item_size).collect();

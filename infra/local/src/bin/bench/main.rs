@@ -55,6 +55,9 @@ use search::*;
 use side_by_side::*;
 use worker_cpu::*;
 
+/// moto's count of the statements its BatchExecuteStatement requests carried (each a write).
+const STATEMENTS: &str = "dynamodb:BatchExecuteStatement/statements";
+
 /// Measures the pipeline against the blog-style baseline and writes BENCHMARKS.md.
 #[derive(Parser, Debug)]
 #[command(version, about)]

@@ -128,7 +128,12 @@ pub(crate) async fn side_by_side(
                 f2(per_1000(cpu, images)),
                 f2(per_1000(moto, images)),
                 f3(per_image(e.admin_calls + e.explicit_calls)),
-                f2(per_image(aws.values().sum())),
+                f2(per_image(
+                    aws.iter()
+                        .filter(|(op, _)| op.as_str() != STATEMENTS)
+                        .map(|(_, n)| n)
+                        .sum(),
+                )),
                 f3(per_image(e.ocr_billed)),
             ])
         };
