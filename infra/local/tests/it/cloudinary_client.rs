@@ -206,13 +206,7 @@ async fn listing_pages_with_cursors_and_search_filters_by_date() {
 const PRIVATE_TEXT: &str = "PRIVATE\n";
 
 fn sdk_check(emu: &Emulator, mode: &str, ids: &[&str], text: &str) -> String {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = root.join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: `make setup` creates it (`make test` does so first)",
-        python.display()
-    );
+    let (root, python) = crate::common::venv_python();
     let out = std::process::Command::new(python)
         .arg(root.join("infra/scripts/cloudinary_sdk_check.py"))
         .arg(mode)

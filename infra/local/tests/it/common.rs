@@ -184,6 +184,19 @@ impl Harness {
     }
 }
 
+/// The repository's root and the project virtualenv's Python (the checks run with clients
+/// nobody here wrote: Cloudinary's SDK, boto3).
+pub fn venv_python() -> (std::path::PathBuf, std::path::PathBuf) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: `make setup` creates it (`make test` does so first)",
+        python.display()
+    );
+    (root, python)
+}
+
 pub fn s(item: &Item, name: &str) -> Option<String> {
     item.get(name).and_then(|v| v.as_s().ok()).cloned()
 }

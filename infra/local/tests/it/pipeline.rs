@@ -1052,16 +1052,20 @@ async fn batched_claims_and_results_end_as_single_writes() {
             "2026-11-26T00:00:00Z".into(),
         )
     };
-    // b: an attempt that may have been billed (the mark kept); c: the same; e: done.
+    // An attempt that may have been billed: claimed, then released with its mark kept.
+    let timed_out = |claim: Claim<'static>| {
+        let store = store.clone();
+        async move {
+            store.claim(&claim).await.expect("claim");
+            store
+                .release(claim.key, claim.token, "timed out", RequestMark::Keep)
+                .await
+                .expect("release");
+        }
+    };
+    // b and c: such an attempt each; e: such an attempt, then done.
     for key in ["b", "c", "e"] {
-        store
-            .claim(&claim(key, "t0", 1_000, None))
-            .await
-            .expect("claim");
-        store
-            .release(key, "t0", "timed out", RequestMark::Keep)
-            .await
-            .expect("release");
+        timed_out(claim(key, "t0", 1_000, None)).await;
     }
     store
         .claim(&claim("e", "t1", 2_000, None))
@@ -1086,15 +1090,8 @@ async fn batched_claims_and_results_end_as_single_writes() {
         }
     );
     assert_eq!(read.states["e"].status, Status::Done);
-    // After the read: c is claimed and released again; d is claimed by another invocation.
-    store
-        .claim(&claim("c", "t2", 5_000, None))
-        .await
-        .expect("claim");
-    store
-        .release("c", "t2", "timed out", RequestMark::Keep)
-        .await
-        .expect("release");
+    // After the read: another such attempt at c; d is claimed by another invocation.
+    timed_out(claim("c", "t2", 5_000, None)).await;
     store
         .claim(&claim("d", "other", 5_000, None))
         .await
@@ -1156,14 +1153,7 @@ async fn batched_claims_and_results_end_as_single_writes() {
         .collect();
     assert_eq!(written, vec![true, true, false]);
     assert_eq!(store.batched_writes(), 4);
-    store
-        .claim(&claim("x", "tx", 10_000, None))
-        .await
-        .expect("claim");
-    store
-        .release("x", "tx", "timed out", RequestMark::Keep)
-        .await
-        .expect("release");
+    timed_out(claim("x", "tx", 10_000, None)).await;
     store
         .claim(&claim("x", "tx2", 11_000, None))
         .await
@@ -1198,13 +1188,7 @@ async fn batched_claims_and_results_end_as_single_writes() {
 /// (`infra/scripts/partiql_check.py`).
 #[test]
 fn boto3_finds_dynamodb_semantics_in_batched_statements() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = root.join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: `make setup` creates it (`make test` does so first)",
-        python.display()
-    );
+    let (root, python) = crate::common::venv_python();
     let endpoint = std::env::var("AWS_ENDPOINT_URL")
         .expect("AWS_ENDPOINT_URL: run under infra/scripts/moto.sh, as `make test` does");
     let table = format!(

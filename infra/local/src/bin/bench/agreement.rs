@@ -6,10 +6,15 @@ struct Pair {
     what: String,
     moto: f64,
     sim: f64,
+    /// A difference this small agrees whatever its share (a couple of requests in the run).
+    slack: f64,
 }
 
 /// Relative difference allowed between the moto-backed figures and the simulation's.
 const TOLERANCE: f64 = 0.05;
+/// Requests per image by which a pipeline figure may differ, whatever their share: one in a
+/// hundred images.
+const SLACK_PER_IMAGE: f64 = 0.01;
 
 impl Pair {
     fn new(what: impl Into<String>, moto: f64, sim: f64) -> Self {
@@ -17,13 +22,21 @@ impl Pair {
             what: what.into(),
             moto,
             sim,
+            slack: 0.0,
         }
     }
 
-    /// Within the tolerance of the larger figure (or both below 0.005: nothing to compare).
+    /// Differences of up to `slack` are not compared.
+    fn with_slack(self, slack: f64) -> Self {
+        Self { slack, ..self }
+    }
+
+    /// Within the tolerance of the larger figure (or both below 0.005: nothing to compare; or
+    /// apart by no more than the slack).
     fn agrees(&self) -> bool {
         let scale = self.moto.abs().max(self.sim.abs());
-        scale < 0.005 || (self.moto - self.sim).abs() <= TOLERANCE * scale
+        let difference = (self.moto - self.sim).abs();
+        scale < 0.005 || difference <= TOLERANCE * scale || difference <= self.slack
     }
 }
 
@@ -111,11 +124,17 @@ pub(crate) fn agreement(
         "sqs:SendMessageBatch",
         "sqs:DeleteMessageBatch",
     ] {
-        pairs.push(Pair::new(
-            format!("pipeline, {} images: {op} per image", args.images),
-            pipeline.aws.get(op).copied().unwrap_or(0) as f64 / images,
-            whole.requests.get(op).copied().unwrap_or(0) as f64 / sim_images,
-        ));
+        // The few single writes (groups of one: an instance's first claim and result, which go
+        // alone while its first call learns the quota, or a record that came late to its
+        // group) depend on timing, which on moto is real and in the simulation virtual.
+        pairs.push(
+            Pair::new(
+                format!("pipeline, {} images: {op} per image", args.images),
+                pipeline.aws.get(op).copied().unwrap_or(0) as f64 / images,
+                whole.requests.get(op).copied().unwrap_or(0) as f64 / sim_images,
+            )
+            .with_slack(SLACK_PER_IMAGE),
+        );
     }
     pairs.push(Pair::new(
         "pipeline: Cloudinary OCR requests per image",
@@ -139,7 +158,9 @@ pub(crate) fn agreement(
              twins; here it runs the account of scenario 5 ({} assets, no latency) and the \
              images of scenario 1 ({} images, every call {} ms, {} invocations, no faults), and \
              its figures are set beside the moto-backed ones measured above in this run. They \
-             agree when within {:.0} % of each other. Times are not compared: the moto-backed \
+             agree when within {:.0} % of each other (or, for the pipeline's requests, within \
+             {SLACK_PER_IMAGE} per image: the few single writes, groups of one, depend on \
+             timing, real on moto and virtual in the simulation). Times are not compared: the moto-backed \
              runs go at moto's pace (scenario 6), the simulation at Cloudinary's. SQS receives \
              are not compared either: the local event-source loop and Lambda's pollers poll \
              differently.",
