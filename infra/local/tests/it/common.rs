@@ -197,6 +197,25 @@ pub fn venv_python() -> (std::path::PathBuf, std::path::PathBuf) {
     (root, python)
 }
 
+/// A claim of an upload image for a minute from `now_ms`.
+pub fn image_claim(
+    key: &'static str,
+    token: &'static str,
+    now_ms: u64,
+    seen: Option<shared::store::Seen>,
+) -> shared::store::Claim<'static> {
+    shared::store::Claim {
+        key,
+        resource_type: "image",
+        delivery_type: "upload",
+        token,
+        now_ms,
+        expires_at_ms: now_ms + 60_000,
+        force: false,
+        seen,
+    }
+}
+
 pub fn s(item: &Item, name: &str) -> Option<String> {
     item.get(name).and_then(|v| v.as_s().ok()).cloned()
 }

@@ -956,19 +956,11 @@ async fn an_asset_the_queue_refuses_is_recorded_failed_and_the_pass_goes_on() {
 /// found it, or removed, so that only an attempt whose request may have run is read back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_released_claim_keeps_restores_or_removes_its_request_mark() {
-    use shared::store::{Claim, ClaimOutcome, DynamoResultStore, RequestMark, ResultStore};
+    use shared::store::{ClaimOutcome, DynamoResultStore, RequestMark, ResultStore};
     let h = Harness::new(Vec::new(), crate::common::stack_settings(), |_| {}).await;
     let store = DynamoResultStore::new(h.ddb.clone(), &h.stack.names.results_table);
-    let claim = |token: &'static str, now_ms: u64| Claim {
-        key: "a",
-        resource_type: "image",
-        delivery_type: "upload",
-        token,
-        now_ms,
-        expires_at_ms: now_ms + 60_000,
-        force: false,
-        seen: None,
-    };
+    let claim =
+        |token: &'static str, now_ms: u64| crate::common::image_claim("a", token, now_ms, None);
     let requested_before = |outcome: ClaimOutcome| match outcome {
         ClaimOutcome::Claimed {
             requested_before, ..
@@ -1024,16 +1016,7 @@ async fn batched_claims_and_results_end_as_single_writes() {
     };
     let h = Harness::new(Vec::new(), crate::common::stack_settings(), |_| {}).await;
     let store = DynamoResultStore::new(h.ddb.clone(), &h.stack.names.results_table);
-    let claim = |key: &'static str, token: &'static str, now_ms: u64, seen: Option<Seen>| Claim {
-        key,
-        resource_type: "image",
-        delivery_type: "upload",
-        token,
-        now_ms,
-        expires_at_ms: now_ms + 60_000,
-        force: false,
-        seen,
-    };
+    let claim = crate::common::image_claim;
     let record = |key: &str, text: Option<&str>| ResultRecord {
         pages: 1,
         ..ResultRecord::from_outcome(
