@@ -527,6 +527,25 @@ impl ResultStore for DynamoResultStore {
                 }
                 // Find out why, to tell "done already" from "someone else is on it".
                 let item = self.current(claim.key).await?.unwrap_or_default();
+                // Our own claim, taken by an attempt whose answer was lost (a timed-out request
+                // the SDK retried, a batch that fell back): ours, with the old values the
+                // batch's read saw when nothing else came between, else with its request mark
+                // (read back first: free, never paid twice).
+                if attr_str(&item, "claimToken") == Some(claim.token) {
+                    let attempts = attr_u64(&item, "attempts").unwrap_or(1);
+                    let requested_before = match claim.seen {
+                        Some(Seen::Present {
+                            attempts: seen,
+                            requested_at,
+                        }) if seen.unwrap_or(0) + 1 == attempts => requested_at,
+                        Some(Seen::Absent) if attempts == 1 => None,
+                        _ => attr_u64(&item, "ocrRequestedAt"),
+                    };
+                    return Ok(ClaimOutcome::Claimed {
+                        attempts: attempts as u32,
+                        requested_before,
+                    });
+                }
                 if !claim.force
                     && let Some(status) = attr_str(&item, "status")
                         .and_then(Status::parse)

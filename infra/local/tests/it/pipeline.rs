@@ -1115,6 +1115,15 @@ async fn batched_claims_and_results_end_as_single_writes() {
         2,
         "a and b were claimed by the batch"
     );
+    // The same claims again (an answer lost, the request retried): each is found ours, with
+    // the same values.
+    let again: Vec<ClaimOutcome> = store
+        .claim_batch(&claims[..2])
+        .await
+        .into_iter()
+        .map(|o| o.expect("no store error"))
+        .collect();
+    assert_eq!(again, outcomes[..2]);
     for key in ["a", "b", "c"] {
         let item = h.item(key).await.expect("the item");
         assert_eq!(s(&item, "claimToken").as_deref(), Some("mine"), "{key}");
