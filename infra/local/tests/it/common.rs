@@ -29,6 +29,19 @@ pub fn stack_settings() -> StackSettings {
     local_stack::template::stack_settings().unwrap_or_else(|e| panic!("template.yaml: {e}"))
 }
 
+/// The worker's logs (`RUST_LOG`, else its warnings and each record's disposition) into the
+/// test's captured output: printed with a failing test, so that a drain that timed out says
+/// which messages were deferred and why.
+pub fn test_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn,shared::worker=info".into());
+    let _ignored_if_already_set = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
+}
+
 pub fn asset(public_id: &str, text: Option<&str>) -> Asset {
     Asset {
         public_id: public_id.to_string(),
@@ -51,6 +64,7 @@ impl Harness {
         settings: StackSettings,
         configure: impl FnOnce(&mut EmulatorConfig),
     ) -> Self {
+        test_logs();
         let sdk = local_stack::scenario::local_sdk()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
