@@ -94,7 +94,7 @@ impl<T, R> Group<T, R> {
         F: Fn(Vec<T>) -> Fut,
         Fut: Future<Output = Vec<R>>,
     {
-        let (tx, mut rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel();
         let first = {
             let mut pending = self.lock();
             pending.push((item, tx));
@@ -137,7 +137,9 @@ impl<T, R> Group<T, R> {
             }
         }
         guard.1 = true;
-        rx.try_recv().ok()
+        // Its own item may have been taken by an earlier first still flushing (what joins
+        // during a flush goes in that first's next one): its answer comes from there.
+        rx.await.ok()
     }
 }
 
@@ -177,6 +179,41 @@ mod tests {
         // The last one waited its window: one of the three had not come yet.
         assert_eq!(started.elapsed(), Duration::from_millis(70));
         drop(expected);
+    }
+
+    /// A first whose item an earlier first took into its next flush (having flushed its own
+    /// group while the second waited its window) waits for that flush's answer.
+    #[tokio::test(start_paused = true)]
+    async fn an_item_taken_by_an_earlier_flush_gets_that_flush_s_answer() {
+        let group: Group<u32, u32> = Group::new(Duration::from_millis(20), 25);
+        let _expected: Vec<_> = (0..3).map(|_| group.expect()).collect();
+        let flushes = Arc::new(Mutex::new(Vec::new()));
+        let flush = |items: Vec<u32>| {
+            let flushes = flushes.clone();
+            async move {
+                let n = {
+                    let mut log = flushes.lock().unwrap();
+                    log.push(items.clone());
+                    log.len()
+                };
+                // The first flush is quick, the second outlasts the later first's window.
+                let ms = if n == 1 { 10 } else { 30 };
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                items.iter().map(|i| i * 2).collect::<Vec<_>>()
+            }
+        };
+        let at = |ms: u64, item: u32| {
+            let group = &group;
+            async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                group.submit(item, flush).await
+            }
+        };
+        // 1 flushes alone at 20 ms until 30; 2 joins at 25 (a first: the group was empty)
+        // and waits until 45; the first flush's next one takes 2 at 30 and answers at 60.
+        let answers = tokio::join!(at(0, 1), at(25, 2));
+        assert_eq!(answers, (Some(2), Some(4)));
+        assert_eq!(*flushes.lock().unwrap(), vec![vec![1], vec![2]]);
     }
 
     #[tokio::test(start_paused = true)]
