@@ -205,7 +205,8 @@ fn main() -> anyhow::Result<()> {
         &batch_rows,
     );
     let section = format!(
-        "{section}\nThis section: {}; {}; commit {}; {:.0} s.\n",
+        "{}\n\nThis section: {}; {}; commit {}; {:.0} s.\n",
+        section.trim_end(),
         httpdate::fmt_http_date(std::time::SystemTime::now()),
         local_stack::bench::machine(),
         local_stack::bench::command_output("git", &["describe", "--always", "--dirty"]),
