@@ -532,18 +532,15 @@ impl ResultStore for DynamoResultStore {
                 // batch's read saw when nothing else came between, else with its request mark
                 // (read back first: free, never paid twice).
                 if attr_str(&item, "claimToken") == Some(claim.token) {
-                    let attempts = attr_u64(&item, "attempts").unwrap_or(1);
-                    let requested_before = match claim.seen {
-                        Some(Seen::Present {
-                            attempts: seen,
-                            requested_at,
-                        }) if seen.unwrap_or(0) + 1 == attempts => requested_at,
-                        Some(Seen::Absent) if attempts == 1 => None,
-                        _ => attr_u64(&item, "ocrRequestedAt"),
-                    };
-                    return Ok(ClaimOutcome::Claimed {
-                        attempts: attempts as u32,
-                        requested_before,
+                    let attempts = attr_u64(&item, "attempts").unwrap_or(1) as u32;
+                    return Ok(match claim.seen.map(Seen::claimed) {
+                        Some(seen @ ClaimOutcome::Claimed { attempts: a, .. }) if a == attempts => {
+                            seen
+                        }
+                        _ => ClaimOutcome::Claimed {
+                            attempts,
+                            requested_before: attr_u64(&item, "ocrRequestedAt"),
+                        },
                     });
                 }
                 if !claim.force
@@ -583,26 +580,12 @@ impl ResultStore for DynamoResultStore {
                     .collect();
                 let members = self.execute_batch(statements, chunk.len()).await;
                 for (&i, member) in chunk.iter().zip(members) {
-                    if let (
-                        Member::Written,
-                        Some(Seen::Present {
-                            attempts,
-                            requested_at,
-                        }),
-                    ) = (&member, claims[i].seen)
-                    {
-                        outcomes[i] = Some(Ok(ClaimOutcome::Claimed {
-                            attempts: (attempts.unwrap_or(0) + 1) as u32,
-                            requested_before: requested_at,
-                        }));
-                    } else if let (Member::Written, Some(Seen::Absent)) = (&member, claims[i].seen)
-                    {
-                        outcomes[i] = Some(Ok(ClaimOutcome::Claimed {
-                            attempts: 1,
-                            requested_before: None,
-                        }));
-                    } else if let Member::Other(reason) = member {
-                        tracing::warn!(key = claims[i].key, %reason, "batched claim refused; claimed on its own");
+                    match (member, claims[i].seen) {
+                        (Member::Written, Some(seen)) => outcomes[i] = Some(Ok(seen.claimed())),
+                        (Member::Other(reason), _) => {
+                            tracing::warn!(key = claims[i].key, %reason, "batched claim refused; claimed on its own");
+                        }
+                        _ => {}
                     }
                 }
             }

@@ -134,6 +134,26 @@ pub enum Seen {
     },
 }
 
+impl Seen {
+    /// What a claim taken over the asset as seen holds: the next attempt, and the request mark
+    /// it replaced.
+    pub fn claimed(self) -> ClaimOutcome {
+        match self {
+            Self::Absent => ClaimOutcome::Claimed {
+                attempts: 1,
+                requested_before: None,
+            },
+            Self::Present {
+                attempts,
+                requested_at,
+            } => ClaimOutcome::Claimed {
+                attempts: (attempts.unwrap_or(0) + 1) as u32,
+                requested_before: requested_at,
+            },
+        }
+    }
+}
+
 /// What the batch's one read tells: the terminal states, and what it saw of every asset.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchRead {
