@@ -89,6 +89,29 @@ fn references(v: &Value, found: &mut BTreeSet<String>) {
     }
 }
 
+/// The statements of a role's inline policies.
+fn statements(role: &Value) -> impl Iterator<Item = &Value> {
+    role["Properties"]["Policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|policy| {
+            policy["PolicyDocument"]["Statement"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
+}
+
+/// A statement's actions (one, or a list).
+fn statement_actions(statement: &Value) -> Vec<&str> {
+    match &statement["Action"] {
+        Value::String(a) => vec![a.as_str()],
+        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    }
+}
+
 /// Every way the transformed template grants more than the functions use.
 fn privilege_findings(t: &Value) -> Vec<String> {
     let mut findings = Vec::new();
@@ -144,37 +167,26 @@ fn privilege_findings(t: &Value) -> Vec<String> {
             findings.push(format!("{name}: a role no check knows"));
             continue;
         };
-        for policy in props["Policies"].as_array().into_iter().flatten() {
-            for statement in policy["PolicyDocument"]["Statement"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                let actions: Vec<&str> = match &statement["Action"] {
-                    Value::String(a) => vec![a.as_str()],
-                    Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-                    _ => vec![],
-                };
-                let resources = match &statement["Resource"] {
-                    Value::Array(r) => r.clone(),
-                    other => vec![other.clone()],
-                };
-                for action in &actions {
-                    if action.contains('*') {
-                        findings.push(format!("{name}: wildcard action {action}"));
-                    }
+        for statement in statements(res) {
+            let actions = statement_actions(statement);
+            let resources = match &statement["Resource"] {
+                Value::Array(r) => r.clone(),
+                other => vec![other.clone()],
+            };
+            for action in &actions {
+                if action.contains('*') {
+                    findings.push(format!("{name}: wildcard action {action}"));
                 }
-                for resource in &resources {
-                    if resource.as_str().is_some_and(|r| r.contains('*')) {
-                        findings.push(format!("{name}: {actions:?} on {resource}"));
-                    }
-                    let mut named = BTreeSet::new();
-                    references(resource, &mut named);
-                    for n in named {
-                        if !allowed.contains(&n.as_str()) && !pseudo.contains(&n.as_str()) {
-                            findings
-                                .push(format!("{name}: {actions:?} on {n}, which it does not use"));
-                        }
+            }
+            for resource in &resources {
+                if resource.as_str().is_some_and(|r| r.contains('*')) {
+                    findings.push(format!("{name}: {actions:?} on {resource}"));
+                }
+                let mut named = BTreeSet::new();
+                references(resource, &mut named);
+                for n in named {
+                    if !allowed.contains(&n.as_str()) && !pseudo.contains(&n.as_str()) {
+                        findings.push(format!("{name}: {actions:?} on {n}, which it does not use"));
                     }
                 }
             }
@@ -200,31 +212,14 @@ fn what_sam_generates_grants_each_function_only_what_it_uses() {
 
 /// The DynamoDB actions `role` is allowed on the results table.
 fn results_table_actions(t: &Value, role: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    let policies = t["Resources"][role]["Properties"]["Policies"].as_array();
-    for policy in policies.into_iter().flatten() {
-        for statement in policy["PolicyDocument"]["Statement"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
+    statements(&t["Resources"][role])
+        .filter(|statement| {
             let mut named = BTreeSet::new();
             references(&statement["Resource"], &mut named);
-            if !named.contains("ResultsTable") {
-                continue;
-            }
-            match &statement["Action"] {
-                Value::String(a) => {
-                    found.insert(a.clone());
-                }
-                Value::Array(a) => {
-                    found.extend(a.iter().filter_map(Value::as_str).map(String::from))
-                }
-                _ => {}
-            }
-        }
-    }
-    found
+            named.contains("ResultsTable")
+        })
+        .flat_map(|statement| statement_actions(statement).into_iter().map(String::from))
+        .collect()
 }
 
 /// What the worker's store calls that its role does not allow on the results table.

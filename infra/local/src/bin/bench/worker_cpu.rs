@@ -41,32 +41,6 @@ pub(crate) async fn emulator_ids(
     Ok(ids)
 }
 
-/// Items of the results table with a result (done or no text).
-async fn stored_results(ctx: &Ctx, table: &str) -> anyhow::Result<usize> {
-    let mut count = 0;
-    let mut start = None;
-    loop {
-        let out = ctx
-            .ddb
-            .scan()
-            .table_name(table)
-            .filter_expression("#s IN (:done, :none)")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":done", AttributeValue::S("done".into()))
-            .expression_attribute_values(":none", AttributeValue::S("no_text".into()))
-            .select(aws_sdk_dynamodb::types::Select::Count)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .context("counting the stored results")?;
-        count += out.count as usize;
-        start = out.last_evaluated_key;
-        if start.is_none() {
-            return Ok(count);
-        }
-    }
-}
-
 /// One warm worker bootstrap over `batches` SQS events of 10 new images each: its CPU time.
 async fn bootstrap_cpu(
     ctx: &Ctx,
@@ -100,7 +74,16 @@ async fn bootstrap_cpu(
     }
     let cpu = run.cpu.context("the bootstrap's CPU time")?;
     // Every image has its result: a batch that answered without storing would not count.
-    let stored = stored_results(ctx, &stack.names.results_table).await?;
+    let stored = local_stack::scan_items(&ctx.ddb, &stack.names.results_table)
+        .await?
+        .values()
+        .filter(|item| {
+            item.get("status")
+                .and_then(|v| v.as_s().ok())
+                .and_then(|s| shared::store::Status::parse(s))
+                .is_some_and(shared::store::Status::is_complete)
+        })
+        .count();
     anyhow::ensure!(
         stored == ids.len(),
         "the worker bootstrap stored {stored} results for {} images",
