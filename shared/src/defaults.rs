@@ -28,6 +28,10 @@ pub const WORKER_TIMEOUT: Duration = Duration::from_secs(150);
 /// The work queue's visibility timeout: six times the worker's timeout, as AWS advises for
 /// SQS event sources.
 pub const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(6 * 150);
+/// A message failed for good fails fast on the receives it has left, which come within this
+/// long of its failure (each returned at once, or after a visibility timeout at worst); a
+/// receive of its id later is a copy an operator redrove.
+pub const FAIL_FAST_WINDOW: Duration = Duration::from_secs(MAX_RECEIVE_COUNT as u64 * 6 * 150);
 /// A worker record is not started with less than the Cloudinary timeout plus this left.
 pub const WORKER_DEADLINE_SLACK: Duration = Duration::from_secs(5);
 /// No listing page is started with less time than this left.
@@ -56,8 +60,13 @@ pub const PASS_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 pub const FULL_PASS_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Attempts per listing call on transient errors.
 pub const LISTING_ATTEMPTS: u32 = 4;
-/// The first of a batch's results to be ready waits this long for others to be written with
-/// it in one request (the claims of a batch, reached together, wait only for each other).
-pub const RESULT_GROUP_WINDOW: Duration = Duration::from_millis(20);
 /// A result write that failed after a paid OCR is tried again this much later.
 pub const RESULT_WRITE_RETRY: Duration = Duration::from_secs(5);
+/// A message whose Cloudinary credentials were refused waits this long at first, doubling on
+/// each refusal up to SQS's longest delay: an operator fixing the secret is not waited on long,
+/// and a secret left wrong costs a few receives an hour.
+pub const CREDENTIALS_WAIT: Duration = Duration::from_secs(60);
+/// A message whose asset's state could not be read or written (DynamoDB or SQS failing) on the
+/// last receive the work queue allows is sent again after this long, rather than left to reach
+/// the dead-letter queue without a reason.
+pub const AWS_RETRY_DELAY: Duration = Duration::from_secs(30);

@@ -29,6 +29,11 @@ pub trait Classified {
     fn credentials_refused(&self) -> bool {
         false
     }
+    /// The quota the refusing answer reported (Cloudinary's Admin API reports it on errors
+    /// too), so that the gates learn from every answer.
+    fn quota(&self) -> Option<crate::rate_gate::Quota> {
+        None
+    }
 }
 
 /// A remote service's refusal or failure as the use cases see it: its class, when to try
@@ -41,6 +46,8 @@ pub struct RemoteError {
     pub retry_at: Option<SystemTime>,
     pub reason: String,
     pub credentials_refused: bool,
+    /// The quota the answer reported, if it came with one.
+    pub quota: Option<crate::rate_gate::Quota>,
 }
 
 impl RemoteError {
@@ -50,6 +57,7 @@ impl RemoteError {
             retry_at: None,
             reason: reason.into(),
             credentials_refused: false,
+            quota: None,
         }
     }
 
@@ -63,6 +71,7 @@ impl RemoteError {
             retry_at: err.retry_at(),
             reason: error_chain(err),
             credentials_refused: err.credentials_refused(),
+            quota: err.quota(),
         }
     }
 }
@@ -76,6 +85,9 @@ impl Classified for RemoteError {
     }
     fn credentials_refused(&self) -> bool {
         self.credentials_refused
+    }
+    fn quota(&self) -> Option<crate::rate_gate::Quota> {
+        self.quota
     }
 }
 

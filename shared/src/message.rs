@@ -39,6 +39,10 @@ pub struct WorkMessage {
     /// add-on's monthly limit, say); bounded, so that such a limit ends in the DLQ.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub limit_waits: u32,
+    /// Of those, the waits after Cloudinary refused the credentials: each doubles the next
+    /// one's delay. Never bounded: a message waits for the secret to be fixed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub credential_waits: u32,
     /// Found by the worker, never sent: the message names a newer version of the asset than
     /// its stored result's. It is OCR'd again, paying once for the new version: an unfinished
     /// earlier attempt is read back first, as for an asset never OCR'd (an upload over a
@@ -134,6 +138,7 @@ impl WorkMessage {
             deferrals: 0,
             pending_polls: 0,
             limit_waits: 0,
+            credential_waits: 0,
             new_version: false,
         }
     }

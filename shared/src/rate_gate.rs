@@ -38,32 +38,57 @@ impl Default for RateGate {
 
 #[derive(Debug, Default)]
 struct GateState {
-    /// Refused until then (a 420 was seen).
+    /// Refused until then (a 420 was seen, or the credentials were refused).
     blocked_until: Option<SystemTime>,
+    /// Counts the blocks: a permit granted under the latest block (a probe) whose call is
+    /// answered lifts it; an answer to a call made before it says nothing about it.
+    block_epoch: u64,
+    /// When the latest probe past a long block was let through.
+    last_probe: Option<SystemTime>,
     /// The latest quota Cloudinary reported.
     quota: Option<Quota>,
     /// End of the window this instance's `used` counts for; `None` while a new window's reset
     /// is not yet known.
     window_end: Option<SystemTime>,
+    /// The end of the latest window that has turned: an answer reporting that reset (or an
+    /// earlier one) is late, from a window that is over.
+    turned: Option<SystemTime>,
     /// Calls this instance made in the current window (in flight included).
     used: u64,
     in_flight: u64,
     /// An answer has arrived (with or without quota headers: the Upload API sends none).
     answered: bool,
-    /// When the window turned without an answer telling the new one's end.
+    /// Since when the current window's end has not been known.
     unknown_since: Option<SystemTime>,
+    /// Calls let through without the share's check: probes past a block or into a window
+    /// whose end is unknown (the only calls that may find the quota spent).
+    blind: u64,
 }
 
 /// Permission to make one call; gives the slot back when dropped.
 #[derive(Debug)]
 pub struct Permit<'a> {
     gate: &'a RateGate,
+    /// The gate's block epoch when the permit was granted.
+    epoch: u64,
 }
 
 impl Permit<'_> {
     /// Whether this permit is `gate`'s.
     pub fn is_from(&self, gate: &RateGate) -> bool {
         std::ptr::eq(self.gate, gate)
+    }
+
+    /// The call was answered (not refused), with the quota it reported: the gate learns it,
+    /// and a block set before this permit was granted is lifted (Cloudinary takes calls
+    /// again: the operator raised a limit, the credentials were fixed).
+    pub fn answered(self, quota: Option<Quota>) {
+        self.gate.observe(quota);
+        let mut s = self.gate.lock();
+        if s.block_epoch == self.epoch && s.blocked_until.is_some() {
+            s.blocked_until = None;
+            s.last_probe = None;
+        }
     }
 }
 
@@ -83,6 +108,13 @@ const SETTLE: Duration = Duration::from_secs(1);
 /// A share spent in a window whose end is not known is probed again after this long.
 const PROBE_UNKNOWN_WINDOW: Duration = Duration::from_secs(60);
 
+/// A window whose end no answer tells is over after this long (Cloudinary's quota is hourly).
+const UNKNOWN_WINDOW: Duration = Duration::from_secs(3600);
+
+/// A block longer than this (a limit that does not reset within the hour, or one Cloudinary
+/// did not date) lets one probe call through this often, so that a raised limit is found.
+pub const LONG_BLOCK_PROBE: Duration = Duration::from_secs(900);
+
 impl RateGate {
     /// A gate for one of `instances` processes that call on the same quota.
     pub fn shared_by(instances: u32) -> Self {
@@ -99,21 +131,50 @@ impl RateGate {
     /// A permit past a closed gate: one call to learn what Cloudinary says now, made before an
     /// asset is failed for good on a limit that does not reset within the hour.
     pub fn probe(&self) -> Permit<'_> {
-        self.grant(&mut self.lock())
+        let mut s = self.lock();
+        s.blind += 1;
+        self.grant(&mut s)
+    }
+
+    /// Calls let through without the share's check so far.
+    pub fn blind_grants(&self) -> u64 {
+        self.lock().blind
     }
 
     /// A permit, or the time until which calls would be refused.
     pub fn admit(&self, now: SystemTime) -> Result<Permit<'_>, SystemTime> {
         let mut s = self.lock();
-        self.check(&mut s, now)?;
-        Ok(self.grant(&mut s))
+        match self.check(&mut s, now) {
+            Ok(blind) => {
+                s.blind += u64::from(blind);
+                Ok(self.grant(&mut s))
+            }
+            Err(until) if Self::may_probe(&s, now, until) => {
+                s.last_probe = Some(now);
+                s.blind += 1;
+                Ok(self.grant(&mut s))
+            }
+            Err(until) => Err(until),
+        }
+    }
+
+    /// Whether a call may go past a long block to find out whether it still holds: one at a
+    /// time, every [`LONG_BLOCK_PROBE`].
+    fn may_probe(s: &GateState, now: SystemTime, until: SystemTime) -> bool {
+        s.blocked_until == Some(until)
+            && until > now + LONG_BLOCK_PROBE
+            && s.in_flight == 0
+            && s.last_probe.is_none_or(|t| now >= t + LONG_BLOCK_PROBE)
     }
 
     /// Counts one call in the window and in flight.
     fn grant(&self, s: &mut GateState) -> Permit<'_> {
         s.used += 1;
         s.in_flight += 1;
-        Permit { gate: self }
+        Permit {
+            gate: self,
+            epoch: s.block_epoch,
+        }
     }
 
     /// When this instance may call again, if it may not now.
@@ -122,51 +183,63 @@ impl RateGate {
         self.check(&mut s, now).err()
     }
 
-    fn check(&self, s: &mut GateState, now: SystemTime) -> Result<(), SystemTime> {
+    /// `Ok(true)`: open only for a probe into a window whose end is unknown.
+    fn check(&self, s: &mut GateState, now: SystemTime) -> Result<bool, SystemTime> {
         if let Some(until) = s.blocked_until {
             if until > now {
                 return Err(until);
             }
             s.blocked_until = None;
         }
-        if s.window_end.is_some_and(|end| end <= now) {
-            // A new window: the whole limit, until an answer reports the new figures.
-            s.window_end = None;
-            s.unknown_since = Some(now);
-            s.used = 0;
-            if let Some(q) = s.quota.as_mut() {
-                *q = Quota {
-                    limit: q.limit,
-                    remaining: q.limit,
-                    reset: None,
-                };
-            }
-        }
+        Self::turn_window(s, now);
         let retry = s.window_end.unwrap_or(now + SETTLE);
         match s.quota {
             // Nothing heard yet: one probe call at a time, to learn the quota (if any).
             None if !s.answered && s.in_flight > 0 => Err(now + SETTLE),
-            None => Ok(()),
+            None => Ok(false),
             Some(q) => {
                 let share = (q.limit / self.sharers).max(1);
                 let spent = s.used >= share || q.remaining / self.sharers <= s.in_flight;
                 match (spent, s.window_end) {
-                    (false, _) => Ok(()),
+                    (false, _) => Ok(false),
                     (true, Some(end)) => Err(end),
-                    // Spent in a window whose end no answer has told yet (every call since
-                    // the turn failed): without an answer `used` would never be reset, and
-                    // the gate would stay closed for good. After a while, one probe at a time
-                    // learns the window again.
-                    (true, None)
-                        if s.in_flight == 0
-                            && s.unknown_since
-                                .is_some_and(|t| now >= t + PROBE_UNKNOWN_WINDOW) =>
-                    {
-                        Ok(())
+                    // Spent in a window whose end no answer has told (every call since the
+                    // turn failed, or the answers carried no reset): after a while, one probe
+                    // at a time learns the window again.
+                    (true, None) => {
+                        let since = *s.unknown_since.get_or_insert(now);
+                        if s.in_flight == 0 && now >= since + PROBE_UNKNOWN_WINDOW {
+                            Ok(true)
+                        } else {
+                            Err(retry)
+                        }
                     }
-                    (true, None) => Err(retry),
                 }
             }
+        }
+    }
+
+    /// Starts a new window when the current one has ended: its end has passed, or no answer
+    /// told it for an hour.
+    fn turn_window(s: &mut GateState, now: SystemTime) {
+        let ended = s.window_end.is_some_and(|end| end <= now)
+            || (s.window_end.is_none()
+                && s.unknown_since.is_some_and(|t| now >= t + UNKNOWN_WINDOW));
+        if !ended {
+            return;
+        }
+        // A new window: the whole limit, until an answer reports the new figures.
+        if let Some(end) = s.window_end.take() {
+            s.turned = Some(s.turned.map_or(end, |t| t.max(end)));
+        }
+        s.unknown_since = Some(now);
+        s.used = 0;
+        if let Some(q) = s.quota.as_mut() {
+            *q = Quota {
+                limit: q.limit,
+                remaining: q.limit,
+                reset: None,
+            };
         }
     }
 
@@ -185,6 +258,10 @@ impl RateGate {
         let mut s = self.lock();
         s.answered = true;
         let Some(q) = quota else { return };
+        // A late answer from a window that is over says nothing about this one.
+        if q.reset.is_some_and(|r| s.turned.is_some_and(|t| r <= t)) {
+            return;
+        }
         match s.quota {
             // A late answer from an earlier window says nothing about this one.
             Some(Quota {
@@ -208,13 +285,29 @@ impl RateGate {
     }
 
     /// Refuses calls until `until` (after an HTTP 420, whose reset ends the current window).
-    pub fn block_until(&self, until: SystemTime) {
-        let mut s = self.lock();
-        s.blocked_until = Some(s.blocked_until.map_or(until, |t| t.max(until)));
-        if s.window_end.is_none() {
+    /// A later answer to a call let through it lifts it.
+    pub fn block_until(&self, now: SystemTime, until: SystemTime) {
+        let mut s = self.hold(now, until);
+        // A refusal within the hour ends the window it happened in; a longer one is another
+        // limit than the hourly quota, and says nothing about its window.
+        if s.window_end.is_none() && until <= now + UNKNOWN_WINDOW {
             s.window_end = Some(until);
             s.unknown_since = None;
         }
+    }
+
+    /// Refuses calls until `until` for a cause that says nothing of the quota's window (the
+    /// credentials refused). A later answer to a call let through it lifts it.
+    pub fn pause_until(&self, now: SystemTime, until: SystemTime) {
+        drop(self.hold(now, until));
+    }
+
+    fn hold(&self, now: SystemTime, until: SystemTime) -> std::sync::MutexGuard<'_, GateState> {
+        let mut s = self.lock();
+        s.block_epoch += 1;
+        s.blocked_until = Some(s.blocked_until.map_or(until, |t| t.max(until)));
+        s.last_probe = Some(now);
+        s
     }
 }
 
@@ -234,7 +327,7 @@ mod tests {
     fn blocks_until_reset_after_a_refusal() {
         let gate = RateGate::default();
         let now = SystemTime::now();
-        gate.block_until(now + Duration::from_secs(30));
+        gate.block_until(now, now + Duration::from_secs(30));
         assert_eq!(gate.admit(now).unwrap_err(), now + Duration::from_secs(30));
         assert!(gate.admit(now + Duration::from_secs(31)).is_ok());
     }
@@ -379,7 +472,7 @@ mod tests {
         drop(gate.admit(turned).unwrap());
         // The second call was refused with the new window's reset.
         let reset = now + Duration::from_secs(6);
-        gate.block_until(reset);
+        gate.block_until(turned, reset);
         assert_eq!(gate.closed_until(turned), Some(reset));
         assert_eq!(gate.closed_until(reset), None, "the next window opens");
         assert!(gate.admit(reset).is_ok());
@@ -399,6 +492,78 @@ mod tests {
             gate.remaining(),
             Some(9),
             "an earlier window's answer is ignored"
+        );
+    }
+
+    /// Defect: a 420 while the quota still reported calls left blocked for a day (a monthly
+    /// limit for a month), and no later answer lifted it: after the operator raised the limit,
+    /// warm instances kept refusing. A long block lets a probe through every quarter hour, and
+    /// its answer opens the gate again.
+    #[test]
+    fn a_long_block_is_probed_and_lifted_by_an_answer() {
+        let gate = RateGate::default();
+        let now = SystemTime::now();
+        let reset = now + Duration::from_secs(600);
+        gate.observe(quota(2000, 1500, reset));
+        gate.block_until(now, now + Duration::from_secs(24 * 3600));
+        assert!(gate.admit(now + Duration::from_secs(60)).is_err());
+        let later = now + LONG_BLOCK_PROBE;
+        let probe = gate.admit(later).expect("a probe after a quarter hour");
+        assert!(gate.admit(later).is_err(), "one probe at a time");
+        probe.answered(quota(2000, 1499, reset));
+        let permits: Vec<_> = (0..5).map(|_| gate.admit(later).expect("open")).collect();
+        assert_eq!(permits.len(), 5);
+        // An answer to a call made before a block says nothing about it.
+        let early = gate.admit(later).unwrap();
+        gate.block_until(later, later + Duration::from_secs(30 * 24 * 3600));
+        early.answered(quota(2000, 1400, reset));
+        assert!(gate.closed_until(later).is_some(), "still blocked");
+    }
+
+    /// Defect: once a window turned, a late answer from it set a window end already past, and
+    /// the next check started yet another window with nothing counted: 9 calls on a share of 5.
+    #[test]
+    fn a_late_answer_from_a_turned_window_does_not_reset_the_count() {
+        let gate = RateGate::shared_by(2);
+        let now = SystemTime::now();
+        let reset = now + Duration::from_secs(10);
+        gate.observe(quota(10, 10, reset));
+        let turned = reset + Duration::from_millis(1);
+        let permits: Vec<_> = (0..5).map(|_| gate.admit(turned).unwrap()).collect();
+        assert!(gate.admit(turned).is_err(), "a share of 5");
+        gate.observe(quota(10, 4, reset));
+        let mut more = 0;
+        while gate.admit(turned).map(std::mem::forget).is_ok() && more < 10 {
+            more += 1;
+        }
+        assert_eq!(more, 0, "calls admitted past the share after a late answer");
+        drop(permits);
+    }
+
+    /// Defect: quota headers without a readable reset closed the gate for good.
+    #[test]
+    fn a_quota_without_a_reset_does_not_close_the_gate_for_good() {
+        let gate = RateGate::default();
+        let now = SystemTime::now();
+        gate.observe(Some(Quota {
+            limit: 10,
+            remaining: 0,
+            reset: None,
+        }));
+        assert!(gate.admit(now).is_err());
+        let probe = gate
+            .admit(now + PROBE_UNKNOWN_WINDOW)
+            .expect("a probe a minute later");
+        drop(probe);
+        let hour = now + UNKNOWN_WINDOW + Duration::from_secs(1);
+        gate.observe(Some(Quota {
+            limit: 10,
+            remaining: 10,
+            reset: None,
+        }));
+        assert!(
+            gate.admit(hour).is_ok(),
+            "an hour later the window has turned"
         );
     }
 }

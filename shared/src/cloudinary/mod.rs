@@ -132,6 +132,8 @@ pub enum CloudinaryError {
         status: u16,
         message: String,
         retry_at: Option<SystemTime>,
+        /// The quota the answer reported (the Admin API reports it on errors too).
+        quota: Option<Quota>,
     },
     #[error("cloudinary request for {what} failed")]
     Transport {
@@ -175,6 +177,13 @@ impl Classified for CloudinaryError {
 
     fn credentials_refused(&self) -> bool {
         matches!(self, Self::Status { status: 401, .. })
+    }
+
+    fn quota(&self) -> Option<Quota> {
+        match self {
+            Self::Status { quota, .. } => *quota,
+            _ => None,
+        }
     }
 }
 
@@ -383,6 +392,7 @@ impl CloudinaryClient {
                 status,
                 message,
                 retry_at,
+                quota,
             });
         }
         let value = serde_json::from_slice(&body)
@@ -704,6 +714,7 @@ mod tests {
             status: 420,
             message: "Rate Limit Exceeded".into(),
             retry_at: None,
+            quota: None,
         };
         assert_eq!(e.class(), ErrorClass::RateLimited);
         let e = CloudinaryError::Status {
@@ -711,6 +722,7 @@ mod tests {
             status: 404,
             message: "nf".into(),
             retry_at: None,
+            quota: None,
         };
         assert_eq!(e.class(), ErrorClass::Permanent);
         let e = CloudinaryError::Status {
@@ -718,6 +730,7 @@ mod tests {
             status: 503,
             message: "busy".into(),
             retry_at: None,
+            quota: None,
         };
         assert_eq!(e.class(), ErrorClass::Transient);
     }

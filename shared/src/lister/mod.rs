@@ -386,7 +386,6 @@ async fn record_refused<R: ResultStore>(
         &reason,
         0,
         rfc3339(now),
-        None,
     );
     results.record_unqueued(&record).await?;
     Ok(())

@@ -68,6 +68,28 @@ pub trait WorkQueue: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send;
 }
 
+/// One queue shared by several workers (instances of a simulation, say).
+impl<T: WorkQueue> WorkQueue for std::sync::Arc<T> {
+    fn enqueue(
+        &self,
+        messages: &[WorkMessage],
+    ) -> impl Future<Output = Result<Vec<Refused>, QueueError>> + Send {
+        (**self).enqueue(messages)
+    }
+    fn send_delayed_batch(
+        &self,
+        entries: &[(WorkMessage, Duration)],
+    ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send {
+        (**self).send_delayed_batch(entries)
+    }
+    fn return_now(
+        &self,
+        receipt_handles: &[&str],
+    ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send {
+        (**self).return_now(receipt_handles)
+    }
+}
+
 /// Approximate message counts of a queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct QueueDepth {

@@ -4,68 +4,37 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, BatchStatementErrorCodeEnum, BatchStatementRequest, KeysAndAttributes,
-    ReturnValue,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 
 use super::{
-    BatchRead, Checkpoint, CheckpointStore, Claim, ClaimOutcome, DeadLetterKind, DeadLetterMark,
-    ItemState, PassMode, RequestMark, ResultRecord, ResultStore, Seen, Status, StoreError,
-    WRITE_BATCH_MAX, truncate_utf8,
+    Checkpoint, CheckpointStore, Claim, ClaimIntent, ClaimOutcome, DeadLetterMark, FailureRecord,
+    ItemState, PassMode, RequestMark, ResultRecord, ResultStore, Status, StoreError, truncate_utf8,
 };
 
-/// Every attribute a results item may have besides its key: what a result written as an
-/// update (rather than a whole new item) removes when the record has no value for it.
-const ITEM_ATTRIBUTES: [&str; 23] = [
-    "status",
-    "text",
+/// The attributes of a result that a failure record removes (it keeps the claim bookkeeping:
+/// `attempts`, `ocrRequestedAt`, the dead-letter marks).
+const RESULT_ATTRIBUTES: [&str; 12] = [
+    "#t",
     "locale",
     "textBytes",
     "truncated",
-    "resourceType",
-    "deliveryType",
-    "format",
-    "bytes",
+    "#f",
+    "#b",
     "width",
     "height",
     "assetCreatedAt",
     "version",
-    "ocrAt",
-    "attempts",
     "pages",
-    "error",
-    "failedMessageId",
-    "failedReceive",
-    "failureKind",
-    "claimToken",
-    "claimExpiresAt",
-    "ocrRequestedAt",
+    "ocrAtMs",
 ];
 
-/// The IAM actions the worker's use of the results table needs (`BatchExecuteStatement` is
-/// authorised statement by statement, as PartiQL inserts and updates).
-pub const WORKER_ACTIONS: [&str; 6] = [
+/// The IAM actions the worker's use of the results table needs.
+pub const WORKER_ACTIONS: [&str; 4] = [
     "dynamodb:BatchGetItem",
     "dynamodb:GetItem",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
-    "dynamodb:PartiQLInsert",
-    "dynamodb:PartiQLUpdate",
 ];
-
-/// Results of one batched write carry at most this much text (DynamoDB limits a request's size;
-/// a result with more goes in a request of its own).
-const RESULT_BATCH_BYTES: usize = 1 << 20;
-
-/// What a batched statement answered.
-enum Member {
-    Written,
-    /// Its condition did not hold (or its item already existed, for an insert).
-    ConditionFailed,
-    /// Anything else: the request failed, or DynamoDB refused this statement.
-    Other(String),
-}
 
 impl StoreError {
     pub(crate) fn from_sdk<E, R>(
@@ -87,11 +56,17 @@ impl StoreError {
     }
 }
 
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
 /// The item DynamoDB stores for a record.
 pub fn to_item(record: &ResultRecord) -> HashMap<String, AttributeValue> {
     let mut item = HashMap::new();
-    let s = |v: &str| AttributeValue::S(v.to_string());
-    let n = |v: u64| AttributeValue::N(v.to_string());
     item.insert("publicId".into(), s(&record.key));
     item.insert("status".into(), s(record.status.as_str()));
     if let Some(t) = &record.text {
@@ -104,25 +79,12 @@ pub fn to_item(record: &ResultRecord) -> HashMap<String, AttributeValue> {
     item.insert("truncated".into(), AttributeValue::Bool(record.truncated));
     item.insert("resourceType".into(), s(&record.resource_type));
     item.insert("deliveryType".into(), s(&record.delivery_type));
-    if let Some(v) = &record.asset.format {
-        item.insert("format".into(), s(v));
-    }
-    if let Some(v) = record.asset.bytes {
-        item.insert("bytes".into(), n(v));
-    }
-    if let Some(v) = record.asset.width {
-        item.insert("width".into(), n(v));
-    }
-    if let Some(v) = record.asset.height {
-        item.insert("height".into(), n(v));
-    }
-    if let Some(v) = &record.asset.created_at {
-        item.insert("assetCreatedAt".into(), s(v));
-    }
-    if let Some(v) = record.asset.version {
-        item.insert("version".into(), n(v));
-    }
+    insert_asset_fields(&mut item, record);
     item.insert("ocrAt".into(), s(&record.ocr_at));
+    // The same time as a number, for the condition of a forced re-OCR's claim.
+    if let Some(at) = crate::clock::parse_rfc3339(&record.ocr_at) {
+        item.insert("ocrAtMs".into(), n(crate::clock::epoch_ms(at)));
+    }
     item.insert("attempts".into(), n(record.attempts as u64));
     if record.pages > 0 {
         item.insert("pages".into(), n(record.pages as u64));
@@ -130,21 +92,46 @@ pub fn to_item(record: &ResultRecord) -> HashMap<String, AttributeValue> {
     if let Some(e) = &record.error {
         item.insert("error".into(), s(e));
     }
-    if let Some(mark) = &record.dead_letter {
-        item.insert("failedMessageId".into(), s(&mark.message_id));
-        item.insert("failedReceive".into(), n(mark.receive_count as u64));
-        item.insert("failureKind".into(), s(mark.kind.as_str()));
-    }
     item
 }
 
-/// The dead-letter mark an item carries, if any.
-pub fn dead_letter_mark(item: &HashMap<String, AttributeValue>) -> Option<DeadLetterMark> {
-    Some(DeadLetterMark {
-        message_id: attr_str(item, "failedMessageId")?.to_string(),
-        receive_count: u32::try_from(attr_u64(item, "failedReceive")?).ok()?,
-        kind: DeadLetterKind::parse(attr_str(item, "failureKind")?)?,
-    })
+fn insert_asset_fields(item: &mut HashMap<String, AttributeValue>, record: &ResultRecord) {
+    let asset = &record.asset;
+    if let Some(v) = &asset.format {
+        item.insert("format".into(), s(v));
+    }
+    for (name, value) in [
+        ("bytes", asset.bytes),
+        ("width", asset.width),
+        ("height", asset.height),
+        ("version", asset.version),
+    ] {
+        if let Some(v) = value {
+            item.insert(name.into(), n(v));
+        }
+    }
+    if let Some(v) = &asset.created_at {
+        item.insert("assetCreatedAt".into(), s(v));
+    }
+}
+
+/// The dead-letter marks an item carries (the string set `failedMessages`).
+pub fn dead_letter_marks(item: &HashMap<String, AttributeValue>) -> Vec<DeadLetterMark> {
+    item.get("failedMessages")
+        .and_then(|v| v.as_ss().ok())
+        .map(|set| {
+            set.iter()
+                .filter_map(|e| DeadLetterMark::parse(e))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn conditional_failed<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    err.code() == Some("ConditionalCheckFailedException")
 }
 
 /// The results table on DynamoDB.
@@ -152,8 +139,6 @@ pub fn dead_letter_mark(item: &HashMap<String, AttributeValue>) -> Option<DeadLe
 pub struct DynamoResultStore {
     client: Client,
     table: String,
-    /// Claims and results written by batched statements (the rest were single writes).
-    batched: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl DynamoResultStore {
@@ -161,17 +146,11 @@ impl DynamoResultStore {
         Self {
             client,
             table: table.into(),
-            batched: Default::default(),
         }
     }
 
-    /// Claims and results this store wrote by batched statements so far.
-    pub fn batched_writes(&self) -> u64 {
-        self.batched.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     fn key(key: &str) -> AttributeValue {
-        AttributeValue::S(key.to_string())
+        s(key)
     }
 
     /// Writes the record's item if `condition` holds; `false` when it did not.
@@ -192,163 +171,9 @@ impl DynamoResultStore {
         }
         match req.send().await {
             Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(err) if conditional_failed(&err) => Ok(false),
             Err(err) => Err(StoreError::from_sdk("PutItem", &self.table, err)),
         }
-    }
-
-    /// The statement that takes a claim in a batch, conditioned on the asset being as the
-    /// batch's read saw it (`None` for a claim without a read).
-    fn claim_statement(&self, claim: &Claim<'_>) -> Option<BatchStatementRequest> {
-        let s = |v: &str| AttributeValue::S(v.to_string());
-        let n = |v: u64| AttributeValue::N(v.to_string());
-        let (statement, parameters) = match claim.seen? {
-            Seen::Absent => (
-                format!(
-                    "INSERT INTO \"{}\" VALUE {{'publicId': ?, 'claimToken': ?, 'claimExpiresAt': ?, 'ocrRequestedAt': ?, 'resourceType': ?, 'deliveryType': ?, 'attempts': ?}}",
-                    self.table
-                ),
-                vec![
-                    s(claim.key),
-                    s(claim.token),
-                    n(claim.expires_at_ms),
-                    n(claim.now_ms),
-                    s(claim.resource_type),
-                    s(claim.delivery_type),
-                    n(1),
-                ],
-            ),
-            Seen::Present {
-                attempts,
-                requested_at,
-            } => {
-                let mut parameters = vec![
-                    s(claim.token),
-                    n(claim.expires_at_ms),
-                    n(claim.now_ms),
-                    s(claim.resource_type),
-                    s(claim.delivery_type),
-                    n(attempts.unwrap_or(0) + 1),
-                    s(claim.key),
-                ];
-                let mut unchanged = |name: &str, value: Option<u64>| match value {
-                    Some(v) => {
-                        parameters.push(n(v));
-                        format!("\"{name}\" = ?")
-                    }
-                    None => format!("\"{name}\" IS MISSING"),
-                };
-                let attempts = unchanged("attempts", attempts);
-                let requested = unchanged("ocrRequestedAt", requested_at);
-                parameters.push(n(claim.now_ms));
-                let mut statement = format!(
-                    "UPDATE \"{}\" SET \"claimToken\" = ? SET \"claimExpiresAt\" = ? SET \"ocrRequestedAt\" = ? SET \"resourceType\" = ? SET \"deliveryType\" = ? SET \"attempts\" = ? WHERE \"publicId\" = ? AND {attempts} AND {requested} AND (\"claimExpiresAt\" IS MISSING OR \"claimExpiresAt\" < ?)",
-                    self.table
-                );
-                if !claim.force {
-                    statement.push_str(" AND (\"status\" IS MISSING OR \"status\" = ?)");
-                    parameters.push(s(Status::Failed.as_str()));
-                }
-                (statement, parameters)
-            }
-        };
-        BatchStatementRequest::builder()
-            .statement(statement)
-            .set_parameters(Some(parameters))
-            .build()
-            .ok()
-    }
-
-    /// The statement that writes a result in a batch under its claim: the item becomes what
-    /// `put_result` would have written (every attribute the record has no value for removed).
-    fn result_statement(&self, record: &ResultRecord, token: &str) -> BatchStatementRequest {
-        let mut item = to_item(record);
-        let key = item.remove("publicId");
-        let mut statement = format!("UPDATE \"{}\"", self.table);
-        let mut parameters = Vec::with_capacity(item.len() + 2);
-        for name in ITEM_ATTRIBUTES {
-            match item.remove(name) {
-                Some(value) => {
-                    statement.push_str(&format!(" SET \"{name}\" = ?"));
-                    parameters.push(value);
-                }
-                None => statement.push_str(&format!(" REMOVE \"{name}\"")),
-            }
-        }
-        debug_assert!(item.is_empty(), "an attribute missing from ITEM_ATTRIBUTES");
-        statement.push_str(" WHERE \"publicId\" = ? AND \"claimToken\" = ?");
-        parameters.extend(key);
-        parameters.push(AttributeValue::S(token.to_string()));
-        BatchStatementRequest::builder()
-            .statement(statement)
-            .set_parameters(Some(parameters))
-            .build()
-            .expect("the statement is set")
-    }
-
-    /// Runs write statements in one `BatchExecuteStatement`; what became of each, in order
-    /// (`expected` of them: a statement that could not be built counts as refused).
-    async fn execute_batch(
-        &self,
-        statements: Vec<BatchStatementRequest>,
-        expected: usize,
-    ) -> Vec<Member> {
-        let other = |reason: String| {
-            (0..expected)
-                .map(|_| Member::Other(reason.clone()))
-                .collect()
-        };
-        if statements.len() != expected {
-            return other("a statement could not be built".into());
-        }
-        let out = match self
-            .client
-            .batch_execute_statement()
-            .set_statements(Some(statements))
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(err) => {
-                return other(crate::error::error_chain(&StoreError::from_sdk(
-                    "BatchExecuteStatement",
-                    &self.table,
-                    err,
-                )));
-            }
-        };
-        let responses = out.responses.unwrap_or_default();
-        if responses.len() != expected {
-            return other(format!(
-                "{} answers to {expected} statements",
-                responses.len()
-            ));
-        }
-        responses
-            .into_iter()
-            .map(|r| match r.error {
-                None => {
-                    self.batched
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    Member::Written
-                }
-                Some(e) => match e.code {
-                    Some(BatchStatementErrorCodeEnum::ConditionalCheckFailed)
-                    | Some(BatchStatementErrorCodeEnum::DuplicateItem) => Member::ConditionFailed,
-                    code => Member::Other(format!(
-                        "{}: {}",
-                        code.as_ref().map_or("no code", |c| c.as_str()),
-                        e.message.as_deref().unwrap_or("no message")
-                    )),
-                },
-            })
-            .collect()
     }
 
     async fn current(
@@ -361,10 +186,132 @@ impl DynamoResultStore {
             .table_name(&self.table)
             .key("publicId", Self::key(key))
             .consistent_read(true)
+            .projection_expression(
+                "#s, claimToken, claimExpiresAt, attempts, ocrRequestedAt, version, ocrAtMs",
+            )
+            .expression_attribute_names("#s", "status")
             .send()
             .await
             .map_err(|e| StoreError::from_sdk("GetItem", &self.table, e))?;
         Ok(out.item)
+    }
+
+    /// One `BatchGetItem` of up to 100 keys, with its unprocessed keys asked again.
+    async fn read_chunk(
+        &self,
+        chunk: &[&String],
+        found: &mut HashMap<String, ItemState>,
+    ) -> Result<(), StoreError> {
+        let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
+            .iter()
+            .map(|id| HashMap::from([("publicId".to_string(), Self::key(id))]))
+            .collect();
+        let mut rounds = 0;
+        while !keys.is_empty() {
+            rounds += 1;
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut keys)))
+                .projection_expression("publicId, #s, #e, ocrAt, ocrAtMs, version, failedMessages")
+                .expression_attribute_names("#s", "status")
+                .expression_attribute_names("#e", "error")
+                .consistent_read(true)
+                .build()
+                .expect("keys are set");
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|e| StoreError::from_sdk("BatchGetItem", &self.table, e))?;
+            let items = out.responses.unwrap_or_default().remove(&self.table);
+            for item in items.unwrap_or_default() {
+                if let Some((id, state)) = item_state(&item) {
+                    found.insert(id, state);
+                }
+            }
+            keys = out
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+                .map(|rest| rest.keys)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                if rounds >= 8 {
+                    return Err(StoreError::new(
+                        "BatchGetItem",
+                        &self.table,
+                        "UnprocessedKeys",
+                        format!(
+                            "{} keys still unprocessed after {rounds} rounds",
+                            keys.len()
+                        ),
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25 << rounds)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Why a claim's condition failed: the item as it is now tells.
+    async fn why_not_claimed(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
+        let item = self.current(claim.key).await?.unwrap_or_default();
+        // Our own claim, taken by an attempt whose answer was lost (a timed-out request the
+        // SDK retried): ours, with its request mark (read back first: free, never paid twice).
+        if attr_str(&item, "claimToken") == Some(claim.token) {
+            return Ok(ClaimOutcome::Claimed {
+                attempts: attr_u64(&item, "attempts").unwrap_or(1) as u32,
+                requested_before: attr_u64(&item, "ocrRequestedAt"),
+            });
+        }
+        let status = attr_str(&item, "status").and_then(Status::parse);
+        let open = claim.opens(
+            status,
+            attr_u64(&item, "version"),
+            attr_u64(&item, "ocrAtMs"),
+        );
+        if !open && let Some(status) = status {
+            return Ok(ClaimOutcome::AlreadyComplete(status));
+        }
+        let until = attr_u64(&item, "claimExpiresAt").unwrap_or(claim.now_ms + 1_000);
+        Ok(ClaimOutcome::HeldUntil(until.max(claim.now_ms + 1_000)))
+    }
+}
+
+/// An item's terminal state, by its key (none without a status).
+fn item_state(item: &HashMap<String, AttributeValue>) -> Option<(String, ItemState)> {
+    let id = attr_str(item, "publicId")?;
+    let status = attr_str(item, "status").and_then(Status::parse)?;
+    let ocr_at_ms = attr_u64(item, "ocrAtMs").or_else(|| {
+        attr_str(item, "ocrAt")
+            .and_then(crate::clock::parse_rfc3339)
+            .map(crate::clock::epoch_ms)
+    });
+    let state = ItemState {
+        status,
+        version: attr_u64(item, "version"),
+        ocr_at_ms,
+        dead_letters: dead_letter_marks(item),
+        error: attr_str(item, "error").map(str::to_string),
+    };
+    Some((id.to_string(), state))
+}
+
+/// The condition under which a claim's intent still holds, with the values it names.
+fn claim_condition(claim: &Claim<'_>) -> (String, Vec<(&'static str, AttributeValue)>) {
+    let free = "(attribute_not_exists(claimExpiresAt) OR claimExpiresAt < :now)";
+    let open = "attribute_not_exists(#s) OR #s = :failed";
+    let failed = (":failed", s(Status::Failed.as_str()));
+    match claim.intent {
+        ClaimIntent::Plain => (format!("{free} AND ({open})"), vec![failed]),
+        ClaimIntent::NewVersion(v) => (
+            format!("{free} AND ({open} OR version < :v)"),
+            vec![failed, (":v", n(v))],
+        ),
+        ClaimIntent::Forced { asked_at_ms } => (
+            format!("{free} AND ({open} OR attribute_not_exists(ocrAtMs) OR ocrAtMs < :asked)"),
+            vec![failed, (":asked", n(asked_at_ms))],
+        ),
     }
 }
 
@@ -382,276 +329,109 @@ fn attr_u64(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
 
 impl ResultStore for DynamoResultStore {
     async fn states(&self, keys: &[String]) -> Result<HashMap<String, ItemState>, StoreError> {
-        Ok(self.read_batch(keys).await?.states)
-    }
-
-    async fn read_batch(&self, keys: &[String]) -> Result<BatchRead, StoreError> {
         let mut found = HashMap::new();
-        let mut seen: HashMap<String, Seen> = HashMap::new();
         let mut unique: Vec<&String> = keys.iter().collect();
         unique.sort();
         unique.dedup();
         for chunk in unique.chunks(100) {
-            let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
-                .iter()
-                .map(|id| HashMap::from([("publicId".to_string(), Self::key(id))]))
-                .collect();
-            let mut rounds = 0;
-            while !keys.is_empty() {
-                rounds += 1;
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut keys)))
-                    .projection_expression(
-                        "publicId, #s, #e, ocrAt, version, failedMessageId, failedReceive, failureKind, attempts, ocrRequestedAt",
-                    )
-                    .expression_attribute_names("#s", "status")
-                    .expression_attribute_names("#e", "error")
-                    .consistent_read(true)
-                    .build()
-                    .expect("keys are set");
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(|e| StoreError::from_sdk("BatchGetItem", &self.table, e))?;
-                for item in out
-                    .responses
-                    .unwrap_or_default()
-                    .remove(&self.table)
-                    .unwrap_or_default()
-                {
-                    if let Some(id) = attr_str(&item, "publicId") {
-                        seen.insert(
-                            id.to_string(),
-                            Seen::Present {
-                                attempts: attr_u64(&item, "attempts"),
-                                requested_at: attr_u64(&item, "ocrRequestedAt"),
-                            },
-                        );
-                    }
-                    if let (Some(id), Some(status)) = (
-                        attr_str(&item, "publicId"),
-                        attr_str(&item, "status").and_then(Status::parse),
-                    ) {
-                        let state = ItemState {
-                            status,
-                            version: attr_u64(&item, "version"),
-                            ocr_at_ms: attr_str(&item, "ocrAt")
-                                .and_then(crate::clock::parse_rfc3339)
-                                .map(crate::clock::epoch_ms),
-                            dead_letter: dead_letter_mark(&item),
-                            error: attr_str(&item, "error").map(str::to_string),
-                        };
-                        found.insert(id.to_string(), state);
-                    }
-                }
-                if let Some(rest) = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
-                    keys = rest.keys;
-                    if !keys.is_empty() {
-                        if rounds >= 8 {
-                            return Err(StoreError {
-                                operation: "BatchGetItem",
-                                table: self.table.clone(),
-                                code: "UnprocessedKeys".into(),
-                                source: format!(
-                                    "{} keys still unprocessed after {rounds} rounds",
-                                    keys.len()
-                                )
-                                .into(),
-                            });
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(25 << rounds)).await;
-                    }
-                }
-            }
+            self.read_chunk(chunk, &mut found).await?;
         }
-        for key in keys {
-            seen.entry(key.clone()).or_insert(Seen::Absent);
-        }
-        Ok(BatchRead {
-            states: found,
-            seen,
-        })
+        Ok(found)
     }
 
     async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
-        let free = "(attribute_not_exists(claimExpiresAt) OR claimExpiresAt < :now)";
-        let condition = if claim.force {
-            free.to_string()
-        } else {
-            format!("{free} AND (attribute_not_exists(#s) OR #s = :failed)")
-        };
+        let (condition, values) = claim_condition(claim);
+        let mut update = "SET claimToken = :token, claimExpiresAt = :exp, ocrRequestedAt = :now, resourceType = :rt, deliveryType = :dt ADD attempts :one".to_string();
+        if !claim.drop_marks.is_empty() {
+            update.push_str(" DELETE failedMessages :mine");
+        }
         let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("publicId", Self::key(claim.key))
-            .update_expression(
-                "SET claimToken = :token, claimExpiresAt = :exp, ocrRequestedAt = :now, resourceType = :rt, deliveryType = :dt ADD attempts :one",
-            )
+            .update_expression(update)
             .condition_expression(condition)
-            .expression_attribute_values(":token", AttributeValue::S(claim.token.to_string()))
-            .expression_attribute_values(":exp", AttributeValue::N(claim.expires_at_ms.to_string()))
-            .expression_attribute_values(":now", AttributeValue::N(claim.now_ms.to_string()))
-            .expression_attribute_values(":rt", AttributeValue::S(claim.resource_type.to_string()))
-            .expression_attribute_values(":dt", AttributeValue::S(claim.delivery_type.to_string()))
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":token", s(claim.token))
+            .expression_attribute_values(":exp", n(claim.expires_at_ms))
+            .expression_attribute_values(":now", n(claim.now_ms))
+            .expression_attribute_values(":rt", s(claim.resource_type))
+            .expression_attribute_values(":dt", s(claim.delivery_type))
+            .expression_attribute_values(":one", n(1))
             // The old values of the attributes set here only (`attempts`, `ocrRequestedAt`):
             // never a forced re-OCR's whole stored text.
             .return_values(ReturnValue::UpdatedOld);
-        if !claim.force {
-            req = req
-                .expression_attribute_names("#s", "status")
-                .expression_attribute_values(
-                    ":failed",
-                    AttributeValue::S(Status::Failed.as_str().into()),
-                );
+        for (name, value) in values {
+            req = req.expression_attribute_values(name, value);
+        }
+        if !claim.drop_marks.is_empty() {
+            let mine = claim
+                .drop_marks
+                .iter()
+                .map(DeadLetterMark::element)
+                .collect();
+            req = req.expression_attribute_values(":mine", AttributeValue::Ss(mine));
         }
         match req.send().await {
             Ok(out) => {
                 let old = out.attributes.unwrap_or_default();
-                let attempts = attr_u64(&old, "attempts").unwrap_or(0) + 1;
                 Ok(ClaimOutcome::Claimed {
-                    attempts: attempts as u32,
+                    attempts: (attr_u64(&old, "attempts").unwrap_or(0) + 1) as u32,
                     requested_before: attr_u64(&old, "ocrRequestedAt"),
                 })
             }
-            Err(err) => {
-                let conditional = err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception());
-                if !conditional {
-                    return Err(StoreError::from_sdk("UpdateItem", &self.table, err));
-                }
-                // Find out why, to tell "done already" from "someone else is on it".
-                let item = self.current(claim.key).await?.unwrap_or_default();
-                // Our own claim, taken by an attempt whose answer was lost (a timed-out request
-                // the SDK retried, a batch that fell back): ours, with the old values the
-                // batch's read saw when nothing else came between, else with its request mark
-                // (read back first: free, never paid twice).
-                if attr_str(&item, "claimToken") == Some(claim.token) {
-                    let attempts = attr_u64(&item, "attempts").unwrap_or(1) as u32;
-                    return Ok(match claim.seen.map(Seen::claimed) {
-                        Some(seen @ ClaimOutcome::Claimed { attempts: a, .. }) if a == attempts => {
-                            seen
-                        }
-                        _ => ClaimOutcome::Claimed {
-                            attempts,
-                            requested_before: attr_u64(&item, "ocrRequestedAt"),
-                        },
-                    });
-                }
-                if !claim.force
-                    && let Some(status) = attr_str(&item, "status")
-                        .and_then(Status::parse)
-                        .filter(|s| s.is_complete())
-                {
-                    return Ok(ClaimOutcome::AlreadyComplete(status));
-                }
-                let until = attr_u64(&item, "claimExpiresAt").unwrap_or(claim.now_ms + 1_000);
-                Ok(ClaimOutcome::HeldUntil(until.max(claim.now_ms + 1_000)))
-            }
+            Err(err) if conditional_failed(&err) => self.why_not_claimed(claim).await,
+            Err(err) => Err(StoreError::from_sdk("UpdateItem", &self.table, err)),
         }
     }
 
     async fn put_result(&self, record: &ResultRecord, token: &str) -> Result<bool, StoreError> {
-        self.put_if(
-            record,
-            "claimToken = :token",
-            Some((":token", AttributeValue::S(token.to_string()))),
-        )
-        .await
+        self.put_if(record, "claimToken = :token", Some((":token", s(token))))
+            .await
     }
 
-    async fn claim_batch(&self, claims: &[Claim<'_>]) -> Vec<Result<ClaimOutcome, StoreError>> {
-        let mut outcomes: Vec<Option<Result<ClaimOutcome, StoreError>>> =
-            claims.iter().map(|_| None).collect();
-        let batched: Vec<usize> = (0..claims.len())
-            .filter(|&i| claims[i].seen.is_some())
-            .collect();
-        // One claim alone gains nothing from a batch.
-        if batched.len() > 1 {
-            for chunk in batched.chunks(WRITE_BATCH_MAX) {
-                let statements = chunk
-                    .iter()
-                    .filter_map(|&i| self.claim_statement(&claims[i]))
-                    .collect();
-                let members = self.execute_batch(statements, chunk.len()).await;
-                for (&i, member) in chunk.iter().zip(members) {
-                    match (member, claims[i].seen) {
-                        (Member::Written, Some(seen)) => outcomes[i] = Some(Ok(seen.claimed())),
-                        (Member::Other(reason), _) => {
-                            tracing::warn!(key = claims[i].key, %reason, "batched claim refused; claimed on its own");
-                        }
-                        _ => {}
-                    }
-                }
-            }
+    async fn put_failure(&self, failure: &FailureRecord, token: &str) -> Result<bool, StoreError> {
+        let mut remove: Vec<&str> = vec!["claimToken", "claimExpiresAt"];
+        remove.extend(RESULT_ATTRIBUTES);
+        let mut set = "#s = :failed, #e = :e, failureKind = :kind, ocrAt = :at, resourceType = :rt, deliveryType = :dt".to_string();
+        match failure.request_mark {
+            RequestMark::Keep => {}
+            RequestMark::Restore(None) => remove.push("ocrRequestedAt"),
+            RequestMark::Restore(Some(_)) => set.push_str(", ocrRequestedAt = :req"),
         }
-        // The rest, and every claim whose asset changed since the read (or that the batch
-        // could not write), claim on their own: that claim says why it was not taken.
-        let mut out = Vec::with_capacity(claims.len());
-        for (claim, outcome) in claims.iter().zip(outcomes) {
-            out.push(match outcome {
-                Some(outcome) => outcome,
-                None => self.claim(claim).await,
-            });
+        let update = format!(
+            "SET {set} REMOVE {} ADD failedMessages :mark",
+            remove.join(", ")
+        );
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("publicId", Self::key(&failure.key))
+            .update_expression(update)
+            .condition_expression("claimToken = :token")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#e", "error")
+            .expression_attribute_names("#t", "text")
+            .expression_attribute_names("#f", "format")
+            .expression_attribute_names("#b", "bytes")
+            .expression_attribute_values(":failed", s(Status::Failed.as_str()))
+            .expression_attribute_values(":e", s(truncate_utf8(&failure.error, 2000)))
+            .expression_attribute_values(":kind", s(failure.kind.as_str()))
+            .expression_attribute_values(":at", s(&failure.at))
+            .expression_attribute_values(":rt", s(&failure.resource_type))
+            .expression_attribute_values(":dt", s(&failure.delivery_type))
+            .expression_attribute_values(":mark", AttributeValue::Ss(vec![failure.mark.element()]))
+            .expression_attribute_values(":token", s(token));
+        if let RequestMark::Restore(Some(ms)) = failure.request_mark {
+            req = req.expression_attribute_values(":req", n(ms));
         }
-        out
-    }
-
-    async fn put_results(
-        &self,
-        results: &[(&ResultRecord, &str)],
-    ) -> Vec<Result<bool, StoreError>> {
-        let mut outcomes: Vec<Option<Result<bool, StoreError>>> =
-            results.iter().map(|_| None).collect();
-        if results.len() > 1 {
-            let mut chunks: Vec<Vec<usize>> = Vec::new();
-            let mut bytes = 0;
-            for (i, (record, _)) in results.iter().enumerate() {
-                let size = record.text.as_ref().map_or(0, String::len);
-                match chunks.last_mut() {
-                    Some(chunk)
-                        if chunk.len() < WRITE_BATCH_MAX && bytes + size <= RESULT_BATCH_BYTES =>
-                    {
-                        chunk.push(i);
-                        bytes += size;
-                    }
-                    _ => {
-                        chunks.push(vec![i]);
-                        bytes = size;
-                    }
-                }
-            }
-            for chunk in chunks.into_iter().filter(|c| c.len() > 1) {
-                let statements = chunk
-                    .iter()
-                    .map(|&i| self.result_statement(results[i].0, results[i].1))
-                    .collect();
-                let members = self.execute_batch(statements, chunk.len()).await;
-                for (&i, member) in chunk.iter().zip(members) {
-                    match member {
-                        Member::Written => outcomes[i] = Some(Ok(true)),
-                        // The claim was lost: another invocation owns the result.
-                        Member::ConditionFailed => outcomes[i] = Some(Ok(false)),
-                        Member::Other(reason) => {
-                            tracing::warn!(key = results[i].0.key, %reason, "batched result write refused; written on its own");
-                        }
-                    }
-                }
-            }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(err) if conditional_failed(&err) => Ok(false),
+            Err(err) => Err(StoreError::from_sdk("UpdateItem", &self.table, err)),
         }
-        let mut out = Vec::with_capacity(results.len());
-        for ((record, token), outcome) in results.iter().zip(outcomes) {
-            out.push(match outcome {
-                Some(outcome) => outcome,
-                None => self.put_result(record, token).await,
-            });
-        }
-        out
     }
 
     async fn release(
@@ -669,7 +449,7 @@ impl ResultStore for DynamoResultStore {
             ),
             RequestMark::Restore(Some(ms)) => (
                 "REMOVE claimToken, claimExpiresAt SET #e = :e, ocrRequestedAt = :req",
-                Some(AttributeValue::N(ms.to_string())),
+                Some(n(ms)),
             ),
         };
         let result = self
@@ -683,24 +463,29 @@ impl ResultStore for DynamoResultStore {
             )
             .condition_expression("claimToken = :token")
             .expression_attribute_names("#e", "error")
-            .expression_attribute_values(
-                ":e",
-                AttributeValue::S(truncate_utf8(error, 2000).to_string()),
-            )
-            .expression_attribute_values(":token", AttributeValue::S(token.to_string()))
+            .expression_attribute_values(":e", s(truncate_utf8(error, 2000)))
+            .expression_attribute_values(":token", s(token))
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
+            Err(err) if conditional_failed(&err) => Ok(()),
             Err(err) => Err(StoreError::from_sdk("UpdateItem", &self.table, err)),
         }
+    }
+
+    async fn note_error(&self, key: &str, error: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("publicId", Self::key(key))
+            .update_expression("SET #e = :e")
+            .expression_attribute_names("#e", "error")
+            .expression_attribute_values(":e", s(truncate_utf8(error, 2000)))
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("UpdateItem", &self.table, e))?;
+        Ok(())
     }
 
     async fn record_unqueued(&self, record: &ResultRecord) -> Result<bool, StoreError> {

@@ -6,9 +6,12 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use std::collections::BTreeSet;
+
 use super::{
-    BatchRead, Checkpoint, CheckpointStore, Claim, ClaimOutcome, ItemState, RequestMark,
-    ResultRecord, ResultStore, Seen, Status, StoreError, truncate_utf8,
+    Checkpoint, CheckpointStore, Claim, ClaimOutcome, DeadLetterKind, DeadLetterMark,
+    FailureRecord, ItemState, RequestMark, ResultRecord, ResultStore, Status, StoreError,
+    truncate_utf8,
 };
 use crate::error::ErrorClass;
 use crate::fault::FaultPlan;
@@ -20,6 +23,8 @@ pub enum StoreOp {
     Claim,
     PutResult,
     Release,
+    PutFailure,
+    NoteError,
     LoadCheckpoint,
     SaveCheckpoint,
 }
@@ -36,6 +41,10 @@ pub struct MemoryItem {
     pub error: Option<String>,
     /// When the latest claim was taken, until a result replaces the item (ms since the epoch).
     pub ocr_requested_at: Option<u64>,
+    /// The messages that failed the asset for good, on their way to the dead-letter queue.
+    pub dead_letters: BTreeSet<DeadLetterMark>,
+    /// How the latest failure for good came about.
+    pub failure_kind: Option<DeadLetterKind>,
 }
 
 impl MemoryItem {
@@ -47,6 +56,8 @@ impl MemoryItem {
             attempts: record.attempts,
             error: record.error.clone(),
             ocr_requested_at: None,
+            dead_letters: BTreeSet::new(),
+            failure_kind: None,
         }
     }
 
@@ -70,8 +81,6 @@ fn injected(operation: &'static str, table: &str, class: ErrorClass) -> StoreErr
 pub struct MemoryResultStore {
     items: Mutex<HashMap<String, MemoryItem>>,
     faults: FaultPlan<StoreOp>,
-    /// The size of each group of claims and of results written together, in order.
-    groups: Mutex<Vec<(StoreOp, usize)>>,
 }
 
 impl MemoryResultStore {
@@ -85,22 +94,6 @@ impl MemoryResultStore {
 
     pub fn faults(&self) -> &FaultPlan<StoreOp> {
         &self.faults
-    }
-
-    /// The groups of claims ([`StoreOp::Claim`]) and results ([`StoreOp::PutResult`]) written
-    /// together, with their sizes, in order.
-    pub fn groups(&self) -> Vec<(StoreOp, usize)> {
-        self.groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn group(&self, op: StoreOp, size: usize) {
-        self.groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((op, size));
     }
 
     /// Seeds a terminal record, as an earlier run would have left it.
@@ -173,28 +166,12 @@ impl ResultStore for MemoryResultStore {
                     version: record.asset.version,
                     ocr_at_ms: crate::clock::parse_rfc3339(&record.ocr_at)
                         .map(crate::clock::epoch_ms),
-                    dead_letter: record.dead_letter.clone(),
+                    dead_letters: item.dead_letters.iter().cloned().collect(),
                     error: item.error.clone().or_else(|| record.error.clone()),
                 };
                 Some((id.clone(), state))
             })
             .collect())
-    }
-
-    async fn read_batch(&self, keys: &[String]) -> Result<BatchRead, StoreError> {
-        let states = self.states(keys).await?;
-        let items = self.lock();
-        let seen = keys
-            .iter()
-            .map(|key| {
-                let seen = items.get(key).map_or(Seen::Absent, |item| Seen::Present {
-                    attempts: Some(u64::from(item.attempts)),
-                    requested_at: item.ocr_requested_at,
-                });
-                (key.clone(), seen)
-            })
-            .collect();
-        Ok(BatchRead { states, seen })
     }
 
     async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
@@ -205,19 +182,27 @@ impl ResultStore for MemoryResultStore {
             .claim
             .as_ref()
             .is_none_or(|(_, expires)| *expires < claim.now_ms);
-        let open = claim.force || item.status().is_none_or(|s| s == Status::Failed);
+        let record = item.record.as_ref();
+        let open = claim.opens(
+            item.status(),
+            record.and_then(|r| r.asset.version),
+            record
+                .and_then(|r| crate::clock::parse_rfc3339(&r.ocr_at))
+                .map(crate::clock::epoch_ms),
+        );
         if free && open {
             item.claim = Some((claim.token.to_string(), claim.expires_at_ms));
             item.attempts += 1;
+            for mark in claim.drop_marks {
+                item.dead_letters.remove(mark);
+            }
             let requested_before = item.ocr_requested_at.replace(claim.now_ms);
             return Ok(ClaimOutcome::Claimed {
                 attempts: item.attempts,
                 requested_before,
             });
         }
-        if !claim.force
-            && let Some(status) = item.status().filter(|s| s.is_complete())
-        {
+        if !open && let Some(status) = item.status() {
             return Ok(ClaimOutcome::AlreadyComplete(status));
         }
         let until = item
@@ -225,29 +210,6 @@ impl ResultStore for MemoryResultStore {
             .as_ref()
             .map_or(claim.now_ms + 1_000, |(_, expires)| *expires);
         Ok(ClaimOutcome::HeldUntil(until.max(claim.now_ms + 1_000)))
-    }
-
-    /// Each claim as it would be alone (a batched claim whose asset changed since the read
-    /// falls back to that anyway).
-    async fn claim_batch(&self, claims: &[Claim<'_>]) -> Vec<Result<ClaimOutcome, StoreError>> {
-        self.group(StoreOp::Claim, claims.len());
-        let mut out = Vec::with_capacity(claims.len());
-        for claim in claims {
-            out.push(self.claim(claim).await);
-        }
-        out
-    }
-
-    async fn put_results(
-        &self,
-        results: &[(&ResultRecord, &str)],
-    ) -> Vec<Result<bool, StoreError>> {
-        self.group(StoreOp::PutResult, results.len());
-        let mut out = Vec::with_capacity(results.len());
-        for (record, token) in results {
-            out.push(self.put_result(record, token).await);
-        }
-        out
     }
 
     async fn put_result(&self, record: &ResultRecord, token: &str) -> Result<bool, StoreError> {
@@ -260,6 +222,34 @@ impl ResultStore for MemoryResultStore {
             return Ok(false);
         }
         *item = MemoryItem::settled(record);
+        Ok(true)
+    }
+
+    async fn put_failure(&self, failure: &FailureRecord, token: &str) -> Result<bool, StoreError> {
+        self.fault(StoreOp::PutFailure, "UpdateItem")?;
+        let mut items = self.lock();
+        let Some(item) = items.get_mut(&failure.key) else {
+            return Ok(false);
+        };
+        if item.claim.as_ref().is_none_or(|(t, _)| t != token) {
+            return Ok(false);
+        }
+        let record = ResultRecord::failed(
+            &failure.key,
+            &failure.resource_type,
+            &failure.delivery_type,
+            &failure.error,
+            failure.attempts,
+            failure.at.clone(),
+        );
+        item.error = record.error.clone();
+        item.record = Some(record);
+        item.claim = None;
+        item.failure_kind = Some(failure.kind);
+        item.dead_letters.insert(failure.mark.clone());
+        if let RequestMark::Restore(before) = failure.request_mark {
+            item.ocr_requested_at = before;
+        }
         Ok(true)
     }
 
@@ -281,6 +271,13 @@ impl ResultStore for MemoryResultStore {
             }
             item.error = Some(truncate_utf8(error, 2000).to_string());
         }
+        Ok(())
+    }
+
+    async fn note_error(&self, key: &str, error: &str) -> Result<(), StoreError> {
+        self.fault(StoreOp::NoteError, "UpdateItem")?;
+        self.lock().entry(key.to_string()).or_default().error =
+            Some(truncate_utf8(error, 2000).to_string());
         Ok(())
     }
 

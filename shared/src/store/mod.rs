@@ -83,30 +83,57 @@ impl DeadLetterKind {
     }
 }
 
-/// The message that failed an asset for good, on the item: until SQS moves that message to
-/// the dead-letter queue, its later receives fail at once without calling Cloudinary.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A message that failed an asset for good, on the item: until SQS moves that message to the
+/// dead-letter queue, its later receives fail at once without calling Cloudinary. An item
+/// keeps one mark per failing message (two live messages of one asset each have their own),
+/// and a real try of a message takes its own mark off (see [`Claim::drop_marks`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DeadLetterMark {
     pub message_id: String,
     /// The receive on which it failed.
     pub receive_count: u32,
-    pub kind: DeadLetterKind,
+    /// When (ms since the epoch).
+    pub at_ms: u64,
 }
 
 impl DeadLetterMark {
-    /// Whether a receive of `message_id` is the marked message on its way to the dead-letter
-    /// queue (fail it fast) rather than a copy redriven from there (try it for real). A
-    /// redriven copy has another id, or the same id with its receive count reset (not above
-    /// the mark's) or kept (above the work queue's `max_receive_count`, past which SQS would
-    /// have moved it).
-    pub fn holds(&self, message_id: &str, receive_count: u32, max_receive_count: u32) -> bool {
+    /// Whether a receive of `message_id` at `now_ms` is the marked message on its way to the
+    /// dead-letter queue (fail it fast) rather than a copy redriven from there (try it for
+    /// real). A redriven copy has another id (as SQS documents), or the same id with its
+    /// receive count reset (not above the mark's), or kept: then only the time tells, since a
+    /// failing message's remaining receives come within `window` of its failure (each is
+    /// returned at once, or after one visibility timeout), and a redrive comes later.
+    pub fn holds(
+        &self,
+        message_id: &str,
+        receive_count: u32,
+        now_ms: u64,
+        window: std::time::Duration,
+    ) -> bool {
         self.message_id == message_id
             && receive_count > self.receive_count
-            && receive_count <= max_receive_count
+            && now_ms < self.at_ms.saturating_add(window.as_millis() as u64)
+    }
+
+    /// The mark as one element of the item's string set: `{receive}:{ms}:{message id}`.
+    pub fn element(&self) -> String {
+        format!("{}:{}:{}", self.receive_count, self.at_ms, self.message_id)
+    }
+
+    /// Reads an element written by [`DeadLetterMark::element`].
+    pub fn parse(element: &str) -> Option<Self> {
+        let mut parts = element.splitn(3, ':');
+        let receive = parts.next()?.parse().ok()?;
+        let at_ms = parts.next()?.parse().ok()?;
+        Some(Self {
+            message_id: parts.next()?.to_string(),
+            receive_count: receive,
+            at_ms,
+        })
     }
 }
 
-/// What the batch's one read tells about an asset.
+/// What the batch's one read tells about an asset with a terminal status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemState {
     pub status: Status,
@@ -114,57 +141,22 @@ pub struct ItemState {
     pub ocr_at_ms: Option<u64>,
     /// The asset's version the result is of.
     pub version: Option<u64>,
-    /// Set while the asset's failing message is on its way to the dead-letter queue.
-    pub dead_letter: Option<DeadLetterMark>,
+    /// The messages that failed it for good, while they are on their way to the dead-letter
+    /// queue.
+    pub dead_letters: Vec<DeadLetterMark>,
     pub error: Option<String>,
 }
 
-/// What the batch's read found of an asset's claim bookkeeping: a claim made from it is
-/// conditioned on it being unchanged, so that the claim knows the values it replaced without
-/// asking for them (a batched claim cannot return them), and falls back to a claim of its own
-/// when something changed them in between.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seen {
-    /// No item.
-    Absent,
-    /// An item, with these attempts and request mark (`ocrRequestedAt`).
-    Present {
-        attempts: Option<u64>,
-        requested_at: Option<u64>,
-    },
-}
-
-impl Seen {
-    /// What a claim taken over the asset as seen holds: the next attempt, and the request mark
-    /// it replaced.
-    pub fn claimed(self) -> ClaimOutcome {
-        match self {
-            Self::Absent => ClaimOutcome::Claimed {
-                attempts: 1,
-                requested_before: None,
-            },
-            Self::Present {
-                attempts,
-                requested_at,
-            } => ClaimOutcome::Claimed {
-                attempts: (attempts.unwrap_or(0) + 1) as u32,
-                requested_before: requested_at,
-            },
-        }
+impl ItemState {
+    /// The marks a message left on the item (its own, of earlier receives).
+    pub fn marks_of(&self, message_id: &str) -> Vec<DeadLetterMark> {
+        self.dead_letters
+            .iter()
+            .filter(|m| m.message_id == message_id)
+            .cloned()
+            .collect()
     }
 }
-
-/// What the batch's one read tells: the terminal states, and what it saw of every asset.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BatchRead {
-    /// Assets with a terminal status.
-    pub states: HashMap<String, ItemState>,
-    /// Every asset read (present or not); empty when the store does not tell.
-    pub seen: HashMap<String, Seen>,
-}
-
-/// Statements of one batched write (DynamoDB's `BatchExecuteStatement` takes at most 25).
-pub const WRITE_BATCH_MAX: usize = 25;
 
 /// The item written when an asset reaches a terminal state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,8 +177,6 @@ pub struct ResultRecord {
     pub error: Option<String>,
     /// Pages the OCR read (a multi-page PDF or TIFF has several; 0 on a failure).
     pub pages: u32,
-    /// On a failure: the message that failed it, until SQS dead-letters that message.
-    pub dead_letter: Option<DeadLetterMark>,
 }
 
 /// Cuts `text` to at most `max` bytes at a UTF-8 character boundary.
@@ -237,11 +227,10 @@ impl ResultRecord {
             attempts,
             error: None,
             pages: 1,
-            dead_letter: None,
         }
     }
 
-    /// The record for a failure for good, marked with the message that met it.
+    /// The record of a failure found before any worker met the asset.
     pub fn failed(
         key: &str,
         resource_type: &str,
@@ -249,7 +238,6 @@ impl ResultRecord {
         error: &str,
         attempts: u32,
         at: String,
-        dead_letter: Option<DeadLetterMark>,
     ) -> Self {
         Self {
             key: key.to_string(),
@@ -265,9 +253,40 @@ impl ResultRecord {
             attempts,
             error: Some(truncate_utf8(error, 2000).to_string()),
             pages: 0,
-            dead_letter,
         }
     }
+}
+
+/// A failure for good, written under the claim of the attempt that met it. Unlike a result it
+/// keeps what the attempt left of the request mark (an OCR it may have been billed for is
+/// read back by the next attempt, never paid again) and adds its message's mark to the
+/// others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureRecord {
+    pub key: String,
+    pub resource_type: String,
+    pub delivery_type: String,
+    pub error: String,
+    pub kind: DeadLetterKind,
+    pub mark: DeadLetterMark,
+    pub attempts: u32,
+    pub at: String,
+    pub request_mark: RequestMark,
+}
+
+/// What a claim asks for, checked by the store against the item as it is when the claim is
+/// written (never against an earlier read, which another invocation may have outdated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimIntent {
+    /// The asset unless it has a result.
+    Plain,
+    /// The asset at this version (the image may have been uploaded again over its public_id):
+    /// claimed unless it has a result of this version or a newer one, or a result of no known
+    /// version (written before versions were kept: not paid for again).
+    NewVersion(u64),
+    /// A forced re-OCR asked for at this time (ms since the epoch): claimed unless a result
+    /// was written since, which is that re-OCR's.
+    Forced { asked_at_ms: u64 },
 }
 
 /// A request to own an asset for the length of one invocation.
@@ -280,9 +299,30 @@ pub struct Claim<'a> {
     pub token: &'a str,
     pub now_ms: u64,
     pub expires_at_ms: u64,
-    pub force: bool,
-    /// What the batch's read found of the asset, when it read it.
-    pub seen: Option<Seen>,
+    pub intent: ClaimIntent,
+    /// The marks this message left on the item: a real try of the message takes them off, so
+    /// that a copy redriven with its id kept is not failed fast on its later receives.
+    pub drop_marks: &'a [DeadLetterMark],
+}
+
+impl Claim<'_> {
+    /// Whether the claim may take an asset whose terminal state is `status` (`None`: none),
+    /// with a result of `version` written at `ocr_at_ms`.
+    pub fn opens(
+        &self,
+        status: Option<Status>,
+        version: Option<u64>,
+        ocr_at_ms: Option<u64>,
+    ) -> bool {
+        if status.is_none_or(|s| s == Status::Failed) {
+            return true;
+        }
+        match self.intent {
+            ClaimIntent::Plain => false,
+            ClaimIntent::NewVersion(v) => version.is_some_and(|stored| stored < v),
+            ClaimIntent::Forced { asked_at_ms } => ocr_at_ms.is_none_or(|at| at < asked_at_ms),
+        }
+    }
 }
 
 /// What a released claim leaves of the mark that says an OCR may have been requested (taken
@@ -306,7 +346,9 @@ pub enum ClaimOutcome {
         attempts: u32,
         requested_before: Option<u64>,
     },
-    /// Already complete (and no re-OCR forced).
+    /// Already complete, as far as the claim asks (a plain claim of a complete asset, a new
+    /// version's of an asset with a result of that version, a forced re-OCR's of one whose
+    /// result was written since it was asked for).
     AlreadyComplete(Status),
     /// Another invocation holds it until this time (ms since the epoch).
     HeldUntil(u64),
@@ -357,57 +399,23 @@ pub trait ResultStore: Send + Sync {
         &self,
         keys: &[String],
     ) -> impl Future<Output = Result<HashMap<String, ItemState>, StoreError>> + Send;
-    /// The batch's read: [`ResultStore::states`], and what it saw of each asset's claim
-    /// bookkeeping when the store can tell (then claims may be batched).
-    fn read_batch(
-        &self,
-        keys: &[String],
-    ) -> impl Future<Output = Result<BatchRead, StoreError>> + Send {
-        async move {
-            Ok(BatchRead {
-                states: self.states(keys).await?,
-                seen: HashMap::new(),
-            })
-        }
-    }
+    /// Takes the asset for one attempt, if the claim's intent still holds on the item as it is.
     fn claim(
         &self,
         claim: &Claim<'_>,
     ) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
-    /// Claims several assets at once, each with the outcome [`ResultStore::claim`] would give
-    /// it: a store that can write them in one request does (claims whose asset changed since
-    /// the batch's read fall back to a claim of their own).
-    fn claim_batch(
-        &self,
-        claims: &[Claim<'_>],
-    ) -> impl Future<Output = Vec<Result<ClaimOutcome, StoreError>>> + Send {
-        async move {
-            let mut outcomes = Vec::with_capacity(claims.len());
-            for claim in claims {
-                outcomes.push(self.claim(claim).await);
-            }
-            outcomes
-        }
-    }
     /// Writes the terminal record if the claim is still ours; `false` when it was lost.
     fn put_result(
         &self,
         record: &ResultRecord,
         token: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Writes several results at once, each as [`ResultStore::put_result`] would.
-    fn put_results(
+    /// Records a failure for good if the claim is still ours; `false` when it was lost.
+    fn put_failure(
         &self,
-        results: &[(&ResultRecord, &str)],
-    ) -> impl Future<Output = Vec<Result<bool, StoreError>>> + Send {
-        async move {
-            let mut outcomes = Vec::with_capacity(results.len());
-            for (record, token) in results {
-                outcomes.push(self.put_result(record, token).await);
-            }
-            outcomes
-        }
-    }
+        failure: &FailureRecord,
+        token: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Gives the claim up (the asset will be retried), noting the error that caused it, and
     /// what the attempt left of a request for OCR.
     fn release(
@@ -417,12 +425,72 @@ pub trait ResultStore: Send + Sync {
         error: &str,
         mark: RequestMark,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Notes on the item why its message is about to reach the dead-letter queue when nothing
+    /// else could be written (no claim, or the queue refused the message's deferral); the
+    /// item's status and result are left as they are.
+    fn note_error(
+        &self,
+        key: &str,
+        error: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Records a failure found before any worker met the asset (the lister could not enqueue
     /// it), unless the asset already has an item: `false` when it had one, which is kept.
     fn record_unqueued(
         &self,
         record: &ResultRecord,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// One table shared by several workers (instances of a simulation, say).
+impl<T: ResultStore> ResultStore for std::sync::Arc<T> {
+    fn states(
+        &self,
+        keys: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, ItemState>, StoreError>> + Send {
+        (**self).states(keys)
+    }
+    fn claim(
+        &self,
+        claim: &Claim<'_>,
+    ) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send {
+        (**self).claim(claim)
+    }
+    fn put_result(
+        &self,
+        record: &ResultRecord,
+        token: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).put_result(record, token)
+    }
+    fn put_failure(
+        &self,
+        failure: &FailureRecord,
+        token: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).put_failure(failure, token)
+    }
+    fn release(
+        &self,
+        key: &str,
+        token: &str,
+        error: &str,
+        mark: RequestMark,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).release(key, token, error, mark)
+    }
+    fn note_error(
+        &self,
+        key: &str,
+        error: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).note_error(key, error)
+    }
+    fn record_unqueued(
+        &self,
+        record: &ResultRecord,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).record_unqueued(record)
+    }
 }
 
 /// What a lister pass covers.

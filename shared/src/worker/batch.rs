@@ -1,6 +1,6 @@
 //! The batch loop: every record of a batch gets exactly one disposition.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -11,7 +11,10 @@ use super::{InboundRecord, OcrService, Worker};
 use crate::error::error_chain;
 use crate::message::WorkMessage;
 use crate::queue::{SEND_BATCH_MAX, WorkQueue};
-use crate::store::{BatchRead, DeadLetterKind, ItemState, MAX_KEY_BYTES, ResultStore, Status};
+use crate::store::{DeadLetterKind, ItemState, MAX_KEY_BYTES, ResultStore, Status};
+
+/// The batch's one read: the terminal states of its assets, or `None` when it failed.
+type States = Option<HashMap<String, ItemState>>;
 
 /// A record's body, read: a message to work on, or why it can never be one.
 enum Parsed {
@@ -42,6 +45,25 @@ fn needs_ocr(message: &WorkMessage, state: &ItemState) -> bool {
         (false, _, _) => false,
         (true, Some(asked), Some(written)) => written < asked,
         (true, _, _) => true,
+    }
+}
+
+/// The message, noting when it names a newer version of a complete asset than its result's
+/// (an image uploaded again over its public_id is OCR'd again).
+fn with_new_version(message: WorkMessage, state: Option<&ItemState>) -> WorkMessage {
+    match state {
+        Some(state) if state.status.is_complete() && is_newer(&message, state) => {
+            tracing::info!(
+                stored = state.version,
+                listed = message.version,
+                "a new version of the asset: OCR again"
+            );
+            WorkMessage {
+                new_version: true,
+                ..message
+            }
+        }
+        _ => message,
     }
 }
 
@@ -92,44 +114,25 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     ) -> BatchOutcome {
         let parsed: Vec<Parsed> = records.iter().map(parse).collect();
         let states = self.read_states(&parsed).await;
-        let mut seen = HashSet::new();
-        let jobs = records.iter().zip(parsed).map(|(record, parsed)| {
-            // Only the first message of an asset in a batch works on it.
-            let first = match &parsed {
-                Parsed::Ok(m) => seen.insert((m.item_key(), m.resource_type.clone())),
-                Parsed::Bad(_) => true,
-            };
-            let span = tracing::info_span!("record", message_id = %record.message_id, public_id = tracing::field::Empty, delivery_type = tracing::field::Empty);
-            let states = &states;
-            async move {
-                let handled = self
-                    .handle(record, parsed, first, states.as_ref(), deadline)
-                    .await;
-                handled.disposition.log();
-                (record.message_id.clone(), handled)
-            }
-            .instrument(span)
-        });
-        let handled: Vec<(String, Handled)> = futures::stream::iter(jobs)
-            .buffered(self.settings.concurrency.max(1))
-            .collect()
+        let handled = self
+            .handle_all(&records, parsed, states.as_ref(), deadline)
             .await;
-        let credentials_refused = handled
-            .iter()
-            .filter(|(_, h)| h.credentials_refused)
-            .count();
+        let credentials_refused = handled.iter().filter(|h| h.credentials_refused).count();
         let cloudinary_latency_ms = handled
             .iter()
-            .filter_map(|(_, h)| h.latency)
+            .filter_map(|h| h.latency)
             .map(|l| l.as_millis() as u64)
             .collect();
-        let mut results: Vec<(String, Disposition)> = handled
-            .into_iter()
-            .map(|(id, h)| (id, h.disposition))
+        let mut results: Vec<(String, Disposition)> = records
+            .iter()
+            .zip(handled)
+            .map(|(r, h)| (r.message_id.clone(), h.disposition))
             .collect();
-        self.send_deferrals(&mut results).await;
+        // Held before anything is sent: an invocation that dies while it holds leaves its
+        // messages to come back by themselves, never sent twice.
+        let held = self.hold_while_quota_is_spent(deadline).await;
+        self.send_deferrals(&records, &mut results, held).await;
         self.return_failed_for_good(&records, &results).await;
-        self.hold_while_quota_is_spent(deadline).await;
         BatchOutcome {
             results,
             cloudinary_latency_ms,
@@ -139,10 +142,59 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         }
     }
 
+    /// Every record to its disposition, in the batch's order. The messages of one asset go one
+    /// after another (a later one finds what an earlier one did, and its claim says whether it
+    /// still asks for anything: a newer version, a forced re-OCR); assets go side by side.
+    async fn handle_all(
+        &self,
+        records: &[InboundRecord],
+        parsed: Vec<Parsed>,
+        states: Option<&HashMap<String, ItemState>>,
+        deadline: SystemTime,
+    ) -> Vec<Handled> {
+        let mut lanes: Vec<Vec<(usize, Parsed)>> = Vec::new();
+        let mut lane_of: HashMap<String, usize> = HashMap::new();
+        for (index, p) in parsed.into_iter().enumerate() {
+            let lane = match &p {
+                Parsed::Ok(m) => *lane_of.entry(m.item_key()).or_insert(lanes.len()),
+                Parsed::Bad(_) => lanes.len(),
+            };
+            if lane == lanes.len() {
+                lanes.push(Vec::new());
+            }
+            lanes[lane].push((index, p));
+        }
+        let jobs = lanes.into_iter().map(|lane| async move {
+            let mut done = Vec::with_capacity(lane.len());
+            for (index, p) in lane {
+                let record = &records[index];
+                let span = tracing::info_span!("record", message_id = %record.message_id, public_id = tracing::field::Empty, delivery_type = tracing::field::Empty);
+                let handled = self
+                    .handle(record, p, states, deadline)
+                    .instrument(span)
+                    .await;
+                handled.disposition.log();
+                done.push((index, handled));
+            }
+            done
+        });
+        let mut handled: Vec<Option<Handled>> = records.iter().map(|_| None).collect();
+        let lanes: Vec<Vec<(usize, Handled)>> = futures::stream::iter(jobs)
+            .buffered(self.settings.concurrency.max(1))
+            .collect()
+            .await;
+        for (index, h) in lanes.into_iter().flatten() {
+            handled[index] = Some(h);
+        }
+        handled
+            .into_iter()
+            .map(|h| h.expect("every record is in one lane"))
+            .collect()
+    }
+
     /// One read for the whole batch tells which assets are already paid for, and which
-    /// messages already failed for good; `None` when it failed (every record of the batch is
-    /// then retried).
-    async fn read_states(&self, parsed: &[Parsed]) -> Option<BatchRead> {
+    /// messages already failed for good; `None` when it failed.
+    async fn read_states(&self, parsed: &[Parsed]) -> States {
         let ids: Vec<String> = parsed
             .iter()
             .filter_map(|p| match p {
@@ -150,7 +202,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 Parsed::Bad(_) => None,
             })
             .collect();
-        match self.store.read_batch(&ids).await {
+        match self.store.states(&ids).await {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(error = %error_chain(&e), "batch status read failed; every record of the batch is retried");
@@ -163,8 +215,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         &self,
         record: &InboundRecord,
         parsed: Parsed,
-        first: bool,
-        read: Option<&BatchRead>,
+        states: Option<&HashMap<String, ItemState>>,
         deadline: SystemTime,
     ) -> Handled {
         let message = match parsed {
@@ -179,63 +230,70 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 }
                 .into();
             }
-            Parsed::Ok(_) if !first => return Disposition::Skipped.into(),
             Parsed::Ok(message) => message,
         };
         tracing::Span::current().record("public_id", message.public_id.as_str());
         if message.delivery_type != "upload" {
             tracing::Span::current().record("delivery_type", message.delivery_type.as_str());
         }
-        let Some(read) = read else {
-            return Disposition::Retry {
-                reason: "could not read the asset's status".into(),
-            }
-            .into();
+        let Some(states) = states else {
+            return self.unread(record, &message);
         };
-        let key = message.item_key();
-        let state = read.states.get(&key);
-        let seen = read.seen.get(&key).copied();
-        // An image uploaded again over its public_id (a newer version) is OCR'd again.
-        let message = match state {
-            Some(state) if state.status.is_complete() && is_newer(&message, state) => {
-                tracing::info!(
-                    stored = state.version,
-                    listed = message.version,
-                    "a new version of the asset: OCR again"
-                );
-                WorkMessage {
-                    new_version: true,
-                    ..message
-                }
-            }
-            _ => message,
-        };
+        let state = states.get(&message.item_key());
+        let message = with_new_version(message, state);
         match state {
             Some(state) if state.status.is_complete() && !needs_ocr(&message, state) => {
                 Disposition::Skipped.into()
             }
-            Some(ItemState {
-                status: Status::Failed,
-                dead_letter: Some(mark),
-                error,
-                ..
-            }) if mark.holds(
+            Some(state) if state.status == Status::Failed => {
+                if let Some(disposition) = self.failing_fast(record, state) {
+                    return disposition.into();
+                }
+                let mine = state.marks_of(&record.message_id);
+                // A try after a failure for good (a redriven copy, a listing again) starts its
+                // bounded counts over: a redriven read-back of a pending OCR checks again.
+                let message = WorkMessage {
+                    pending_polls: 0,
+                    limit_waits: 0,
+                    ..message
+                };
+                self.process_record(record, message, &mine, deadline).await
+            }
+            _ => self.process_record(record, message, &[], deadline).await,
+        }
+    }
+
+    /// The asset's state could not be read: the message comes back (on the last receive it is
+    /// sent again, rather than reach the dead-letter queue without a reason).
+    fn unread(&self, record: &InboundRecord, message: &WorkMessage) -> Handled {
+        let reason = "could not read the asset's status";
+        if record.receive_count >= self.settings.max_receive_count {
+            return self.send_again(message, reason).into();
+        }
+        Disposition::Retry {
+            reason: reason.into(),
+        }
+        .into()
+    }
+
+    /// A later receive of a message that failed the asset for good fails at once, without a
+    /// call, until the redrive policy moves it.
+    fn failing_fast(&self, record: &InboundRecord, state: &ItemState) -> Option<Disposition> {
+        let mark = state.dead_letters.iter().find(|m| {
+            m.holds(
                 &record.message_id,
                 record.receive_count,
-                self.settings.max_receive_count,
-            ) =>
-            {
-                Disposition::FailingFast {
-                    reason: format!(
-                        "failed for good on receive {}: {}",
-                        mark.receive_count,
-                        error.as_deref().unwrap_or("no reason recorded")
-                    ),
-                }
-                .into()
-            }
-            _ => self.process_record(record, message, seen, deadline).await,
-        }
+                crate::clock::epoch_ms(self.now()),
+                self.settings.fail_fast_window,
+            )
+        })?;
+        Some(Disposition::FailingFast {
+            reason: format!(
+                "failed for good on receive {}: {}",
+                mark.receive_count,
+                state.error.as_deref().unwrap_or("no reason recorded")
+            ),
+        })
     }
 
     /// Makes the messages failed for good visible again at once, so that their receives run
@@ -270,15 +328,26 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     }
 
     /// Sends the batch's deferred messages, ten per call. A deferral that could not be sent
-    /// becomes a retry: the original message is then not deleted and comes back by itself.
-    async fn send_deferrals(&self, results: &mut [(String, Disposition)]) {
+    /// becomes a retry: the original message is then not deleted and comes back by itself (on
+    /// the last receive it reaches the dead-letter queue: its item notes why).
+    async fn send_deferrals(
+        &self,
+        records: &[InboundRecord],
+        results: &mut [(String, Disposition)],
+        held: Duration,
+    ) {
         let (indexes, entries): (Vec<usize>, Vec<(WorkMessage, Duration)>) = results
             .iter()
             .enumerate()
             .filter_map(|(index, (_, d))| match d {
-                Disposition::Deferred(deferral) => {
-                    Some((index, (deferral.message.clone(), deferral.delay)))
-                }
+                // Its delay counted from the disposition: the hold since is part of it.
+                Disposition::Deferred(deferral) => Some((
+                    index,
+                    (
+                        deferral.message.clone(),
+                        deferral.delay.saturating_sub(held),
+                    ),
+                )),
                 _ => None,
             })
             .unzip();
@@ -290,15 +359,14 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 Ok(failures) => failures,
                 Err(e) => vec![Some(error_chain(&e)); entries.len()],
             };
-            for (index, failure) in indexes.iter().zip(failures) {
-                if let Some(error) = failure
-                    && let Some((message_id, disposition)) = results.get_mut(*index)
-                {
-                    tracing::warn!(%message_id, %error, "deferring failed; the message is retried");
-                    *disposition = Disposition::Retry {
-                        reason: format!("deferring failed: {error}"),
-                    };
+            for ((index, failure), (message, _)) in indexes.iter().zip(failures).zip(entries) {
+                let Some(error) = failure else { continue };
+                let reason = format!("deferring failed: {error}");
+                tracing::warn!(message_id = %results[*index].0, %error, "deferring failed; the message is retried");
+                if records[*index].receive_count >= self.settings.max_receive_count {
+                    self.note_error(&message.item_key(), &reason).await;
                 }
+                results[*index].1 = Disposition::Retry { reason };
             }
         }
     }
@@ -309,10 +377,10 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     /// straight away, only for every message of it to be deferred again: with a backlog that
     /// churns the whole queue through SQS while the quota is closed. A waiting invocation costs
     /// Lambda time, far less than that churn, and holds no messages (they are deferred).
-    async fn hold_while_quota_is_spent(&self, deadline: SystemTime) {
+    async fn hold_while_quota_is_spent(&self, deadline: SystemTime) -> Duration {
         let now = self.now();
         let Some(until) = self.gate(self.ocr.request_api()).closed_until(now) else {
-            return;
+            return Duration::ZERO;
         };
         let latest = deadline
             .checked_sub(self.settings.hold_margin)
@@ -325,5 +393,6 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             );
             tokio::time::sleep(wait).await;
         }
+        wait
     }
 }

@@ -1,15 +1,17 @@
 //! The worker's use case: one SQS batch of work messages in, one disposition per message out.
 //!
-//! - [`batch`]: the batch loop (parse, one status read, duplicates, records in flight, the
-//!   deferrals sent together, holding while the quota is spent);
+//! - [`batch`]: the batch loop (parse, one status read, the messages of one asset one after
+//!   another, records in flight, the deferrals sent together, holding while the quota is
+//!   spent);
 //! - [`record`]: one record's path, in named steps: admit, claim, call, interpret, store;
-//! - [`group`]: the claims and the results that records reach together, written together;
-//! - [`failure`]: what a failure becomes, by its class and the receive it happened on;
+//! - [`failure`]: what a failure becomes, by its cause, its class and the receive it happened
+//!   on;
 //! - [`outcome`]: what became of each record, each outcome carrying its own data.
+//!
+//! The modules depend downwards only: `batch` → `record` → `failure` → `outcome`.
 
 mod batch;
 mod failure;
-mod group;
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;
 mod outcome;
@@ -27,10 +29,10 @@ use crate::message::WorkMessage;
 use crate::ocr::OcrResult;
 use crate::queue::WorkQueue;
 use crate::rate_gate::{Quota, RateGate};
-use crate::store::{ClaimOutcome, ResultRecord, ResultStore, StoreError, WRITE_BATCH_MAX};
+use crate::store::ResultStore;
 
 pub use batch::parse_body;
-pub use failure::{FailurePlan, plan_failure};
+pub use failure::{FailurePlan, Origin, plan_failure};
 pub use outcome::{BatchOutcome, DeferCause, Deferral, Disposition, tally};
 
 /// What an OCR service answered about one asset, in the domain's terms.
@@ -67,6 +69,25 @@ pub trait OcrService: Send + Sync {
     ) -> impl Future<Output = Result<OcrAnswer, RemoteError>> + Send;
 }
 
+/// One service shared by several workers (instances of a simulation, say).
+impl<T: OcrService> OcrService for std::sync::Arc<T> {
+    fn request_api(&self) -> Api {
+        (**self).request_api()
+    }
+    fn request_ocr(
+        &self,
+        message: &WorkMessage,
+    ) -> impl Future<Output = Result<OcrAnswer, RemoteError>> + Send {
+        (**self).request_ocr(message)
+    }
+    fn fetch_result(
+        &self,
+        message: &WorkMessage,
+    ) -> impl Future<Output = Result<OcrAnswer, RemoteError>> + Send {
+        (**self).fetch_result(message)
+    }
+}
+
 /// One SQS record, as the worker needs it.
 #[derive(Debug, Clone)]
 pub struct InboundRecord {
@@ -87,6 +108,9 @@ pub struct WorkerSettings {
     /// for good, with its reason; a receive above it is a copy redriven from the dead-letter
     /// queue.
     pub max_receive_count: u32,
+    /// A message failed for good fails fast on its receives within this long of its failure
+    /// (the receives it has left come within it); a receive later is a redriven copy's.
+    pub fail_fast_window: Duration,
     /// A record is not started with less time than this left before the deadline.
     pub deadline_margin: Duration,
     /// Delay before reading back a pending OCR result.
@@ -102,8 +126,6 @@ pub struct WorkerSettings {
     /// The longest a message is deferred at once (SQS's longest delay, 15 minutes; a wait
     /// longer than that is made of several deferrals).
     pub max_deferral: Duration,
-    /// How long the first result of a group waits for others to be written with it.
-    pub result_window: Duration,
     /// Where "now" comes from.
     pub clock: Clock,
 }
@@ -113,13 +135,13 @@ impl Default for WorkerSettings {
         Self {
             concurrency: defaults::RECORDS_IN_FLIGHT,
             max_receive_count: defaults::MAX_RECEIVE_COUNT,
+            fail_fast_window: defaults::FAIL_FAST_WINDOW,
             deadline_margin: defaults::CLOUDINARY_TIMEOUT + defaults::WORKER_DEADLINE_SLACK,
             pending_poll_delay: defaults::PENDING_POLL_DELAY,
             max_pending_polls: defaults::MAX_PENDING_POLLS,
             instances: 1,
             hold_margin: defaults::HOLD_MARGIN,
             max_deferral: crate::queue::MAX_DELAY,
-            result_window: defaults::RESULT_GROUP_WINDOW,
             clock: Clock::System,
         }
     }
@@ -135,9 +157,6 @@ pub struct Worker<O, S, Q> {
     admin_gate: RateGate,
     /// The Upload API's limits (explicit requests).
     upload_gate: RateGate,
-    /// The claims, then the results, that records reach together.
-    claims: group::Group<record::PendingClaim, Result<ClaimOutcome, StoreError>>,
-    results: group::Group<(ResultRecord, String), Result<bool, StoreError>>,
     settings: WorkerSettings,
 }
 
@@ -149,8 +168,6 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             queue,
             admin_gate: RateGate::shared_by(settings.instances),
             upload_gate: RateGate::shared_by(settings.instances),
-            claims: group::Group::new(Duration::ZERO, WRITE_BATCH_MAX),
-            results: group::Group::new(settings.result_window, WRITE_BATCH_MAX),
             settings,
         }
     }
@@ -173,6 +190,23 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
 
     fn now(&self) -> SystemTime {
         self.settings.clock.now()
+    }
+
+    /// Until when this instance makes no call (either API's gate closed), if it is closed now.
+    pub fn closed_until(&self, now: SystemTime) -> Option<SystemTime> {
+        let admin = self.admin_gate.closed_until(now);
+        let upload = self.upload_gate.closed_until(now);
+        admin.max(upload)
+    }
+
+    /// The gates' state, for a failing check's message.
+    pub fn describe_gates(&self) -> String {
+        format!("admin {:?}; upload {:?}", self.admin_gate, self.upload_gate)
+    }
+
+    /// Calls this instance let through without its share's check (probes), over both APIs.
+    pub fn blind_grants(&self) -> u64 {
+        self.admin_gate.blind_grants() + self.upload_gate.blind_grants()
     }
 
     fn gate(&self, api: Api) -> &RateGate {

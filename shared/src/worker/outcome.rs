@@ -31,16 +31,23 @@ pub enum DeferCause {
     WriteRetry,
     /// Not started: too little of the invocation was left to finish it.
     Unstarted,
+    /// Cloudinary refused the credentials: the message waits for the secret to be fixed.
+    Credentials,
+    /// The asset's state could not be read or written on the last receive the work queue
+    /// allows: sent again rather than dead-lettered without a reason.
+    Aws,
 }
 
 impl DeferCause {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::Quota,
         Self::Limit,
         Self::Pending,
         Self::Claimed,
         Self::WriteRetry,
         Self::Unstarted,
+        Self::Credentials,
+        Self::Aws,
     ];
 
     /// What the log line says.
@@ -52,6 +59,8 @@ impl DeferCause {
             Self::Claimed => "another invocation is processing this asset",
             Self::WriteRetry => "result write failed",
             Self::Unstarted => "not started: the invocation's deadline is near",
+            Self::Credentials => "Cloudinary refused the credentials",
+            Self::Aws => "the asset's state could not be read or written on the last receive",
         }
     }
 
@@ -64,6 +73,8 @@ impl DeferCause {
             Self::Claimed => "DeferredClaimed",
             Self::WriteRetry => "DeferredWriteRetry",
             Self::Unstarted => "DeferredUnstarted",
+            Self::Credentials => "DeferredCredentials",
+            Self::Aws => "DeferredAwsRetry",
         }
     }
 }

@@ -5,22 +5,25 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use super::failure::Failure;
+use super::failure::{ClaimRef, Failure};
 use super::outcome::{DeferCause, Disposition, Handled};
 use super::{Api, InboundRecord, OcrAnswer, OcrService, Worker};
 use crate::clock::{epoch_ms, from_epoch_ms, rfc3339};
 use crate::defaults;
-use crate::error::{ErrorClass, error_chain};
+use crate::error::{ErrorClass, RemoteError, error_chain};
 use crate::message::WorkMessage;
 use crate::ocr::{OcrOutcome, OcrResult};
 use crate::queue::WorkQueue;
 use crate::rate_gate::{DEFAULT_BACKOFF, Permit};
 use crate::store::{
-    Claim, ClaimOutcome, DeadLetterKind, RequestMark, ResultRecord, ResultStore, Seen, StoreError,
+    Claim, ClaimIntent, ClaimOutcome, DeadLetterKind, DeadLetterMark, RequestMark, ResultRecord,
+    ResultStore,
 };
 
 /// A quota wait this short is waited out in the invocation rather than through the queue.
 const SHORT_WAIT: Duration = Duration::from_secs(1);
+/// Short waits add up to at most this in one record's admission.
+const MAX_ADMIT_WAIT: Duration = Duration::from_secs(30);
 
 /// The claim this invocation holds on an asset.
 #[derive(Debug)]
@@ -37,7 +40,7 @@ pub(super) struct Held {
 }
 
 impl Held {
-    /// What a release leaves of the claim's request mark: a request that may have run keeps
+    /// What giving the claim up leaves of its request mark: a request that may have run keeps
     /// it; otherwise it is put back as the claim found it, or removed when a read-back found
     /// no OCR.
     pub fn request_mark(&self) -> RequestMark {
@@ -49,33 +52,44 @@ impl Held {
             RequestMark::Restore(self.requested_before)
         }
     }
-}
 
-/// A claim waiting for its group to be written.
-#[derive(Debug, Clone)]
-pub(super) struct PendingClaim {
-    key: String,
-    resource_type: String,
-    delivery_type: String,
-    token: String,
-    now_ms: u64,
-    expires_at_ms: u64,
-    force: bool,
-    seen: Option<Seen>,
-}
-
-impl PendingClaim {
-    fn as_claim(&self) -> Claim<'_> {
-        Claim {
-            key: &self.key,
-            resource_type: &self.resource_type,
-            delivery_type: &self.delivery_type,
-            token: &self.token,
-            now_ms: self.now_ms,
-            expires_at_ms: self.expires_at_ms,
-            force: self.force,
-            seen: self.seen,
+    /// The claim as a failure needs it, as it stands now.
+    pub fn claim_ref(&self) -> ClaimRef {
+        ClaimRef {
+            token: self.token.clone(),
+            attempts: self.attempts,
+            request_mark: self.request_mark(),
         }
+    }
+}
+
+/// What a message asks of an asset that may have a result already: a forced re-OCR, else the
+/// version it was listed at (an older result's asset was uploaded again since), else any
+/// result.
+pub(super) fn intent(message: &WorkMessage) -> ClaimIntent {
+    match (message.force, message.version) {
+        // A forced re-OCR without the time it was asked for: any result is older.
+        (true, _) => ClaimIntent::Forced {
+            asked_at_ms: message.forced_at.unwrap_or(u64::MAX),
+        },
+        (false, Some(v)) => ClaimIntent::NewVersion(v),
+        (false, None) => ClaimIntent::Plain,
+    }
+}
+
+/// Whether the attempt reads the asset back before paying: a pending OCR, and an asset an
+/// earlier attempt may have been billed for (it claimed the asset and wrote no result: a
+/// timeout, a dropped connection, a killed invocation; Cloudinary bills the OCR when the
+/// request arrives). For a forced re-OCR only an attempt of this request counts (claimed since
+/// it was asked for): an older OCR would read back as the re-OCR.
+fn reads_back_first(message: &WorkMessage, requested_before: Option<u64>) -> bool {
+    if message.ocr_requested {
+        return true;
+    }
+    match (requested_before, message.force) {
+        (None, _) => false,
+        (Some(_), false) => true,
+        (Some(at), true) => message.forced_at.is_some_and(|asked| at >= asked),
     }
 }
 
@@ -88,10 +102,10 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         &self,
         record: &InboundRecord,
         message: WorkMessage,
-        seen: Option<Seen>,
+        drop_marks: &[DeadLetterMark],
         deadline: SystemTime,
     ) -> Handled {
-        match self.steps(record, message, seen, deadline).await {
+        match self.steps(record, message, drop_marks, deadline).await {
             Ok(handled) | Err(handled) => handled,
         }
     }
@@ -100,13 +114,11 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         &self,
         record: &InboundRecord,
         message: WorkMessage,
-        seen: Option<Seen>,
+        drop_marks: &[DeadLetterMark],
         deadline: SystemTime,
     ) -> Step<Handled> {
         let permit = self.admit(&message, deadline).await?;
-        let held = self.claim(record, &message, seen, deadline).await?;
-        // From here the record may write a result: a group of results waits for it.
-        let _expected = self.results.expect();
+        let held = self.claim(record, &message, drop_marks, deadline).await?;
         let answer = self.call(record, &message, &held, permit).await?;
         let latency = Some(answer.latency);
         let with_latency = |disposition| Handled {
@@ -143,6 +155,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         } else {
             self.ocr.request_api()
         };
+        let started = clock.now();
         loop {
             let now = clock.now();
             let until = match self.permit(api, message, now) {
@@ -150,7 +163,13 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 Err(until) => until,
             };
             let wait = until.duration_since(now).unwrap_or_default();
-            if wait <= SHORT_WAIT && wait + self.settings.deadline_margin < clock.until(deadline) {
+            // Moments only: a gate that keeps saying "in a moment" (a window whose end no
+            // answer tells) is waited on in the queue, not by polling here.
+            let waited = now.duration_since(started).unwrap_or_default();
+            if wait <= SHORT_WAIT
+                && waited < MAX_ADMIT_WAIT
+                && wait + self.settings.deadline_margin < clock.until(deadline)
+            {
                 tokio::time::sleep(wait.clamp(Duration::from_millis(5), Duration::from_millis(50)))
                     .await;
                 continue;
@@ -181,59 +200,29 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         }
     }
 
-    /// Whether a limit lasting until `until` is not the hourly quota (an add-on's monthly
-    /// limit, say): such waits are bounded.
-    pub(super) fn beyond_the_hour(&self, until: SystemTime) -> bool {
-        until > self.now() + defaults::LONG_LIMIT
-    }
-
-    /// The deferral until Cloudinary takes calls again at `until`: the hourly quota's reset,
-    /// or a longer limit's, which counts toward the bound on such waits.
-    pub(super) fn wait_for_gate(&self, message: &WorkMessage, until: SystemTime) -> Disposition {
-        if self.beyond_the_hour(until) {
-            let next = WorkMessage {
-                limit_waits: message.limit_waits + 1,
-                ..message.clone()
-            };
-            return self.defer(next, until, DeferCause::Limit);
-        }
-        self.defer(message.clone(), until, DeferCause::Quota)
-    }
-
     /// Owns the asset for this invocation, so that a concurrent delivery of it pays nothing.
+    /// The store checks the message's intent against the item as it is then.
     async fn claim(
         &self,
         record: &InboundRecord,
         message: &WorkMessage,
-        seen: Option<Seen>,
+        drop_marks: &[DeadLetterMark],
         deadline: SystemTime,
     ) -> Step<Held> {
         let now = self.now();
-        let pending = PendingClaim {
-            key: message.item_key(),
-            resource_type: message.resource_type.clone(),
-            delivery_type: message.delivery_type.clone(),
-            token: uuid::Uuid::new_v4().to_string(),
+        let key = message.item_key();
+        let token = uuid::Uuid::new_v4().to_string();
+        let claim = Claim {
+            key: &key,
+            resource_type: &message.resource_type,
+            delivery_type: &message.delivery_type,
+            token: &token,
             now_ms: epoch_ms(now),
             expires_at_ms: epoch_ms(deadline.max(now + self.settings.deadline_margin)),
-            // A complete asset is claimed for a forced re-OCR or a new version of it.
-            force: message.force || message.new_version,
-            seen,
+            intent: intent(message),
+            drop_marks,
         };
-        let token = pending.token.clone();
-        let outcome = match self
-            .claims
-            .submit(pending.clone(), |group| async move {
-                let claims: Vec<Claim<'_>> = group.iter().map(PendingClaim::as_claim).collect();
-                self.store.claim_batch(&claims).await
-            })
-            .await
-        {
-            Some(outcome) => outcome,
-            // Its group was given up before it answered: claimed on its own.
-            None => self.store.claim(&pending.as_claim()).await,
-        };
-        match outcome {
+        match self.store.claim(&claim).await {
             Ok(ClaimOutcome::Claimed {
                 attempts,
                 requested_before,
@@ -249,19 +238,15 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 .defer(message.clone(), from_epoch_ms(ms), DeferCause::Claimed)
                 .into()),
             Err(e) => Err(self
-                .fail(record, None, message, Failure::of(&e))
+                .fail(record, None, message, Failure::store(&e))
                 .await
                 .into()),
         }
     }
 
     /// Asks Cloudinary, paying at most once: an OCR is requested only when no earlier attempt
-    /// may have requested it. A pending OCR, and an asset an earlier attempt left without a
-    /// result (a timeout, a dropped connection, a killed invocation: Cloudinary bills the OCR
-    /// when the request arrives), is read back first, free; only a read-back that finds no OCR
-    /// at all leads to the request. A forced re-OCR always requests (an unfinished attempt may
-    /// not have reached Cloudinary, and the asset's old OCR would read back as new); a new
-    /// version of an asset is read back as any other asset is.
+    /// may have requested it (see [`reads_back_first`]); a read-back is free, and only one that
+    /// finds no OCR at all leads to the request.
     async fn call(
         &self,
         record: &InboundRecord,
@@ -269,8 +254,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         held: &Held,
         permit: Permit<'_>,
     ) -> Step<OcrAnswer> {
-        let read_back =
-            message.ocr_requested || (!message.force && held.requested_before.is_some());
+        let read_back = reads_back_first(message, held.requested_before);
         let permit = if read_back && !permit.is_from(self.gate(Api::Admin)) {
             drop(permit);
             self.next_permit(Api::Admin, message, held).await?
@@ -297,7 +281,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             Err(until) => {
                 self.release(
                     message,
-                    held,
+                    &held.claim_ref(),
                     "Cloudinary's limit reached between two calls",
                 )
                 .await;
@@ -317,22 +301,20 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         permit: Permit<'_>,
         read_back: bool,
     ) -> Step<OcrAnswer> {
-        let (answer, gate) = if read_back {
-            (self.ocr.fetch_result(message).await, self.gate(Api::Admin))
+        let answer = if read_back {
+            self.ocr.fetch_result(message).await
         } else {
-            let api = self.ocr.request_api();
             let answer = self.ocr.request_ocr(message).await;
-            // Refused (HTTP 420 or 429): no OCR ran, nothing was billed.
+            // Refused (HTTP 420 or 429, or the credentials): no OCR ran, nothing was billed.
             let refused = answer
                 .as_ref()
-                .is_err_and(|e| e.class == ErrorClass::RateLimited);
+                .is_err_and(|e| e.class == ErrorClass::RateLimited || e.credentials_refused);
             held.asked.store(!refused, Ordering::Relaxed);
-            (answer, self.gate(api))
+            answer
         };
         match answer {
             Ok(answer) => {
-                gate.observe(answer.quota);
-                drop(permit);
+                permit.answered(answer.quota);
                 tracing::debug!(
                     latency_ms = answer.latency.as_millis() as u64,
                     "cloudinary answered"
@@ -340,28 +322,49 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 Ok(answer)
             }
             Err(e) => {
-                match e.class {
-                    // Every call would be refused until the reset: close the gate until then.
-                    ErrorClass::RateLimited => {
-                        gate.block_until(e.retry_at.unwrap_or_else(|| self.now() + DEFAULT_BACKOFF))
-                    }
-                    ErrorClass::Transient | ErrorClass::Permanent => {}
-                }
-                drop(permit);
-                if e.credentials_refused {
-                    tracing::error!(error = %e.reason, "cloudinary refused the credentials");
+                let gate_api = if read_back {
+                    Api::Admin
                 } else {
-                    tracing::info!(error = %e.reason, class = ?e.class, "cloudinary call failed");
-                }
+                    self.ocr.request_api()
+                };
+                // An error answer still reports the quota: the gate learns it.
+                self.gate(gate_api).observe(e.quota);
+                drop(permit);
+                self.close_gates(gate_api, &e);
                 Err(Handled {
                     disposition: self
-                        .fail(record, Some(held), message, Failure::of(&e))
+                        .fail(
+                            record,
+                            Some(&held.claim_ref()),
+                            message,
+                            Failure::remote(&e),
+                        )
                         .await,
                     latency: None,
                     credentials_refused: e.credentials_refused,
                 })
             }
         }
+    }
+
+    /// After a refusal, no call is made that would be refused too: a rate limit closes its
+    /// API's gate until the reset; refused credentials close both for a while (the invocation
+    /// backs off, and its other records wait in the queue without a call).
+    fn close_gates(&self, api: Api, e: &RemoteError) {
+        let now = self.now();
+        if e.credentials_refused {
+            tracing::error!(error = %e.reason, "cloudinary refused the credentials");
+            for gate in [Api::Admin, Api::Upload] {
+                self.gate(gate)
+                    .pause_until(now, now + defaults::CREDENTIALS_WAIT);
+            }
+            return;
+        }
+        if e.class == ErrorClass::RateLimited {
+            self.gate(api)
+                .block_until(now, e.retry_at.unwrap_or(now + DEFAULT_BACKOFF));
+        }
+        tracing::info!(error = %e.reason, class = ?e.class, "cloudinary call failed");
     }
 
     /// A finished OCR goes on to be stored; a pending one is read back later (never paid for
@@ -373,41 +376,43 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         held: &Held,
         result: OcrResult,
     ) -> Result<OcrResult, Disposition> {
-        match &result.outcome {
-            OcrOutcome::Text { .. } | OcrOutcome::NoText => Ok(result),
-            OcrOutcome::Pending if message.pending_polls >= self.settings.max_pending_polls => {
-                let reason = format!("OCR still pending after {} checks", message.pending_polls);
-                Err(self
-                    .fail(record, Some(held), message, Failure::permanent(reason))
-                    .await)
+        let reason = match &result.outcome {
+            OcrOutcome::Text { .. } | OcrOutcome::NoText => return Ok(result),
+            OcrOutcome::Pending if message.pending_polls < self.settings.max_pending_polls => {
+                return Err(self.read_back_later(message, held).await);
             }
             OcrOutcome::Pending => {
-                self.release(message, held, "OCR pending").await;
-                let next = WorkMessage {
-                    ocr_requested: true,
-                    pending_polls: message.pending_polls.saturating_add(1),
-                    ..message.clone()
-                };
-                Err(self.defer(
-                    next,
-                    self.now() + self.settings.pending_poll_delay,
-                    DeferCause::Pending,
-                ))
+                format!("OCR still pending after {} checks", message.pending_polls)
             }
-            OcrOutcome::Failed { status } => {
-                let reason = format!("Cloudinary reports OCR status {status:?}");
-                Err(self
-                    .fail(record, Some(held), message, Failure::permanent(reason))
-                    .await)
-            }
+            OcrOutcome::Failed { status } => format!("Cloudinary reports OCR status {status:?}"),
             // Only a read-back says so, and `call` requests the OCR then.
-            OcrOutcome::NotRequested => {
-                let reason = "Cloudinary's answer has no OCR result".to_string();
-                Err(self
-                    .fail(record, Some(held), message, Failure::permanent(reason))
-                    .await)
-            }
-        }
+            OcrOutcome::NotRequested => "Cloudinary's answer has no OCR result".to_string(),
+        };
+        Err(self
+            .fail(
+                record,
+                Some(&held.claim_ref()),
+                message,
+                Failure::permanent(reason),
+            )
+            .await)
+    }
+
+    /// A pending OCR: the claim is given up (its request mark kept) and the message comes back
+    /// to read the result, never to pay again.
+    async fn read_back_later(&self, message: &WorkMessage, held: &Held) -> Disposition {
+        self.release(message, &held.claim_ref(), "OCR pending")
+            .await;
+        let next = WorkMessage {
+            ocr_requested: true,
+            pending_polls: message.pending_polls.saturating_add(1),
+            ..message.clone()
+        };
+        self.defer(
+            next,
+            self.now() + self.settings.pending_poll_delay,
+            DeferCause::Pending,
+        )
     }
 
     /// Writes the result under the claim. The OCR is paid for by now: if the write fails, the
@@ -438,7 +443,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             );
         }
         let status = rec.status;
-        match self.write_result(rec, &held.token).await {
+        match self.store.put_result(&rec, &held.token).await {
             Ok(true) => Disposition::Stored(status),
             // Our claim expired and another invocation took the asset over: it owns the result.
             Ok(false) => Disposition::Skipped,
@@ -446,11 +451,12 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 let reason = error_chain(&e);
                 match crate::error::Classified::class(&e) {
                     // The table refuses this result for good; the far smaller failure record
-                    // keeps the reason, so that later receives do not pay again.
+                    // keeps the reason and the request mark, so that later receives read the
+                    // result back rather than pay again.
                     ErrorClass::Permanent => {
                         self.fail_for_good(
                             record,
-                            Some(held),
+                            Some(&held.claim_ref()),
                             &message,
                             DeadLetterKind::Permanent,
                             reason,
@@ -458,7 +464,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                         .await
                     }
                     ErrorClass::Transient | ErrorClass::RateLimited => {
-                        self.release(&message, held, &reason).await;
+                        self.release(&message, &held.claim_ref(), &reason).await;
                         self.defer(
                             WorkMessage {
                                 ocr_requested: true,
@@ -471,27 +477,5 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 }
             }
         }
-    }
-
-    /// Writes a result with the others ready at about the same time.
-    async fn write_result(&self, rec: ResultRecord, token: &str) -> Result<bool, StoreError> {
-        let key = rec.key.clone();
-        self.results
-            .submit((rec, token.to_string()), |group| async move {
-                let results: Vec<(&ResultRecord, &str)> =
-                    group.iter().map(|(r, t)| (r, t.as_str())).collect();
-                self.store.put_results(&results).await
-            })
-            .await
-            .unwrap_or_else(|| {
-                // Only when the invocation is being given up: the message comes back, and
-                // reads the result back.
-                Err(StoreError::new(
-                    "PutItem",
-                    "results",
-                    "Abandoned",
-                    format!("the write of {key}'s result was given up"),
-                ))
-            })
     }
 }

@@ -1,0 +1,467 @@
+//! An OCR is paid once: the sequences that show it (a lost claim, a paid OCR whose write failed, a timeout after billing, a forced re-OCR, a new version, ...).
+
+use super::*;
+
+#[tokio::test(start_paused = true)]
+async fn duplicates_within_a_batch_pay_once() {
+    let w = worker(ScriptedOcr::new().with_latency(Duration::from_millis(200)));
+    let outcome = w
+        .process_batch(
+            vec![
+                record("m1", body("a"), 1),
+                record("m2", body("a"), 1),
+                record("m3", body("b"), 1),
+            ],
+            deadline(&w, Duration::from_secs(60)),
+        )
+        .await;
+    let labels: Vec<&str> = outcome.results.iter().map(|(_, d)| d.label()).collect();
+    assert_eq!(labels, ["done", "skipped", "done"]);
+    assert_eq!(w.ocr().calls(OcrCall::Request, "a"), 1);
+    assert_eq!(outcome.cloudinary_latency_ms, vec![200, 200]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn complete_assets_are_skipped_unless_a_re_ocr_is_forced() {
+    let w = worker(ScriptedOcr::new());
+    w.store().insert(ResultRecord::from_outcome(
+        "a",
+        "image",
+        "upload",
+        text("old"),
+        Default::default(),
+        1,
+        "t".into(),
+    ));
+    assert_eq!(run_one(&w, "a", 1).await, Disposition::Skipped);
+    assert_eq!(w.ocr().total_calls(OcrCall::Request), 0);
+    let forced = WorkMessage {
+        force: true,
+        ..WorkMessage::new("a", "image", "upload")
+    };
+    let outcome = w
+        .process_batch(
+            vec![record("m2", forced.to_body(), 1)],
+            deadline(&w, Duration::from_secs(60)),
+        )
+        .await;
+    assert_eq!(outcome.results[0].1, Disposition::Stored(Status::Done));
+    assert_eq!(w.ocr().calls(OcrCall::Request, "a"), 1);
+    let rec = w.store().item("a").unwrap().record.unwrap();
+    assert_eq!((rec.text.as_deref(), rec.attempts), (Some("text of a"), 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_claim_held_elsewhere_is_deferred_until_it_expires() {
+    let w = worker(ScriptedOcr::new());
+    w.store().take_over("a", ORIGIN_MS + 90_000);
+    match run_one(&w, "a", 1).await {
+        Disposition::Deferred(d) => {
+            assert_eq!(d.delay, Duration::from_secs(90));
+            assert!(d.reason.contains("another invocation"), "{}", d.reason);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.ocr().total_calls(OcrCall::Request), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_claim_leaves_the_result_to_its_new_owner() {
+    let w = worker(ScriptedOcr::new().with_latency(Duration::from_secs(2)));
+    let (outcome, ()) = tokio::join!(
+        w.process_batch(
+            vec![record("m1", body("a"), 1)],
+            deadline(&w, Duration::from_secs(60))
+        ),
+        async {
+            // While the OCR call is out, the claim expires and another invocation takes it.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            w.store().take_over("a", ORIGIN_MS + 600_000);
+        }
+    );
+    assert_eq!(outcome.results[0].1, Disposition::Skipped);
+    let item = w.store().item("a").unwrap();
+    assert_eq!(
+        item.record, None,
+        "nothing written over the new owner's claim"
+    );
+    assert_eq!(item.claim.unwrap().0, "another invocation");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paid_ocr_whose_write_failed_is_read_back_never_paid_again() {
+    let w = worker(ScriptedOcr::new());
+    w.store()
+        .faults()
+        .fail_next(StoreOp::PutResult, ErrorClass::Transient, 1);
+    let d = run_one(&w, "a", 1).await;
+    let Disposition::Deferred(deferral) = d else {
+        panic!("{d:?}")
+    };
+    assert!(deferral.message.ocr_requested);
+    assert_eq!(deferral.delay, crate::defaults::RESULT_WRITE_RETRY);
+    assert_eq!(w.store().item("a").unwrap().claim, None, "released");
+
+    // The deferred message comes back: the result is read, not requested.
+    let sent = w.queue().take_sent();
+    let outcome = w
+        .process_batch(
+            vec![record("m2", sent[0].message.to_body(), 1)],
+            deadline(&w, Duration::from_secs(60)),
+        )
+        .await;
+    assert_eq!(outcome.results[0].1, Disposition::Stored(Status::Done));
+    assert_eq!(w.ocr().calls(OcrCall::Request, "a"), 1);
+    assert_eq!(w.ocr().calls(OcrCall::Fetch, "a"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pending_ocr_is_read_back_until_done_then_given_up() {
+    let ocr = ScriptedOcr::new();
+    ocr.script(
+        OcrCall::Request,
+        "a",
+        [Scripted::Answer(OcrOutcome::Pending)],
+    );
+    ocr.script(OcrCall::Fetch, "a", [Scripted::Answer(OcrOutcome::Pending)]);
+    let w = worker(ocr);
+    let mut message = body("a");
+    let mut last = Disposition::Skipped;
+    for _ in 0..3 {
+        let outcome = w
+            .process_batch(
+                vec![record("m", message.clone(), 1)],
+                deadline(&w, Duration::from_secs(60)),
+            )
+            .await;
+        last = outcome.results[0].1.clone();
+        match &last {
+            Disposition::Deferred(d) => message = d.message.to_body(),
+            _ => break,
+        }
+    }
+    assert_eq!(last, Disposition::Stored(Status::Done));
+    assert_eq!(w.ocr().calls(OcrCall::Request, "a"), 1);
+    assert_eq!(w.ocr().calls(OcrCall::Fetch, "a"), 2);
+
+    // Still pending after the allowed checks: failed for good.
+    let ocr = ScriptedOcr::new();
+    ocr.script(OcrCall::Fetch, "b", [Scripted::Answer(OcrOutcome::Pending)]);
+    let w = worker(ocr);
+    let tired = WorkMessage {
+        ocr_requested: true,
+        deferrals: 3,
+        pending_polls: 3,
+        ..WorkMessage::new("b", "image", "upload")
+    };
+    let outcome = w
+        .process_batch(
+            vec![record("m", tired.to_body(), 1)],
+            deadline(&w, Duration::from_secs(60)),
+        )
+        .await;
+    match &outcome.results[0].1 {
+        Disposition::DeadLettered { reason, .. } => {
+            assert!(reason.contains("still pending after 3"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.ocr().total_calls(OcrCall::Request), 0);
+}
+
+/// Cloudinary bills an OCR when the request arrives: a call that timed out may well have run
+/// it. The next attempt reads the asset back (free) and stores what it finds.
+#[tokio::test(start_paused = true)]
+async fn a_timeout_after_billing_is_read_back_never_paid_again() {
+    let ocr = ScriptedOcr::new();
+    ocr.script(OcrCall::Request, "a", [Scripted::BilledThenFail(timeout())]);
+    let w = worker(ocr);
+    assert!(matches!(
+        run_one(&w, "a", 1).await,
+        Disposition::Retry { .. }
+    ));
+    assert_eq!(run_one(&w, "a", 2).await, Disposition::Stored(Status::Done));
+    assert_eq!(w.ocr().billed("a"), 1, "paid once");
+    assert_eq!(
+        (
+            w.ocr().calls(OcrCall::Request, "a"),
+            w.ocr().calls(OcrCall::Fetch, "a")
+        ),
+        (1, 1)
+    );
+}
+
+/// An attempt that died before its request reached Cloudinary (refused at the door, killed
+/// between its claim and its call) left no OCR: the read-back finds none, and the OCR is
+/// requested then, once.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_that_never_reached_cloudinary_is_followed_by_one_request() {
+    let ocr = ScriptedOcr::new();
+    ocr.script(OcrCall::Request, "a", [Scripted::Fail(timeout())]);
+    let w = worker(ocr);
+    assert!(matches!(
+        run_one(&w, "a", 1).await,
+        Disposition::Retry { .. }
+    ));
+    assert_eq!(run_one(&w, "a", 2).await, Disposition::Stored(Status::Done));
+    assert_eq!(w.ocr().billed("a"), 1);
+    assert_eq!(
+        (
+            w.ocr().calls(OcrCall::Request, "a"),
+            w.ocr().calls(OcrCall::Fetch, "a")
+        ),
+        (2, 1),
+        "the read-back found no OCR, then one request"
+    );
+}
+
+/// A refused request (HTTP 420 or 429) ran no OCR: it leaves nothing to read back, so the next
+/// attempt spends no Admin API call on a read-back; a request that may have run keeps its mark
+/// through a refused read-back; and a read-back that found no OCR is not repeated.
+#[tokio::test(start_paused = true)]
+async fn only_a_request_that_may_have_run_is_read_back_by_the_next_attempt() {
+    let w = worker(ScriptedOcr::new());
+    let calls = |id: &str| {
+        (
+            w.ocr().calls(OcrCall::Request, id),
+            w.ocr().calls(OcrCall::Fetch, id),
+        )
+    };
+    let wait = Duration::from_secs(11);
+
+    // Refused at the first request: the next attempt requests at once.
+    w.ocr().script(OcrCall::Request, "refused", [refused(&w)]);
+    assert!(matches!(
+        run_one(&w, "refused", 1).await,
+        Disposition::Deferred(_)
+    ));
+    tokio::time::advance(wait).await;
+    assert_eq!(
+        run_one(&w, "refused", 1).await,
+        Disposition::Stored(Status::Done)
+    );
+    assert_eq!(calls("refused"), (2, 0), "no read-back");
+    assert_eq!(w.ocr().billed("refused"), 1);
+
+    // Timed out after billing, then the read-back refused: the mark of the first attempt
+    // stands, so the third reads back and pays nothing more.
+    w.ocr().script(
+        OcrCall::Request,
+        "timed-out",
+        [Scripted::BilledThenFail(timeout())],
+    );
+    w.ocr().script(OcrCall::Fetch, "timed-out", [refused(&w)]);
+    assert!(matches!(
+        run_one(&w, "timed-out", 1).await,
+        Disposition::Retry { .. }
+    ));
+    assert!(matches!(
+        run_one(&w, "timed-out", 2).await,
+        Disposition::Deferred(_)
+    ));
+    tokio::time::advance(wait).await;
+    assert_eq!(
+        run_one(&w, "timed-out", 1).await,
+        Disposition::Stored(Status::Done)
+    );
+    assert_eq!(
+        calls("timed-out"),
+        (1, 2),
+        "read back twice, requested once"
+    );
+    assert_eq!(w.ocr().billed("timed-out"), 1);
+
+    // Never reached Cloudinary; the read-back found no OCR, then the request was refused: the
+    // next attempt requests without reading back again.
+    w.ocr().script(
+        OcrCall::Request,
+        "none",
+        [Scripted::Fail(timeout()), refused(&w)],
+    );
+    assert!(matches!(
+        run_one(&w, "none", 1).await,
+        Disposition::Retry { .. }
+    ));
+    assert!(matches!(
+        run_one(&w, "none", 2).await,
+        Disposition::Deferred(_)
+    ));
+    tokio::time::advance(wait).await;
+    assert_eq!(
+        run_one(&w, "none", 1).await,
+        Disposition::Stored(Status::Done)
+    );
+    assert_eq!(
+        calls("none"),
+        (3, 1),
+        "one read-back, found nothing; then requests only"
+    );
+    assert_eq!(w.ocr().billed("none"), 1);
+}
+
+/// A second message for an asset whose OCR is pending (the lister listed it again) reads the
+/// result back instead of paying for another OCR.
+#[tokio::test(start_paused = true)]
+async fn a_duplicate_arriving_while_the_ocr_is_pending_pays_nothing() {
+    let ocr = ScriptedOcr::new();
+    ocr.script(
+        OcrCall::Request,
+        "a",
+        [Scripted::Answer(OcrOutcome::Pending)],
+    );
+    ocr.script(OcrCall::Fetch, "a", [Scripted::Answer(text("late"))]);
+    let w = worker(ocr);
+    assert!(matches!(
+        run_one(&w, "a", 1).await,
+        Disposition::Deferred(_)
+    ));
+    // Not the deferred copy: a fresh message, as a new listing pass would send.
+    assert_eq!(run_one(&w, "a", 1).await, Disposition::Stored(Status::Done));
+    assert_eq!(w.ocr().billed("a"), 1);
+}
+
+/// A forced re-OCR is paid for once however often its message is delivered: a result written
+/// after it was asked for is its result.
+#[tokio::test(start_paused = true)]
+async fn a_forced_reocr_delivered_twice_pays_once() {
+    let w = worker(ScriptedOcr::new());
+    let old = ResultRecord::from_outcome(
+        "a",
+        "image",
+        "upload",
+        text("old"),
+        Default::default(),
+        1,
+        crate::clock::rfc3339(from_epoch_ms(ORIGIN_MS - 86_400_000)),
+    );
+    w.store().insert(old);
+    let forced = WorkMessage {
+        force: true,
+        forced_at: Some(ORIGIN_MS - 1000),
+        ..WorkMessage::new("a", "image", "upload")
+    };
+    for (delivery, expected) in [
+        ("m1", Disposition::Stored(Status::Done)),
+        ("m2", Disposition::Skipped),
+    ] {
+        let outcome = w
+            .process_batch(
+                vec![record(delivery, forced.to_body(), 1)],
+                deadline(&w, Duration::from_secs(60)),
+            )
+            .await;
+        assert_eq!(outcome.results[0].1, expected, "{delivery}");
+    }
+    assert_eq!(w.ocr().billed("a"), 1, "paid once for the re-OCR");
+    let rec = w.store().item("a").and_then(|i| i.record).unwrap();
+    assert_eq!(rec.text.as_deref(), Some("text of a"));
+}
+
+/// An image uploaded again over its public_id (a newer version, as the lister lists it) is
+/// OCR'd again, once: its text is not the old version's; the same version again pays nothing.
+#[tokio::test(start_paused = true)]
+async fn a_new_version_of_an_image_is_ocrd_again_once() {
+    let w = worker(ScriptedOcr::new());
+    let listed = |version| WorkMessage {
+        version: Some(version),
+        ..WorkMessage::new("a", "image", "upload")
+    };
+    let mut outcomes = Vec::new();
+    for (delivery, version) in [("m1", 1), ("m2", 1), ("m3", 2), ("m4", 2), ("m5", 1)] {
+        let outcome = w
+            .process_batch(
+                vec![record(delivery, listed(version).to_body(), 1)],
+                deadline(&w, Duration::from_secs(60)),
+            )
+            .await;
+        outcomes.push(outcome.results[0].1.label());
+    }
+    assert_eq!(outcomes, ["done", "skipped", "done", "skipped", "skipped"]);
+    assert_eq!(w.ocr().billed("a"), 2, "once per version");
+    let rec = w.store().item("a").and_then(|i| i.record).unwrap();
+    assert_eq!(rec.asset.version, Some(2));
+}
+
+/// A new version whose first attempt timed out after Cloudinary billed it is read back on the
+/// next receive, not paid again: once per version, also under faults.
+#[tokio::test(start_paused = true)]
+async fn a_new_version_is_paid_once_even_when_its_first_attempt_timed_out() {
+    let w = worker(ScriptedOcr::new());
+    let listed = |version| WorkMessage {
+        version: Some(version),
+        ..WorkMessage::new("a", "image", "upload")
+    };
+    let run = |delivery: &'static str, version, receive| {
+        let w = &w;
+        async move {
+            w.process_batch(
+                vec![record(delivery, listed(version).to_body(), receive)],
+                deadline(w, Duration::from_secs(60)),
+            )
+            .await
+            .results[0]
+                .1
+                .label()
+        }
+    };
+    assert_eq!(run("m1", 1, 1).await, "done");
+    w.ocr().script(
+        OcrCall::Request,
+        "a",
+        [Scripted::BilledThenFail(RemoteError::new(
+            ErrorClass::Transient,
+            "timed out",
+        ))],
+    );
+    assert_eq!(run("m2", 2, 1).await, "retry");
+    assert_eq!(run("m2", 2, 2).await, "done", "read back");
+    assert_eq!(w.ocr().billed("a"), 2, "once per version");
+    assert_eq!(w.ocr().calls(OcrCall::Fetch, "a"), 1);
+    let rec = w.store().item("a").and_then(|i| i.record).unwrap();
+    assert_eq!(rec.asset.version, Some(2));
+}
+
+/// One public_id under three delivery types is three images: in one batch each is OCR'd and
+/// paid once, and each result has its own item, none overwriting another.
+#[tokio::test(start_paused = true)]
+async fn one_public_id_under_several_delivery_types_is_several_assets() {
+    let w = worker(ScriptedOcr::new());
+    let types = ["upload", "private", "authenticated"];
+    let records: Vec<InboundRecord> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            record(
+                &format!("m{i}"),
+                WorkMessage::new("signs/door", "image", *t).to_body(),
+                1,
+            )
+        })
+        .collect();
+    let outcome = w
+        .process_batch(records, deadline(&w, Duration::from_secs(60)))
+        .await;
+    for (_, d) in &outcome.results {
+        assert_eq!(*d, Disposition::Stored(Status::Done));
+    }
+    for (t, key) in types.iter().zip([
+        "signs/door",
+        "~private~signs/door",
+        "~authenticated~signs/door",
+    ]) {
+        assert_eq!(w.ocr().billed(key), 1, "{key}");
+        let rec = w.store().item(key).and_then(|i| i.record).unwrap();
+        assert_eq!((rec.delivery_type.as_str(), rec.status), (*t, Status::Done));
+    }
+    assert_eq!(w.store().len(), 3);
+    // Delivered again: each is found done by its own key.
+    let again = WorkMessage::new("signs/door", "image", "private").to_body();
+    let outcome = w
+        .process_batch(
+            vec![record("m9", again, 1)],
+            deadline(&w, Duration::from_secs(60)),
+        )
+        .await;
+    assert_eq!(outcome.results[0].1, Disposition::Skipped);
+    assert_eq!(w.ocr().billed("~private~signs/door"), 1);
+}
