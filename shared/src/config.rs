@@ -133,6 +133,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             timeout: Duration::from_millis(timeout_ms),
             ocr_method,
             signature_algorithm,
+            credentials_fault: None,
         })
     }
 
@@ -152,6 +153,28 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             max_receive_count: self.parsed("MAX_RECEIVE_COUNT", defaults::MAX_RECEIVE_COUNT)?,
             instances: self.parsed::<u32>("WORKER_INSTANCES", 1)?.max(1),
         })
+    }
+
+    /// The worker's configuration, also when `CLOUDINARY_URL` is missing or malformed: then it
+    /// carries the fault (see [`CloudinaryConfig::credentials_fault`]) and placeholder
+    /// credentials, so that the worker starts, dead-letters nothing, and says why on every
+    /// call until the secret is fixed. Any other variable's fault still fails the start.
+    pub fn worker_waiting_on_secret(
+        &self,
+        cloudinary_url: Option<Secret>,
+    ) -> Result<WorkerConfig, ConfigError> {
+        let fault = match self.worker(cloudinary_url) {
+            Err(ConfigError::Malformed {
+                name: "CLOUDINARY_URL",
+                reason,
+            }) => format!("CLOUDINARY_URL is malformed: {reason}"),
+            Err(ConfigError::Missing("CLOUDINARY_URL")) => "CLOUDINARY_URL is not set".to_string(),
+            other => return other,
+        };
+        let placeholder = Secret::new("cloudinary://unset:unset@unset".to_string());
+        let mut config = self.worker(Some(placeholder))?;
+        config.cloudinary.credentials_fault = Some(fault);
+        Ok(config)
     }
 
     pub fn lister(&self, cloudinary_url: Option<Secret>) -> Result<ListerConfig, ConfigError> {

@@ -258,11 +258,14 @@ impl LiveWorker {
                 return SecretCheck::Failed(format!("the secret is not a CLOUDINARY_URL: {e}"));
             }
         };
-        if credentials == *self.current().ocr().credentials() {
+        let current = self.current();
+        if credentials == *current.ocr().credentials() && current.ocr().credentials_fault().is_none()
+        {
             return SecretCheck::Unchanged;
         }
         let mut config = self.config.clone();
         config.cloudinary.credentials = credentials;
+        config.cloudinary.credentials_fault = None;
         match build(&config, &self.sdk) {
             Ok(worker) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) =

@@ -11,7 +11,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn init() -> Result<worker::LiveWorker, Error> {
     let sdk = shared::aws::function_config().await;
     let cloudinary_url = shared::secrets::cloudinary_url(&sdk).await?;
-    let config = shared::config::Env::process().worker(cloudinary_url)?;
+    // A missing or malformed secret does not fail the start (every batch would then go back to
+    // the queue and on to the dead-letter queue, with no reason): the worker answers every
+    // message as refused credentials, so they wait, and the credentials alarm says why.
+    let config = shared::config::Env::process().worker_waiting_on_secret(cloudinary_url)?;
+    if let Some(fault) = &config.cloudinary.credentials_fault {
+        tracing::error!(%fault, "the Cloudinary secret cannot be used; messages wait until it is fixed");
+    }
     tracing::info!(ocr_method = %config.cloudinary.ocr_method, concurrency = config.concurrency, "worker ready");
     Ok(worker::LiveWorker::new(
         config,

@@ -299,6 +299,8 @@ pub struct CloudinaryClient {
     credentials: CloudinaryCredentials,
     ocr_method: OcrMethod,
     signature_algorithm: SignatureAlgorithm,
+    /// Why the credentials cannot be used: every call is answered as refused credentials.
+    credentials_fault: Option<String>,
 }
 
 impl CloudinaryClient {
@@ -323,7 +325,13 @@ impl CloudinaryClient {
             credentials: config.credentials.clone(),
             ocr_method: config.ocr_method,
             signature_algorithm: config.signature_algorithm,
+            credentials_fault: config.credentials_fault.clone(),
         })
+    }
+
+    /// Why the credentials cannot be used, when the client was built without usable ones.
+    pub fn credentials_fault(&self) -> Option<&str> {
+        self.credentials_fault.as_deref()
     }
 
     pub fn cloud_name(&self) -> &str {
@@ -353,6 +361,16 @@ impl CloudinaryClient {
         what: String,
         req: reqwest::RequestBuilder,
     ) -> Result<Answer<T>, CloudinaryError> {
+        if let Some(fault) = &self.credentials_fault {
+            // Not sent: answered as Cloudinary would answer credentials it cannot accept.
+            return Err(CloudinaryError::Status {
+                what,
+                status: 401,
+                message: format!("the Cloudinary secret cannot be used: {fault}"),
+                retry_at: None,
+                quota: None,
+            });
+        }
         let started = std::time::Instant::now();
         let resp = req
             .send()

@@ -21,6 +21,10 @@ pub struct CloudinaryConfig {
     /// The hash Upload API signatures use: the account's setting (SHA-1 unless the account
     /// requires SHA-256).
     pub signature_algorithm: SignatureAlgorithm,
+    /// Why the configured `CLOUDINARY_URL` cannot be used (malformed or missing), when the
+    /// worker started anyway: every call is then answered as refused credentials, so messages
+    /// wait for the secret to be fixed instead of failing.
+    pub credentials_fault: Option<String>,
 }
 
 /// The hash of an Upload API signature.

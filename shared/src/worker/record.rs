@@ -327,8 +327,11 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 } else {
                     self.ocr.request_api()
                 };
-                // An error answer still reports the quota: the gate learns it.
-                self.gate(gate_api).observe(e.quota);
+                // An error answer may still report the quota: the gate learns it. One without
+                // (a 5xx, a timeout) tells nothing, not even that there are no headers.
+                if e.quota.is_some() {
+                    self.gate(gate_api).observe(e.quota);
+                }
                 drop(permit);
                 self.close_gates(gate_api, &e);
                 Err(Handled {

@@ -3,7 +3,7 @@
 //! reached a terminal status.
 //!
 //! At ten million assets the twin's items would take gigabytes, so an item that settles as
-//! complete (done or no text, no dead-letter mark) moves out of the twin into a compact table
+//! complete (done or no text) moves out of the twin into a compact table
 //! by asset, from which the batch read and the claim answer as the twin would for it (a
 //! complete item is skipped unless a re-OCR is forced; the simulation forces none). Everything
 //! in play (claims, releases, failures and their marks) stays in the twin.
@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use shared::store::memory::{MemoryCheckpointStore, MemoryResultStore};
 use shared::store::{
-    BatchRead, Checkpoint, CheckpointStore, Claim, ClaimOutcome, ItemState, RequestMark,
-    ResultRecord, ResultStore, Status, StoreError, WRITE_BATCH_MAX,
+    Checkpoint, CheckpointStore, Claim, ClaimOutcome, FailureRecord, ItemState, RequestMark,
+    ResultRecord, ResultStore, Status, StoreError,
 };
 
 use super::cloudinary::index_of;
@@ -138,7 +138,10 @@ impl SimStore {
     async fn claim_one(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
         self.counts.write_units.fetch_add(1, Ordering::Relaxed);
         if let Some(s) = self.settled_of(claim.key) {
-            assert!(!claim.force, "the simulation forces no re-OCR");
+            assert!(
+                !claim.opens(Some(s.status), s.version, s.ocr_at_ms),
+                "the simulation forces no re-OCR and uploads no new version"
+            );
             return Ok(ClaimOutcome::AlreadyComplete(s.status));
         }
         self.results.claim(claim).await
@@ -160,7 +163,6 @@ impl SimStore {
         }
         if written
             && record.status.is_complete()
-            && record.dead_letter.is_none()
             && let Some(slot) = index_of(&record.key)
                 .and_then(|i| self.settled().get(i as usize).map(|_| i as usize))
         {
@@ -178,28 +180,24 @@ impl SimStore {
 
 impl ResultStore for SimStore {
     async fn states(&self, keys: &[String]) -> Result<HashMap<String, ItemState>, StoreError> {
-        Ok(self.read_batch(keys).await?.states)
-    }
-
-    async fn read_batch(&self, keys: &[String]) -> Result<BatchRead, StoreError> {
         self.count("dynamodb:BatchGetItem", keys.len().div_ceil(100) as u64);
         self.counts
             .read_units
             .fetch_add(keys.len() as u64, Ordering::Relaxed);
-        let mut read = self.results.read_batch(keys).await?;
+        let mut states = self.results.states(keys).await?;
         for key in keys {
             if let Some(s) = self.settled_of(key) {
                 let state = ItemState {
                     status: s.status,
                     ocr_at_ms: s.ocr_at_ms,
                     version: s.version,
-                    dead_letter: None,
+                    dead_letters: Vec::new(),
                     error: None,
                 };
-                read.states.insert(key.clone(), state);
+                states.insert(key.clone(), state);
             }
         }
-        Ok(read)
+        Ok(states)
     }
 
     async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
@@ -207,49 +205,26 @@ impl ResultStore for SimStore {
         self.claim_one(claim).await
     }
 
-    /// Claims with a read go in batched statements, as the DynamoDB store writes them (the
-    /// twin takes each claim as it would alone: a batched claim whose condition fails falls
-    /// back to that anyway).
-    async fn claim_batch(&self, claims: &[Claim<'_>]) -> Vec<Result<ClaimOutcome, StoreError>> {
-        let batched = claims.iter().filter(|c| c.seen.is_some()).count();
-        if batched > 1 {
-            self.count(
-                "dynamodb:BatchExecuteStatement",
-                batched.div_ceil(WRITE_BATCH_MAX) as u64,
-            );
-        }
-        let mut out = Vec::with_capacity(claims.len());
-        for claim in claims {
-            if batched <= 1 || claim.seen.is_none() {
-                self.count("dynamodb:UpdateItem", 1);
-            }
-            out.push(self.claim_one(claim).await);
-        }
-        out
-    }
-
     async fn put_result(&self, record: &ResultRecord, token: &str) -> Result<bool, StoreError> {
         self.count("dynamodb:PutItem", 1);
         self.put_one(record, token).await
     }
 
-    async fn put_results(
-        &self,
-        results: &[(&ResultRecord, &str)],
-    ) -> Vec<Result<bool, StoreError>> {
-        if results.len() > 1 {
-            self.count(
-                "dynamodb:BatchExecuteStatement",
-                results.len().div_ceil(WRITE_BATCH_MAX) as u64,
-            );
-        } else {
-            self.count("dynamodb:PutItem", results.len() as u64);
+    async fn put_failure(&self, failure: &FailureRecord, token: &str) -> Result<bool, StoreError> {
+        self.count("dynamodb:UpdateItem", 1);
+        self.counts.write_units.fetch_add(1, Ordering::Relaxed);
+        let was_terminal = self.results.status(&failure.key).is_some();
+        let written = self.results.put_failure(failure, token).await?;
+        if written && !was_terminal {
+            self.counts.terminal.fetch_add(1, Ordering::Relaxed);
         }
-        let mut out = Vec::with_capacity(results.len());
-        for (record, token) in results {
-            out.push(self.put_one(record, token).await);
-        }
-        out
+        Ok(written)
+    }
+
+    async fn note_error(&self, key: &str, error: &str) -> Result<(), StoreError> {
+        self.count("dynamodb:UpdateItem", 1);
+        self.counts.write_units.fetch_add(1, Ordering::Relaxed);
+        self.results.note_error(key, error).await
     }
 
     async fn release(

@@ -211,12 +211,12 @@ pub fn venv_python() -> (std::path::PathBuf, std::path::PathBuf) {
     (root, python)
 }
 
-/// A claim of an upload image for a minute from `now_ms`.
+/// A claim of an upload image for a minute from `now_ms`, asking for `intent`.
 pub fn image_claim(
     key: &'static str,
     token: &'static str,
     now_ms: u64,
-    seen: Option<shared::store::Seen>,
+    intent: shared::store::ClaimIntent,
 ) -> shared::store::Claim<'static> {
     shared::store::Claim {
         key,
@@ -225,8 +225,8 @@ pub fn image_claim(
         token,
         now_ms,
         expires_at_ms: now_ms + 60_000,
-        force: false,
-        seen,
+        intent,
+        drop_marks: &[],
     }
 }
 

@@ -38,7 +38,6 @@ async fn put(h: &Harness, id: &str, text: Option<&str>, failed: bool) {
             "HTTP 404: Resource not found",
             1,
             "2026-01-01T00:00:00Z".into(),
-            None,
         )
     } else {
         let outcome = match text {

@@ -960,7 +960,9 @@ async fn a_released_claim_keeps_restores_or_removes_its_request_mark() {
     let h = Harness::new(Vec::new(), crate::common::stack_settings(), |_| {}).await;
     let store = DynamoResultStore::new(h.ddb.clone(), &h.stack.names.results_table);
     let claim =
-        |token: &'static str, now_ms: u64| crate::common::image_claim("a", token, now_ms, None);
+        |token: &'static str, now_ms: u64| {
+            crate::common::image_claim("a", token, now_ms, shared::store::ClaimIntent::Plain)
+        };
     let requested_before = |outcome: ClaimOutcome| match outcome {
         ClaimOutcome::Claimed {
             requested_before, ..
@@ -1002,204 +1004,85 @@ async fn a_released_claim_keeps_restores_or_removes_its_request_mark() {
     assert_eq!(s(&item, "claimToken").as_deref(), Some("t5"));
 }
 
-/// Claims and results written by batched statements (PartiQL's BatchExecuteStatement, through
-/// the harness that evaluates their conditions) end as the single writes would: a claim of an
-/// asset unchanged since the batch's read is taken with the old values the read saw; one whose
-/// asset changed (or appeared) in between falls back to a claim of its own, which tells why; a
-/// result replaces the item as `put_result` does, and only under its claim.
+/// On DynamoDB (moto) the results table keeps the worker's money rules: a failure keeps the
+/// request mark of an OCR that may have been billed and adds its message's dead-letter mark
+/// beside the others; a real try of a message takes its own mark off; a claim for a newer
+/// version or a forced re-OCR holds only against the item as it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batched_claims_and_results_end_as_single_writes() {
-    use shared::ocr::OcrOutcome;
+async fn the_results_table_keeps_request_marks_dead_letter_marks_and_claim_intents() {
     use shared::store::{
-        Claim, ClaimOutcome, DynamoResultStore, RequestMark, ResultRecord, ResultStore, Seen,
-        Status,
+        ClaimIntent, ClaimOutcome, DeadLetterKind, DeadLetterMark, DynamoResultStore,
+        FailureRecord, RequestMark, ResultRecord, ResultStore, Status,
     };
     let h = Harness::new(Vec::new(), crate::common::stack_settings(), |_| {}).await;
     let store = DynamoResultStore::new(h.ddb.clone(), &h.stack.names.results_table);
-    let claim = crate::common::image_claim;
-    let record = |key: &str, text: Option<&str>| ResultRecord {
-        pages: 1,
-        ..ResultRecord::from_outcome(
-            key,
-            "image",
-            "upload",
-            match text {
-                Some(t) => OcrOutcome::Text {
-                    text: t.into(),
-                    locale: Some("en".into()),
-                },
-                None => OcrOutcome::NoText,
-            },
-            Default::default(),
-            1,
-            "2026-11-26T00:00:00Z".into(),
-        )
+    let claim = |token, now_ms, intent| crate::common::image_claim("a", token, now_ms, intent);
+    let failure = |message_id: &str, receive_count, request_mark| FailureRecord {
+        key: "a".into(),
+        resource_type: "image".into(),
+        delivery_type: "upload".into(),
+        error: "HTTP 404: Resource not found".into(),
+        kind: DeadLetterKind::Permanent,
+        mark: DeadLetterMark {
+            message_id: message_id.into(),
+            receive_count,
+            at_ms: 5_000,
+        },
+        attempts: 1,
+        at: "2026-12-04T00:00:05Z".into(),
+        request_mark,
     };
-    // An attempt that may have been billed: claimed, then released with its mark kept.
-    let timed_out = |claim: Claim<'static>| {
-        let store = store.clone();
-        async move {
-            store.claim(&claim).await.expect("claim");
-            store
-                .release(claim.key, claim.token, "timed out", RequestMark::Keep)
-                .await
-                .expect("release");
-        }
+    // A failure after a request that may have run keeps its mark; two messages, two marks.
+    store.claim(&claim("t1", 1_000, ClaimIntent::Plain)).await.expect("claim");
+    assert!(store.put_failure(&failure("m1", 1, RequestMark::Keep), "t1").await.expect("fail"));
+    store.claim(&claim("t2", 2_000, ClaimIntent::Plain)).await.expect("claim");
+    assert!(store.put_failure(&failure("m2", 1, RequestMark::Restore(Some(1_000))), "t2").await.expect("fail"));
+    assert!(!store.put_failure(&failure("m3", 1, RequestMark::Keep), "t2").await.expect("a lost claim"));
+    let states = store.states(&["a".to_string()]).await.expect("states");
+    let state = &states["a"];
+    assert_eq!(state.status, Status::Failed);
+    assert_eq!(state.error.as_deref(), Some("HTTP 404: Resource not found"));
+    let mut ids: Vec<&str> = state.dead_letters.iter().map(|m| m.message_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["m1", "m2"]);
+    let item = h.item("a").await.expect("the item");
+    assert_eq!(n(&item, "ocrRequestedAt"), Some(1_000), "the mark of a request that may have run");
+    assert_eq!(s(&item, "failureKind").as_deref(), Some("permanent"));
+    // A real try of m1 takes m1's mark off, and finds the request mark (read back, not paid).
+    let m1 = state.marks_of("m1");
+    let mut c = claim("t3", 3_000, ClaimIntent::Plain);
+    c.drop_marks = &m1;
+    match store.claim(&c).await.expect("claim") {
+        ClaimOutcome::Claimed { requested_before, .. } => assert_eq!(requested_before, Some(1_000)),
+        other => panic!("{other:?}"),
+    }
+    let states = store.states(&["a".to_string()]).await.expect("states");
+    let ids: Vec<&str> = states["a"].dead_letters.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!(ids, ["m2"]);
+    // A result of version 2 written at 10 s: a version-2 claim or a forced re-OCR asked for
+    // before it finds it complete; a version-3 claim and a later re-OCR take it.
+    let done = ResultRecord {
+        asset: shared::ocr::AssetFields { version: Some(2), ..Default::default() },
+        ..ResultRecord::from_outcome("a", "image", "upload", shared::ocr::OcrOutcome::NoText, Default::default(), 2, "1970-01-01T00:00:10Z".into())
     };
-    // b and c: such an attempt each; e: such an attempt, then done.
-    for key in ["b", "c", "e"] {
-        timed_out(claim(key, "t0", 1_000, None)).await;
-    }
-    store
-        .claim(&claim("e", "t1", 2_000, None))
-        .await
-        .expect("claim");
-    assert!(
-        store
-            .put_result(&record("e", Some("old")), "t1")
-            .await
-            .expect("put")
-    );
-
-    let keys: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
-    let read = store.read_batch(&keys).await.expect("read");
-    assert_eq!(read.seen["a"], Seen::Absent);
-    assert_eq!(read.seen["d"], Seen::Absent);
-    assert_eq!(
-        read.seen["b"],
-        Seen::Present {
-            attempts: Some(1),
-            requested_at: Some(1_000)
+    assert!(store.put_result(&done, "t3").await.expect("result"));
+    let item = h.item("a").await.expect("the item");
+    assert_eq!((n(&item, "ocrRequestedAt"), item.get("failedMessages")), (None, None), "a result replaces the item");
+    for (token, intent, taken) in [
+        ("t4", ClaimIntent::Plain, false),
+        ("t5", ClaimIntent::NewVersion(2), false),
+        ("t6", ClaimIntent::Forced { asked_at_ms: 9_000 }, false),
+        ("t7", ClaimIntent::NewVersion(3), true),
+    ] {
+        let outcome = store.claim(&claim(token, 20_000, intent)).await.expect("claim");
+        assert_eq!(matches!(outcome, ClaimOutcome::Claimed { .. }), taken, "{intent:?}: {outcome:?}");
+        if taken {
+            store.release("a", token, "test", RequestMark::Restore(None)).await.expect("release");
         }
-    );
-    assert_eq!(read.states["e"].status, Status::Done);
-    // After the read: another such attempt at c; d is claimed by another invocation.
-    timed_out(claim("c", "t2", 5_000, None)).await;
-    store
-        .claim(&claim("d", "other", 5_000, None))
-        .await
-        .expect("claim");
-
-    let claims: Vec<Claim<'_>> = ["a", "b", "c", "d", "e"]
-        .into_iter()
-        .map(|key| claim(key, "mine", 10_000, read.seen.get(key).copied()))
-        .collect();
-    let outcomes: Vec<ClaimOutcome> = store
-        .claim_batch(&claims)
-        .await
-        .into_iter()
-        .map(|o| o.expect("no store error"))
-        .collect();
-    assert_eq!(
-        outcomes,
-        vec![
-            ClaimOutcome::Claimed {
-                attempts: 1,
-                requested_before: None
-            },
-            ClaimOutcome::Claimed {
-                attempts: 2,
-                requested_before: Some(1_000)
-            },
-            // Changed since the read: its own claim found what the later attempt left.
-            ClaimOutcome::Claimed {
-                attempts: 3,
-                requested_before: Some(5_000)
-            },
-            ClaimOutcome::HeldUntil(65_000),
-            ClaimOutcome::AlreadyComplete(Status::Done),
-        ]
-    );
-    assert_eq!(
-        store.batched_writes(),
-        2,
-        "a and b were claimed by the batch"
-    );
-    // The same claims again (an answer lost, the request retried): each is found ours, with
-    // the same values.
-    let again: Vec<ClaimOutcome> = store
-        .claim_batch(&claims[..2])
-        .await
-        .into_iter()
-        .map(|o| o.expect("no store error"))
-        .collect();
-    assert_eq!(again, outcomes[..2]);
-    for key in ["a", "b", "c"] {
-        let item = h.item(key).await.expect("the item");
-        assert_eq!(s(&item, "claimToken").as_deref(), Some("mine"), "{key}");
-        assert_eq!(n(&item, "claimExpiresAt"), Some(70_000), "{key}");
-        assert_eq!(n(&item, "ocrRequestedAt"), Some(10_000), "{key}");
     }
-    assert_eq!(n(&h.item("c").await.expect("c"), "attempts"), Some(3));
-
-    // Results: two under their claims (one with text, one without), one whose claim is not
-    // this token's; and the same record written alone, for comparison.
-    let (a, b) = (record("a", Some("hello")), record("b", None));
-    let lost = record("d", Some("never"));
-    let written = store
-        .put_results(&[(&a, "mine"), (&b, "mine"), (&lost, "mine")])
-        .await;
-    let written: Vec<bool> = written
-        .into_iter()
-        .map(|w| w.expect("no store error"))
-        .collect();
-    assert_eq!(written, vec![true, true, false]);
-    assert_eq!(store.batched_writes(), 4);
-    timed_out(claim("x", "tx", 10_000, None)).await;
-    store
-        .claim(&claim("x", "tx2", 11_000, None))
-        .await
-        .expect("claim");
-    assert!(
-        store
-            .put_result(&record("x", None), "tx2")
-            .await
-            .expect("put")
-    );
-    let mut alone = h.item("x").await.expect("x");
-    let mut batched = h.item("b").await.expect("b");
-    alone.remove("publicId");
-    batched.remove("publicId");
-    assert_eq!(
-        batched, alone,
-        "a batched result replaces the item as a single one does"
-    );
-    let a_item = h.item("a").await.expect("a");
-    assert_eq!(s(&a_item, "text").as_deref(), Some("hello"));
-    assert_eq!(s(&a_item, "status").as_deref(), Some("done"));
-    assert_eq!(s(&a_item, "claimToken"), None);
-    assert_eq!(
-        s(&h.item("d").await.expect("d"), "claimToken").as_deref(),
-        Some("other")
-    );
-}
-
-/// boto3 (AWS's own SDK, a client nobody here wrote) finds DynamoDB's documented semantics in
-/// the harness's BatchExecuteStatement: inserts, conditional updates, a missing item, a
-/// duplicate, a short parameter list, each answered on its own; 26 statements refused whole
-/// (`infra/scripts/partiql_check.py`).
-#[test]
-fn boto3_finds_dynamodb_semantics_in_batched_statements() {
-    let (root, python) = crate::common::venv_python();
-    let endpoint = std::env::var("AWS_ENDPOINT_URL")
-        .expect("AWS_ENDPOINT_URL: run under infra/scripts/moto.sh, as `make test` does");
-    let table = format!(
-        "partiql-check-{}",
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let out = std::process::Command::new(python)
-        .arg(root.join("infra/scripts/partiql_check.py"))
-        .arg(&table)
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .output()
-        .expect("running Python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("every check passed"),
-        "boto3 against the harness:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let outcome = store.claim(&claim("t8", 30_000, ClaimIntent::Forced { asked_at_ms: 11_000 })).await.expect("claim");
+    assert!(matches!(outcome, ClaimOutcome::Claimed { .. }), "{outcome:?}");
+    // A note of why a message reaches the DLQ, when nothing else could be written.
+    store.note_error("b", "deferring failed: throttled").await.expect("note");
+    assert_eq!(s(&h.item("b").await.expect("b"), "error").as_deref(), Some("deferring failed: throttled"));
 }

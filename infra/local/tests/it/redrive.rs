@@ -312,7 +312,7 @@ async fn every_dead_letter_is_redriven_and_done_both_ways_with_either_identity()
         for id in [late(0), late(1), late(2), "flaky".into()] {
             let item = h.item(&id).await.unwrap();
             assert_eq!(s(&item, "status").as_deref(), Some("done"), "{case}: {id}");
-            assert_eq!(item.get("failedMessageId"), None, "{case}: {id}");
+            assert_eq!(item.get("failedMessages"), None, "{case}: {id}");
         }
         assert_eq!(
             h.emulator.ocr_requests("flaky"),

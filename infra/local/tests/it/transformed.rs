@@ -237,11 +237,11 @@ fn the_worker_may_make_every_call_its_store_makes() {
         worker_actions_missing(&transform(&template())),
         Vec::<&str>::new()
     );
-    // Without the PartiQL update, every batched claim and result would be refused.
-    let broken = broken("                  - dynamodb:PartiQLUpdate\n", "");
+    // Without UpdateItem, every claim would be refused.
+    let broken = broken("                  - dynamodb:UpdateItem\n", "");
     assert_eq!(
         worker_actions_missing(&transform(&broken)),
-        vec!["dynamodb:PartiQLUpdate"]
+        vec!["dynamodb:UpdateItem"]
     );
 }
 

@@ -207,6 +207,11 @@ fn outcomes(run: &Run) -> Vec<String> {
     out
 }
 
+fn healthy_within(run: &Run) -> Duration {
+    let done_at = run.scenario.events.iter().find(|(_, e)| matches!(e, super::Event::HealthyDone));
+    done_at.map_or(Duration::ZERO, |(at, _)| *at - super::CHAOS)
+}
+
 /// The healthy assets not yet done with their newest version's text.
 pub fn healthy_not_done(run: &Run) -> Vec<String> {
     (run.scenario.broken..run.scenario.assets)
