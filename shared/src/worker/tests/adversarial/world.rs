@@ -189,7 +189,7 @@ impl Cloud {
         let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
         // Mostly short, now and then long enough to straddle a window's turn.
         match rng.below(5) {
-            0 => Duration::from_millis(5_000 + rng.below(15_000)),
+            0 => Duration::from_millis(5_000 + rng.below(50_000)),
             _ => Duration::from_millis(50 + rng.below(1_500)),
         }
     }
