@@ -259,7 +259,8 @@ impl LiveWorker {
             }
         };
         let current = self.current();
-        if credentials == *current.ocr().credentials() && current.ocr().credentials_fault().is_none()
+        if credentials == *current.ocr().credentials()
+            && current.ocr().credentials_fault().is_none()
         {
             return SecretCheck::Unchanged;
         }

@@ -32,6 +32,10 @@ pub struct ChaosOptions {
     pub quota_window: Duration,
     pub kill_rate: f64,
     pub malformed: usize,
+    /// The Cloudinary secret is rotated this long into the first drain, and fixed this long
+    /// after (zero: never): every call meanwhile is refused (HTTP 401).
+    pub outage_after: Duration,
+    pub outage: Duration,
 }
 
 impl Default for ChaosOptions {
@@ -47,6 +51,9 @@ impl Default for ChaosOptions {
             quota_window: Duration::from_secs(3),
             kill_rate: 0.02,
             malformed: 5,
+            outage_after: Duration::from_secs(10),
+            // About two hours at this run's scale (a visibility timeout of 8 s for 15 min).
+            outage: Duration::from_secs(64),
         }
     }
 }
@@ -83,6 +90,10 @@ pub struct ChaosReport {
     pub by_delivery_type: HashMap<String, u64>,
     pub injected_errors: u64,
     pub rate_limited_answers: u64,
+    /// Calls Cloudinary refused for their credentials (the outage), and the dead letters
+    /// whose reason is such a refusal (must be none: those messages wait for the fix).
+    pub unauthorized_answers: u64,
+    pub outage_planned: bool,
     pub deferred: u64,
     pub retried: u64,
     pub killed_invocations: u64,
@@ -213,6 +224,19 @@ impl ChaosReport {
         }) {
             p.push("a message refused under the hourly quota reached the DLQ".into());
         }
+        let by_credentials = self
+            .dlq_reasons
+            .iter()
+            .filter(|(_, r)| r.contains("Invalid credentials") || r.contains("HTTP 401"))
+            .count();
+        if by_credentials > 0 {
+            p.push(format!(
+                "{by_credentials} messages were dead-lettered by the credentials outage"
+            ));
+        }
+        if self.outage_planned && self.unauthorized_answers == 0 {
+            p.push("the credentials outage refused no call".into());
+        }
         if self.rate_limited_answers > 0 && self.deferred == 0 {
             p.push("Cloudinary answered 420 but no message was deferred".into());
         }
@@ -266,6 +290,14 @@ impl ChaosReport {
         println!(
             "  monthly limit         {} uploaded again while it was reached: dead-lettered with its message, done after the redrive",
             self.monthly_limited.len()
+        );
+        println!(
+            "  credentials outage    {} calls refused (HTTP 401) while the secret was wrong; dead-lettered by it: {}",
+            self.unauthorized_answers,
+            self.dlq_reasons
+                .iter()
+                .filter(|(_, r)| r.contains("Invalid credentials") || r.contains("HTTP 401"))
+                .count()
         );
         println!(
             "  OCR calls per version {:.4} billed ({} billed for {} versions, {} requests, max {} for one version)",
@@ -343,6 +375,7 @@ pub async fn run(
                     s.pending_poll_delay = Duration::from_secs(1);
                     // A month-long limit is waited on in seconds here, not in 15-minute steps.
                     s.max_deferral = Duration::from_secs(1);
+                    s.credentials_wait = Duration::from_secs(1);
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?,
@@ -461,6 +494,8 @@ pub async fn run(
     report.ocr_requests = billed.ocr_requests;
     report.injected_errors = billed.injected_errors;
     report.rate_limited_answers = billed.rate_limited;
+    report.unauthorized_answers = billed.unauthorized;
+    report.outage_planned = !options.outage.is_zero();
     // Each version of an image is paid for once; the restored asset once.
     let versions: HashMap<cloudinary_emulator::AssetId, u64> =
         corpus.iter().map(|a| (a.id(), a.version)).collect();
@@ -638,9 +673,12 @@ async fn drain_under_squeeze(
     let mut ticker = tokio::time::interval(Duration::from_secs(5));
     let mut squeeze = tokio::time::interval(Duration::from_secs(4));
     let mut squeezed = false;
+    let outage = credentials_outage(emulator, options);
+    tokio::pin!(outage);
     let end = loop {
         tokio::select! {
             end = &mut drained => break end?,
+            () = &mut outage => {}
             _ = squeeze.tick() => {
                 squeezed = !squeezed;
                 let limit = if squeezed { options.quota_limit / 4 } else { options.quota_limit };
@@ -654,6 +692,25 @@ async fn drain_under_squeeze(
     };
     anyhow::ensure!(end == DrainEnd::Empty, "the work queue did not drain");
     Ok(())
+}
+
+/// The credentials outage: the secret Cloudinary accepts is rotated (every call of the workers
+/// refused, HTTP 401) and put back when the operator fixes it; resolves after the fix.
+async fn credentials_outage(emulator: &Emulator, options: &ChaosOptions) {
+    if options.outage.is_zero() {
+        return std::future::pending().await;
+    }
+    tokio::time::sleep(options.outage_after).await;
+    let secret = emulator.config().api_secret;
+    emulator.configure(|c| c.api_secret = format!("{secret}-rotated"));
+    println!(
+        "  ... the Cloudinary secret is rotated: every call refused for {}s (about two hours at this run's scale)",
+        options.outage.as_secs()
+    );
+    tokio::time::sleep(options.outage).await;
+    emulator.configure(|c| c.api_secret = secret);
+    println!("  ... the secret is fixed");
+    std::future::pending().await
 }
 
 /// Every asset but the one whose id cannot be a key has a terminal item.

@@ -203,7 +203,9 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
 
     /// The message again after a delay that doubles with each refusal of the credentials.
     fn wait_for_credentials(&self, message: &WorkMessage) -> Disposition {
-        let delay = defaults::CREDENTIALS_WAIT
+        let delay = self
+            .settings
+            .credentials_wait
             .saturating_mul(1 << message.credential_waits.min(10))
             .min(MAX_DELAY);
         let next = WorkMessage {

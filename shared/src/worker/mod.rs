@@ -126,6 +126,10 @@ pub struct WorkerSettings {
     /// The longest a message is deferred at once (SQS's longest delay, 15 minutes; a wait
     /// longer than that is made of several deferrals).
     pub max_deferral: Duration,
+    /// After Cloudinary refuses the credentials, no call is made for this long (the
+    /// invocation backs off; its other records wait in the queue), and a refused message
+    /// waits this long at first, doubling with each refusal.
+    pub credentials_wait: Duration,
     /// Where "now" comes from.
     pub clock: Clock,
 }
@@ -142,6 +146,7 @@ impl Default for WorkerSettings {
             instances: 1,
             hold_margin: defaults::HOLD_MARGIN,
             max_deferral: crate::queue::MAX_DELAY,
+            credentials_wait: defaults::CREDENTIALS_WAIT,
             clock: Clock::System,
         }
     }

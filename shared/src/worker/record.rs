@@ -267,6 +267,13 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         }
         held.none_found.store(true, Ordering::Relaxed);
         tracing::info!("no OCR on the asset after an unfinished attempt: requesting it");
+        // Nothing to read back any more: should the request have to wait, the message that
+        // waits asks for the request, not for another read-back.
+        let message = &WorkMessage {
+            ocr_requested: false,
+            pending_polls: 0,
+            ..message.clone()
+        };
         let permit = self
             .next_permit(self.ocr.request_api(), message, held)
             .await?;
@@ -359,7 +366,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             tracing::error!(error = %e.reason, "cloudinary refused the credentials");
             for gate in [Api::Admin, Api::Upload] {
                 self.gate(gate)
-                    .pause_until(now, now + defaults::CREDENTIALS_WAIT);
+                    .pause_until(now, now + self.settings.credentials_wait);
             }
             return;
         }

@@ -13,6 +13,10 @@ async fn chaos_keeps_every_promise() {
         timeout_rate: 0.02,
         kill_rate: 0.05,
         quota_limit: 120,
+        // Longer than the five receives a message has (5 × 8 s): before messages waited on
+        // refused credentials, every message received meanwhile was dead-lettered.
+        outage_after: std::time::Duration::from_secs(2),
+        outage: std::time::Duration::from_secs(45),
         ..ChaosOptions::default()
     };
     let report = run(&sdk, &options).await.expect("chaos run");
@@ -20,6 +24,10 @@ async fn chaos_keeps_every_promise() {
     assert_eq!(report.problems(), Vec::<String>::new());
     assert!(report.injected_errors > 0, "faults were injected");
     assert!(report.documents > 0, "multi-page documents were stored");
+    assert!(
+        report.unauthorized_answers > 0,
+        "the credentials outage refused calls (none dead-lettered: see problems)"
+    );
     assert!(
         report.killed_invocations > 0,
         "invocations were killed mid-batch"

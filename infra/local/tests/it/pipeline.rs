@@ -959,10 +959,9 @@ async fn a_released_claim_keeps_restores_or_removes_its_request_mark() {
     use shared::store::{ClaimOutcome, DynamoResultStore, RequestMark, ResultStore};
     let h = Harness::new(Vec::new(), crate::common::stack_settings(), |_| {}).await;
     let store = DynamoResultStore::new(h.ddb.clone(), &h.stack.names.results_table);
-    let claim =
-        |token: &'static str, now_ms: u64| {
-            crate::common::image_claim("a", token, now_ms, shared::store::ClaimIntent::Plain)
-        };
+    let claim = |token: &'static str, now_ms: u64| {
+        crate::common::image_claim("a", token, now_ms, shared::store::ClaimIntent::Plain)
+    };
     let requested_before = |outcome: ClaimOutcome| match outcome {
         ClaimOutcome::Claimed {
             requested_before, ..
@@ -1033,56 +1032,134 @@ async fn the_results_table_keeps_request_marks_dead_letter_marks_and_claim_inten
         request_mark,
     };
     // A failure after a request that may have run keeps its mark; two messages, two marks.
-    store.claim(&claim("t1", 1_000, ClaimIntent::Plain)).await.expect("claim");
-    assert!(store.put_failure(&failure("m1", 1, RequestMark::Keep), "t1").await.expect("fail"));
-    store.claim(&claim("t2", 2_000, ClaimIntent::Plain)).await.expect("claim");
-    assert!(store.put_failure(&failure("m2", 1, RequestMark::Restore(Some(1_000))), "t2").await.expect("fail"));
-    assert!(!store.put_failure(&failure("m3", 1, RequestMark::Keep), "t2").await.expect("a lost claim"));
+    store
+        .claim(&claim("t1", 1_000, ClaimIntent::Plain))
+        .await
+        .expect("claim");
+    assert!(
+        store
+            .put_failure(&failure("m1", 1, RequestMark::Keep), "t1")
+            .await
+            .expect("fail")
+    );
+    store
+        .claim(&claim("t2", 2_000, ClaimIntent::Plain))
+        .await
+        .expect("claim");
+    assert!(
+        store
+            .put_failure(&failure("m2", 1, RequestMark::Restore(Some(1_000))), "t2")
+            .await
+            .expect("fail")
+    );
+    assert!(
+        !store
+            .put_failure(&failure("m3", 1, RequestMark::Keep), "t2")
+            .await
+            .expect("a lost claim")
+    );
     let states = store.states(&["a".to_string()]).await.expect("states");
     let state = &states["a"];
     assert_eq!(state.status, Status::Failed);
     assert_eq!(state.error.as_deref(), Some("HTTP 404: Resource not found"));
-    let mut ids: Vec<&str> = state.dead_letters.iter().map(|m| m.message_id.as_str()).collect();
+    let mut ids: Vec<&str> = state
+        .dead_letters
+        .iter()
+        .map(|m| m.message_id.as_str())
+        .collect();
     ids.sort();
     assert_eq!(ids, ["m1", "m2"]);
     let item = h.item("a").await.expect("the item");
-    assert_eq!(n(&item, "ocrRequestedAt"), Some(1_000), "the mark of a request that may have run");
+    assert_eq!(
+        n(&item, "ocrRequestedAt"),
+        Some(1_000),
+        "the mark of a request that may have run"
+    );
     assert_eq!(s(&item, "failureKind").as_deref(), Some("permanent"));
     // A real try of m1 takes m1's mark off, and finds the request mark (read back, not paid).
     let m1 = state.marks_of("m1");
     let mut c = claim("t3", 3_000, ClaimIntent::Plain);
     c.drop_marks = &m1;
     match store.claim(&c).await.expect("claim") {
-        ClaimOutcome::Claimed { requested_before, .. } => assert_eq!(requested_before, Some(1_000)),
+        ClaimOutcome::Claimed {
+            requested_before, ..
+        } => assert_eq!(requested_before, Some(1_000)),
         other => panic!("{other:?}"),
     }
     let states = store.states(&["a".to_string()]).await.expect("states");
-    let ids: Vec<&str> = states["a"].dead_letters.iter().map(|m| m.message_id.as_str()).collect();
+    let ids: Vec<&str> = states["a"]
+        .dead_letters
+        .iter()
+        .map(|m| m.message_id.as_str())
+        .collect();
     assert_eq!(ids, ["m2"]);
     // A result of version 2 written at 10 s: a version-2 claim or a forced re-OCR asked for
     // before it finds it complete; a version-3 claim and a later re-OCR take it.
     let done = ResultRecord {
-        asset: shared::ocr::AssetFields { version: Some(2), ..Default::default() },
-        ..ResultRecord::from_outcome("a", "image", "upload", shared::ocr::OcrOutcome::NoText, Default::default(), 2, "1970-01-01T00:00:10Z".into())
+        asset: shared::ocr::AssetFields {
+            version: Some(2),
+            ..Default::default()
+        },
+        ..ResultRecord::from_outcome(
+            "a",
+            "image",
+            "upload",
+            shared::ocr::OcrOutcome::NoText,
+            Default::default(),
+            2,
+            "1970-01-01T00:00:10Z".into(),
+        )
     };
     assert!(store.put_result(&done, "t3").await.expect("result"));
     let item = h.item("a").await.expect("the item");
-    assert_eq!((n(&item, "ocrRequestedAt"), item.get("failedMessages")), (None, None), "a result replaces the item");
+    assert_eq!(
+        (n(&item, "ocrRequestedAt"), item.get("failedMessages")),
+        (None, None),
+        "a result replaces the item"
+    );
     for (token, intent, taken) in [
         ("t4", ClaimIntent::Plain, false),
         ("t5", ClaimIntent::NewVersion(2), false),
         ("t6", ClaimIntent::Forced { asked_at_ms: 9_000 }, false),
         ("t7", ClaimIntent::NewVersion(3), true),
     ] {
-        let outcome = store.claim(&claim(token, 20_000, intent)).await.expect("claim");
-        assert_eq!(matches!(outcome, ClaimOutcome::Claimed { .. }), taken, "{intent:?}: {outcome:?}");
+        let outcome = store
+            .claim(&claim(token, 20_000, intent))
+            .await
+            .expect("claim");
+        assert_eq!(
+            matches!(outcome, ClaimOutcome::Claimed { .. }),
+            taken,
+            "{intent:?}: {outcome:?}"
+        );
         if taken {
-            store.release("a", token, "test", RequestMark::Restore(None)).await.expect("release");
+            store
+                .release("a", token, "test", RequestMark::Restore(None))
+                .await
+                .expect("release");
         }
     }
-    let outcome = store.claim(&claim("t8", 30_000, ClaimIntent::Forced { asked_at_ms: 11_000 })).await.expect("claim");
-    assert!(matches!(outcome, ClaimOutcome::Claimed { .. }), "{outcome:?}");
+    let outcome = store
+        .claim(&claim(
+            "t8",
+            30_000,
+            ClaimIntent::Forced {
+                asked_at_ms: 11_000,
+            },
+        ))
+        .await
+        .expect("claim");
+    assert!(
+        matches!(outcome, ClaimOutcome::Claimed { .. }),
+        "{outcome:?}"
+    );
     // A note of why a message reaches the DLQ, when nothing else could be written.
-    store.note_error("b", "deferring failed: throttled").await.expect("note");
-    assert_eq!(s(&h.item("b").await.expect("b"), "error").as_deref(), Some("deferring failed: throttled"));
+    store
+        .note_error("b", "deferring failed: throttled")
+        .await
+        .expect("note");
+    assert_eq!(
+        s(&h.item("b").await.expect("b"), "error").as_deref(),
+        Some("deferring failed: throttled")
+    );
 }

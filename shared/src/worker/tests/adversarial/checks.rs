@@ -34,6 +34,15 @@ pub struct Seen {
 
 impl Seen {
     /// Checks one disposition against the message's life so far.
+    /// A receive whose invocation was killed: what it did is not known.
+    pub fn unknown(&mut self, message_id: &str, life: u32) {
+        let entry = self
+            .lives
+            .entry((message_id.to_string(), life))
+            .or_default();
+        entry.uncertain = true;
+    }
+
     /// Checks one disposition, of a receive at `received_at`, against the message's life so
     /// far (a receive made before the failure was recorded, a duplicate delivery, may call).
     pub fn disposition(
@@ -208,7 +217,11 @@ fn outcomes(run: &Run) -> Vec<String> {
 }
 
 fn healthy_within(run: &Run) -> Duration {
-    let done_at = run.scenario.events.iter().find(|(_, e)| matches!(e, super::Event::HealthyDone));
+    let done_at = run
+        .scenario
+        .events
+        .iter()
+        .find(|(_, e)| matches!(e, super::Event::HealthyDone));
     done_at.map_or(Duration::ZERO, |(at, _)| *at - super::CHAOS)
 }
 
@@ -224,7 +237,7 @@ pub fn healthy_not_done(run: &Run) -> Vec<String> {
         .map(|k| {
             format!(
                 "{k}: not done {} h after the faults stopped",
-                super::HEAL.as_secs() / 3600
+                healthy_within(run).as_secs() / 3600
             )
         })
         .collect()
