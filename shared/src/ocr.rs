@@ -486,6 +486,16 @@ mod tests {
             (r.asset.bytes, r.asset.width, r.asset.height, r.pages),
             (None, None, Some(4), 6)
         );
+    }
+
+    /// An answer without an OCR result is one; a failed OCR's `data` may be anything.
+    #[test]
+    fn an_answer_without_ocr_is_refused_and_a_failed_ocr_read_whatever_its_data() {
+        let from_bytes = |json: &str| {
+            serde_json::from_str::<ResourceAnswer>(json)
+                .unwrap()
+                .result()
+        };
         for absent in [
             r#"{"info": "none"}"#,
             r#"{"info": {"ocr": []}}"#,

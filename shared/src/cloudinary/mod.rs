@@ -396,15 +396,8 @@ impl CloudinaryClient {
             let message = serde_json::from_slice::<ErrorBody>(&body)
                 .map(|b| b.error.message)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(300).collect());
-            let retry_at = match status {
-                420 | 429 => Some(refusal_ends(
-                    retry_after,
-                    reset,
-                    quota.as_ref(),
-                    SystemTime::now(),
-                )),
-                _ => None,
-            };
+            let retry_at = matches!(status, 420 | 429)
+                .then(|| refusal_ends(retry_after, reset, quota.as_ref(), SystemTime::now()));
             return Err(CloudinaryError::Status {
                 what,
                 status,

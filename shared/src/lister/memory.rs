@@ -139,6 +139,59 @@ impl MemoryAssetSource {
     }
 }
 
+/// A page of a synthetic account of `n` assets (every one an `upload` one), from `offset`.
+fn synthetic_page(
+    listing: &Listing,
+    n: usize,
+    offset: usize,
+    page_size: u32,
+    quota: Option<crate::rate_gate::Quota>,
+) -> AssetPage {
+    let n = if *listing == Listing::Type("upload".into()) {
+        n
+    } else {
+        0
+    };
+    let end = (offset + page_size as usize).min(n);
+    let assets = (offset..end)
+        .map(|i| ListedAsset {
+            public_id: format!("asset-{i:07}"),
+            resource_type: "image".into(),
+            delivery_type: "upload".into(),
+            created_at: None,
+            version: Some(1),
+        })
+        .collect();
+    AssetPage {
+        assets,
+        next_cursor: (end < n).then(|| end.to_string()),
+        quota,
+    }
+}
+
+impl MemoryAssetSource {
+    /// The assets a listing names, in the order it lists them.
+    fn matching(&self, listing: &Listing) -> Vec<ListedAsset> {
+        let mut matching: Vec<ListedAsset> = self
+            .assets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|a| match listing {
+                Listing::Type(t) => a.delivery_type == *t,
+                Listing::CreatedSince(since) => {
+                    a.created_at.as_deref().is_some_and(|c| c >= since.as_str())
+                }
+            })
+            .cloned()
+            .collect();
+        if let Listing::CreatedSince(_) = listing {
+            matching.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        }
+        matching
+    }
+}
+
 impl AssetSource for MemoryAssetSource {
     async fn page(
         &self,
@@ -168,44 +221,9 @@ impl AssetSource for MemoryAssetSource {
             })?,
         };
         if let Some(n) = self.synthetic {
-            // Every asset of a synthetic account is an `upload` one.
-            let n = if *listing == Listing::Type("upload".into()) {
-                n
-            } else {
-                0
-            };
-            let end = (offset + page_size as usize).min(n);
-            let assets = (offset..end)
-                .map(|i| ListedAsset {
-                    public_id: format!("asset-{i:07}"),
-                    resource_type: "image".into(),
-                    delivery_type: "upload".into(),
-                    created_at: None,
-                    version: Some(1),
-                })
-                .collect();
-            return Ok(AssetPage {
-                assets,
-                next_cursor: (end < n).then(|| end.to_string()),
-                quota,
-            });
+            return Ok(synthetic_page(listing, n, offset, page_size, quota));
         }
-        let mut matching: Vec<ListedAsset> = self
-            .assets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|a| match listing {
-                Listing::Type(t) => a.delivery_type == *t,
-                Listing::CreatedSince(since) => {
-                    a.created_at.as_deref().is_some_and(|c| c >= since.as_str())
-                }
-            })
-            .cloned()
-            .collect();
-        if let Listing::CreatedSince(_) = listing {
-            matching.sort_by(|a, b| a.created_at.cmp(&b.created_at));
-        }
+        let matching = self.matching(listing);
         let end = (offset + page_size as usize).min(matching.len());
         let assets = matching.get(offset..end).unwrap_or_default().to_vec();
         Ok(AssetPage {

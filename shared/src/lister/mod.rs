@@ -204,12 +204,7 @@ pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore, R: Res
     options: &ListerOptions,
     deadline: SystemTime,
 ) -> Result<RunSummary, ListerError> {
-    let ListerPorts {
-        source,
-        queue,
-        checkpoints,
-        results,
-    } = ports;
+    let checkpoints = ports.checkpoints;
     let clock = options.clock;
     let mut cp = checkpoints.load(checkpoint_id).await?;
     let due = begin_pass(&mut cp, options, clock.now());
@@ -230,56 +225,14 @@ pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore, R: Res
         tracing::info!(next_pass_at = %rfc3339(next), "no pass in progress and none due");
         return Ok(summary);
     }
-    let mut restarted = false;
-    summary.stop = loop {
-        if clock.until(deadline) < options.deadline_margin {
-            break StopReason::Deadline;
-        }
-        let page = match fetch_page(source, &cp, options).await {
-            Ok(page) => page,
-            Err(e) => match e.class() {
-                ErrorClass::RateLimited => {
-                    summary.quota_resets_at = e.retry_at().map(rfc3339);
-                    break StopReason::RateLimited;
-                }
-                // A cursor Cloudinary no longer takes (expired, say): the pass starts over,
-                // once. Duplicates cost a status read, never an OCR.
-                ErrorClass::Permanent if cp.cursor.is_some() && !restarted => {
-                    tracing::warn!(error = %error_chain(&e), "the listing cursor was refused: the pass starts over");
-                    restarted = true;
-                    cp.cursor = None;
-                    cp.pass_listed = 0;
-                    continue;
-                }
-                // A search Cloudinary refuses (the Search API not enabled, say): the Admin
-                // listing lists everything instead.
-                ErrorClass::Permanent if cp.since.is_some() => {
-                    tracing::warn!(error = %error_chain(&e), "the search was refused: listing the whole account instead");
-                    cp.since = None;
-                    cp.cursor = None;
-                    cp.listing_type = None;
-                    cp.mode = Some(PassMode::Full);
-                    summary.mode = PassMode::Full;
-                    continue;
-                }
-                ErrorClass::Transient | ErrorClass::Permanent => {
-                    return Err(ListerError::Listing(e));
-                }
-            },
-        };
-        let quota = page.quota;
-        let complete =
-            enqueue_page(queue, results, page, &mut cp, &mut summary, clock.now()).await?;
-        // Saved after the page is enqueued: a crash in between re-lists one page at most.
-        checkpoints.save(checkpoint_id, &cp).await?;
-        if complete {
-            break StopReason::PassComplete;
-        }
-        if let Some(q) = quota.filter(|q| q.remaining == 0) {
-            summary.quota_resets_at = q.reset.map(rfc3339);
-            break StopReason::RateLimited;
-        }
-    };
+    summary.stop = list_pages(
+        ports,
+        checkpoint_id,
+        options,
+        deadline,
+        (&mut cp, &mut summary),
+    )
+    .await?;
     if summary.stop != StopReason::PassComplete {
         // Save the pass's start even if no page was listed, so the next run continues it.
         checkpoints.save(checkpoint_id, &cp).await?;
@@ -295,6 +248,88 @@ pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore, R: Res
         "lister run finished"
     );
     Ok(summary)
+}
+
+/// What a refused listing call leads to.
+enum Refusal {
+    /// Stop the run for this reason.
+    Stop(StopReason),
+    /// The checkpoint was changed: list again.
+    Again,
+}
+
+/// A listing call's error, seen from the pass: the quota (stop), a cursor or a search
+/// Cloudinary no longer takes (start over, or list the whole account), or a failure.
+fn on_listing_error(
+    e: RemoteError,
+    cp: &mut Checkpoint,
+    summary: &mut RunSummary,
+    restarted: &mut bool,
+) -> Result<Refusal, ListerError> {
+    match e.class() {
+        ErrorClass::RateLimited => {
+            summary.quota_resets_at = e.retry_at().map(rfc3339);
+            Ok(Refusal::Stop(StopReason::RateLimited))
+        }
+        // A cursor Cloudinary no longer takes (expired, say): the pass starts over, once.
+        // Duplicates cost a status read, never an OCR.
+        ErrorClass::Permanent if cp.cursor.is_some() && !*restarted => {
+            tracing::warn!(error = %error_chain(&e), "the listing cursor was refused: the pass starts over");
+            *restarted = true;
+            cp.cursor = None;
+            cp.pass_listed = 0;
+            Ok(Refusal::Again)
+        }
+        // A search Cloudinary refuses (the Search API not enabled, say): the Admin listing
+        // lists everything instead.
+        ErrorClass::Permanent if cp.since.is_some() => {
+            tracing::warn!(error = %error_chain(&e), "the search was refused: listing the whole account instead");
+            cp.since = None;
+            cp.cursor = None;
+            cp.listing_type = None;
+            cp.mode = Some(PassMode::Full);
+            summary.mode = PassMode::Full;
+            Ok(Refusal::Again)
+        }
+        ErrorClass::Transient | ErrorClass::Permanent => Err(ListerError::Listing(e)),
+    }
+}
+
+/// Lists, enqueues and checkpoints page after page until the pass completes, the quota is
+/// spent or the deadline is near.
+async fn list_pages<A: AssetSource, Q: WorkQueue, C: CheckpointStore, R: ResultStore>(
+    ports: ListerPorts<'_, A, Q, C, R>,
+    checkpoint_id: &str,
+    options: &ListerOptions,
+    deadline: SystemTime,
+    (cp, summary): (&mut Checkpoint, &mut RunSummary),
+) -> Result<StopReason, ListerError> {
+    let clock = options.clock;
+    let mut restarted = false;
+    loop {
+        if clock.until(deadline) < options.deadline_margin {
+            return Ok(StopReason::Deadline);
+        }
+        let page = match fetch_page(ports.source, cp, options).await {
+            Ok(page) => page,
+            Err(e) => match on_listing_error(e, cp, summary, &mut restarted)? {
+                Refusal::Stop(reason) => return Ok(reason),
+                Refusal::Again => continue,
+            },
+        };
+        let quota = page.quota;
+        let complete =
+            enqueue_page(ports.queue, ports.results, page, cp, summary, clock.now()).await?;
+        // Saved after the page is enqueued: a crash in between re-lists one page at most.
+        ports.checkpoints.save(checkpoint_id, cp).await?;
+        if complete {
+            return Ok(StopReason::PassComplete);
+        }
+        if let Some(q) = quota.filter(|q| q.remaining == 0) {
+            summary.quota_resets_at = q.reset.map(rfc3339);
+            return Ok(StopReason::RateLimited);
+        }
+    }
 }
 
 /// Enqueues one message per image of the page and moves the checkpoint past it; `true` when

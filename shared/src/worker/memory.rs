@@ -142,47 +142,7 @@ impl ScriptedOcr {
             .unwrap_or_else(|e| e.into_inner())
             .get_mut(&key)
             .and_then(VecDeque::pop_front);
-        let billed = |this: &Self| {
-            *this
-                .billed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(asset.clone())
-                .or_default() += 1;
-            this.ocr_on
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(asset.clone());
-        };
-        let outcome = match (scripted, call) {
-            (Some(Scripted::Fail(e)), _) => return Err(e),
-            (Some(Scripted::BilledThenFail(e)), OcrCall::Request) => {
-                billed(self);
-                return Err(e);
-            }
-            (Some(Scripted::BilledThenFail(e)), OcrCall::Fetch) => return Err(e),
-            (Some(Scripted::Answer(outcome)), OcrCall::Request) => {
-                billed(self);
-                outcome
-            }
-            (Some(Scripted::Answer(outcome)), OcrCall::Fetch) => outcome,
-            (None, OcrCall::Request) => {
-                billed(self);
-                default_text(message)
-            }
-            (None, OcrCall::Fetch) => {
-                let on = self
-                    .ocr_on
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(&asset);
-                if on {
-                    default_text(message)
-                } else {
-                    OcrOutcome::NotRequested
-                }
-            }
-        };
+        let outcome = self.outcome(scripted, call, message)?;
         let pages = match &outcome {
             OcrOutcome::Text { text, .. } => {
                 text.matches(crate::ocr::PAGE_BREAK).count() as u32 + 1
@@ -208,6 +168,62 @@ impl ScriptedOcr {
             },
             latency: self.latency,
         })
+    }
+}
+
+impl ScriptedOcr {
+    /// Counts an OCR that ran (billed) on the asset.
+    fn bill(&self, asset: &str) {
+        *self
+            .billed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(asset.to_string())
+            .or_default() += 1;
+        self.ocr_on
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(asset.to_string());
+    }
+
+    /// What a call answers: its script's next answer, or Cloudinary's default (an OCR request
+    /// runs and is billed; a read-back finds an OCR only where one ran).
+    fn outcome(
+        &self,
+        scripted: Option<Scripted>,
+        call: OcrCall,
+        message: &WorkMessage,
+    ) -> Result<OcrOutcome, RemoteError> {
+        let asset = message.item_key();
+        match (scripted, call) {
+            (Some(Scripted::Fail(e)), _) => Err(e),
+            (Some(Scripted::BilledThenFail(e)), OcrCall::Request) => {
+                self.bill(&asset);
+                Err(e)
+            }
+            (Some(Scripted::BilledThenFail(e)), OcrCall::Fetch) => Err(e),
+            (Some(Scripted::Answer(outcome)), OcrCall::Request) => {
+                self.bill(&asset);
+                Ok(outcome)
+            }
+            (Some(Scripted::Answer(outcome)), OcrCall::Fetch) => Ok(outcome),
+            (None, OcrCall::Request) => {
+                self.bill(&asset);
+                Ok(default_text(message))
+            }
+            (None, OcrCall::Fetch) => {
+                let on = self
+                    .ocr_on
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&asset);
+                Ok(if on {
+                    default_text(message)
+                } else {
+                    OcrOutcome::NotRequested
+                })
+            }
+        }
     }
 }
 

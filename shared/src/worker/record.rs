@@ -457,34 +457,41 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             Ok(true) => Disposition::Stored(status),
             // Our claim expired and another invocation took the asset over: it owns the result.
             Ok(false) => Disposition::Skipped,
-            Err(e) => {
-                let reason = error_chain(&e);
-                match crate::error::Classified::class(&e) {
-                    // The table refuses this result for good; the far smaller failure record
-                    // keeps the reason and the request mark, so that later receives read the
-                    // result back rather than pay again.
-                    ErrorClass::Permanent => {
-                        self.fail_for_good(
-                            record,
-                            Some(&held.claim_ref()),
-                            &message,
-                            DeadLetterKind::Permanent,
-                            reason,
-                        )
-                        .await
-                    }
-                    ErrorClass::Transient | ErrorClass::RateLimited => {
-                        self.release(&message, &held.claim_ref(), &reason).await;
-                        self.defer(
-                            WorkMessage {
-                                ocr_requested: true,
-                                ..message
-                            },
-                            self.now() + defaults::RESULT_WRITE_RETRY,
-                            DeferCause::WriteRetry,
-                        )
-                    }
-                }
+            Err(e) => self.result_not_written(record, message, held, &e).await,
+        }
+    }
+
+    /// The paid result could not be written. Refused for good, the far smaller failure record
+    /// keeps the reason and the request mark, so that later receives read the result back
+    /// rather than pay again; otherwise the message comes back to read it back and write it.
+    async fn result_not_written(
+        &self,
+        record: &InboundRecord,
+        message: WorkMessage,
+        held: &Held,
+        e: &crate::store::StoreError,
+    ) -> Disposition {
+        let reason = error_chain(e);
+        match crate::error::Classified::class(e) {
+            ErrorClass::Permanent => {
+                let held = held.claim_ref();
+                self.fail_for_good(
+                    record,
+                    Some(&held),
+                    &message,
+                    DeadLetterKind::Permanent,
+                    reason,
+                )
+                .await
+            }
+            ErrorClass::Transient | ErrorClass::RateLimited => {
+                self.release(&message, &held.claim_ref(), &reason).await;
+                let next = WorkMessage {
+                    ocr_requested: true,
+                    ..message
+                };
+                let until = self.now() + defaults::RESULT_WRITE_RETRY;
+                self.defer(next, until, DeferCause::WriteRetry)
             }
         }
     }

@@ -32,51 +32,8 @@ async fn a_failure_keeps_the_mark_of_an_ocr_that_may_have_been_billed() {
         "pending after N checks",
         "result refused for good",
     ] {
-        let ocr = ScriptedOcr::new();
-        let w = worker(ocr);
-        let failed = match trigger {
-            "timeout on the last receive" => {
-                w.ocr()
-                    .script(OcrCall::Request, "a", [Scripted::BilledThenFail(timeout())]);
-                run(&w, "m1", body("a"), LAST).await
-            }
-            "read-back fails on the last receive" => {
-                w.ocr()
-                    .script(OcrCall::Request, "a", [Scripted::BilledThenFail(timeout())]);
-                w.ocr()
-                    .script(OcrCall::Fetch, "a", [Scripted::Fail(timeout())]);
-                assert!(matches!(
-                    run(&w, "m1", body("a"), LAST - 1).await,
-                    Disposition::Retry { .. }
-                ));
-                run(&w, "m1", body("a"), LAST).await
-            }
-            "pending after N checks" => {
-                w.ocr().script(
-                    OcrCall::Request,
-                    "a",
-                    [Scripted::Answer(OcrOutcome::Pending)],
-                );
-                w.ocr().script(
-                    OcrCall::Fetch,
-                    "a",
-                    (0..3).map(|_| Scripted::Answer(OcrOutcome::Pending)),
-                );
-                let mut next = body("a");
-                loop {
-                    match run(&w, "m1", next.clone(), 1).await {
-                        Disposition::Deferred(d) => next = d.message.to_body(),
-                        other => break other,
-                    }
-                }
-            }
-            _ => {
-                w.store()
-                    .faults()
-                    .fail_next(StoreOp::PutResult, ErrorClass::Permanent, 1);
-                run(&w, "m1", body("a"), 1).await
-            }
-        };
+        let w = worker(ScriptedOcr::new());
+        let failed = fail_by(&w, trigger).await;
         assert!(is_dead_lettered(&failed), "{trigger}: {failed:?}");
         assert_eq!(w.ocr().billed("a"), 1, "{trigger}");
         // The operator redrives it (a new id), or the next full pass lists it again.
@@ -84,6 +41,53 @@ async fn a_failure_keeps_the_mark_of_an_ocr_that_may_have_been_billed() {
         assert_eq!(again, Disposition::Stored(Status::Done), "{trigger}");
         assert_eq!(w.ocr().billed("a"), 1, "{trigger}: paid twice");
         assert_eq!(w.ocr().calls(OcrCall::Request, "a"), 1, "{trigger}");
+    }
+}
+
+/// The asset's OCR billed, then the asset failed for good by `trigger`.
+async fn fail_by(w: &TestWorker, trigger: &str) -> Disposition {
+    match trigger {
+        "timeout on the last receive" => {
+            w.ocr()
+                .script(OcrCall::Request, "a", [Scripted::BilledThenFail(timeout())]);
+            run(w, "m1", body("a"), LAST).await
+        }
+        "read-back fails on the last receive" => {
+            w.ocr()
+                .script(OcrCall::Request, "a", [Scripted::BilledThenFail(timeout())]);
+            w.ocr()
+                .script(OcrCall::Fetch, "a", [Scripted::Fail(timeout())]);
+            assert!(matches!(
+                run(w, "m1", body("a"), LAST - 1).await,
+                Disposition::Retry { .. }
+            ));
+            run(w, "m1", body("a"), LAST).await
+        }
+        "pending after N checks" => {
+            w.ocr().script(
+                OcrCall::Request,
+                "a",
+                [Scripted::Answer(OcrOutcome::Pending)],
+            );
+            w.ocr().script(
+                OcrCall::Fetch,
+                "a",
+                (0..3).map(|_| Scripted::Answer(OcrOutcome::Pending)),
+            );
+            let mut next = body("a");
+            loop {
+                match run(w, "m1", next.clone(), 1).await {
+                    Disposition::Deferred(d) => next = d.message.to_body(),
+                    other => break other,
+                }
+            }
+        }
+        _ => {
+            w.store()
+                .faults()
+                .fail_next(StoreOp::PutResult, ErrorClass::Permanent, 1);
+            run(w, "m1", body("a"), 1).await
+        }
     }
 }
 

@@ -5,36 +5,19 @@ use super::*;
 #[tokio::test(start_paused = true)]
 async fn every_ocr_outcome_on_first_and_last_receive() {
     use Disposition as D;
-    let table: Vec<(OcrOutcome, u32, Shape, Option<Status>)> = vec![
-        (text("hello"), FIRST, ("done", None), Some(Status::Done)),
-        (text("hello"), LAST, ("done", None), Some(Status::Done)),
-        (
-            OcrOutcome::NoText,
-            FIRST,
-            ("no_text", None),
-            Some(Status::NoText),
-        ),
-        (
-            OcrOutcome::NoText,
-            LAST,
-            ("no_text", None),
-            Some(Status::NoText),
-        ),
-        (OcrOutcome::Pending, FIRST, ("deferred", None), None),
-        (OcrOutcome::Pending, LAST, ("deferred", None), None),
+    let outcomes: [(OcrOutcome, Shape, Option<Status>); 4] = [
+        (text("hello"), ("done", None), Some(Status::Done)),
+        (OcrOutcome::NoText, ("no_text", None), Some(Status::NoText)),
+        (OcrOutcome::Pending, ("deferred", None), None),
         (
             failed_ocr(),
-            FIRST,
-            ("dead_lettered", Some(DeadLetterKind::Permanent)),
-            Some(Status::Failed),
-        ),
-        (
-            failed_ocr(),
-            LAST,
             ("dead_lettered", Some(DeadLetterKind::Permanent)),
             Some(Status::Failed),
         ),
     ];
+    let table = outcomes
+        .into_iter()
+        .flat_map(|(o, shape, status)| [FIRST, LAST].map(|r| (o.clone(), r, shape, status)));
     for (outcome, receive, expected, status) in table {
         let ocr = ScriptedOcr::new();
         ocr.script(OcrCall::Request, "a", [Scripted::Answer(outcome.clone())]);

@@ -219,7 +219,7 @@ async fn an_attempt_that_never_reached_cloudinary_is_followed_by_one_request() {
 /// attempt spends no Admin API call on a read-back; a request that may have run keeps its mark
 /// through a refused read-back; and a read-back that found no OCR is not repeated.
 #[tokio::test(start_paused = true)]
-async fn only_a_request_that_may_have_run_is_read_back_by_the_next_attempt() {
+async fn a_refused_request_is_not_read_back() {
     let w = worker(ScriptedOcr::new());
     let calls = |id: &str| {
         (
@@ -228,7 +228,6 @@ async fn only_a_request_that_may_have_run_is_read_back_by_the_next_attempt() {
         )
     };
     let wait = Duration::from_secs(11);
-
     // Refused at the first request: the next attempt requests at once.
     w.ocr().script(OcrCall::Request, "refused", [refused(&w)]);
     assert!(matches!(
@@ -242,7 +241,18 @@ async fn only_a_request_that_may_have_run_is_read_back_by_the_next_attempt() {
     );
     assert_eq!(calls("refused"), (2, 0), "no read-back");
     assert_eq!(w.ocr().billed("refused"), 1);
+}
 
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_request_keeps_its_mark_through_a_refused_read_back() {
+    let w = worker(ScriptedOcr::new());
+    let calls = |id: &str| {
+        (
+            w.ocr().calls(OcrCall::Request, id),
+            w.ocr().calls(OcrCall::Fetch, id),
+        )
+    };
+    let wait = Duration::from_secs(11);
     // Timed out after billing, then the read-back refused: the mark of the first attempt
     // stands, so the third reads back and pays nothing more.
     w.ocr().script(
@@ -270,7 +280,18 @@ async fn only_a_request_that_may_have_run_is_read_back_by_the_next_attempt() {
         "read back twice, requested once"
     );
     assert_eq!(w.ocr().billed("timed-out"), 1);
+}
 
+#[tokio::test(start_paused = true)]
+async fn a_read_back_that_found_nothing_is_not_repeated() {
+    let w = worker(ScriptedOcr::new());
+    let calls = |id: &str| {
+        (
+            w.ocr().calls(OcrCall::Request, id),
+            w.ocr().calls(OcrCall::Fetch, id),
+        )
+    };
+    let wait = Duration::from_secs(11);
     // Never reached Cloudinary; the read-back found no OCR, then the request was refused: the
     // next attempt requests without reading back again.
     w.ocr().script(

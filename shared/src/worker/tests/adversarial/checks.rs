@@ -165,53 +165,7 @@ fn outcomes(run: &Run) -> Vec<String> {
         .map(|m| m.item_key())
         .collect();
     for a in 0..run.scenario.assets {
-        let k = key(a);
-        let item = run.store.inner.item(&k);
-        let record = item.as_ref().and_then(|i| i.record.clone());
-        if a < run.scenario.broken {
-            let reason = record
-                .as_ref()
-                .filter(|r| r.status == Status::Failed)
-                .and_then(|r| r.error.clone());
-            if reason.is_none_or(|r| r.is_empty()) || !dead.contains(&k) {
-                out.push(format!(
-                    "{k}: gone, but not failed with a reason and dead-lettered ({record:?})"
-                ));
-            }
-            continue;
-        }
-        let version = run.cloud_version(&k);
-        let done = record.as_ref().is_some_and(|r| {
-            r.status == Status::Done
-                && r.asset.version == Some(version)
-                && r.text.as_deref() == Some(Cloud::text(&k, version).as_str())
-        });
-        if !done {
-            out.push(format!(
-                "{k}: not done with version {version}'s text: {record:?}"
-            ));
-        }
-        let written = record
-            .as_ref()
-            .and_then(|r| crate::clock::parse_rfc3339(&r.ocr_at))
-            .map(epoch_ms)
-            .unwrap_or(0);
-        if let Some((_, asked)) = run
-            .seen
-            .forced
-            .iter()
-            .filter(|(f, _)| *f == k)
-            .find(|(_, asked)| written < *asked)
-        {
-            out.push(format!(
-                "{k}: forced re-OCR asked at {asked} not answered (result of {written})"
-            ));
-        }
-        if dead.contains(&k) {
-            out.push(format!(
-                "{k}: healthy, yet a message of it is in the dead-letter queue"
-            ));
-        }
+        out.extend(asset_outcome(run, a, &dead));
     }
     out
 }
@@ -241,6 +195,61 @@ pub fn healthy_not_done(run: &Run) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// What is wrong with asset `a` at the end: a gone one must be failed with its reason and in
+/// the dead-letter queue; a healthy one done with its newest version's text, every forced
+/// re-OCR answered, and none of its messages dead-lettered.
+fn asset_outcome(run: &Run, a: usize, dead: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let k = key(a);
+    let item = run.store.inner.item(&k);
+    let record = item.as_ref().and_then(|i| i.record.clone());
+    if a < run.scenario.broken {
+        let reason = record
+            .as_ref()
+            .filter(|r| r.status == Status::Failed)
+            .and_then(|r| r.error.clone());
+        if reason.is_none_or(|r| r.is_empty()) || !dead.contains(&k) {
+            out.push(format!(
+                "{k}: gone, but not failed with a reason and dead-lettered ({record:?})"
+            ));
+        }
+        return out;
+    }
+    let version = run.cloud_version(&k);
+    let done = record.as_ref().is_some_and(|r| {
+        r.status == Status::Done
+            && r.asset.version == Some(version)
+            && r.text.as_deref() == Some(Cloud::text(&k, version).as_str())
+    });
+    if !done {
+        out.push(format!(
+            "{k}: not done with version {version}'s text: {record:?}"
+        ));
+    }
+    let written = record
+        .as_ref()
+        .and_then(|r| crate::clock::parse_rfc3339(&r.ocr_at))
+        .map(epoch_ms)
+        .unwrap_or(0);
+    if let Some((_, asked)) = run
+        .seen
+        .forced
+        .iter()
+        .filter(|(f, _)| *f == k)
+        .find(|(_, asked)| written < *asked)
+    {
+        out.push(format!(
+            "{k}: forced re-OCR asked at {asked} not answered (result of {written})"
+        ));
+    }
+    if dead.contains(&k) {
+        out.push(format!(
+            "{k}: healthy, yet a message of it is in the dead-letter queue"
+        ));
+    }
+    out
 }
 
 /// No gate closed past what Cloudinary said: the latest refusal's end, or the hour.

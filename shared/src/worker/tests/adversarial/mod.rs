@@ -361,6 +361,17 @@ impl Run {
         }))
     }
 
+    /// A run whose messages multiply without end would never finish: it is stopped, and the
+    /// checks say what it left.
+    fn ran_away(&mut self) -> bool {
+        let away = self.trace.len() > MAX_TRACE;
+        if away {
+            let what = format!("the run went on past {MAX_TRACE} trace lines");
+            self.seen.violations.push(what);
+        }
+        away
+    }
+
     /// What became of an invocation: the successes deleted, every disposition checked.
     fn finish(&mut self, (i, received_at, records, outcome): Finished) {
         let Some(outcome) = outcome else {
@@ -430,8 +441,7 @@ async fn run_seed(seed: u64) -> Run {
     let mut running: FuturesUnordered<Invocation<'_>> = FuturesUnordered::new();
     loop {
         let now = run.clock.now();
-        while let Some((at, event)) = events.next_if(|(at, _)| start + *at <= now) {
-            let _ = at;
+        while let Some((_, event)) = events.next_if(|(at, _)| start + *at <= now) {
             run.apply(event);
         }
         if now < end {
@@ -445,22 +455,8 @@ async fn run_seed(seed: u64) -> Run {
             }
         }
         let idle = running.is_empty();
-        if now >= end && idle || idle && events.peek().is_none() && run.sqs.is_empty() {
-            if std::env::var_os("ADVERSARIAL_GATES").is_some() {
-                eprintln!(
-                    "break at {:?}: idle {idle}, events left {}",
-                    now.duration_since(start),
-                    events.peek().is_some()
-                );
-            }
-            break;
-        }
-        // A run whose messages multiply without end would never finish: it is stopped, and
-        // the checks say what it left.
-        if run.trace.len() > MAX_TRACE {
-            run.seen
-                .violations
-                .push(format!("the run went on past {MAX_TRACE} trace lines"));
+        let done = now >= end || events.peek().is_none() && run.sqs.is_empty();
+        if idle && done || run.ran_away() {
             break;
         }
         let any_idle = busy.iter().any(|b| !b);
@@ -480,11 +476,6 @@ async fn run_seed(seed: u64) -> Run {
         }
     }
     drop(running);
-    if std::env::var_os("ADVERSARIAL_GATES").is_some() {
-        for w in &workers {
-            eprintln!("{}", w.describe_gates());
-        }
-    }
     run.workers = workers;
     run.ended_at = run.clock.now();
     run
