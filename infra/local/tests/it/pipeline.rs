@@ -612,11 +612,17 @@ async fn a_rotated_secret_is_picked_up_after_cloudinary_refuses_the_old_one() {
         .await
         .unwrap();
     assert_eq!(outcome.credentials_refused, 1);
-    assert_eq!(
-        response.batch_item_failures.len(),
-        1,
-        "retried, not failed for good"
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "waits for the secret, never walks toward the DLQ"
     );
+    let waiting = match &outcome.results[0].1 {
+        shared::worker::Disposition::Deferred(d) => {
+            assert_eq!(d.cause, shared::worker::DeferCause::Credentials);
+            d.message.to_body()
+        }
+        other => panic!("not deferred: {other:?}"),
+    };
     let metrics = worker::batch_metrics(&outcome);
     let refused = metrics
         .iter()
@@ -633,16 +639,14 @@ async fn a_rotated_secret_is_picked_up_after_cloudinary_refuses_the_old_one() {
         .await
         .unwrap();
     assert_eq!(live.after_batch(&outcome).await, SecretCheck::Replaced);
-    // The retry, without waiting out the visibility timeout.
-    h.sqs
-        .change_message_visibility()
-        .queue_url(&h.stack.work_queue_url)
-        .receipt_handle(first[0].receipt_handle().unwrap())
-        .visibility_timeout(0)
-        .send()
-        .await
-        .unwrap();
-    let event = sqs_event(&receive_exactly(&h, 1).await, &h.stack.work_queue_arn);
+    // The deferred copy, delivered without waiting out its delay.
+    let mut copy = aws_lambda_events::event::sqs::SqsMessage::default();
+    copy.message_id = Some("the-deferred-copy".into());
+    copy.body = Some(waiting);
+    copy.attributes
+        .insert("ApproximateReceiveCount".into(), "1".into());
+    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
+    event.records.push(copy);
     let (response, outcome) = worker::handle_with_outcome(&live.current(), event, deadline())
         .await
         .unwrap();
