@@ -314,6 +314,7 @@ impl RateGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn quota(limit: u64, remaining: u64, reset: SystemTime) -> Option<Quota> {
         Some(Quota {
@@ -565,5 +566,70 @@ mod tests {
             gate.admit(hour).is_ok(),
             "an hour later the window has turned"
         );
+    }
+
+    /// A seeded search over one instance's calls: admits at random moments, answers after
+    /// random latencies (up to Cloudinary's minute) and in any order, each reporting the quota
+    /// of the clock-hour window it arrived in. However the answers interleave with the turn of
+    /// a window, the instance makes at most its share of calls in each window, but for the
+    /// probes it makes blind.
+    #[test]
+    fn no_interleaving_of_answers_and_turns_admits_past_the_share() {
+        for seed in 1..=300u64 {
+            let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let mut next = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n.max(1)
+            };
+            let (limit, sharers) = ([4, 10, 30][next(3) as usize], 1 + next(3));
+            let share = (limit / sharers).max(1);
+            let gate = RateGate::shared_by(sharers as u32);
+            let origin = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+            let hour = |t: Duration| t.as_secs() / 3600;
+            let mut in_flight: Vec<(Duration, Permit<'_>, Option<Quota>)> = Vec::new();
+            let mut admitted: std::collections::BTreeMap<u64, u64> = Default::default();
+            let mut t = Duration::ZERO;
+            while t < Duration::from_secs(6 * 3600) {
+                t += Duration::from_millis(next(90_000));
+                let now = origin + t;
+                // Answers due by now, in any order.
+                let mut due: Vec<usize> = (0..in_flight.len())
+                    .filter(|&i| in_flight[i].0 <= t)
+                    .collect();
+                while !due.is_empty() {
+                    let i = due.remove(next(due.len() as u64) as usize);
+                    let (_, permit, quota) = in_flight.remove(i);
+                    permit.answered(quota);
+                    due = (0..in_flight.len())
+                        .filter(|&i| in_flight[i].0 <= t)
+                        .collect();
+                }
+                for _ in 0..next(4) {
+                    let blind = gate.blind_grants();
+                    let Ok(permit) = gate.admit(now) else { break };
+                    let w = hour(t);
+                    if gate.blind_grants() == blind {
+                        *admitted.entry(w).or_default() += 1;
+                    }
+                    // The quota as the call's arrival finds it: the others as busy as this one.
+                    let used = admitted.get(&w).copied().unwrap_or(0) * sharers;
+                    let quota = Some(Quota {
+                        limit,
+                        remaining: limit.saturating_sub(used),
+                        reset: Some(origin + Duration::from_secs((w + 1) * 3600)),
+                    });
+                    let latency = Duration::from_millis(100 + next(60_000));
+                    in_flight.push((t + latency, permit, quota));
+                }
+            }
+            for (w, n) in admitted {
+                assert!(
+                    n <= share,
+                    "seed {seed}: {n} calls in window {w} on a share of {share}"
+                );
+            }
+        }
     }
 }

@@ -100,19 +100,22 @@ impl DeadLetterMark {
     /// Whether a receive of `message_id` at `now_ms` is the marked message on its way to the
     /// dead-letter queue (fail it fast) rather than a copy redriven from there (try it for
     /// real). A redriven copy has another id (as SQS documents), or the same id with its
-    /// receive count reset (not above the mark's), or kept: then only the time tells, since a
-    /// failing message's remaining receives come within `window` of its failure (each is
-    /// returned at once, or after one visibility timeout), and a redrive comes later.
+    /// receive count reset (not above the mark's) or kept (above `max_receive_count`, past
+    /// which SQS would have moved the message). A mark made past `max_receive_count` (the
+    /// failure of such a kept-count copy) holds for that copy's later receives within `window`
+    /// of the failure (a failing message's remaining receives all come within it).
     pub fn holds(
         &self,
         message_id: &str,
         receive_count: u32,
-        now_ms: u64,
-        window: std::time::Duration,
+        max_receive_count: u32,
+        (now_ms, window): (u64, std::time::Duration),
     ) -> bool {
+        let soon = now_ms < self.at_ms.saturating_add(window.as_millis() as u64);
         self.message_id == message_id
             && receive_count > self.receive_count
-            && now_ms < self.at_ms.saturating_add(window.as_millis() as u64)
+            && (receive_count <= max_receive_count
+                || self.receive_count > max_receive_count && soon)
     }
 
     /// The mark as one element of the item's string set: `{receive}:{ms}:{message id}`.

@@ -283,8 +283,11 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             m.holds(
                 &record.message_id,
                 record.receive_count,
-                crate::clock::epoch_ms(self.now()),
-                self.settings.fail_fast_window,
+                self.settings.max_receive_count,
+                (
+                    crate::clock::epoch_ms(self.now()),
+                    self.settings.fail_fast_window,
+                ),
             )
         })?;
         Some(Disposition::FailingFast {

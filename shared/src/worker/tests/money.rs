@@ -221,12 +221,7 @@ async fn an_attempt_that_never_reached_cloudinary_is_followed_by_one_request() {
 #[tokio::test(start_paused = true)]
 async fn a_refused_request_is_not_read_back() {
     let w = worker(ScriptedOcr::new());
-    let calls = |id: &str| {
-        (
-            w.ocr().calls(OcrCall::Request, id),
-            w.ocr().calls(OcrCall::Fetch, id),
-        )
-    };
+    let calls = |id: &str| calls(&w, id);
     let wait = Duration::from_secs(11);
     // Refused at the first request: the next attempt requests at once.
     w.ocr().script(OcrCall::Request, "refused", [refused(&w)]);
@@ -246,12 +241,7 @@ async fn a_refused_request_is_not_read_back() {
 #[tokio::test(start_paused = true)]
 async fn a_timed_out_request_keeps_its_mark_through_a_refused_read_back() {
     let w = worker(ScriptedOcr::new());
-    let calls = |id: &str| {
-        (
-            w.ocr().calls(OcrCall::Request, id),
-            w.ocr().calls(OcrCall::Fetch, id),
-        )
-    };
+    let calls = |id: &str| calls(&w, id);
     let wait = Duration::from_secs(11);
     // Timed out after billing, then the read-back refused: the mark of the first attempt
     // stands, so the third reads back and pays nothing more.
@@ -285,12 +275,7 @@ async fn a_timed_out_request_keeps_its_mark_through_a_refused_read_back() {
 #[tokio::test(start_paused = true)]
 async fn a_read_back_that_found_nothing_is_not_repeated() {
     let w = worker(ScriptedOcr::new());
-    let calls = |id: &str| {
-        (
-            w.ocr().calls(OcrCall::Request, id),
-            w.ocr().calls(OcrCall::Fetch, id),
-        )
-    };
+    let calls = |id: &str| calls(&w, id);
     let wait = Duration::from_secs(11);
     // Never reached Cloudinary; the read-back found no OCR, then the request was refused: the
     // next attempt requests without reading back again.
@@ -485,4 +470,12 @@ async fn one_public_id_under_several_delivery_types_is_several_assets() {
         .await;
     assert_eq!(outcome.results[0].1, Disposition::Skipped);
     assert_eq!(w.ocr().billed("~private~signs/door"), 1);
+}
+
+/// Requests and read-backs made for `id`.
+fn calls(w: &TestWorker, id: &str) -> (u32, u32) {
+    (
+        w.ocr().calls(OcrCall::Request, id),
+        w.ocr().calls(OcrCall::Fetch, id),
+    )
 }
