@@ -268,9 +268,6 @@ impl Run {
             .unwrap_or_default();
         self.trace
             .push(format!("{:>8.1}s {line}", at.as_secs_f64()));
-        if std::env::var_os("ADVERSARIAL_LIVE").is_some() {
-            eprintln!("{}", self.trace.last().expect("pushed"));
-        }
     }
 
     fn set_faults(&self, faults: &Faults) {
@@ -554,11 +551,7 @@ fn money_and_liveness_hold_under_every_interleaving_the_seeds_draw() {
 /// The first seed of `seeds` that breaks an invariant, with its violations and trace.
 fn first_failure(seeds: &[u64], print: bool) -> Option<(u64, Vec<String>, Vec<String>)> {
     for &seed in seeds {
-        let t = std::time::Instant::now();
         let (violations, run) = check_seed(seed);
-        if std::env::var_os("ADVERSARIAL_TIMING").is_some() {
-            eprintln!("seed {seed}: {:?} {} lines", t.elapsed(), run.trace.len());
-        }
         if print {
             println!("{:#?}\n{}", run.scenario, run.trace.join("\n"));
         }
