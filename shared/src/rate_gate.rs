@@ -183,7 +183,8 @@ impl RateGate {
         self.check(&mut s, now).err()
     }
 
-    /// `Ok(true)`: open only for a probe into a window whose end is unknown.
+    /// `Ok(true)`: open only for a probe: into a window whose end is unknown, or the first
+    /// call, before any answer told the quota.
     fn check(&self, s: &mut GateState, now: SystemTime) -> Result<bool, SystemTime> {
         if let Some(until) = s.blocked_until {
             if until > now {
@@ -196,7 +197,7 @@ impl RateGate {
         match s.quota {
             // Nothing heard yet: one probe call at a time, to learn the quota (if any).
             None if !s.answered && s.in_flight > 0 => Err(now + SETTLE),
-            None => Ok(false),
+            None => Ok(!s.answered),
             Some(q) => {
                 let share = (q.limit / self.sharers).max(1);
                 let spent = s.used >= share || q.remaining / self.sharers <= s.in_flight;
@@ -569,14 +570,16 @@ mod tests {
         );
     }
 
-    /// A seeded search over one instance's calls: admits at random moments, answers after
-    /// random latencies (up to Cloudinary's minute) and in any order, each reporting the quota
-    /// of the clock-hour window it arrived in. However the answers interleave with the turn of
+    /// A seeded search over one instance's calls: admits at random moments, at a pace drawn
+    /// anew for each window (a slow window still has calls in flight when it turns, a busy one
+    /// spends its share); answers after random latencies (up to Cloudinary's minute) and in any
+    /// order, each reporting the quota of the clock-hour window it arrived in, or lost (a 5xx
+    /// tells the gate nothing). However the answers interleave with the turn of
     /// a window, the instance makes at most its share of calls in each window, but for the
     /// probes it makes blind.
     #[test]
     fn no_interleaving_of_answers_and_turns_admits_past_the_share() {
-        for seed in 1..=300u64 {
+        for seed in 1..=1000u64 {
             let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
             let mut next = move |n: u64| {
                 rng ^= rng << 13;
@@ -584,16 +587,24 @@ mod tests {
                 rng ^= rng << 17;
                 rng % n.max(1)
             };
-            let (limit, sharers) = ([4, 10, 30][next(3) as usize], 1 + next(3));
+            let (limit, sharers) = ([4, 10, 30, 60, 100, 200][next(6) as usize], 1 + next(3));
             let share = (limit / sharers).max(1);
+            let failing = next(3);
             let gate = RateGate::shared_by(sharers as u32);
             let origin = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
             let hour = |t: Duration| t.as_secs() / 3600;
             let mut in_flight: Vec<(Duration, Permit<'_>, Option<Quota>)> = Vec::new();
             let mut admitted: std::collections::BTreeMap<u64, u64> = Default::default();
             let mut t = Duration::ZERO;
+            // Each window its own pace: a slow one still has calls in flight when it turns,
+            // a busy one spends its share.
+            let (mut pace, mut paced) = (0, None);
             while t < Duration::from_secs(6 * 3600) {
                 t += Duration::from_millis(next(90_000));
+                if paced != Some(hour(t)) {
+                    paced = Some(hour(t));
+                    pace = [1, 2, 4, 8, 2 * share][next(5) as usize];
+                }
                 let now = origin + t;
                 // Answers due by now, in any order.
                 let mut due: Vec<usize> = (0..in_flight.len())
@@ -602,12 +613,17 @@ mod tests {
                 while !due.is_empty() {
                     let i = due.remove(next(due.len() as u64) as usize);
                     let (_, permit, quota) = in_flight.remove(i);
-                    permit.answered(quota);
+                    // A 5xx or a dropped answer tells the gate nothing.
+                    if next(4) < failing {
+                        drop(permit);
+                    } else {
+                        permit.answered(quota);
+                    }
                     due = (0..in_flight.len())
                         .filter(|&i| in_flight[i].0 <= t)
                         .collect();
                 }
-                for _ in 0..next(4) {
+                for _ in 0..next(pace + 1) {
                     let blind = gate.blind_grants();
                     let Ok(permit) = gate.admit(now) else { break };
                     let w = hour(t);
