@@ -3,6 +3,8 @@
 pub mod dead_letters;
 pub mod export;
 pub mod export_s3;
+pub mod highlight;
+pub mod query;
 pub mod scan;
 pub mod search;
 
@@ -136,7 +138,9 @@ pub enum Command {
         json: bool,
     },
     /// Search the index (`ocr-ctl index` builds it): ranked results with snippets. QUERY:
-    /// words (all must match), "a phrase", AND, OR, NOT, +word, -word, parentheses.
+    /// words (all must match), "a phrase", word* (words starting with it), AND, OR, NOT,
+    /// +word, -word, parentheses; AND binds closer than OR. Anything else is text: 9:00,
+    /// GB-123, a@b.com and 営業時間 are found as the OCR read them (a colon is never a field).
     Search {
         query: String,
         /// At most this many results.
@@ -537,6 +541,12 @@ pub async fn run(
                 prefix: prefix.clone(),
                 count: *count,
             })?;
+            if !found.ignored.is_empty() {
+                eprintln!(
+                    "note: left out {:?}: no letter or digit in it (only those are indexed)",
+                    found.ignored
+                );
+            }
             for hit in &found.hits {
                 if *json {
                     writeln!(out, "{}", serde_json::to_string(hit)?)?;

@@ -8,25 +8,28 @@
 //! no longer has (or no longer terminal) removed. The commit is atomic: an update that is
 //! killed leaves the index as the last one left it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
 use tantivy::collector::{Count, TopDocs};
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RegexQuery, TermQuery};
+use tantivy::query::{
+    AllQuery, BooleanQuery, BoostQuery, EmptyQuery, FuzzyTermQuery, Occur, PhrasePrefixQuery,
+    PhraseQuery, Query, RegexQuery, TermQuery,
+};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
     TextOptions, Value,
 };
-use tantivy::snippet::SnippetGenerator;
 use tantivy::tokenizer::{
     AsciiFoldingFilter, LowerCaser, RemoveLongFilter, TextAnalyzer, Token, TokenStream, Tokenizer,
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use crate::export::Row;
+use crate::query::Node;
 use crate::scan::{Item, s};
 
 /// The analyzer of the text field, by name.
@@ -162,7 +165,9 @@ impl Tokenizer for OcrTokenizer {
     }
 }
 
-fn analyzer() -> TextAnalyzer {
+/// The text field's analyzer: [`OcrTokenizer`]'s words, long ones dropped, lowercased and
+/// folded to ASCII where they have an ASCII form.
+pub fn analyzer() -> TextAnalyzer {
     TextAnalyzer::builder(OcrTokenizer)
         .filter(RemoveLongFilter::limit(LONGEST_WORD))
         .filter(LowerCaser)
@@ -375,21 +380,74 @@ impl SearchIndex {
     /// Answers `q`, best first.
     pub fn search(&self, q: &SearchQuery) -> anyhow::Result<SearchResults> {
         let f = self.fields;
-        let mut parser = QueryParser::for_index(&self.index, vec![f.text]);
-        parser.set_conjunction_by_default();
-        if q.fuzzy > 0 {
-            parser.set_field_fuzzy(f.text, false, q.fuzzy, true);
+        let searcher = self.reader.searcher();
+        let node = crate::query::parse(&q.query)?;
+        let mut built = Builder {
+            searcher: &searcher,
+            field: f.text,
+            analyzer: analyzer(),
+            fuzzy: q.fuzzy,
+            highlight: HashSet::new(),
+            ignored: Vec::new(),
+        };
+        let Some(text_query) = built.node(&node, true)? else {
+            bail!(
+                "nothing to search for in {:?}: only letters and digits are indexed (punctuation, symbols and emoji are not)",
+                q.query
+            );
+        };
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, text_query)];
+        clauses.extend(self.filters(q)?);
+        let query = BooleanQuery::new(clauses);
+        let top_docs = TopDocs::with_limit(q.limit.max(1)).order_by_score();
+        // Counting every match visits them all; the best ones alone need not.
+        let (top, total) = if q.count {
+            let (top, total) = searcher.search(&query, &(top_docs, Count))?;
+            (top, Some(total as u64))
+        } else {
+            (searcher.search(&query, &top_docs)?, None)
+        };
+        let mut analyzer = analyzer();
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, address) in top {
+            let doc: TantivyDocument = searcher.doc(address)?;
+            let get = |field: Field| {
+                doc.get_first(field)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let (snippet, highlights) =
+                crate::highlight::snippet(&get(f.text), &built.highlight, &mut analyzer);
+            hits.push(Hit {
+                key: get(f.key),
+                public_id: get(f.public_id),
+                delivery_type: get(f.delivery_type),
+                status: get(f.status),
+                locale: get(f.locale),
+                ocr_at: get(f.ocr_at),
+                score,
+                snippet,
+                highlights,
+            });
         }
-        let text_query = parser
-            .parse_query(&plain_negation(&q.query))
-            .map_err(|e| anyhow::anyhow!("invalid query {:?}: {e}", q.query))?;
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, text_query.box_clone())];
+        Ok(SearchResults {
+            total,
+            hits,
+            ignored: built.ignored,
+        })
+    }
+
+    /// The filters of `q` (status, locale, delivery type, folder) as clauses.
+    fn filters(&self, q: &SearchQuery) -> anyhow::Result<Vec<(Occur, Box<dyn Query>)>> {
+        let f = self.fields;
         let term = |field: Field, value: &str| -> Box<dyn Query> {
             Box::new(TermQuery::new(
                 Term::from_field_text(field, value),
                 IndexRecordOption::Basic,
             ))
         };
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         if !q.statuses.is_empty() {
             let any: Vec<(Occur, Box<dyn Query>)> = q
                 .statuses
@@ -411,88 +469,212 @@ impl SearchIndex {
                 Box::new(RegexQuery::from_pattern(&pattern, f.public_id)?),
             ));
         }
-        let query = BooleanQuery::new(clauses);
-        let searcher = self.reader.searcher();
-        let top_docs = TopDocs::with_limit(q.limit.max(1)).order_by_score();
-        // Counting every match visits them all; the best ones alone need not.
-        let (top, total) = if q.count {
-            let (top, total) = searcher.search(&query, &(top_docs, Count))?;
-            (top, Some(total as u64))
-        } else {
-            (searcher.search(&query, &top_docs)?, None)
-        };
-        let mut snippets = SnippetGenerator::create(&searcher, &*text_query, f.text)?;
-        snippets.set_max_num_chars(SNIPPET_CHARS);
-        let mut hits = Vec::with_capacity(top.len());
-        for (score, address) in top {
-            let doc: TantivyDocument = searcher.doc(address)?;
-            let get = |field: Field| {
-                doc.get_first(field)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            let snippet = snippets.snippet_from_doc(&doc);
-            let (snippet, highlights) = if snippet.fragment().is_empty() {
-                // Fuzzy terms name no exact word to highlight: the text's beginning.
-                let text = get(f.text);
-                let end = text
-                    .char_indices()
-                    .nth(SNIPPET_CHARS)
-                    .map_or(text.len(), |(i, _)| i);
-                (text[..end].to_string(), Vec::new())
-            } else {
-                (
-                    snippet.fragment().to_string(),
-                    snippet
-                        .highlighted()
-                        .iter()
-                        .map(|r| (r.start, r.end))
-                        .collect(),
-                )
-            };
-            hits.push(Hit {
-                key: get(f.key),
-                public_id: get(f.public_id),
-                delivery_type: get(f.delivery_type),
-                status: get(f.status),
-                locale: get(f.locale),
-                ocr_at: get(f.ocr_at),
-                score,
-                snippet,
-                highlights,
-            });
-        }
-        Ok(SearchResults { total, hits })
+        Ok(clauses)
     }
 }
 
-const SNIPPET_CHARS: usize = 160;
+/// A fuzzy or prefix word stands for at most this many indexed terms (the most frequent).
+const MOST_EXPANSIONS: usize = 64;
 
-/// `a AND NOT b` as `a NOT b`: tantivy reads the first as "a, and a clause that only
-/// excludes", which matches nothing; the second (all words required) means what was asked.
-/// Quoted phrases are left as they are.
-fn plain_negation(query: &str) -> String {
-    let mut out = String::with_capacity(query.len());
-    for (i, part) in query.split('"').enumerate() {
-        if i > 0 {
-            out.push('"');
-        }
-        if i % 2 == 0 {
-            let words: Vec<&str> = part.split(' ').collect();
-            let mut kept = Vec::with_capacity(words.len());
-            for (j, w) in words.iter().enumerate() {
-                if *w == "AND" && words.get(j + 1) == Some(&"NOT") {
-                    continue;
+/// Builds the index's query from a parsed one, and collects the terms to highlight.
+struct Builder<'a> {
+    searcher: &'a tantivy::Searcher,
+    field: Field,
+    analyzer: TextAnalyzer,
+    fuzzy: u8,
+    /// The indexed terms a hit is highlighted with: those of every word not excluded.
+    highlight: HashSet<String>,
+    /// Words with nothing indexable (no letter or digit), left out.
+    ignored: Vec<String>,
+}
+
+impl Builder<'_> {
+    /// `positive`: not under a negation (its terms are highlighted).
+    fn node(&mut self, node: &Node, positive: bool) -> anyhow::Result<Option<Box<dyn Query>>> {
+        match node {
+            Node::Word { text, prefix } => self.words(text, *prefix, self.fuzzy, positive),
+            Node::Phrase(p) => self.words(p, false, 0, positive),
+            Node::All(clauses) => {
+                let mut parts: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+                for c in clauses {
+                    if let Some(q) = self.node(&c.node, positive && !c.exclude)? {
+                        let occur = if c.exclude {
+                            Occur::MustNot
+                        } else {
+                            Occur::Must
+                        };
+                        parts.push((occur, q));
+                    }
                 }
-                kept.push(*w);
+                if parts.is_empty() {
+                    return Ok(None);
+                }
+                // Only exclusions: everything but what they name.
+                if parts.iter().all(|(o, _)| *o == Occur::MustNot) {
+                    parts.push((Occur::Must, Box::new(AllQuery)));
+                }
+                Ok(Some(Box::new(BooleanQuery::new(parts))))
             }
-            out.push_str(&kept.join(" "));
-        } else {
-            out.push_str(part);
+            Node::Any(nodes) => {
+                let mut parts: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+                for n in nodes {
+                    parts.extend(self.node(n, positive)?.map(|q| (Occur::Should, q)));
+                }
+                Ok((!parts.is_empty()).then(|| Box::new(BooleanQuery::new(parts)) as _))
+            }
         }
     }
-    out
+
+    /// A word or a phrase: the phrase of its indexed terms (a single term alone, expanded
+    /// when it is a prefix or fuzzy).
+    fn words(
+        &mut self,
+        text: &str,
+        prefix: bool,
+        fuzzy: u8,
+        positive: bool,
+    ) -> anyhow::Result<Option<Box<dyn Query>>> {
+        let mut terms: Vec<(usize, String)> = Vec::new();
+        let mut stream = self.analyzer.token_stream(text);
+        while stream.advance() {
+            let t = stream.token();
+            terms.push((t.position, t.text.clone()));
+        }
+        drop(stream);
+        let field = self.field;
+        let term = |t: &str| Term::from_field_text(field, t);
+        let query: Box<dyn Query> = match terms.as_slice() {
+            [] => {
+                self.ignored.push(text.to_string());
+                return Ok(None);
+            }
+            [(_, one)] if prefix => {
+                let one = one.clone();
+                return self.expanded(&one, Expansion::Prefix, positive).map(Some);
+            }
+            [(_, one)] if fuzzy > 0 && one.chars().count() > 2 * usize::from(fuzzy) => {
+                let one = one.clone();
+                return self
+                    .expanded(&one, Expansion::Fuzzy(fuzzy), positive)
+                    .map(Some);
+            }
+            [(_, one)] => Box::new(TermQuery::new(term(one), IndexRecordOption::WithFreqs)),
+            many => {
+                let first = many[0].0;
+                let at: Vec<(usize, Term)> =
+                    many.iter().map(|(p, t)| (p - first, term(t))).collect();
+                if prefix {
+                    Box::new(PhrasePrefixQuery::new_with_offset(at))
+                } else {
+                    Box::new(PhraseQuery::new_with_offset(at))
+                }
+            }
+        };
+        if positive {
+            self.highlight.extend(terms.into_iter().map(|(_, t)| t));
+        }
+        Ok(Some(query))
+    }
+
+    /// The most frequent indexed terms `word` stands for, any of which matches; each ranked
+    /// by how close it is to what was typed (the word itself first).
+    fn expanded(
+        &mut self,
+        word: &str,
+        how: Expansion,
+        positive: bool,
+    ) -> anyhow::Result<Box<dyn Query>> {
+        let mut terms: Vec<(String, u64)> = self.dictionary(word, how)?.into_iter().collect();
+        terms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        terms.truncate(MOST_EXPANSIONS);
+        let typed: Vec<char> = word.chars().collect();
+        let parts: Vec<(Occur, Box<dyn Query>)> = terms
+            .iter()
+            .map(|(t, _)| {
+                let q = TermQuery::new(
+                    Term::from_field_text(self.field, t),
+                    IndexRecordOption::WithFreqs,
+                );
+                let apart = match how {
+                    Expansion::Prefix => t.chars().count().saturating_sub(typed.len()),
+                    Expansion::Fuzzy(_) => edits(&typed, t),
+                };
+                let boost = 1.0 / (1.0 + apart as f32);
+                let q: Box<dyn Query> = Box::new(BoostQuery::new(Box::new(q), boost));
+                (Occur::Should, q)
+            })
+            .collect();
+        if positive {
+            self.highlight.extend(terms.into_iter().map(|(t, _)| t));
+        }
+        if parts.is_empty() {
+            return Ok(Box::new(EmptyQuery));
+        }
+        Ok(Box::new(BooleanQuery::new(parts)))
+    }
+
+    /// The indexed terms `word` stands for, with the documents holding each.
+    fn dictionary(&self, word: &str, how: Expansion) -> anyhow::Result<HashMap<String, u64>> {
+        let mut found: HashMap<String, u64> = HashMap::new();
+        let mut collect = |key: &[u8], freq: u32| {
+            if let Ok(t) = std::str::from_utf8(key) {
+                *found.entry(t.to_string()).or_default() += u64::from(freq);
+            }
+        };
+        for segment in self.searcher.segment_readers() {
+            let inverted = segment.inverted_index(self.field)?;
+            let dict = inverted.terms();
+            match how {
+                Expansion::Prefix => {
+                    let mut stream = dict.range().ge(word.as_bytes()).into_stream()?;
+                    while stream.advance() && stream.key().starts_with(word.as_bytes()) {
+                        collect(stream.key(), stream.value().doc_freq);
+                    }
+                }
+                Expansion::Fuzzy(d) => {
+                    let term = Term::from_field_text(self.field, word);
+                    let automaton = FuzzyTermQuery::new(term, d, true).automaton()?;
+                    let mut stream = dict.search(automaton).into_stream()?;
+                    while stream.advance() {
+                        collect(stream.key(), stream.value().doc_freq);
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Expansion {
+    Prefix,
+    /// Up to this many edits.
+    Fuzzy(u8),
+}
+
+/// Edits (insertions, deletions, substitutions, swaps of neighbours) from `a` to `b`.
+fn edits(a: &[char], b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// Applies what a source offers to the index; [`Updater::finish`] removes what it did not
@@ -627,13 +809,19 @@ impl Hit {
         let mut out = String::new();
         let mut at = 0;
         for &(from, to) in &self.highlights {
-            out.push_str(&self.snippet[at..from]);
+            // Ranges out of order or off a character boundary are not marked.
+            let (Some(before), Some(inside)) =
+                (self.snippet.get(at..from), self.snippet.get(from..to))
+            else {
+                continue;
+            };
+            out.push_str(before);
             out.push_str(open);
-            out.push_str(&self.snippet[from..to]);
+            out.push_str(inside);
             out.push_str(close);
             at = to;
         }
-        out.push_str(&self.snippet[at..]);
+        out.push_str(self.snippet.get(at..).unwrap_or_default());
         out.split_whitespace().collect::<Vec<_>>().join(" ")
     }
 }
@@ -643,6 +831,8 @@ impl Hit {
 pub struct SearchResults {
     pub total: Option<u64>,
     pub hits: Vec<Hit>,
+    /// Words of the query with nothing indexable (no letter or digit), left out.
+    pub ignored: Vec<String>,
 }
 
 #[cfg(test)]
@@ -651,16 +841,6 @@ mod tests {
 
     fn texts(t: &str) -> Vec<String> {
         words(t).into_iter().map(|t| t.text).collect()
-    }
-
-    #[test]
-    fn and_not_is_read_as_not_outside_phrases() {
-        assert_eq!(plain_negation("a AND NOT b"), "a NOT b");
-        assert_eq!(
-            plain_negation("\"a AND NOT b\" AND c"),
-            "\"a AND NOT b\" AND c"
-        );
-        assert_eq!(plain_negation("a AND b"), "a AND b");
     }
 
     #[test]
