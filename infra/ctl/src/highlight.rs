@@ -106,3 +106,22 @@ fn best_start(
         .map_or(lead, |(at, c)| lead + at + c.len_utf8());
     Some(start)
 }
+
+/// `text` with each of `ranges` (byte ranges, in order) between `open` and `close`, on one
+/// line. Ranges out of order or off a character boundary are not marked.
+pub fn marked(text: &str, ranges: &[(usize, usize)], open: &str, close: &str) -> String {
+    let mut out = String::new();
+    let mut at = 0;
+    for &(from, to) in ranges {
+        let (Some(before), Some(inside)) = (text.get(at..from), text.get(from..to)) else {
+            continue;
+        };
+        out.push_str(before);
+        out.push_str(open);
+        out.push_str(inside);
+        out.push_str(close);
+        at = to;
+    }
+    out.push_str(text.get(at..).unwrap_or_default());
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -3,7 +3,9 @@
 pub mod dead_letters;
 pub mod export;
 pub mod export_s3;
+pub mod extract;
 pub mod highlight;
+pub mod pattern;
 pub mod query;
 pub mod scan;
 pub mod search;
@@ -27,7 +29,8 @@ use shared::queue::{QueueDepth, SqsQueue, WorkQueue, move_messages, queue_depth}
 /// `--profile`/`--region` or the usual AWS environment/profile; AWS_ENDPOINT_URL points it at a
 /// local endpoint (moto).
 ///
-/// Exit status: 0 done, 1 nothing matched (`grep` and `search`, as grep does), 2 an error.
+/// Exit status: 0 done, 1 nothing matched (`grep`, `search` and `extract`, as grep does), 2 an
+/// error.
 #[derive(Debug, Parser)]
 #[command(name = "ocr-ctl", version, about, long_about)]
 pub struct Cli {
@@ -143,6 +146,14 @@ pub enum Command {
     /// GB-123, a@b.com and 営業時間 are found as the OCR read them (a colon is never a field).
     Search {
         query: String,
+        /// QUERY is a regular expression (the regex crate's syntax), run over each line of the
+        /// texts the index cannot rule out (those holding the words every match needs);
+        /// results in the index's order, each with its first matching line.
+        #[arg(long)]
+        regex: bool,
+        /// With --regex: ignore case.
+        #[arg(long, short = 'i', requires = "regex")]
+        ignore_case: bool,
         /// At most this many results.
         #[arg(long, default_value_t = 10)]
         limit: usize,
@@ -167,6 +178,45 @@ pub enum Command {
         /// Machine-readable output (JSON lines: key, public_id, delivery_type, status, locale,
         /// score, snippet, highlights as byte ranges of the snippet; with --count, a last line
         /// {"total": N}).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write one row per match of PATTERN, a regular expression run over each line of each
+    /// text as grep runs it: key, public_id, match, one column per named group
+    /// (`(?P<vat>GB\d{9})`), line_number, line. The texts come from the index (only those
+    /// holding the words every match needs; `ocr-ctl index` builds it) or from an export file.
+    Extract {
+        pattern: String,
+        /// Read this export file instead of the index (JSON lines as `export --format jsonl`
+        /// writes them; gzip-compressed if its name ends in .gz).
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Write to this file (FILE.partial until complete) or S3 object
+        /// (s3://bucket/folder/matches.csv); standard output if absent. A name ending in .gz
+        /// is gzip-compressed.
+        #[arg(long)]
+        to: Option<String>,
+        /// The format (default: from the name given to --to, .jsonl or .csv; else csv).
+        #[arg(long, value_enum)]
+        format: Option<export::Format>,
+        #[arg(long, short = 'i')]
+        ignore_case: bool,
+        /// Only these statuses, comma-separated: done, no_text, failed.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only texts of this locale.
+        #[arg(long)]
+        locale: Option<String>,
+        /// Only public ids starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only this delivery type.
+        #[arg(long = "type")]
+        delivery_type: Option<String>,
+        /// Write CSV cells that a spreadsheet would run as formulas as they are.
+        #[arg(long)]
+        allow_formulas: bool,
+        /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -236,7 +286,7 @@ pub enum Command {
 pub enum Outcome {
     /// Exit status 0.
     Done,
-    /// Nothing matched (`grep`, `search`): exit status 1, as grep's.
+    /// Nothing matched (`grep`, `search`, `extract`): exit status 1, as grep's.
     NothingMatched,
 }
 
@@ -521,6 +571,79 @@ pub async fn run(
         }
         Command::Search {
             query,
+            regex: true,
+            ignore_case,
+            limit,
+            status,
+            locale,
+            prefix,
+            delivery_type,
+            count,
+            json,
+            ..
+        } => {
+            let index = search::SearchIndex::open(&index_dir(&cli)?)?;
+            let pattern = pattern::compile(query, *ignore_case)?;
+            let q = search::SearchQuery {
+                query: query.clone(),
+                limit: *limit,
+                statuses: ScanFilter::from_args(status.as_deref(), None)?.statuses,
+                locale: locale.clone(),
+                delivery_type: delivery_type.clone(),
+                prefix: prefix.clone(),
+                count: *count,
+                ..Default::default()
+            };
+            let found = extract::search_lines(&extract::Source::Index(&index), &pattern, &q)?;
+            extract::print_lines(&found, *limit, *json, out)?;
+            if found.hits.is_empty() {
+                return Ok(Outcome::NothingMatched);
+            }
+        }
+        Command::Extract {
+            pattern,
+            from,
+            to,
+            format,
+            ignore_case,
+            status,
+            locale,
+            prefix,
+            delivery_type,
+            allow_formulas,
+            json,
+        } => {
+            let pattern = pattern::compile(pattern, *ignore_case)?;
+            let q = search::SearchQuery {
+                statuses: ScanFilter::from_args(status.as_deref(), None)?.statuses,
+                locale: locale.clone(),
+                delivery_type: delivery_type.clone(),
+                prefix: prefix.clone(),
+                ..Default::default()
+            };
+            let index = match from {
+                Some(_) => None,
+                None => Some(search::SearchIndex::open(&index_dir(&cli)?)?),
+            };
+            let source = match (from, &index) {
+                (Some(path), _) => extract::Source::File(path),
+                (None, Some(index)) => extract::Source::Index(index),
+                (None, None) => unreachable!("the index is opened when no file is given"),
+            };
+            let options = extract::ExtractOptions {
+                to: to.as_deref().map(str::parse).transpose()?,
+                format: *format,
+                allow_formulas: *allow_formulas,
+                json: *json,
+            };
+            let s3 = s3_client(sdk);
+            let report = extract::run(&source, &pattern, &q, &options, &s3, out).await?;
+            if report.rows == 0 {
+                return Ok(Outcome::NothingMatched);
+            }
+        }
+        Command::Search {
+            query,
             limit,
             fuzzy,
             status,
@@ -529,6 +652,7 @@ pub async fn run(
             delivery_type,
             count,
             json,
+            ..
         } => {
             let index = search::SearchIndex::open(&index_dir(&cli)?)?;
             let found = index.search(&search::SearchQuery {

@@ -10,11 +10,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use tantivy::collector::{Count, TopDocs};
+use tantivy::collector::{Count, DocSetCollector, TopDocs};
 use tantivy::query::{
     AllQuery, BooleanQuery, BoostQuery, EmptyQuery, FuzzyTermQuery, Occur, PhrasePrefixQuery,
     PhraseQuery, Query, RegexQuery, TermQuery,
@@ -26,16 +27,17 @@ use tantivy::schema::{
 use tantivy::tokenizer::{
     AsciiFoldingFilter, LowerCaser, RemoveLongFilter, TextAnalyzer, Token, TokenStream, Tokenizer,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use crate::export::Row;
+use crate::pattern::Need;
 use crate::query::Node;
 use crate::scan::{Item, s};
 
 /// The analyzer of the text field, by name.
 const ANALYZER: &str = "ocr";
 /// Written beside the index; another value means another schema: rebuild.
-const FORMAT: &str = "ocr-ctl-index 1";
+const FORMAT: &str = "ocr-ctl-index 2";
 /// The file in the index's folder that holds [`FORMAT`].
 const MARKER: &str = "ocr-ctl-format";
 
@@ -82,11 +84,21 @@ fn schema() -> (Schema, Fields) {
 #[derive(Debug, Clone, Default)]
 pub struct OcrTokenizer;
 
-fn is_cjk(c: char) -> bool {
+pub fn is_cjk(c: char) -> bool {
     matches!(c as u32,
         0x1100..=0x11FF | 0x3040..=0x30FF | 0x3130..=0x318F | 0x31F0..=0x31FF
         | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF
         | 0xFF66..=0xFF9F | 0x20000..=0x2FA1F)
+}
+
+/// A character of a word: a letter or a decimal digit (`\w` of a regular expression without
+/// the marks and connectors), so that a Unicode word boundary `\b` always ends an indexed
+/// word. Numbers that are not digits (`½`, `²`) are not in words.
+pub fn is_word_char(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_alphanumeric();
+    }
+    c.is_alphanumeric() && regex_syntax::is_word_character(c)
 }
 
 /// The words of `text`, as [`OcrTokenizer`] splits it.
@@ -121,10 +133,10 @@ pub fn words(text: &str) -> Vec<Token> {
                     push(&mut tokens, pair[0].0, end(pair[1]));
                 }
             }
-        } else if c.is_alphanumeric() {
+        } else if is_word_char(c) {
             let mut to = at + c.len_utf8();
             while let Some(&(next_at, next)) = chars.peek() {
-                if !next.is_alphanumeric() || is_cjk(next) {
+                if !is_word_char(next) || is_cjk(next) {
                     break;
                 }
                 to = next_at + next.len_utf8();
@@ -410,22 +422,16 @@ impl SearchIndex {
         let mut analyzer = analyzer();
         let mut hits = Vec::with_capacity(top.len());
         for (score, address) in top {
-            let doc: TantivyDocument = searcher.doc(address)?;
-            let get = |field: Field| {
-                doc.get_first(field)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_string()
-            };
+            let doc = self.index_doc(&searcher.doc::<TantivyDocument>(address)?);
             let (snippet, highlights) =
-                crate::highlight::snippet(&get(f.text), &built.highlight, &mut analyzer);
+                crate::highlight::snippet(&doc.text, &built.highlight, &mut analyzer);
             hits.push(Hit {
-                key: get(f.key),
-                public_id: get(f.public_id),
-                delivery_type: get(f.delivery_type),
-                status: get(f.status),
-                locale: get(f.locale),
-                ocr_at: get(f.ocr_at),
+                key: doc.key,
+                public_id: doc.public_id,
+                delivery_type: doc.delivery_type,
+                status: doc.status,
+                locale: doc.locale,
+                ocr_at: doc.ocr_at,
                 score,
                 snippet,
                 highlights,
@@ -471,6 +477,107 @@ impl SearchIndex {
         }
         Ok(clauses)
     }
+
+    /// The indexed items that may match `need` and pass the filters of `q`, in the index's
+    /// order; `narrowed` is false when the pattern holds no indexed word and every item that
+    /// passes the filters is a candidate.
+    pub fn candidates(&self, need: &Need, q: &SearchQuery) -> anyhow::Result<Candidates> {
+        let searcher = self.reader.searcher();
+        let narrowing = self.need_query(need);
+        let narrowed = narrowing.is_some();
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> =
+            narrowing.map(|n| (Occur::Must, n)).into_iter().collect();
+        clauses.extend(self.filters(q)?);
+        let query: Box<dyn Query> = if clauses.is_empty() {
+            Box::new(AllQuery)
+        } else {
+            Box::new(BooleanQuery::new(clauses))
+        };
+        let mut addresses: Vec<DocAddress> = searcher
+            .search(query.as_ref(), &DocSetCollector)?
+            .into_iter()
+            .collect();
+        addresses.sort_unstable_by_key(|a| (a.segment_ord, a.doc_id));
+        Ok(Candidates {
+            addresses,
+            narrowed,
+            total: searcher.num_docs(),
+        })
+    }
+
+    /// `need` as a query of the text field; `None` when it cannot narrow (nothing certain, or
+    /// a term pattern too large for the term dictionary's automaton: left out, which only
+    /// keeps more candidates).
+    fn need_query(&self, need: &Need) -> Option<Box<dyn Query>> {
+        let both = |occur: Occur, qs: Vec<Box<dyn Query>>| -> Box<dyn Query> {
+            Box::new(BooleanQuery::new(
+                qs.into_iter().map(|q| (occur, q)).collect(),
+            ))
+        };
+        match need {
+            Need::Any => None,
+            Need::Term(re) => RegexQuery::from_pattern(re, self.fields.text)
+                .or_else(|_| {
+                    let looser = crate::pattern::loosened(re).context("a term pattern")?;
+                    Ok::<_, anyhow::Error>(RegexQuery::from_pattern(&looser, self.fields.text)?)
+                })
+                .ok()
+                .map(|q| Box::new(q) as Box<dyn Query>),
+            Need::And(all) => {
+                let qs: Vec<_> = all.iter().filter_map(|n| self.need_query(n)).collect();
+                (!qs.is_empty()).then(|| both(Occur::Must, qs))
+            }
+            Need::Or(any) => {
+                let qs: Option<Vec<_>> = any.iter().map(|n| self.need_query(n)).collect();
+                qs.map(|qs| both(Occur::Should, qs))
+            }
+        }
+    }
+
+    /// Reads the candidates' items in order, until `each` breaks.
+    pub fn read(
+        &self,
+        candidates: &Candidates,
+        mut each: impl FnMut(IndexDoc) -> anyhow::Result<ControlFlow<()>>,
+    ) -> anyhow::Result<()> {
+        let searcher = self.reader.searcher();
+        for &address in &candidates.addresses {
+            let doc: TantivyDocument = searcher.doc(address)?;
+            if each(self.index_doc(&doc))?.is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn index_doc(&self, doc: &TantivyDocument) -> IndexDoc {
+        let f = self.fields;
+        let get = |field: Field| {
+            doc.get_first(field)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        IndexDoc {
+            key: get(f.key),
+            public_id: get(f.public_id),
+            delivery_type: get(f.delivery_type),
+            status: get(f.status),
+            locale: get(f.locale),
+            text: get(f.text),
+            ocr_at: get(f.ocr_at),
+        }
+    }
+}
+
+/// The items a pattern is run over: those the index cannot rule out.
+#[derive(Debug, Clone)]
+pub struct Candidates {
+    pub addresses: Vec<DocAddress>,
+    /// Whether the index narrowed them by words of the pattern.
+    pub narrowed: bool,
+    /// Items in the index.
+    pub total: u64,
 }
 
 /// A fuzzy or prefix word stands for at most this many indexed terms (the most frequent).
@@ -806,23 +913,7 @@ pub struct Hit {
 impl Hit {
     /// The snippet with each match between `open` and `close`, on one line.
     pub fn marked(&self, open: &str, close: &str) -> String {
-        let mut out = String::new();
-        let mut at = 0;
-        for &(from, to) in &self.highlights {
-            // Ranges out of order or off a character boundary are not marked.
-            let (Some(before), Some(inside)) =
-                (self.snippet.get(at..from), self.snippet.get(from..to))
-            else {
-                continue;
-            };
-            out.push_str(before);
-            out.push_str(open);
-            out.push_str(inside);
-            out.push_str(close);
-            at = to;
-        }
-        out.push_str(self.snippet.get(at..).unwrap_or_default());
-        out.split_whitespace().collect::<Vec<_>>().join(" ")
+        crate::highlight::marked(&self.snippet, &self.highlights, open, close)
     }
 }
 

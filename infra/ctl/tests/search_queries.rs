@@ -321,3 +321,256 @@ proptest! {
         });
     }
 }
+
+/// Texts where words are cut in awkward places, for the patterns below.
+const PATTERN_TEXTS: &[(&str, &str)] = &[
+    (
+        "numbers",
+        "x½1234 5678² ab1234\nGB123456789 GB12345678 XGB123456789",
+    ),
+    ("vat", "VAT: GB123456789\nDE987654321; fr12345678901"),
+    ("dates", "Date: 2021-03-04\n04/03/2021 ２０２１年３月４日"),
+    ("greek", "ΟΔΟΣ Σοφίας 12\nStraße 7, Café"),
+];
+
+/// Every (key, line number, match) a pattern finds in the index's texts: from the index,
+/// reading only its candidates; or reading every text, as a scan does.
+fn rows(
+    index: &SearchIndex,
+    pattern: &ocr_ctl::pattern::Pattern,
+    scan: bool,
+) -> std::collections::BTreeSet<(String, usize, String)> {
+    use ocr_ctl::pattern::Need;
+    let need = if scan {
+        Need::Any
+    } else {
+        pattern.need.clone()
+    };
+    let every = ocr_ctl::pattern::Pattern {
+        regex: pattern.regex.clone(),
+        need,
+    };
+    let mut found = std::collections::BTreeSet::new();
+    let source = ocr_ctl::extract::Source::Index(index);
+    let q = SearchQuery::default();
+    ocr_ctl::extract::for_each_text(&source, &every, &q, false, |doc| {
+        ocr_ctl::extract::for_each_match(&every.regex, &doc.text, |f, _| {
+            let m = f.line[f.range.0..f.range.1].to_string();
+            found.insert((doc.key.clone(), f.line_number, m));
+            Ok(())
+        })?;
+        Ok(std::ops::ControlFlow::Continue(()))
+    })
+    .unwrap();
+    found
+}
+
+fn pattern_index() -> &'static SearchIndex {
+    static INDEX: OnceLock<(Folder, SearchIndex)> = OnceLock::new();
+    let (_, index) = INDEX.get_or_init(|| {
+        let dir = Folder::new();
+        let corpus = cloudinary_emulator::corpus::generate(400);
+        let docs = TEXTS
+            .iter()
+            .chain(PATTERN_TEXTS)
+            .map(|(k, t)| doc(k, t))
+            .chain(
+                corpus
+                    .iter()
+                    .filter_map(|a| Some(doc(&a.public_id, a.text.as_deref()?))),
+            );
+        let index = index(&dir, docs);
+        (dir, index)
+    });
+    index
+}
+
+#[test]
+fn patterns_people_mine_for_are_answered_from_the_index_as_a_scan_would() {
+    let index = pattern_index();
+    for (source, narrowed) in [
+        (r"\bGB\d{9}\b", true),
+        (r"(?P<country>GB|DE)(?P<number>\d{9})", true),
+        (r"INV-\d{4}-\d{4}", true),
+        (r"\b\d{4}-\d{2}-\d{2}\b", true),
+        (r"\d+[.,]\d{2}\s*(€|EUR)", true),
+        (r"[\w.]+@[\w.]+", false),
+        (r"\b\d{4}\b", true),
+        ("営業時間", true),
+        (r"(?i)straße|ΟΔΟΣ", true),
+        (r".", false),
+    ] {
+        let p = ocr_ctl::pattern::compile(source, false).unwrap();
+        let from_index = rows(index, &p, false);
+        assert_eq!(from_index, rows(index, &p, true), "{source}");
+        assert!(!from_index.is_empty(), "{source} finds something");
+        let candidates = index.candidates(&p.need, &SearchQuery::default()).unwrap();
+        assert_eq!(candidates.narrowed, narrowed, "{source}: {:?}", p.need);
+        if narrowed {
+            assert!(
+                (candidates.addresses.len() as u64) < candidates.total,
+                "{source} reads only some texts"
+            );
+        }
+    }
+}
+
+#[test]
+fn regex_search_marks_the_first_matching_line_and_extract_names_its_groups() {
+    let index = pattern_index();
+    let p = ocr_ctl::pattern::compile(r"(?P<country>[A-Z]{2})(?P<number>\d{9})\b", false).unwrap();
+    let source = ocr_ctl::extract::Source::Index(index);
+    let q = SearchQuery {
+        limit: 10,
+        count: true,
+        ..SearchQuery::default()
+    };
+    let found = ocr_ctl::extract::search_lines(&source, &p, &q).unwrap();
+    let vat = found
+        .hits
+        .iter()
+        .find(|h| h.key == "vat")
+        .expect("the VAT text");
+    assert_eq!(
+        (vat.line_number, vat.line.as_str()),
+        (1, "VAT: GB123456789")
+    );
+    assert_eq!(vat.highlights, vec![(5, 16)]);
+    let numbers = found.hits.iter().find(|h| h.key == "numbers").unwrap();
+    assert_eq!(numbers.line_number, 2);
+    assert_eq!(
+        numbers.highlights,
+        vec![(0, 11), (24, 35)],
+        "XGB… holds GB… too"
+    );
+    let scanned: HashSet<String> = rows(index, &p, true).into_iter().map(|r| r.0).collect();
+    assert_eq!(found.total.map(|t| t.0), Some(scanned.len() as u64));
+    assert_eq!(found.hits.len(), scanned.len().min(10));
+
+    let mut out = Vec::new();
+    let mut w = ocr_ctl::extract::RowWriter::new(&mut out, ocr_ctl::export::Format::Csv, &p, false)
+        .unwrap();
+    let only_vat = SearchQuery {
+        prefix: Some("vat".into()),
+        ..SearchQuery::default()
+    };
+    let r = ocr_ctl::extract::extract(&source, &p, &only_vat, &mut w, false).unwrap();
+    w.finish().unwrap();
+    assert_eq!((r.matched, r.rows), (1, 2));
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "key,public_id,match,country,number,line_number,line\n\
+         vat,vat,GB123456789,GB,123456789,1,VAT: GB123456789\n\
+         vat,vat,DE987654321,DE,987654321,2,DE987654321; fr12345678901\n"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Whatever the pattern, the index's answer is the scan's.
+    #[test]
+    fn any_pattern_finds_from_the_index_what_a_scan_finds(
+        parts in proptest::collection::vec(proptest::sample::select(PATTERN_PIECES), 1..6),
+        ignore_case in any::<bool>(),
+    ) {
+        let source = parts.concat();
+        let Ok(p) = ocr_ctl::pattern::compile(&source, ignore_case) else { return Ok(()) };
+        let index = pattern_index();
+        prop_assert_eq!(rows(index, &p, false), rows(index, &p, true), "{}", source);
+    }
+}
+
+const PATTERN_PIECES: &[&str] = &[
+    r"\b",
+    r"\d",
+    r"\d{2}",
+    r"\d+",
+    r"\d{9}",
+    "GB",
+    "INV",
+    "-",
+    r"\.",
+    ",",
+    ":",
+    " ",
+    r"\s",
+    r"\w+",
+    "[A-Z]",
+    "[a-z]+",
+    "[A-Z]{2}",
+    "(?i)gb",
+    "é",
+    "ß",
+    "Σ",
+    "営業",
+    "時間",
+    "9:00",
+    "€",
+    "@",
+    ".",
+    ".*",
+    "(?:a|b)",
+    "(?:GB|DE)",
+    "x?",
+    "^",
+    "$",
+    "(",
+    ")",
+    "|",
+    "[",
+    "]",
+    "?",
+    "*",
+];
+
+/// The README's three patterns: each is read, narrows by words and finds its groups.
+#[test]
+fn the_readmes_patterns_narrow_and_name_their_groups() {
+    let readme = include_str!("../../../README.md");
+    let patterns: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("ocr-ctl extract '"))
+        .filter_map(|l| l.rsplit_once("' --to ").map(|(p, _)| p))
+        .collect();
+    assert_eq!(patterns.len(), 4, "{patterns:?}");
+    let text = "VAT number GB123456789 and FR12345678901\nDate: 2021-03-04, due 4/3/2021\n\
+                TOTAL amount due: 1.234,56 EUR";
+    let mut found: Vec<String> = Vec::new();
+    for source in &patterns[1..] {
+        let p = ocr_ctl::pattern::compile(source, false).unwrap();
+        assert_ne!(p.need, ocr_ctl::pattern::Need::Any, "{source} narrows");
+        let words: std::collections::BTreeSet<String> = {
+            let mut analyzer = ocr_ctl::search::analyzer();
+            let mut stream = analyzer.token_stream(text);
+            let mut w = std::collections::BTreeSet::new();
+            while stream.advance() {
+                w.insert(stream.token().text.clone());
+            }
+            w
+        };
+        assert!(p.need.admits(&words), "{source}");
+        ocr_ctl::extract::for_each_match(&p.regex, text, |_, caps| {
+            for name in p.regex.capture_names().flatten() {
+                if let Some(m) = caps.name(name) {
+                    found.push(format!("{name}={}", m.as_str()));
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    assert_eq!(
+        found,
+        [
+            "country=GB",
+            "number=123456789",
+            "country=FR",
+            "number=12345678901",
+            "iso=2021-03-04",
+            "dmy=4/3/2021",
+            "amount=1.234,56",
+            "currency=EUR",
+        ]
+    );
+}

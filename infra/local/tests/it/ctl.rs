@@ -29,7 +29,7 @@ fn awkward() -> Vec<(String, Option<String>)> {
     ]
 }
 
-async fn put(h: &Harness, id: &str, text: Option<&str>, failed: bool) {
+pub(crate) async fn put(h: &Harness, id: &str, text: Option<&str>, failed: bool) {
     let record = if failed {
         ResultRecord::failed(
             id,
@@ -97,7 +97,7 @@ async fn write(h: &Harness, record: &ResultRecord) {
         .unwrap();
 }
 
-async fn seeded() -> Harness {
+pub(crate) async fn seeded() -> Harness {
     let h = Harness::new(vec![], crate::common::stack_settings(), |_| {}).await;
     for (id, text) in awkward() {
         put(&h, &id, text.as_deref(), false).await;
@@ -115,7 +115,7 @@ async fn ctl_on(h: &Harness, table: &str, args: &[&str]) -> anyhow::Result<Strin
 }
 
 /// What the command wrote and how it ended.
-async fn ctl_outcome(
+pub(crate) async fn ctl_outcome(
     h: &Harness,
     table: &str,
     args: &[&str],
@@ -149,7 +149,7 @@ fn assert_seeded_status(out: &str) {
     assert_eq!(v["dlq"]["visible"], 0);
 }
 
-fn temp_path(name: &str) -> std::path::PathBuf {
+pub(crate) fn temp_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("ocr-ctl-{}-{name}", uuid::Uuid::new_v4().simple()))
 }
 
@@ -972,7 +972,7 @@ async fn s3_keys(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<Str
     keys
 }
 
-async fn s3_gunzip(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> String {
+pub(crate) async fn s3_gunzip(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> String {
     let body = s3
         .get_object()
         .bucket(bucket)

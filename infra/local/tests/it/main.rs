@@ -7,6 +7,7 @@ mod chaos;
 mod cloudinary_client;
 mod common;
 mod ctl;
+mod extract;
 mod layering;
 mod pipeline;
 mod redrive;
