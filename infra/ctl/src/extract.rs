@@ -553,8 +553,8 @@ pub struct ExtractOptions {
     pub json: bool,
 }
 
-/// Writes the rows to a file: `FILE.partial` until complete, then renamed (gzip when its name
-/// ends in `.gz`).
+/// Writes the rows to a file: `FILE.partial` until complete and on disk, then renamed (gzip
+/// when `gzip`); on an error the partial file is removed and nothing is at `path`.
 fn extract_to_file(
     source: &Source<'_>,
     pattern: &Pattern,
@@ -567,26 +567,36 @@ fn extract_to_file(
     let mut partial = path.as_os_str().to_os_string();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
-    let file = std::fs::File::create(&partial)
-        .with_context(|| format!("cannot write {}", partial.display()))?;
-    let buffered = std::io::BufWriter::with_capacity(1 << 20, file);
-    let out: Box<dyn Write> = if gzip {
-        Box::new(flate2::write::GzEncoder::new(
-            buffered,
-            flate2::Compression::default(),
-        ))
-    } else {
-        Box::new(buffered)
-    };
-    let mut writer = RowWriter::new(out, format, pattern, allow_formulas)?;
-    let report = extract(source, pattern, q, &mut writer, true)?;
-    // Dropping the encoder writes the gzip trailer; flush errors surface from finish.
-    let mut out = writer.finish()?;
-    out.flush()?;
-    drop(out);
-    std::fs::rename(&partial, path)
-        .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
-    Ok(report)
+    let written = (|| {
+        let file = std::fs::File::create(&partial)
+            .with_context(|| format!("cannot write {}", partial.display()))?;
+        let buffered = std::io::BufWriter::with_capacity(1 << 20, file);
+        // Each layer is finished by hand: dropping one would swallow its last write's error.
+        let (report, buffered) = if gzip {
+            let encoder = flate2::write::GzEncoder::new(buffered, flate2::Compression::default());
+            let mut writer = RowWriter::new(encoder, format, pattern, allow_formulas)?;
+            let report = extract(source, pattern, q, &mut writer, true)?;
+            (report, writer.finish()?.finish()?)
+        } else {
+            let mut writer = RowWriter::new(buffered, format, pattern, allow_formulas)?;
+            let report = extract(source, pattern, q, &mut writer, true)?;
+            (report, writer.finish()?)
+        };
+        let file = buffered.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        anyhow::Ok(report)
+    })();
+    match written {
+        Ok(report) => {
+            std::fs::rename(&partial, path)
+                .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
+            Ok(report)
+        }
+        Err(e) => {
+            let _gone = std::fs::remove_file(&partial);
+            Err(e.context(format!("nothing written to {}", path.display())))
+        }
+    }
 }
 
 /// `extract`: the rows to standard output, a file or S3, and a summary (to standard error when

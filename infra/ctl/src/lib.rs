@@ -9,6 +9,7 @@ pub mod pattern;
 pub mod query;
 pub mod scan;
 pub mod search;
+pub mod settled;
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -11,7 +11,9 @@
 //! digits are each the end or the start of one; `\bGB\d{9}\b` is a whole word. A word is stored
 //! lowercased and folded to ASCII, one character at a time, and the pattern's characters are
 //! mapped the same way; classes too large to map (`\p{L}`, `.`) stand for any characters.
-//! Words of more than 64 bytes are not indexed, so a match inside one is not found this way.
+//! Words of 64 bytes or more are not indexed, so a match inside one (or touching one) is not
+//! found this way; nor in a script written without spaces other than the CJK ones (Thai, Lao,
+//! Khmer, Myanmar), whose sentences are long words.
 
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
@@ -275,7 +277,17 @@ fn cjk_pairs(run: &str) -> Need {
     Need::and(needs)
 }
 
+/// A greedy repetition of `sub`. A repetition of a repetition is grouped: printed bare,
+/// `(?:a{2})?` would read back as `a{2}?`, a lazy `a{2}`.
 fn repeat(sub: Hir, min: u32, max: Option<u32>) -> Repetition {
+    let sub = match sub.kind() {
+        HirKind::Repetition(_) => Hir::capture(regex_syntax::hir::Capture {
+            index: 1,
+            name: None,
+            sub: Box::new(sub),
+        }),
+        _ => sub,
+    };
     Repetition {
         min,
         max,
@@ -551,6 +563,13 @@ mod tests {
             panic!("one term")
         };
         assert!(t.starts_with("(?:(?:gb)"), "{t}");
+        // An optional count or run of word characters stays optional.
+        check(r"(?:a+)?b", &[&["b"], &["aab"]], &[&["c"]]);
+        check(
+            r"\b(?:[A-Z]{2})?\d{9}\b",
+            &[&["123456789"], &["gb123456789"]],
+            &[&["12345678"], &["x123456789"]],
+        );
         check(
             r"INV-\d{6}",
             &[&["xinv", "123456abc"], &["inv", "123456"]],

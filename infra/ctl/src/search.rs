@@ -41,7 +41,7 @@ const FORMAT: &str = "ocr-ctl-index 2";
 /// The file in the index's folder that holds [`FORMAT`].
 const MARKER: &str = "ocr-ctl-format";
 
-/// Words longer than this (in bytes) are not indexed (OCR noise, base64, ...).
+/// Words of this many bytes or more are not indexed (OCR noise, base64, ...).
 const LONGEST_WORD: usize = 64;
 
 /// The fields of the index.
@@ -605,12 +605,11 @@ impl Builder<'_> {
                 let mut parts: Vec<(Occur, Box<dyn Query>)> = Vec::new();
                 for c in clauses {
                     if let Some(q) = self.node(&c.node, positive && !c.exclude)? {
-                        let occur = if c.exclude {
-                            Occur::MustNot
+                        parts.push(if c.exclude {
+                            (Occur::MustNot, Box::new(crate::settled::Settled(q)))
                         } else {
-                            Occur::Must
-                        };
-                        parts.push((occur, q));
+                            (Occur::Must, q)
+                        });
                     }
                 }
                 if parts.is_empty() {

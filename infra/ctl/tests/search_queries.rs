@@ -390,6 +390,7 @@ fn patterns_people_mine_for_are_answered_from_the_index_as_a_scan_would() {
     let index = pattern_index();
     for (source, narrowed) in [
         (r"\bGB\d{9}\b", true),
+        (r"\b(?:[A-Z]{2})?\d{9}\b", true),
         (r"(?P<country>GB|DE)(?P<number>\d{9})", true),
         (r"INV-\d{4}-\d{4}", true),
         (r"\b\d{4}-\d{2}-\d{2}\b", true),
@@ -522,6 +523,10 @@ const PATTERN_PIECES: &[&str] = &[
     "]",
     "?",
     "*",
+    "(?:[A-Z]{2})?",
+    r"(?:\d+)?",
+    r"(\d{2}-)?",
+    "{2}",
 ];
 
 /// The README's three patterns: each is read, narrows by words and finds its groups.
@@ -573,4 +578,31 @@ fn the_readmes_patterns_narrow_and_name_their_groups() {
             "currency=EUR",
         ]
     );
+}
+
+/// An excluded phrase takes out exactly the texts that hold it, whatever the index's layout.
+#[test]
+fn an_excluded_phrase_takes_out_exactly_its_texts() {
+    let dir = Folder::new();
+    let index = index(&dir, TEXTS.iter().map(|(k, t)| doc(k, t)));
+    for query in [
+        "NOT \"INV-2021\"",
+        "-\"営業時間 9:00\"",
+        "NOT (\"crème\" OR \"INV-2021 0042\")",
+    ] {
+        let r = index.search(&q(query)).unwrap();
+        let mut got = keys(&r);
+        got.sort();
+        let mut want: Vec<String> = TEXTS
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .filter(|k| match query {
+                "NOT \"INV-2021\"" => k != "invoice",
+                "-\"営業時間 9:00\"" => k != "shop",
+                _ => k != "invoice" && k != "shop",
+            })
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "{query}");
+    }
 }
