@@ -275,3 +275,44 @@ pub async fn export(
         path: out.map(Path::to_path_buf),
     })
 }
+
+/// Reads an export file (JSON lines as `export --format jsonl` writes them; gzip-compressed
+/// when its name ends in `.gz`), calling `each` with every row until it breaks; `bar`, when
+/// given, follows the file's bytes.
+pub fn read_rows(
+    path: &Path,
+    bar: Option<&indicatif::ProgressBar>,
+    mut each: impl FnMut(Row) -> anyhow::Result<std::ops::ControlFlow<()>>,
+) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let raw: Box<dyn std::io::Read> = match bar {
+        Some(b) => Box::new(b.wrap_read(file)),
+        None => Box::new(file),
+    };
+    let reader: Box<dyn BufRead> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(std::io::BufReader::with_capacity(
+            1 << 16,
+            flate2::read::MultiGzDecoder::new(raw),
+        ))
+    } else {
+        Box::new(std::io::BufReader::with_capacity(1 << 16, raw))
+    };
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: Row = serde_json::from_str(&line).with_context(|| {
+            format!(
+                "{} line {}: not a row of `ocr-ctl export --format jsonl`",
+                path.display(),
+                n + 1
+            )
+        })?;
+        if each(row)?.is_break() {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -3,14 +3,14 @@
 //! [`crate::pattern`]) or from an export file (every one).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::export::{Format, Row, neutralise};
+use crate::export::{Format, neutralise};
 use crate::pattern::Pattern;
 use crate::search::{IndexDoc, SearchIndex, SearchQuery};
 
@@ -121,44 +121,19 @@ pub fn for_each_text(
             })
         }
         Source::File(path) => {
-            let file = std::fs::File::open(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let len = file.metadata()?.len();
+            let len = std::fs::metadata(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .len();
             let bar = bar(progress, len, "bytes");
-            let raw: Box<dyn std::io::Read> = match &bar {
-                Some(b) => Box::new(b.wrap_read(file)),
-                None => Box::new(file),
-            };
-            let reader: Box<dyn BufRead> = if path.extension().is_some_and(|e| e == "gz") {
-                Box::new(std::io::BufReader::with_capacity(
-                    1 << 16,
-                    flate2::read::MultiGzDecoder::new(raw),
-                ))
-            } else {
-                Box::new(std::io::BufReader::with_capacity(1 << 16, raw))
-            };
             let mut scanned = Scanned::default();
-            for (n, line) in reader.lines().enumerate() {
-                let line = line.with_context(|| format!("reading {}", path.display()))?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let row: Row = serde_json::from_str(&line).with_context(|| {
-                    format!(
-                        "{} line {}: not a row of `ocr-ctl export --format jsonl`",
-                        path.display(),
-                        n + 1
-                    )
-                })?;
+            crate::export::read_rows(path, bar.as_ref(), |row| {
                 let Some(doc) = IndexDoc::from_row(row).filter(|d| passes(d, q)) else {
-                    continue;
+                    return Ok(ControlFlow::Continue(()));
                 };
                 scanned.items += 1;
                 scanned.read += 1;
-                if each(&doc)?.is_break() {
-                    break;
-                }
-            }
+                each(&doc)
+            })?;
             if let Some(b) = bar {
                 b.finish_and_clear();
             }

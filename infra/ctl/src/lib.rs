@@ -150,7 +150,7 @@ pub enum Command {
         /// QUERY is a regular expression (the regex crate's syntax), run over each line of the
         /// texts the index cannot rule out (those holding the words every match needs);
         /// results in the index's order, each with its first matching line.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "fuzzy")]
         regex: bool,
         /// With --regex: ignore case.
         #[arg(long, short = 'i', requires = "regex")]
@@ -161,18 +161,8 @@ pub enum Command {
         /// Tolerate typos: this many edits per word (1 or 2).
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
         fuzzy: u8,
-        /// Only these statuses, comma-separated: done, no_text, failed.
-        #[arg(long)]
-        status: Option<String>,
-        /// Only texts of this locale (as Cloudinary detected it, e.g. en).
-        #[arg(long)]
-        locale: Option<String>,
-        /// Only public ids starting with this (a folder: invoices/2021/).
-        #[arg(long)]
-        prefix: Option<String>,
-        /// Only this delivery type (upload, private, authenticated).
-        #[arg(long = "type")]
-        delivery_type: Option<String>,
+        #[command(flatten)]
+        filters: Filters,
         /// Also count every matching asset (slower on common words).
         #[arg(long)]
         count: bool,
@@ -202,18 +192,8 @@ pub enum Command {
         format: Option<export::Format>,
         #[arg(long, short = 'i')]
         ignore_case: bool,
-        /// Only these statuses, comma-separated: done, no_text, failed.
-        #[arg(long)]
-        status: Option<String>,
-        /// Only texts of this locale.
-        #[arg(long)]
-        locale: Option<String>,
-        /// Only public ids starting with this.
-        #[arg(long)]
-        prefix: Option<String>,
-        /// Only this delivery type.
-        #[arg(long = "type")]
-        delivery_type: Option<String>,
+        #[command(flatten)]
+        filters: Filters,
         /// Write CSV cells that a spreadsheet would run as formulas as they are.
         #[arg(long)]
         allow_formulas: bool,
@@ -280,6 +260,36 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// Which indexed items `search` and `extract` read.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Filters {
+    /// Only these statuses, comma-separated: done, no_text, failed.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only texts of this locale (as Cloudinary detected it, e.g. en).
+    #[arg(long)]
+    pub locale: Option<String>,
+    /// Only public ids starting with this (a folder: invoices/2021/).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Only this delivery type (upload, private, authenticated).
+    #[arg(long = "type")]
+    pub delivery_type: Option<String>,
+}
+
+impl Filters {
+    /// A query with these filters and nothing else.
+    fn query(&self) -> anyhow::Result<search::SearchQuery> {
+        Ok(search::SearchQuery {
+            statuses: ScanFilter::from_args(self.status.as_deref(), None)?.statuses,
+            locale: self.locale.clone(),
+            delivery_type: self.delivery_type.clone(),
+            prefix: self.prefix.clone(),
+            ..Default::default()
+        })
+    }
 }
 
 /// How a command ended, for the exit status.
@@ -575,10 +585,7 @@ pub async fn run(
             regex: true,
             ignore_case,
             limit,
-            status,
-            locale,
-            prefix,
-            delivery_type,
+            filters,
             count,
             json,
             ..
@@ -588,12 +595,8 @@ pub async fn run(
             let q = search::SearchQuery {
                 query: query.clone(),
                 limit: *limit,
-                statuses: ScanFilter::from_args(status.as_deref(), None)?.statuses,
-                locale: locale.clone(),
-                delivery_type: delivery_type.clone(),
-                prefix: prefix.clone(),
                 count: *count,
-                ..Default::default()
+                ..filters.query()?
             };
             let found = extract::search_lines(&extract::Source::Index(&index), &pattern, &q)?;
             extract::print_lines(&found, *limit, *json, out)?;
@@ -607,21 +610,12 @@ pub async fn run(
             to,
             format,
             ignore_case,
-            status,
-            locale,
-            prefix,
-            delivery_type,
+            filters,
             allow_formulas,
             json,
         } => {
             let pattern = pattern::compile(pattern, *ignore_case)?;
-            let q = search::SearchQuery {
-                statuses: ScanFilter::from_args(status.as_deref(), None)?.statuses,
-                locale: locale.clone(),
-                delivery_type: delivery_type.clone(),
-                prefix: prefix.clone(),
-                ..Default::default()
-            };
+            let q = filters.query()?;
             let index = match from {
                 Some(_) => None,
                 None => Some(search::SearchIndex::open(&index_dir(&cli)?)?),
@@ -647,10 +641,7 @@ pub async fn run(
             query,
             limit,
             fuzzy,
-            status,
-            locale,
-            prefix,
-            delivery_type,
+            filters,
             count,
             json,
             ..
@@ -660,11 +651,8 @@ pub async fn run(
                 query: query.clone(),
                 limit: *limit,
                 fuzzy: *fuzzy,
-                statuses: ScanFilter::from_args(status.as_deref(), None)?.statuses,
-                locale: locale.clone(),
-                delivery_type: delivery_type.clone(),
-                prefix: prefix.clone(),
                 count: *count,
+                ..filters.query()?
             })?;
             if !found.ignored.is_empty() {
                 eprintln!(

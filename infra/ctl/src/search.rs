@@ -9,7 +9,6 @@
 //! killed leaves the index as the last one left it.
 
 use std::collections::{HashMap, HashSet};
-use std::io::BufRead;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
@@ -849,31 +848,10 @@ impl Updater<'_> {
 /// Reads an export file (JSON lines as `export --format jsonl` writes them; gzip-compressed
 /// when its name ends in `.gz`) into `updater`.
 pub fn update_from_file(updater: &mut Updater<'_>, path: &Path) -> anyhow::Result<()> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let reader: Box<dyn BufRead> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(std::io::BufReader::with_capacity(
-            1 << 16,
-            flate2::read::MultiGzDecoder::new(file),
-        ))
-    } else {
-        Box::new(std::io::BufReader::with_capacity(1 << 16, file))
-    };
-    for (n, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let row: Row = serde_json::from_str(&line).with_context(|| {
-            format!(
-                "{} line {}: not a row of `ocr-ctl export --format jsonl`",
-                path.display(),
-                n + 1
-            )
-        })?;
+    crate::export::read_rows(path, None, |row| {
         updater.offer(IndexDoc::from_row(row))?;
-    }
-    Ok(())
+        Ok(ControlFlow::Continue(()))
+    })
 }
 
 /// A search: the query (tantivy's syntax: words, "phrases", AND/OR/NOT, +/-, parentheses)

@@ -171,17 +171,21 @@ fn a_query_that_cannot_be_read_says_what_is_wrong_and_how_to_write_it() {
     assert!(error("🎉 !!").contains("nothing to search for"));
 }
 
-/// The demo's corpus and the texts above, indexed once for the property test.
+/// The demo's corpus and the texts here, indexed once for the property tests.
 fn shared_index() -> &'static SearchIndex {
     static INDEX: OnceLock<(Folder, SearchIndex)> = OnceLock::new();
     let (_, index) = INDEX.get_or_init(|| {
         let dir = Folder::new();
         let corpus = cloudinary_emulator::corpus::generate(400);
-        let docs = TEXTS.iter().map(|(k, t)| doc(k, t)).chain(
-            corpus
-                .iter()
-                .filter_map(|a| Some(doc(&a.public_id, a.text.as_deref()?))),
-        );
+        let docs = TEXTS
+            .iter()
+            .chain(PATTERN_TEXTS)
+            .map(|(k, t)| doc(k, t))
+            .chain(
+                corpus
+                    .iter()
+                    .filter_map(|a| Some(doc(&a.public_id, a.text.as_deref()?))),
+            );
         let index = index(&dir, docs);
         (dir, index)
     });
@@ -365,29 +369,9 @@ fn rows(
     found
 }
 
-fn pattern_index() -> &'static SearchIndex {
-    static INDEX: OnceLock<(Folder, SearchIndex)> = OnceLock::new();
-    let (_, index) = INDEX.get_or_init(|| {
-        let dir = Folder::new();
-        let corpus = cloudinary_emulator::corpus::generate(400);
-        let docs = TEXTS
-            .iter()
-            .chain(PATTERN_TEXTS)
-            .map(|(k, t)| doc(k, t))
-            .chain(
-                corpus
-                    .iter()
-                    .filter_map(|a| Some(doc(&a.public_id, a.text.as_deref()?))),
-            );
-        let index = index(&dir, docs);
-        (dir, index)
-    });
-    index
-}
-
 #[test]
 fn patterns_people_mine_for_are_answered_from_the_index_as_a_scan_would() {
-    let index = pattern_index();
+    let index = shared_index();
     for (source, narrowed) in [
         (r"\bGB\d{9}\b", true),
         (r"\b(?:[A-Z]{2})?\d{9}\b", true),
@@ -418,7 +402,7 @@ fn patterns_people_mine_for_are_answered_from_the_index_as_a_scan_would() {
 
 #[test]
 fn regex_search_marks_the_first_matching_line_and_extract_names_its_groups() {
-    let index = pattern_index();
+    let index = shared_index();
     let p = ocr_ctl::pattern::compile(r"(?P<country>[A-Z]{2})(?P<number>\d{9})\b", false).unwrap();
     let source = ocr_ctl::extract::Source::Index(index);
     let q = SearchQuery {
@@ -477,7 +461,7 @@ proptest! {
     ) {
         let source = parts.concat();
         let Ok(p) = ocr_ctl::pattern::compile(&source, ignore_case) else { return Ok(()) };
-        let index = pattern_index();
+        let index = shared_index();
         prop_assert_eq!(rows(index, &p, false), rows(index, &p, true), "{}", source);
     }
 }

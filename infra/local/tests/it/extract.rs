@@ -15,12 +15,18 @@ const INVOICES: &[(&str, &str)] = &[
     ("signs/exit", "EXIT\n非常口"),
 ];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn extract_writes_one_row_per_match_the_same_from_the_index_a_file_and_s3() {
+/// The seeded table with the invoices above.
+async fn with_invoices() -> crate::common::Harness {
     let h = seeded().await;
     for (id, text) in INVOICES {
         put(&h, id, Some(text), false).await;
     }
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn extract_writes_one_row_per_match_the_same_from_the_index_a_file_and_s3() {
+    let h = with_invoices().await;
     let table = h.stack.names.results_table.clone();
     let dir = temp_path("index");
     let dir_arg = dir.to_str().unwrap();
@@ -191,10 +197,7 @@ async fn extract_writes_one_row_per_match_the_same_from_the_index_a_file_and_s3(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn regex_search_answers_from_the_index_counts_and_refuses_a_bad_pattern() {
-    let h = seeded().await;
-    for (id, text) in INVOICES {
-        put(&h, id, Some(text), false).await;
-    }
+    let h = with_invoices().await;
     let table = h.stack.names.results_table.clone();
     let dir = temp_path("index");
     let dir_arg = dir.to_str().unwrap();
