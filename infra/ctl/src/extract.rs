@@ -173,16 +173,20 @@ pub fn search_lines(
     q: &SearchQuery,
 ) -> anyhow::Result<LineResults> {
     let (mut hits, mut items, mut lines) = (Vec::new(), 0u64, 0u64);
+    let limit = q.limit.max(1);
     let scanned = for_each_text(source, pattern, q, false, |doc| {
+        // Past the limit (counting), a match is only counted: nothing is copied.
+        let shown = hits.len() < limit;
         let mut first: Option<LineHit> = None;
-        let mut last_line = 0;
+        let (mut matched, mut last_line) = (false, 0);
         for_each_match(&pattern.regex, &doc.text, |found, _| {
+            matched = true;
             if found.line_number != last_line {
                 lines += 1;
                 last_line = found.line_number;
             }
             match &mut first {
-                None => {
+                None if shown => {
                     first = Some(LineHit {
                         key: doc.key.clone(),
                         public_id: doc.public_id.clone(),
@@ -197,16 +201,14 @@ pub fn search_lines(
                 Some(hit) if hit.line_number == found.line_number => {
                     hit.highlights.push(found.range)
                 }
-                Some(_) => {}
+                _ => {}
             }
             Ok(())
         })?;
-        if let Some(hit) = first {
+        if matched {
             items += 1;
-            if hits.len() < q.limit.max(1) {
-                hits.push(hit);
-            }
-            if hits.len() >= q.limit.max(1) && !q.count {
+            hits.extend(first);
+            if hits.len() >= limit && !q.count {
                 return Ok(ControlFlow::Break(()));
             }
         }

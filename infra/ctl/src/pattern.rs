@@ -22,6 +22,8 @@ use regex_syntax::hir::{
     Class, ClassUnicode, ClassUnicodeRange, Dot, Hir, HirKind, Look, Repetition,
 };
 
+use tantivy::tokenizer::TextAnalyzer;
+
 use crate::search::{analyzer, is_cjk, is_word_char};
 
 /// What the indexed words of a text must hold for the pattern to match one of its lines.
@@ -267,14 +269,19 @@ fn cjk_pairs(run: &str) -> Need {
     let mut analyzer = analyzer();
     for pair in chars.windows(2) {
         let pair: String = pair.iter().collect();
-        let mut stream = analyzer.token_stream(&pair);
-        let mut words = Vec::new();
-        stream.process(&mut |t| words.push(t.text.clone()));
-        if let [only] = words.as_slice() {
+        if let [only] = stored(&mut analyzer, &pair).as_slice() {
             needs.push(Need::Term(regex_syntax::escape(only)));
         }
     }
     Need::and(needs)
+}
+
+/// The words the index stores for `text`, in order.
+fn stored(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
+    let mut stream = analyzer.token_stream(text);
+    let mut words = Vec::new();
+    stream.process(&mut |t| words.push(t.text.clone()));
+    words
 }
 
 /// A greedy repetition of `sub`. A repetition of a repetition is grouped: printed bare,
@@ -413,11 +420,7 @@ fn forms(chars: impl Iterator<Item = char>) -> Hir {
     let mut singles: Vec<ClassUnicodeRange> = Vec::new();
     let mut strings: BTreeSet<String> = BTreeSet::new();
     for c in chars {
-        let mut buffer = [0; 4];
-        let mut stream = analyzer.token_stream(c.encode_utf8(&mut buffer));
-        let mut stored = Vec::new();
-        stream.process(&mut |t| stored.push(t.text.clone()));
-        for form in stored {
+        for form in stored(&mut analyzer, c.encode_utf8(&mut [0; 4])) {
             let mut it = form.chars();
             match (it.next(), it.next()) {
                 (Some(one), None) => singles.push(ClassUnicodeRange::new(one, one)),
@@ -635,13 +638,7 @@ mod tests {
 
     /// The words the index stores for `text`.
     fn stored(text: &str) -> BTreeSet<String> {
-        let mut analyzer = analyzer();
-        let mut stream = analyzer.token_stream(text);
-        let mut words = BTreeSet::new();
-        stream.process(&mut |t| {
-            words.insert(t.text.clone());
-        });
-        words
+        super::stored(&mut analyzer(), text).into_iter().collect()
     }
 
     #[test]

@@ -973,8 +973,16 @@ async fn s3_keys(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<Str
 }
 
 pub(crate) async fn s3_gunzip(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> String {
-    let body = s3
-        .get_object()
+    let body = s3_bytes(s3, bucket, key).await;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&body[..]), &mut text)
+        .unwrap();
+    text
+}
+
+/// An object's bytes.
+pub(crate) async fn s3_bytes(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    s3.get_object()
         .bucket(bucket)
         .key(key)
         .send()
@@ -984,11 +992,8 @@ pub(crate) async fn s3_gunzip(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) 
         .collect()
         .await
         .unwrap()
-        .into_bytes();
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&body[..]), &mut text)
-        .unwrap();
-    text
+        .into_bytes()
+        .to_vec()
 }
 
 async fn glue_location(glue: &aws_sdk_glue::Client) -> String {

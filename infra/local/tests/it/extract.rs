@@ -1,7 +1,7 @@
 //! `ocr-ctl search --regex` and `ocr-ctl extract` against moto: from the index and from an
 //! export file, to standard output, a file and S3, with the same rows each way.
 
-use crate::ctl::{ctl, ctl_outcome, put, s3_gunzip, seeded, temp_path};
+use crate::ctl::{ctl, ctl_outcome, put, s3_bytes, s3_gunzip, seeded, temp_path};
 
 const INVOICES: &[(&str, &str)] = &[
     (
@@ -266,18 +266,7 @@ async fn a_large_extract_is_uploaded_in_parts_and_reads_back_whole() {
         .await
         .unwrap();
     assert_eq!(sent, body.len() as u64);
-    let back = s3
-        .get_object()
-        .bucket(&bucket)
-        .key("big.csv")
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
+    let back = s3_bytes(&s3, &bucket, "big.csv").await;
     assert!(back == body.as_bytes(), "the object is the file");
     let _ = std::fs::remove_file(&file);
 }
