@@ -2,23 +2,33 @@
 user of the real service would, and checks every answer. A client nobody here wrote proves that
 the emulator accepts what Cloudinary accepts (JSON Admin API bodies, multipart Upload API
 calls, SHA-1 and SHA-256 signatures) and answers as Cloudinary does (paging, OCR, delivery
-types, 404, 401, 420).
+types, listings by prefix and tag, Search expressions, usage, 404, 401, 420).
 
-usage: cloudinary_sdk_check.py all|sha256-only
+usage: cloudinary_sdk_check.py all|sha256-only|listings
   env: CLOUDINARY_URL (the emulator's account), CLOUDINARY_API_BASE (its base URL),
+       all, sha256-only:
        SDK_CHECK_IDS (comma-separated public ids of the account's upload images),
        SDK_CHECK_TEXT (the text of the first one), SDK_CHECK_PRIVATE_TEXT (the text of a
        private image under the first one's public id)
+       listings:
+       SDK_CHECK_EXPECT (JSON, worked out from the account's corpus by the caller):
+         search: {expression, max_results, ids}   ids oldest first, each [type, public_id]
+         bad_expression                           an expression Cloudinary refuses
+         tag: {tag, max_results, ids}             ids in any order, each [type, public_id]
+         prefix: {prefix, max_results, ids}       upload public_ids by public_id
+         ocr: {ids, limit}                        upload public_ids to OCR; the add-on's limit
 Prints one line per check; exits 1 on the first that fails.
 """
 
+import json
+import math
 import os
 import sys
 
 import cloudinary
 import cloudinary.api
 import cloudinary.uploader
-from cloudinary.exceptions import AuthorizationRequired, NotFound, RateLimited
+from cloudinary.exceptions import AuthorizationRequired, BadRequest, NotFound, RateLimited
 
 
 def check(name, ok, detail=""):
@@ -119,12 +129,120 @@ def sha256_only_checks(ids):
     check("an account requiring SHA-256 takes SHA-256", status == "complete", str(done)[:300])
 
 
+def pages_of(call, **options):
+    """Every page of a listing the SDK pages with next_cursor: the resources, and the pages."""
+    resources, pages, cursor = [], [], None
+    while True:
+        page = call(**(dict(options, next_cursor=cursor) if cursor else options))
+        pages.append(page)
+        resources += page["resources"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return resources, pages
+
+
+def search_checks(search, bad_expression):
+    expected = [tuple(i) for i in search["ids"]]
+    size = search["max_results"]
+
+    def run(next_cursor=None):
+        query = (cloudinary.Search().expression(search["expression"]).max_results(size)
+                 .sort_by("created_at", "asc").with_field("tags"))
+        if next_cursor:
+            query = query.next_cursor(next_cursor)
+        return query.execute()
+
+    found, pages = pages_of(run)
+    got = [(r["type"], r["public_id"]) for r in found]
+    check("search: total_count is every match", all(p["total_count"] == len(expected) for p in pages),
+          str([p["total_count"] for p in pages]))
+    check("search: paged by next_cursor, max_results a page", len(pages) == math.ceil(len(expected) / size)
+          and all(len(p["resources"]) <= size for p in pages), f"{len(pages)} pages")
+    check("search: folder/prefix/tag/format expression matches, oldest first", got == expected,
+          f"{got} != {expected}")
+    check("search: with_field tags carries them", all(isinstance(r.get("tags"), list) for r in found))
+    check("search: folder carried", all(r["folder"] == r["public_id"].rpartition("/")[0] for r in found))
+    first = cloudinary.Search().expression(search["expression"]).execute()
+    check("search: 50 a page and no tags by default",
+          len(first["resources"]) == min(50, len(expected)) and "tags" not in first["resources"][0],
+          str(first["resources"][:1]))
+    message = expect("search: a bad expression is refused (400)", BadRequest,
+                     lambda: cloudinary.Search().expression(bad_expression).execute())
+    check("search: the refusal says why", "expression" in message, message)
+
+
+def tag_checks(tag):
+    expected = sorted(tuple(i) for i in tag["ids"])
+    size = tag["max_results"]
+    found, pages = pages_of(cloudinary.api.resources_by_tag, tag=tag["tag"], max_results=size, tags=True)
+    got = sorted((r["type"], r["public_id"]) for r in found)
+    check(f"resources_by_tag({tag['tag']!r}): every image carrying it, of every type", got == expected,
+          f"{got} != {expected}")
+    check("resources_by_tag: paged by next_cursor", len(pages) == math.ceil(len(expected) / size),
+          f"{len(pages)} pages")
+    check("resources_by_tag: tags=True carries them", all(tag["tag"] in r["tags"] for r in found))
+    plain = cloudinary.api.resources_by_tag(tag["tag"], max_results=1)
+    check("resources_by_tag: no tags unless asked", "tags" not in plain["resources"][0])
+    none = cloudinary.api.resources_by_tag("no such tag")
+    check("resources_by_tag: a tag nobody carries lists nothing", none["resources"] == [], str(none))
+
+
+def prefix_checks(prefix):
+    size = prefix["max_results"]
+    found, pages = pages_of(cloudinary.api.resources, type="upload", prefix=prefix["prefix"], max_results=size)
+    got = [r["public_id"] for r in found]
+    check(f"resources(prefix={prefix['prefix']!r}): the upload images under it, by public_id",
+          got == prefix["ids"], f"{got} != {prefix['ids']}")
+    check("resources(prefix=...): paged by next_cursor", len(pages) == math.ceil(len(prefix["ids"]) / size),
+          f"{len(pages)} pages")
+    check("resources(prefix=...): upload images only", all(r["type"] == "upload" for r in found))
+
+
+def usage_checks(ocr):
+    def adv_ocr():
+        return cloudinary.api.usage()["adv_ocr"]
+
+    usage = cloudinary.api.usage()
+    check("usage: a plan and a date", bool(usage.get("plan")) and len(usage.get("last_updated", "")) == 10,
+          str(usage))
+    before = usage["adv_ocr"]
+    check("usage: the OCR add-on's monthly limit", before["limit"] == ocr["limit"], str(before))
+    first, second, refused = ocr["ids"]
+    cloudinary.api.update(first, ocr="adv_ocr")
+    after = adv_ocr()
+    check("usage: an OCR (update) counts", after["usage"] == before["usage"] + 1, f"{before} then {after}")
+    check("usage: used_percent is usage over limit",
+          abs(after["used_percent"] - 100 * after["usage"] / after["limit"]) < 0.01, str(after))
+    cloudinary.uploader.explicit(second, type="upload", ocr="adv_ocr")
+    spent = adv_ocr()
+    check("usage: an OCR (explicit) counts, up to the limit", spent["usage"] == ocr["limit"], str(spent))
+    for name, call in (
+        ("update", lambda: cloudinary.api.update(refused, ocr="adv_ocr")),
+        ("explicit", lambda: cloudinary.uploader.explicit(refused, type="upload", ocr="adv_ocr")),
+    ):
+        message = expect(f"420 past the add-on's monthly limit ({name})", RateLimited, call)
+        check(f"420 names the monthly limit ({name})", "Monthly limit" in message and "adv_ocr" in message,
+              message)
+    check("usage: refused OCRs are not billed", adv_ocr()["usage"] == ocr["limit"])
+
+
+def listings_checks(expected):
+    search_checks(expected["search"], expected["bad_expression"])
+    tag_checks(expected["tag"])
+    prefix_checks(expected["prefix"])
+    usage_checks(expected["ocr"])
+
+
 def main(argv):
-    if len(argv) != 2 or argv[1] not in ("all", "sha256-only"):
+    if len(argv) != 2 or argv[1] not in ("all", "sha256-only", "listings"):
         print(__doc__, file=sys.stderr)
         return 2
     cloudinary.config(upload_prefix=os.environ["CLOUDINARY_API_BASE"])
     check("the SDK read CLOUDINARY_URL", bool(cloudinary.config().api_key))
+    if argv[1] == "listings":
+        listings_checks(json.loads(os.environ["SDK_CHECK_EXPECT"]))
+        print(f"cloudinary {cloudinary.VERSION}: every check passed")
+        return 0
     ids = os.environ["SDK_CHECK_IDS"].split(",")
     if argv[1] == "all":
         all_checks(ids, os.environ["SDK_CHECK_TEXT"], os.environ["SDK_CHECK_PRIVATE_TEXT"])

@@ -7,6 +7,7 @@ use crate::cloudinary::settings::{
     CloudinaryConfig, CloudinaryCredentials, DEFAULT_API_BASE, OcrMethod, SignatureAlgorithm,
 };
 use crate::defaults;
+use crate::scope::Scope;
 use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -31,6 +32,10 @@ pub struct WorkerConfig {
     /// Worker instances that may run at once (the function's reserved concurrency), which
     /// share the Cloudinary quota.
     pub instances: u32,
+    /// What may be spent on OCR requests.
+    pub budget: crate::budget::Limits,
+    /// Where the budget's counters are kept (required when a limit is set).
+    pub checkpoint_table: Option<String>,
 }
 
 /// The lister's configuration.
@@ -49,6 +54,10 @@ pub struct ListerConfig {
     pub full_pass_interval: std::time::Duration,
     /// An incremental pass starts this long before the previous pass started.
     pub incremental_overlap: std::time::Duration,
+    /// What the passes list.
+    pub scope: Scope,
+    /// The OCR budget (nothing is listed while it is spent).
+    pub budget: crate::budget::Limits,
 }
 
 /// Reads variables through a function so tests need not touch the process environment.
@@ -152,6 +161,26 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             concurrency,
             max_receive_count: self.parsed("MAX_RECEIVE_COUNT", defaults::MAX_RECEIVE_COUNT)?,
             instances: self.parsed::<u32>("WORKER_INSTANCES", 1)?.max(1),
+            budget: self.budget()?,
+            checkpoint_table: self.get("CHECKPOINT_TABLE"),
+        })
+        .and_then(|c| {
+            if c.budget.any() && c.checkpoint_table.is_none() {
+                return Err(ConfigError::Missing("CHECKPOINT_TABLE"));
+            }
+            Ok(c)
+        })
+    }
+
+    /// The OCR budget: `MAX_OCR_PER_DAY`, `MAX_OCR_PER_MONTH` (0 or unset: none) and
+    /// `ADDON_LIMIT_MARGIN` (OCRs kept below the add-on's monthly limit; unset or -1: the
+    /// limit is not watched).
+    pub fn budget(&self) -> Result<crate::budget::Limits, ConfigError> {
+        let margin: i64 = self.parsed("ADDON_LIMIT_MARGIN", -1)?;
+        Ok(crate::budget::Limits {
+            per_day: self.parsed("MAX_OCR_PER_DAY", 0)?,
+            per_month: self.parsed("MAX_OCR_PER_MONTH", 0)?,
+            addon_margin: u64::try_from(margin).ok(),
         })
     }
 
@@ -175,6 +204,24 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         let mut config = self.worker(Some(placeholder))?;
         config.cloudinary.credentials_fault = Some(fault);
         Ok(config)
+    }
+
+    /// The scope, from `SCOPE_PREFIXES`, `SCOPE_TAGS`, `SCOPE_DELIVERY_TYPES`, `SCOPE_FORMATS`
+    /// (comma-separated) and `SCOPE_EXPRESSION` (a Search expression); none set: the whole
+    /// account.
+    pub fn scope(&self) -> Result<Scope, ConfigError> {
+        let get = |name: &'static str| self.get(name).unwrap_or_default();
+        Scope::parse(
+            &get("SCOPE_PREFIXES"),
+            &get("SCOPE_TAGS"),
+            &get("SCOPE_EXPRESSION"),
+            &get("SCOPE_DELIVERY_TYPES"),
+            &get("SCOPE_FORMATS"),
+        )
+        .map_err(|e| ConfigError::Malformed {
+            name: "SCOPE_*",
+            reason: e.0,
+        })
     }
 
     pub fn lister(&self, cloudinary_url: Option<Secret>) -> Result<ListerConfig, ConfigError> {
@@ -208,6 +255,8 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                     defaults::INCREMENTAL_OVERLAP.as_secs() / 60,
                 )?,
             ),
+            scope: self.scope()?,
+            budget: self.budget()?,
         })
     }
 }
@@ -283,6 +332,66 @@ mod tests {
         .lister(None)
         .unwrap_err();
         assert_eq!(err, ConfigError::Missing("RESULTS_TABLE"));
+    }
+
+    #[test]
+    fn the_scope_is_read_from_its_variables_and_a_bad_one_named() {
+        let base = [
+            ("CLOUDINARY_URL", URL),
+            ("WORK_QUEUE_URL", "q"),
+            ("CHECKPOINT_TABLE", "c"),
+            ("RESULTS_TABLE", "r"),
+        ];
+        assert!(env(&base).lister(None).unwrap().scope.is_whole_account());
+        let mut vars = base.to_vec();
+        vars.extend([
+            ("SCOPE_PREFIXES", "invoices/, receipts/"),
+            ("SCOPE_TAGS", "paid"),
+            ("SCOPE_EXPRESSION", "bytes>10000"),
+            ("SCOPE_DELIVERY_TYPES", "upload"),
+            ("SCOPE_FORMATS", "PNG"),
+        ]);
+        let scope = env(&vars).lister(None).unwrap().scope;
+        assert_eq!(scope.prefixes, ["invoices/", "receipts/"]);
+        assert_eq!(scope.tags, ["paid"]);
+        assert_eq!(scope.expression.as_deref(), Some("bytes>10000"));
+        assert_eq!(scope.delivery_types, ["upload"]);
+        assert_eq!(scope.formats, ["png"]);
+        let mut bad = base.to_vec();
+        bad.push(("SCOPE_DELIVERY_TYPES", "upload,youtube"));
+        let err = env(&bad).lister(None).unwrap_err();
+        assert!(err.to_string().contains("SCOPE_*"), "{err}");
+        assert!(err.to_string().contains("youtube"), "{err}");
+    }
+
+    #[test]
+    fn the_budget_is_read_and_needs_the_checkpoint_table() {
+        let base = [
+            ("CLOUDINARY_URL", URL),
+            ("RESULTS_TABLE", "r"),
+            ("WORK_QUEUE_URL", "q"),
+        ];
+        let none = env(&base).worker(None).unwrap();
+        assert!(!none.budget.any());
+        let mut vars = base.to_vec();
+        vars.extend([("MAX_OCR_PER_DAY", "500"), ("ADDON_LIMIT_MARGIN", "100")]);
+        assert_eq!(
+            env(&vars).worker(None).unwrap_err(),
+            ConfigError::Missing("CHECKPOINT_TABLE")
+        );
+        vars.push(("CHECKPOINT_TABLE", "c"));
+        let cfg = env(&vars).worker(None).unwrap();
+        assert_eq!(
+            cfg.budget,
+            crate::budget::Limits {
+                per_day: 500,
+                per_month: 0,
+                addon_margin: Some(100)
+            }
+        );
+        vars.push(("MAX_OCR_PER_MONTH", "-3"));
+        let err = env(&vars).worker(None).unwrap_err();
+        assert!(err.to_string().contains("MAX_OCR_PER_MONTH"), "{err}");
     }
 
     #[test]

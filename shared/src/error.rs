@@ -34,6 +34,11 @@ pub trait Classified {
     fn quota(&self) -> Option<crate::rate_gate::Quota> {
         None
     }
+    /// The service turned the request down before doing anything (a 4xx other than a
+    /// timeout, or a request never sent): nothing it would bill for ran.
+    fn not_run(&self) -> bool {
+        false
+    }
 }
 
 /// A remote service's refusal or failure as the use cases see it: its class, when to try
@@ -46,6 +51,9 @@ pub struct RemoteError {
     pub retry_at: Option<SystemTime>,
     pub reason: String,
     pub credentials_refused: bool,
+    /// The service turned the request down before doing anything (a 4xx, or never sent): an
+    /// OCR request refused so was not billed.
+    pub not_run: bool,
     /// The quota the answer reported, if it came with one.
     pub quota: Option<crate::rate_gate::Quota>,
 }
@@ -57,7 +65,16 @@ impl RemoteError {
             retry_at: None,
             reason: reason.into(),
             credentials_refused: false,
+            not_run: false,
             quota: None,
+        }
+    }
+
+    /// The same error, known to have been turned down before anything ran.
+    pub fn not_run(self) -> Self {
+        Self {
+            not_run: true,
+            ..self
         }
     }
 
@@ -71,6 +88,7 @@ impl RemoteError {
             retry_at: err.retry_at(),
             reason: error_chain(err),
             credentials_refused: err.credentials_refused(),
+            not_run: err.not_run(),
             quota: err.quota(),
         }
     }
@@ -88,6 +106,9 @@ impl Classified for RemoteError {
     }
     fn quota(&self) -> Option<crate::rate_gate::Quota> {
         self.quota
+    }
+    fn not_run(&self) -> bool {
+        self.not_run
     }
 }
 

@@ -7,6 +7,7 @@
 //! tier runs the use cases against in paused time.
 
 pub mod aws;
+pub mod budget;
 pub mod clock;
 pub mod cloudinary;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod message;
 pub mod ocr;
 pub mod queue;
 pub mod rate_gate;
+pub mod scope;
 pub mod secret;
 pub mod secrets;
 pub mod store;

@@ -4,6 +4,7 @@ use std::time::SystemTime;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use serde_json::Value;
+use shared::budget::Budget;
 use shared::cloudinary::{ClientBuildError, CloudinaryClient};
 use shared::config::ListerConfig;
 use shared::lister::{
@@ -54,6 +55,7 @@ pub fn options(config: &ListerConfig) -> ListerOptions {
         pass_interval: config.pass_interval,
         full_pass_interval: config.full_pass_interval,
         incremental_overlap: config.incremental_overlap,
+        scope: config.scope.clone(),
         ..ListerOptions::default()
     }
 }
@@ -69,15 +71,20 @@ pub fn build(
 pub fn build_with(
     config: &ListerConfig,
     sdk: &aws_config::SdkConfig,
-    options: ListerOptions,
+    mut options: ListerOptions,
 ) -> Result<SqsLister, ClientBuildError> {
     let source = CloudinaryClient::new(&config.cloudinary)?;
     let checkpoint_id = format!("lister#{}", source.cloud_name());
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let checkpoints = DynamoCheckpointStore::new(dynamodb.clone(), &config.checkpoint_table);
+    if options.budget.is_none() && config.budget.any() {
+        let counters = std::sync::Arc::new(checkpoints.clone());
+        options.budget = Some(std::sync::Arc::new(Budget::new(config.budget, counters)));
+    }
     Ok(Lister::new(
         source,
         SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.work_queue_url),
-        DynamoCheckpointStore::new(dynamodb.clone(), &config.checkpoint_table),
+        checkpoints,
         DynamoResultStore::new(dynamodb, &config.results_table),
         checkpoint_id,
         options,

@@ -1,13 +1,15 @@
 //! The worker function's handler: an SQS batch in, a partial batch response out.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use shared::budget::Budget;
 use shared::cloudinary::{ClientBuildError, CloudinaryClient};
 use shared::config::WorkerConfig;
 use shared::queue::{SqsQueue, WorkQueue};
 use shared::store::DeadLetterKind;
-use shared::store::{DynamoResultStore, ResultStore};
+use shared::store::{DynamoCheckpointStore, DynamoResultStore, ResultStore};
 use shared::worker::{
     BatchOutcome, DeferCause, Disposition, InboundRecord, OcrService, Worker, WorkerSettings,
 };
@@ -44,12 +46,19 @@ pub fn build_with(
     let ocr = CloudinaryClient::new(&config.cloudinary)?;
     let dynamo = aws_sdk_dynamodb::Client::new(sdk);
     let sqs = aws_sdk_sqs::Client::new(sdk);
-    Ok(Worker::new(
+    let worker = Worker::new(
         ocr,
-        DynamoResultStore::new(dynamo, &config.results_table),
+        DynamoResultStore::new(dynamo.clone(), &config.results_table),
         SqsQueue::new(sqs, &config.work_queue_url),
         settings,
-    ))
+    );
+    Ok(match &config.checkpoint_table {
+        Some(table) if config.budget.any() => {
+            let counters = Arc::new(DynamoCheckpointStore::new(dynamo, table));
+            worker.with_budget(Arc::new(Budget::new(config.budget, counters)))
+        }
+        _ => worker,
+    })
 }
 
 /// Maps the SQS event to the use case and back. Records without a message id cannot be

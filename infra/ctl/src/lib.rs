@@ -6,10 +6,12 @@ pub mod export_s3;
 pub mod extract;
 pub mod highlight;
 pub mod pattern;
+pub mod pause;
 pub mod query;
 pub mod scan;
 pub mod search;
 pub mod settled;
+pub mod spend;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -56,6 +58,12 @@ pub struct Cli {
     /// The dead-letter queue's URL.
     #[arg(long, env = "DEAD_LETTER_QUEUE_URL", global = true)]
     pub dlq_url: Option<String>,
+    /// The worker function (pause, resume, status).
+    #[arg(long, env = "WORKER_FUNCTION_NAME", global = true)]
+    pub worker_function: Option<String>,
+    /// The lister's EventBridge Scheduler schedule (pause, resume, status).
+    #[arg(long, env = "LISTER_SCHEDULE_NAME", global = true)]
+    pub schedule_name: Option<String>,
     /// The search index's folder (default: ~/.local/share/ocr-ctl/index/RESULTS_TABLE).
     #[arg(long, env = "OCR_INDEX_DIR", global = true)]
     pub index_dir: Option<PathBuf>,
@@ -63,6 +71,19 @@ pub struct Cli {
     /// when it defines them.
     #[arg(skip)]
     pub stack_export: Option<(String, String)>,
+    /// The stack's parameters (with --stack-name): its scope, budget and worker settings.
+    #[arg(skip)]
+    pub stack_params: BTreeMap<String, String>,
+    /// The stack's Cloudinary secret (output CloudinarySecretArn).
+    #[arg(skip)]
+    pub stack_secret_arn: Option<String>,
+    /// Variables the functions' settings are read from before the stack's parameters and the
+    /// environment (for callers that run `ocr-ctl` in-process: the demo, the tests).
+    #[arg(skip)]
+    pub env_overrides: BTreeMap<String, String>,
+    /// Lambda's endpoint, when not the SDK's own (`AWS_ENDPOINT_URL_LAMBDA` also sets it).
+    #[arg(skip)]
+    pub lambda_endpoint: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -209,6 +230,41 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Before anything is paid: how many images the scope holds (one Cloudinary Search call),
+    /// how many already have a result, so how many OCRs a run pays for; the OCR add-on's usage
+    /// and limit this month; the budget; how long the run takes and what it costs on AWS. The
+    /// scope is the stack's (--stack-name, or the SCOPE_* variables), or the one the flags
+    /// name. Needs CLOUDINARY_URL, or the stack's secret.
+    Plan(spend::PlanArgs),
+    /// Stop spending: disable the lister's schedule and the worker's event source mapping,
+    /// then wait for the batches in flight to end. Nothing is lost: the messages wait in the
+    /// work queue (`resume` goes on with them).
+    Pause {
+        /// Return once the mapping is disabled, without waiting for the batches in flight (up
+        /// to the worker's timeout) to end.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Undo `pause`: enable the worker's event source mapping and the lister's schedule.
+    Resume,
+    /// Enqueue these assets (item keys or public_ids; `~private~ID`, `~authenticated~ID` for
+    /// those delivery types), whatever the scope: an asset already done is skipped without a
+    /// call; the others are paid for.
+    Enqueue {
+        public_ids: Vec<String>,
+        /// Read them from this file, one per line (`-`: standard input).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only count them; enqueue nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Enqueue without asking (needed when standard input is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Machine-readable output (the counts, as JSON).
+        #[arg(long)]
+        json: bool,
+    },
     /// Enqueue assets again with the force flag (OCR is paid again).
     Reocr {
         /// Assets to re-OCR, by item key (as `grep` and `export` name them: the public id of an
@@ -230,6 +286,10 @@ pub enum Command {
         /// Machine-readable output (the counts, as JSON).
         #[arg(long)]
         json: bool,
+        /// Also assets outside the stack's scope (by default, with --prefix or --status, only
+        /// those whose folder, delivery type and format are in scope).
+        #[arg(long)]
+        any_scope: bool,
     },
     /// List the dead-letter queue's messages, each with why it failed (read from its asset's
     /// item). The messages stay in the queue: each is hidden while it is read, then made
@@ -302,12 +362,14 @@ pub enum Outcome {
 }
 
 /// The stack's outputs that name what `ocr-ctl` works on: the results table, the checkpoint
-/// table, the work queue and the dead-letter queue.
-pub const STACK_OUTPUTS: [&str; 4] = [
+/// table, the work queue, the dead-letter queue, the worker function and the lister's schedule.
+pub const STACK_OUTPUTS: [&str; 6] = [
     "ResultsTableName",
     "CheckpointTableName",
     "WorkQueueUrl",
     "DeadLetterQueueUrl",
+    "WorkerFunctionName",
+    "ListerScheduleName",
 ];
 
 /// The stack's outputs when it is deployed with an export bucket: the export location
@@ -342,11 +404,30 @@ async fn names_from_stack(cli: &mut Cli, sdk: &aws_config::SdkConfig) -> anyhow:
         .iter()
         .filter_map(|o| Some((o.output_key()?.to_string(), o.output_value()?.to_string())))
         .collect();
+    cli.stack_params = described
+        .stacks()
+        .first()
+        .map(|s| s.parameters())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| {
+            Some((
+                p.parameter_key()?.to_string(),
+                p.resolved_value()
+                    .or(p.parameter_value())
+                    .unwrap_or_default()
+                    .to_string(),
+            ))
+        })
+        .collect();
+    cli.stack_secret_arn = outputs.get("CloudinarySecretArn").cloned();
     let slots = [
         &mut cli.results_table,
         &mut cli.checkpoint_table,
         &mut cli.queue_url,
         &mut cli.dlq_url,
+        &mut cli.worker_function,
+        &mut cli.schedule_name,
     ];
     for (key, slot) in STACK_OUTPUTS.iter().zip(slots) {
         if slot.as_deref().is_none_or(str::is_empty) {
@@ -696,11 +777,93 @@ pub async fn run(
                 let cw = aws_sdk_cloudwatch::Client::new(sdk);
                 report.quota = quota_use(&cw, stack, std::time::SystemTime::now()).await?;
             }
+            report.budget = spend::budget_left(&cli, &ddb).await?;
+            if cli
+                .worker_function
+                .as_deref()
+                .is_some_and(|f| !f.is_empty())
+            {
+                let (lambda, scheduler) = pause_clients(&cli, sdk);
+                report.pipeline = Some(
+                    pause::state(&lambda, &scheduler, &pause_targets(&cli)?)
+                        .await?
+                        .describe(),
+                );
+            }
             if *json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
             } else {
                 print_status(&report, out)?;
             }
+        }
+        Command::Pause { no_wait } => {
+            let targets = pause_targets(&cli)?;
+            let waits = pause::Waits {
+                in_flight: !*no_wait,
+                ..pause::Waits::default()
+            };
+            let (lambda, scheduler) = pause_clients(&cli, sdk);
+            let state = pause::pause(&lambda, &scheduler, &targets, waits, &mut |line| {
+                eprintln!("{line}")
+            })
+            .await?;
+            writeln!(out, "{}", state.describe())?;
+        }
+        Command::Resume => {
+            let targets = pause_targets(&cli)?;
+            let (lambda, scheduler) = pause_clients(&cli, sdk);
+            let state = pause::resume(&lambda, &scheduler, &targets, &mut |line| {
+                eprintln!("{line}")
+            })
+            .await?;
+            writeln!(out, "{}", state.describe())?;
+        }
+        Command::Plan(args) => {
+            let plan = spend::plan(&cli, sdk, &ddb, args).await?;
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&plan)?)?;
+            } else {
+                spend::print_plan(&plan, out)?;
+            }
+        }
+        Command::Enqueue {
+            public_ids,
+            from,
+            dry_run,
+            yes,
+            json,
+        } => {
+            let queue_url = need(&cli.queue_url, "--queue-url", "WORK_QUEUE_URL")?;
+            let ids = spend::read_ids(public_ids, from.as_deref())?;
+            if ids.is_empty() {
+                bail!("name the assets: PUBLIC_ID... or --from FILE (- for standard input)");
+            }
+            let n = ids.len();
+            let report = |enqueued: usize, refused: usize| serde_json::json!({"assets": n, "paid_ocrs_at_most": n, "enqueued": enqueued, "refused": refused, "dry_run": *dry_run});
+            if *dry_run {
+                if *json {
+                    writeln!(out, "{}", report(0, 0))?;
+                } else {
+                    writeln!(
+                        out,
+                        "would enqueue {n} assets: at most {n} OCRs that Cloudinary bills (those already done are skipped free; nothing enqueued)"
+                    )?;
+                }
+                return Ok(Outcome::Done);
+            }
+            if !*yes {
+                confirm(
+                    &format!(
+                        "Enqueue {n} assets? Cloudinary bills an OCR for each not done yet (at most {n})."
+                    ),
+                    &format!(
+                        "enqueueing {n} assets pays for up to {n} OCRs: confirm with --yes (or count them with --dry-run); nothing enqueued"
+                    ),
+                )?;
+            }
+            let messages = spend::messages(&ids);
+            let shown = json.then_some(&report as &CountsReport<'_>);
+            enqueue_all(&sqs, queue_url, &ids, &messages, ("assets", shown), out).await?;
         }
         Command::Reocr {
             public_ids,
@@ -709,6 +872,7 @@ pub async fn run(
             dry_run,
             yes,
             json,
+            any_scope,
         } => {
             let queue_url = need(&cli.queue_url, "--queue-url", "WORK_QUEUE_URL")?;
             let ids: Vec<String> = if !public_ids.is_empty() {
@@ -717,12 +881,29 @@ pub async fn run(
                 let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
                 ensure_table(&ddb, table).await?;
                 let filter = ScanFilter::from_args(status.as_deref(), prefix.as_deref())?;
+                let scope = if *any_scope {
+                    shared::scope::Scope::default()
+                } else {
+                    spend::stack_scope(&cli)?
+                };
                 let mut ids = Vec::new();
-                scan::for_each_item(&ddb, table, 4, &filter, Some("publicId"), |item| {
-                    ids.extend(s(item, "publicId"));
+                let mut outside = 0u64;
+                scan::for_each_item(&ddb, table, 4, &filter, Some("publicId, #f"), |item| {
+                    let key = s(item, "publicId").unwrap_or_default();
+                    let (delivery_type, public_id) = shared::message::asset_of_key(&key);
+                    if scope.admits(public_id, delivery_type, s(item, "format").as_deref(), None) {
+                        ids.push(key);
+                    } else {
+                        outside += 1;
+                    }
                     Ok(())
                 })
                 .await?;
+                if outside > 0 {
+                    eprintln!(
+                        "{outside} assets left out: outside the stack's scope ({scope}); --any-scope takes them too"
+                    );
+                }
                 ids
             } else {
                 bail!("name the assets: PUBLIC_ID..., --prefix P or --status S");
@@ -741,7 +922,12 @@ pub async fn run(
                 return Ok(Outcome::Done);
             }
             if !*yes {
-                confirm_payment(n)?;
+                confirm(
+                    &format!("Re-OCR {n} assets? Cloudinary bills {n} OCRs."),
+                    &format!(
+                        "re-OCR of {n} assets pays for {n} OCRs: confirm with --yes (or count them with --dry-run); nothing enqueued"
+                    ),
+                )?;
             }
             let asked = shared::clock::epoch_ms(std::time::SystemTime::now());
             let messages: Vec<WorkMessage> = ids
@@ -755,21 +941,16 @@ pub async fn run(
                     m
                 })
                 .collect();
-            let refused = SqsQueue::new(sqs.clone(), queue_url)
-                .enqueue(&messages)
-                .await
-                .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
-            if *json {
-                writeln!(out, "{}", report(n - refused.len(), refused.len()))?;
-            } else {
-                writeln!(out, "enqueued {} assets for re-OCR", n - refused.len())?;
-            }
-            for (i, reason) in &refused {
-                writeln!(out, "not enqueued: {}: {reason}", ids[*i])?;
-            }
-            if !refused.is_empty() {
-                bail!("the work queue refused {} of the messages", refused.len());
-            }
+            let shown = json.then_some(&report as &CountsReport<'_>);
+            enqueue_all(
+                &sqs,
+                queue_url,
+                &ids,
+                &messages,
+                ("assets for re-OCR", shown),
+                out,
+            )
+            .await?;
         }
         Command::DeadLetters { max, json } => {
             let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
@@ -835,17 +1016,73 @@ pub async fn run(
     Ok(Outcome::Done)
 }
 
-/// Asks on the terminal before paying for `n` OCRs; an error when standard input is not a
-/// terminal (`--yes` is then the way to confirm) or the answer is not yes.
-fn confirm_payment(n: usize) -> anyhow::Result<()> {
+/// The JSON a command prints of what it enqueued: (sent, refused) → the counts.
+type CountsReport<'a> = dyn Fn(usize, usize) -> serde_json::Value + 'a;
+
+/// Sends `messages` (one per id of `ids`) to the work queue and says how many went: the
+/// counts as JSON when `report` is given, else a line naming them `what`; then each one the
+/// queue refused, and an error if any was.
+async fn enqueue_all(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    ids: &[String],
+    messages: &[WorkMessage],
+    (what, report): (&str, Option<&CountsReport<'_>>),
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let refused = SqsQueue::new(sqs.clone(), queue_url)
+        .enqueue(messages)
+        .await
+        .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
+    let sent = ids.len() - refused.len();
+    match report {
+        Some(report) => writeln!(out, "{}", report(sent, refused.len()))?,
+        None => writeln!(out, "enqueued {sent} {what}")?,
+    }
+    for (i, reason) in &refused {
+        writeln!(out, "not enqueued: {}: {reason}", ids[*i])?;
+    }
+    if !refused.is_empty() {
+        bail!("the work queue refused {} of the messages", refused.len());
+    }
+    Ok(())
+}
+
+fn pause_targets(cli: &Cli) -> anyhow::Result<pause::Targets> {
+    Ok(pause::Targets {
+        worker_function: need(
+            &cli.worker_function,
+            "--worker-function",
+            "WORKER_FUNCTION_NAME",
+        )?
+        .to_string(),
+        schedule: cli.schedule_name.clone().filter(|s| !s.is_empty()),
+    })
+}
+
+fn pause_clients(
+    cli: &Cli,
+    sdk: &aws_config::SdkConfig,
+) -> (aws_sdk_lambda::Client, aws_sdk_scheduler::Client) {
+    let mut lambda = aws_sdk_lambda::config::Builder::from(sdk);
+    if let Some(endpoint) = &cli.lambda_endpoint {
+        lambda = lambda.endpoint_url(endpoint);
+    }
+    (
+        aws_sdk_lambda::Client::from_conf(lambda.build()),
+        aws_sdk_scheduler::Client::new(sdk),
+    )
+}
+
+/// Asks `question` on the terminal before paying; `refusal` when standard input is not a
+/// terminal (`--yes` is then the way to confirm), an error too when the answer is not yes.
+fn confirm(question: &str, refusal: &str) -> anyhow::Result<()> {
     use std::io::{BufRead, IsTerminal};
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        bail!(
-            "re-OCR of {n} assets pays for {n} OCRs: confirm with --yes (or count them with --dry-run); nothing enqueued"
-        );
+        bail!("{refusal}");
     }
-    eprint!("Re-OCR {n} assets? Cloudinary bills {n} OCRs. [y/N] ");
+    eprint!("{question} [y/N] ");
     let mut answer = String::new();
     stdin
         .lock()
@@ -872,6 +1109,10 @@ pub struct StatusReport {
     /// The Admin API quota in the last hour, from the worker's metrics (with --stack-name;
     /// `None` when the worker reported none: no calls, or the Upload API).
     pub quota: Option<QuotaUse>,
+    /// The OCR budget's limits and what is left of them (when the stack sets one).
+    pub budget: Option<shared::budget::Left>,
+    /// Running or paused (with the worker function known).
+    pub pipeline: Option<String>,
 }
 
 /// How much of Cloudinary's hourly Admin API quota the account used.
@@ -1048,7 +1289,13 @@ async fn status(
             .send()
             .await
             .with_context(|| format!("reading checkpoint table {cp:?}"))?;
-        for item in page.items.unwrap_or_default() {
+        // The table also keeps the OCR budget's counters: `status` shows them apart.
+        for item in page
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| !s(i, "id").is_some_and(|id| id.starts_with("budget#")))
+        {
             let mut row = BTreeMap::new();
             for (k, v) in &item {
                 let text = v
@@ -1160,6 +1407,12 @@ fn print_status(r: &StatusReport, out: &mut (dyn Write + Send)) -> anyhow::Resul
     }
     for (reason, n) in &r.dlq_top_reasons {
         writeln!(out, "  {n:>6}  {reason}")?;
+    }
+    if let Some(b) = &r.budget {
+        writeln!(out, "budget       {}", spend::budget_line(b))?;
+    }
+    if let Some(p) = &r.pipeline {
+        writeln!(out, "pipeline     {p}")?;
     }
     if let Some(q) = &r.quota {
         match (q.limit, q.used_percent) {

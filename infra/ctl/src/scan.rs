@@ -136,6 +136,10 @@ pub async fn scan_page(
         if p.contains("#status") {
             req = req.expression_attribute_names("#status", "status");
         }
+        // `format` is one of DynamoDB's reserved words.
+        if p.contains("#f") {
+            req = req.expression_attribute_names("#f", "format");
+        }
     }
     let page = req
         .send()

@@ -31,6 +31,9 @@ pub struct Asset {
     /// When the latest version was uploaded (RFC 3339); `created_at` when never overwritten.
     #[serde(default)]
     pub uploaded_at: Option<String>,
+    /// The tags the image carries (none in a corpus written before tags existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 fn default_delivery_type() -> String {
@@ -41,6 +44,13 @@ impl Asset {
     /// The asset's identity in the account: its delivery type and public_id.
     pub fn id(&self) -> crate::AssetId {
         (self.delivery_type.clone(), self.public_id.clone())
+    }
+
+    /// The folder the public_id names: its part before the last `/` (`""` at the root).
+    pub fn folder(&self) -> &str {
+        self.public_id
+            .rsplit_once('/')
+            .map_or("", |(folder, _)| folder)
     }
 }
 
@@ -90,8 +100,19 @@ const LINES: &[&str] = &[
     "¿Dónde está la estación?",
 ];
 
-/// `n` assets with awkward ids; every 5th has no text, every 97th a long text (~20 KB); one in
-/// 50 is `private` and one in 50 `authenticated`, and one in 500 is a `private` image under the
+/// The tags [`generate`] gives the `i`th asset: every 3rd carries `invoice`, every 5th
+/// `receipt` (every 15th both) and every 7th `needs review` (a space, to be percent-encoded).
+pub fn generated_tags(i: usize) -> Vec<String> {
+    [(3, "invoice"), (5, "receipt"), (7, "needs review")]
+        .into_iter()
+        .filter(|(every, _)| i.is_multiple_of(*every))
+        .map(|(_, tag)| tag.to_string())
+        .collect()
+}
+
+/// `n` assets with awkward ids, in folders (the part of the id before its last `/`) and with
+/// [`generated_tags`]; every 5th has no text, every 97th a long text (~20 KB); one in 50 is
+/// `private` and one in 50 `authenticated`, and one in 500 is a `private` image under the
 /// public_id of the `upload` one before it.
 pub fn generate(n: usize) -> Vec<Asset> {
     generate_with(n, true)
@@ -155,6 +176,7 @@ fn generate_with(n: usize, delivery_types: bool) -> Vec<Asset> {
                 locale,
                 version: 1,
                 uploaded_at: None,
+                tags: generated_tags(i),
             }
         })
         .collect()
@@ -200,6 +222,38 @@ mod tests {
         let ids: std::collections::HashSet<_> =
             assets.iter().map(|a| a.public_id.as_str()).collect();
         assert_eq!(ids.len(), 1000);
+    }
+
+    #[test]
+    fn generated_assets_carry_tags_by_their_position_and_keep_their_folders() {
+        let assets = generate(30);
+        let tagged = |tag: &str| -> Vec<usize> {
+            (0..30)
+                .filter(|&i| assets[i].tags.iter().any(|t| t == tag))
+                .collect()
+        };
+        assert_eq!(tagged("invoice"), [0, 3, 6, 9, 12, 15, 18, 21, 24, 27]);
+        assert_eq!(tagged("receipt"), [0, 5, 10, 15, 20, 25]);
+        assert_eq!(tagged("needs review"), [0, 7, 14, 21, 28]);
+        assert_eq!(assets[15].tags, ["invoice", "receipt"]);
+        assert!(assets[1].tags.is_empty());
+        assert_eq!(generate(30), generate(30), "deterministic");
+        assert_eq!(assets[0].folder(), "invoices/2021");
+        assert_eq!(assets[9].folder(), "deep/a/b/c/d/e/f");
+        assert_eq!(assets[11].folder(), "", "plain ids are at the root");
+        // Tags are added without changing which ids and texts are generated.
+        assert_eq!(assets[1].public_id, "street signs/stop & go 000001?");
+        assert_eq!(assets[4].text, None);
+    }
+
+    #[test]
+    fn a_corpus_without_tags_loads_with_none() {
+        let line = r#"{"public_id":"a/b","created_at":"2021-09-01T00:00:00Z","text":"HI\n"}"#;
+        let assets = load_corpus(line).unwrap();
+        assert!(assets[0].tags.is_empty());
+        let tagged = r#"{"public_id":"a/b","created_at":"2021-09-01T00:00:00Z","tags":["x y"]}"#;
+        assert_eq!(load_corpus(tagged).unwrap()[0].tags, ["x y"]);
+        assert!(!serde_json::to_string(&assets[0]).unwrap().contains("tags"));
     }
 
     #[test]

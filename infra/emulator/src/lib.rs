@@ -1,11 +1,14 @@
 //! A local Cloudinary: the slice of the Admin and Upload APIs the pipeline calls, with Basic
 //! auth, signed `explicit`, the `X-FeatureRateLimit-*` headers and HTTP 420 past a configurable
 //! limit, the delivery types `upload`, `private` and `authenticated` (an asset is its type and
-//! public_id), knobs for latency and injected faults, and per-asset call counters for tests.
+//! public_id), tags and folders, listings by type, public_id prefix and tag, Search expressions
+//! (see `search.rs`), `usage` with the OCR add-on's monthly limit, knobs for latency and
+//! injected faults, and per-asset call counters for tests.
 //!
 //! Start it in-process with [`Emulator::start`] or as the `cloudinary-emulator` binary.
 
 pub mod corpus;
+mod search;
 mod server;
 
 use std::collections::{HashMap, HashSet};
@@ -13,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-pub use corpus::{Asset, generate, generate_uploads, load_corpus};
+pub use corpus::{Asset, generate, generate_uploads, generated_tags, load_corpus};
 
 /// An asset's identity in the account: `(delivery type, public_id)`.
 pub type AssetId = (String, String);
@@ -62,6 +65,10 @@ pub struct EmulatorConfig {
     /// month away; through the Admin API it carries the hourly quota's headers, as every Admin
     /// API answer does, with calls left.
     pub monthly_limit_reached: bool,
+    /// The OCR add-on's monthly limit: once this many OCRs are billed, every further OCR
+    /// request is refused as with `monthly_limit_reached`. `GET usage` reports it as the
+    /// add-on's `limit`.
+    pub ocr_limit: u64,
     pub seed: u64,
 }
 
@@ -94,6 +101,7 @@ impl EmulatorConfig {
             require_sha256: false,
             upload_limit: u64::MAX,
             monthly_limit_reached: false,
+            ocr_limit: 1_000_000,
             index_lag: Duration::ZERO,
             seed: 7,
         }
@@ -105,9 +113,16 @@ impl EmulatorConfig {
 pub struct Stats {
     pub admin_calls: u64,
     pub explicit_calls: u64,
+    /// Admin API listings: of a delivery type (by prefix or whole) and by tag.
     pub list_calls: u64,
+    /// The listings by tag among `list_calls`.
+    #[serde(default)]
+    pub tag_list_calls: u64,
     pub search_calls: u64,
     pub details_calls: u64,
+    /// `GET usage` calls.
+    #[serde(default)]
+    pub usage_calls: u64,
     pub rate_limited: u64,
     pub unauthorized: u64,
     pub injected_errors: u64,
@@ -161,6 +176,30 @@ pub struct State {
 }
 
 impl State {
+    pub(crate) fn new(config: EmulatorConfig, assets: Vec<Asset>) -> Self {
+        use rand::SeedableRng;
+        let index = assets
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.id(), i))
+            .collect();
+        State {
+            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(config.seed)),
+            config: RwLock::new(config),
+            inner: Mutex::new(Inner {
+                assets,
+                index,
+                ocr_done: HashSet::new(),
+                ocr_requests: HashMap::new(),
+                ocr_billed: HashMap::new(),
+                stats: Stats::default(),
+                window: Window::default(),
+                upload_window: Window::default(),
+                uploaded: HashMap::new(),
+            }),
+        }
+    }
+
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -186,27 +225,7 @@ impl Emulator {
         assets: Vec<Asset>,
         port: u16,
     ) -> std::io::Result<Self> {
-        use rand::SeedableRng;
-        let index = assets
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.id(), i))
-            .collect();
-        let state = Arc::new(State {
-            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(config.seed)),
-            config: RwLock::new(config),
-            inner: Mutex::new(Inner {
-                assets,
-                index,
-                ocr_done: HashSet::new(),
-                ocr_requests: HashMap::new(),
-                ocr_billed: HashMap::new(),
-                stats: Stats::default(),
-                window: Window::default(),
-                upload_window: Window::default(),
-                uploaded: HashMap::new(),
-            }),
-        });
+        let state = Arc::new(State::new(config, assets));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -13,7 +13,7 @@ struct Args {
     /// Port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     port: u16,
-    /// JSON-lines corpus of assets ({"public_id":..,"created_at":..,"text":..}).
+    /// JSON-lines corpus of assets ({"public_id":..,"created_at":..,"text":..,"tags":[..]}).
     #[arg(long)]
     corpus: Option<std::path::PathBuf>,
     /// Generate this many assets with awkward ids (added to the corpus, if any).
@@ -43,6 +43,9 @@ struct Args {
     /// Length of the Admin API quota window in seconds.
     #[arg(long, default_value_t = 3600)]
     admin_window_secs: u64,
+    /// The OCR add-on's monthly limit: OCRs billed before further ones answer HTTP 420.
+    #[arg(long, default_value_t = 1_000_000)]
+    ocr_limit: u64,
 }
 
 #[tokio::main]
@@ -82,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
     config.drop_rate = args.drop_rate;
     config.admin_limit = args.admin_limit;
     config.admin_window = Duration::from_secs(args.admin_window_secs);
+    config.ocr_limit = args.ocr_limit;
     let count = assets.len();
     let emulator = Emulator::start(config, assets, args.port).await?;
     println!("listening on {} with {count} assets", emulator.base_url());

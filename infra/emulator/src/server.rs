@@ -227,6 +227,8 @@ fn resource_json(asset: &Asset, cloud: &str, ocr: Option<&str>) -> Value {
         "resource_type": "image",
         "type": asset.delivery_type,
         "created_at": asset.created_at,
+        "folder": asset.folder(),
+        "tags": asset.tags,
         "bytes": asset.bytes,
         "width": asset.width,
         "height": asset.height,
@@ -279,12 +281,23 @@ fn fxhash(s: &str) -> u128 {
     })
 }
 
+/// What a listing's resources carry beyond the basic fields.
+#[derive(Debug, Clone, Copy, Default)]
+struct Shape {
+    /// A Search answer: `total_count`, and `uploaded_at`, `status` and `filename` per resource.
+    search: bool,
+    /// `tags` per resource: Cloudinary lists them only when asked (`tags=true` for the Admin
+    /// API's listings, `with_field: tags` for Search); details and OCR answers always carry
+    /// them.
+    tags: bool,
+}
+
 fn listing(
     assets: Vec<&Asset>,
     params_cursor: Option<&str>,
     max_results: usize,
     cloud: &str,
-    search: bool,
+    shape: Shape,
 ) -> Value {
     // The cursor is "c" and a hex offset (whose digits may be c's too: strip one prefix).
     let start = params_cursor
@@ -295,15 +308,21 @@ fn listing(
         .iter()
         .map(|a| {
             let mut v = resource_json(a, cloud, None);
-            if search {
+            if !shape.tags
+                && let Some(fields) = v.as_object_mut()
+            {
+                fields.remove("tags");
+            }
+            if shape.search {
                 v["uploaded_at"] = a.uploaded_at.as_deref().unwrap_or(&a.created_at).into();
+                v["filename"] = a.public_id.rsplit('/').next().unwrap_or_default().into();
                 v["status"] = "active".into();
             }
             v
         })
         .collect();
     let mut body = json!({"resources": page});
-    if search {
+    if shape.search {
         body["total_count"] = assets.len().into();
         body["time"] = 12.into();
     }
@@ -313,68 +332,108 @@ fn listing(
     body
 }
 
-/// One term of a search expression, as a predicate on assets. An expression is terms joined
-/// by AND: resource_type, type (the delivery type) and created_at/uploaded_at comparisons.
-type Filter = Box<dyn Fn(&Asset) -> bool + Send>;
+/// Whether a Search request asks for `field` (`with_field` or `fields`, a string or a list).
+fn asks_for(req: &Value, field: &str) -> bool {
+    ["with_field", "fields"]
+        .iter()
+        .any(|key| match req.get(*key) {
+            Some(Value::String(s)) => s.split(',').any(|f| f.trim() == field),
+            Some(Value::Array(items)) => items.iter().any(|i| i.as_str() == Some(field)),
+            _ => false,
+        })
+}
 
-fn search_filter(expression: &str) -> Result<Vec<Filter>, String> {
-    let mut filters: Vec<Filter> = Vec::new();
-    for term in expression
-        .split(" AND ")
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-    {
-        if let Some(v) = term.strip_prefix("resource_type:") {
-            let ok = v.trim_matches('"') == "image";
-            filters.push(Box::new(move |_| ok));
-        } else if let Some(v) = term.strip_prefix("type:") {
-            let wanted = v.trim_matches('"').to_string();
-            filters.push(Box::new(move |a: &Asset| a.delivery_type == wanted));
-        } else if let Some((uploaded, rest)) = term
-            .strip_prefix("created_at")
-            .map(|r| (false, r))
-            .or_else(|| term.strip_prefix("uploaded_at").map(|r| (true, r)))
-        {
-            let (op, value) = if let Some(v) = rest.strip_prefix(">=") {
-                (">=", v)
-            } else if let Some(v) = rest.strip_prefix('>') {
-                (">", v)
-            } else if let Some(v) = rest.strip_prefix("<=") {
-                ("<=", v)
-            } else if let Some(v) = rest.strip_prefix('<') {
-                ("<", v)
-            } else {
-                return Err(format!("unsupported date term {term:?}"));
+/// The order a Search request asks for (`sort_by: [{"created_at": "asc"}, ...]`): by
+/// `created_at`, `uploaded_at` or `public_id`; Cloudinary's default is the newest first. Ties
+/// fall back to the public_id, then the delivery type, so that pages never overlap.
+fn search_order(req: &Value) -> Result<Vec<(String, bool)>, String> {
+    let Some(sort_by) = req.get("sort_by") else {
+        return Ok(vec![("created_at".into(), false)]);
+    };
+    let items = match sort_by {
+        Value::Array(items) => items.clone(),
+        other => vec![other.clone()],
+    };
+    let mut keys = Vec::new();
+    for item in items {
+        let Some(fields) = item.as_object() else {
+            return Err(format!(
+                "sort_by takes {{field: direction}} objects, not {item}"
+            ));
+        };
+        for (field, direction) in fields {
+            if !["created_at", "uploaded_at", "public_id"].contains(&field.as_str()) {
+                return Err(format!("sort_by {field:?} is not supported here"));
+            }
+            let ascending = match direction.as_str() {
+                Some("asc") => true,
+                Some("desc") => false,
+                _ => return Err(format!("sort_by direction {direction} is not asc or desc")),
             };
-            let when = time::OffsetDateTime::parse(
-                value.trim_matches('"'),
-                &time::format_description::well_known::Rfc3339,
-            )
-            .map_err(|e| format!("bad date in {term:?}: {e}"))?;
-            let op = op.to_string();
-            filters.push(Box::new(move |a: &Asset| {
-                let field = match (&a.uploaded_at, uploaded) {
-                    (Some(u), true) => u,
-                    _ => &a.created_at,
-                };
-                let Ok(at) = time::OffsetDateTime::parse(
-                    field,
-                    &time::format_description::well_known::Rfc3339,
-                ) else {
-                    return false;
-                };
-                match op.as_str() {
-                    ">=" => at >= when,
-                    ">" => at > when,
-                    "<=" => at <= when,
-                    _ => at < when,
-                }
-            }));
-        } else {
-            return Err(format!("unsupported search term {term:?}"));
+            keys.push((field.clone(), ascending));
         }
     }
-    Ok(filters)
+    Ok(keys)
+}
+
+fn sort_assets(assets: &mut [&Asset], keys: &[(String, bool)]) {
+    let key = |a: &Asset, field: &str| -> String {
+        match field {
+            "uploaded_at" => a
+                .uploaded_at
+                .clone()
+                .unwrap_or_else(|| a.created_at.clone()),
+            "public_id" => a.public_id.clone(),
+            _ => a.created_at.clone(),
+        }
+    };
+    assets.sort_by(|a, b| {
+        keys.iter()
+            .map(|(field, ascending)| {
+                let order = key(a, field).cmp(&key(b, field));
+                if *ascending { order } else { order.reverse() }
+            })
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.public_id.cmp(&b.public_id))
+            .then_with(|| a.delivery_type.cmp(&b.delivery_type))
+    });
+}
+
+fn flag(params: &[(String, String)], name: &str) -> bool {
+    matches!(param(params, name), Some("true" | "1"))
+}
+
+/// `max_results` of an Admin API listing: 10 unless given, at most 500.
+fn list_max_results(params: &[(String, String)]) -> usize {
+    param(params, "max_results")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10usize)
+        .clamp(1, 500)
+}
+
+/// `GET usage`: the account's plan and, as Cloudinary reports each add-on, the OCR add-on's
+/// use this month against its monthly limit. Cloudinary refreshes these figures periodically;
+/// the emulator's are live.
+fn usage(state: &State, cfg: &EmulatorConfig) -> Value {
+    let inner = state.lock();
+    let used = inner.stats.ocr_billed;
+    let limit = cfg.ocr_limit;
+    let percent = if limit == 0 {
+        0.0
+    } else {
+        (10_000.0 * used as f64 / limit as f64).round() / 100.0
+    };
+    let today = time::OffsetDateTime::now_utc().date();
+    json!({
+        "plan": "Advanced",
+        "last_updated": today.to_string(),
+        "date_requested": format!("{today}T00:00:00Z"),
+        "resources": inner.assets.len(),
+        "derived_resources": 0,
+        "objects": {"usage": inner.assets.len()},
+        "adv_ocr": {"usage": used, "limit": limit, "used_percent": percent},
+    })
 }
 
 async fn dispatch(
@@ -412,6 +471,15 @@ async fn dispatch(
         return error(401, "Invalid credentials");
     }
 
+    if rest == "usage" && method == Method::GET {
+        let quota = match admin_quota(&state, &cfg) {
+            Ok(h) => h,
+            Err(r) => return *r,
+        };
+        state.lock().stats.usage_calls += 1;
+        return with_headers(ok(usage(&state, &cfg)), quota);
+    }
+
     if rest == "resources/search" && method == Method::POST {
         let quota = match admin_quota(&state, &cfg) {
             Ok(h) => h,
@@ -424,14 +492,22 @@ async fn dispatch(
             }
         };
         let expression = req.get("expression").and_then(Value::as_str).unwrap_or("");
+        // Cloudinary's default page is 50 results, its largest 500.
         let max_results = req
             .get("max_results")
-            .and_then(Value::as_u64)
+            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
             .unwrap_or(50)
             .clamp(1, 500) as usize;
         let cursor = req.get("next_cursor").and_then(Value::as_str);
-        let filters = match search_filter(expression) {
+        let filter = match crate::search::parse(expression) {
             Ok(f) => f,
+            Err(e) => {
+                let message = format!("Invalid search expression {expression:?}: {e}");
+                return with_headers(error(400, &message), quota);
+            }
+        };
+        let order = match search_order(&req) {
+            Ok(o) => o,
             Err(e) => return with_headers(error(400, &e), quota),
         };
         let mut inner = state.lock();
@@ -445,14 +521,49 @@ async fn dispatch(
         let mut matched: Vec<&Asset> = inner
             .assets
             .iter()
-            .filter(|a| indexed(a) && filters.iter().all(|f| f(a)))
+            .filter(|a| indexed(a) && filter.matches(a))
             .collect();
-        matched.sort_by(|a, b| {
-            a.created_at
-                .cmp(&b.created_at)
-                .then(a.public_id.cmp(&b.public_id))
-        });
-        let body = listing(matched, cursor, max_results, &cfg.cloud_name, true);
+        sort_assets(&mut matched, &order);
+        let shape = Shape {
+            search: true,
+            tags: asks_for(&req, "tags"),
+        };
+        let body = listing(matched, cursor, max_results, &cfg.cloud_name, shape);
+        return with_headers(ok(body), quota);
+    }
+
+    // The images carrying a tag, of every delivery type. The SDKs leave a tag's slashes
+    // unescaped, the project's client escapes them: the rest of the path is the tag either way.
+    if let Some(encoded_tag) = rest.strip_prefix("resources/image/tags/")
+        && method == Method::GET
+    {
+        let quota = match admin_quota(&state, &cfg) {
+            Ok(h) => h,
+            Err(r) => return *r,
+        };
+        let Some(tag) = decode(encoded_tag) else {
+            return with_headers(error(400, "tag is not valid UTF-8 percent-encoding"), quota);
+        };
+        let q = query(&uri);
+        let mut inner = state.lock();
+        inner.stats.list_calls += 1;
+        inner.stats.tag_list_calls += 1;
+        let assets: Vec<&Asset> = inner
+            .assets
+            .iter()
+            .filter(|a| a.tags.contains(&tag))
+            .collect();
+        let shape = Shape {
+            search: false,
+            tags: flag(&q, "tags"),
+        };
+        let body = listing(
+            assets,
+            param(&q, "next_cursor"),
+            list_max_results(&q),
+            &cfg.cloud_name,
+            shape,
+        );
         return with_headers(ok(body), quota);
     }
 
@@ -473,23 +584,29 @@ async fn dispatch(
             Err(r) => return *r,
         };
         let q = query(&uri);
-        let max_results = param(&q, "max_results")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(10usize)
-            .clamp(1, 500);
+        let prefix = param(&q, "prefix").unwrap_or_default();
         let mut inner = state.lock();
         inner.stats.list_calls += 1;
-        let assets: Vec<&Asset> = inner
+        let mut assets: Vec<&Asset> = inner
             .assets
             .iter()
             .filter(|a| listed_type.is_none_or(|t| a.delivery_type == t))
+            .filter(|a| a.public_id.starts_with(prefix))
             .collect();
+        // Cloudinary sorts a listing by prefix by public_id.
+        if !prefix.is_empty() {
+            assets.sort_by(|a, b| a.public_id.cmp(&b.public_id));
+        }
+        let shape = Shape {
+            search: false,
+            tags: flag(&q, "tags"),
+        };
         let body = listing(
             assets,
             param(&q, "next_cursor"),
-            max_results,
+            list_max_results(&q),
             &cfg.cloud_name,
-            false,
+            shape,
         );
         return with_headers(ok(body), quota);
     }
@@ -630,10 +747,19 @@ fn monthly_limit() -> Reply {
     r
 }
 
+/// Whether the OCR add-on's monthly limit refuses an OCR now: reached by the switch, or by the
+/// OCRs billed so far (counted as refused when it does).
+fn monthly_limit_refuses(inner: &mut crate::Inner, cfg: &EmulatorConfig) -> bool {
+    let refused = cfg.monthly_limit_reached || inner.stats.ocr_billed >= cfg.ocr_limit;
+    if refused {
+        inner.stats.rate_limited += 1;
+    }
+    refused
+}
+
 async fn ocr(state: &State, cfg: &EmulatorConfig, id: &AssetId) -> Reply {
     let public_id = id.1.as_str();
-    if cfg.monthly_limit_reached {
-        state.lock().stats.rate_limited += 1;
+    if monthly_limit_refuses(&mut state.lock(), cfg) {
         return monthly_limit();
     }
     {
@@ -668,6 +794,11 @@ async fn ocr(state: &State, cfg: &EmulatorConfig, id: &AssetId) -> Reply {
         let Some(&i) = inner.index.get(id) else {
             return error(404, &format!("Resource not found - {public_id}"));
         };
+        // Checked again where the OCR is billed: requests that passed the first check together
+        // may not all fit under the limit.
+        if monthly_limit_refuses(&mut inner, cfg) {
+            return monthly_limit();
+        }
         inner.stats.ocr_billed += 1;
         *inner.ocr_billed.entry(id.clone()).or_default() += 1;
         inner.ocr_done.insert(id.clone());
@@ -711,13 +842,395 @@ fn dropped() -> Reply {
 mod tests {
     use super::*;
 
+    fn state(assets: Vec<Asset>, change: impl FnOnce(&mut EmulatorConfig)) -> Arc<State> {
+        let mut cfg = EmulatorConfig::new("demo");
+        change(&mut cfg);
+        Arc::new(State::new(cfg, assets))
+    }
+
+    /// One authenticated request, answered as the server answers it: status, headers, body.
+    async fn call(
+        state: &Arc<State>,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Value>,
+    ) -> (u16, HeaderMap, Value) {
+        let cfg = state.config();
+        let credentials = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", cfg.api_key, cfg.api_secret));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Basic {credentials}")).unwrap(),
+        );
+        let body = match body {
+            Some(v) => {
+                headers.insert("content-type", HeaderValue::from_static("application/json"));
+                Bytes::from(v.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let uri: Uri = format!("/v1_1/{}/{path_and_query}", cfg.cloud_name)
+            .parse()
+            .unwrap();
+        let reply = dispatch(AxState(state.clone()), method, uri, headers, body).await;
+        let status = reply.status().as_u16();
+        let headers = reply.headers().clone();
+        let bytes = axum::body::to_bytes(reply.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    fn public_ids(resources: &[Value]) -> Vec<String> {
+        resources
+            .iter()
+            .map(|r| r["public_id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Every page of an Admin API listing (`path` with its query), and how many pages.
+    async fn list_all(state: &Arc<State>, path: &str) -> (Vec<Value>, usize) {
+        let (mut resources, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+        loop {
+            let with_cursor = match &cursor {
+                Some(c) => format!("{path}&next_cursor={c}"),
+                None => path.to_string(),
+            };
+            let (status, headers, body) = call(state, Method::GET, &with_cursor, None).await;
+            assert_eq!(status, 200, "{with_cursor}: {body}");
+            assert!(headers.contains_key("X-FeatureRateLimit-Remaining"));
+            pages += 1;
+            resources.extend(body["resources"].as_array().unwrap().iter().cloned());
+            cursor = body["next_cursor"].as_str().map(str::to_string);
+            if cursor.is_none() {
+                return (resources, pages);
+            }
+        }
+    }
+
+    /// Every page of a search (`request` without its cursor), its total_count, and how many
+    /// pages.
+    async fn search_all(state: &Arc<State>, request: Value) -> (Vec<Value>, u64, usize) {
+        let (mut resources, mut pages, mut total) = (Vec::new(), 0, None);
+        let mut req = request;
+        loop {
+            let (status, headers, body) =
+                call(state, Method::POST, "resources/search", Some(req.clone())).await;
+            assert_eq!(status, 200, "{req}: {body}");
+            assert!(headers.contains_key("X-FeatureRateLimit-Remaining"));
+            let count = body["total_count"].as_u64().unwrap();
+            assert_eq!(
+                *total.get_or_insert(count),
+                count,
+                "every page has the total"
+            );
+            pages += 1;
+            resources.extend(body["resources"].as_array().unwrap().iter().cloned());
+            match body["next_cursor"].as_str() {
+                Some(c) => req["next_cursor"] = c.into(),
+                None => return (resources, total.unwrap_or(0), pages),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listing_by_prefix_names_the_images_starting_with_it_by_public_id() {
+        let corpus = crate::generate(600);
+        let state = state(corpus.clone(), |_| {});
+        let prefix = "street signs/";
+        let mut expected: Vec<String> = corpus
+            .iter()
+            .filter(|a| a.delivery_type == "upload" && a.public_id.starts_with(prefix))
+            .map(|a| a.public_id.clone())
+            .collect();
+        expected.sort();
+        assert!(expected.len() > 20, "{}", expected.len());
+        let encoded =
+            percent_encoding::utf8_percent_encode(prefix, percent_encoding::NON_ALPHANUMERIC);
+        let (resources, pages) = list_all(
+            &state,
+            &format!("resources/image/upload?prefix={encoded}&max_results=7"),
+        )
+        .await;
+        assert_eq!(public_ids(&resources), expected);
+        assert_eq!(pages, expected.len().div_ceil(7));
+        assert!(
+            resources.iter().all(|r| r.get("tags").is_none()),
+            "not asked for"
+        );
+        assert!(resources.iter().all(|r| r["folder"] == "street signs"));
+
+        let (tagged, _) = list_all(
+            &state,
+            "resources/image/private?prefix=plus%2Bsign%2F&tags=true&max_results=500",
+        )
+        .await;
+        let expected: Vec<&Asset> = corpus
+            .iter()
+            .filter(|a| a.delivery_type == "private" && a.public_id.starts_with("plus+sign/"))
+            .collect();
+        assert!(!expected.is_empty());
+        assert_eq!(tagged.len(), expected.len());
+        for (r, a) in tagged.iter().zip(&expected) {
+            assert_eq!(r["public_id"], a.public_id.as_str());
+            assert_eq!(r["tags"], json!(a.tags), "asked for with tags=true");
+        }
+        let (none, _) = list_all(&state, "resources/image/upload?prefix=no%20such%2F").await;
+        assert!(none.is_empty());
+        // Without a prefix, as before: the corpus's order.
+        let (all, _) = list_all(&state, "resources/image/upload?max_results=500").await;
+        let uploads: Vec<String> = corpus
+            .iter()
+            .filter(|a| a.delivery_type == "upload")
+            .map(|a| a.public_id.clone())
+            .collect();
+        assert_eq!(public_ids(&all), uploads);
+    }
+
+    #[tokio::test]
+    async fn a_listing_by_tag_names_every_type_carrying_it_as_an_admin_call() {
+        let corpus = crate::generate(600);
+        let state = state(corpus.clone(), |_| {});
+        for (tag, path_tag) in [("needs review", "needs%20review"), ("invoice", "invoice")] {
+            let expected: Vec<&Asset> = corpus
+                .iter()
+                .filter(|a| a.tags.iter().any(|t| t == tag))
+                .collect();
+            let (resources, pages) = list_all(
+                &state,
+                &format!("resources/image/tags/{path_tag}?max_results=30&tags=true"),
+            )
+            .await;
+            assert_eq!(pages, expected.len().div_ceil(30), "{tag}");
+            let listed: Vec<(String, String)> = resources
+                .iter()
+                .map(|r| {
+                    assert!(r["tags"].as_array().unwrap().iter().any(|t| t == tag));
+                    (
+                        r["type"].as_str().unwrap().into(),
+                        r["public_id"].as_str().unwrap().into(),
+                    )
+                })
+                .collect();
+            let ids: Vec<(String, String)> = expected.iter().map(|a| a.id()).collect();
+            assert_eq!(listed, ids, "{tag}");
+            for t in STORED_TYPES {
+                assert!(listed.iter().any(|(lt, _)| lt == t), "{tag}: no {t} image");
+            }
+        }
+        // A tag with a slash, as the project's client sends it (encoded) and as the SDKs do.
+        let mut tagged = corpus[1].clone();
+        tagged.tags = vec!["paid/2024".into()];
+        let state = self::state(vec![tagged.clone(), corpus[2].clone()], |_| {});
+        for path in [
+            "resources/image/tags/paid%2F2024?x=1",
+            "resources/image/tags/paid/2024?x=1",
+        ] {
+            let (resources, _) = list_all(&state, path).await;
+            assert_eq!(public_ids(&resources), [tagged.public_id.clone()], "{path}");
+            assert!(resources[0].get("tags").is_none(), "not asked for");
+        }
+        let (none, _) = list_all(&state, "resources/image/tags/nobody?x=1").await;
+        assert!(none.is_empty());
+        let stats = state.lock().stats.clone();
+        assert_eq!(
+            (
+                stats.admin_calls,
+                stats.list_calls,
+                stats.tag_list_calls,
+                stats.details_calls
+            ),
+            (3, 3, 3, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn search_counts_pages_and_filters_by_folder_tag_format_and_type() {
+        let corpus = crate::generate(600);
+        let state = state(corpus.clone(), |_| {});
+        let expression = "resource_type:image AND (folder:\"street signs\" OR folder:deep/*) \
+                          AND tags:invoice AND -format:png AND NOT type:authenticated";
+        let expected: Vec<&Asset> = corpus
+            .iter()
+            .filter(|a| {
+                (a.folder() == "street signs" || a.public_id.starts_with("deep/"))
+                    && a.tags.iter().any(|t| t == "invoice")
+                    && a.format != "png"
+                    && a.delivery_type != "authenticated"
+            })
+            .collect();
+        assert!(expected.len() > 10, "{}", expected.len());
+        let (resources, total, pages) = search_all(
+            &state,
+            json!({"expression": expression, "max_results": 4, "sort_by": [{"created_at": "asc"}], "with_field": ["tags"]}),
+        )
+        .await;
+        assert_eq!(total as usize, expected.len());
+        assert_eq!(pages, expected.len().div_ceil(4));
+        let ids: Vec<&str> = expected.iter().map(|a| a.public_id.as_str()).collect();
+        assert_eq!(public_ids(&resources), ids, "oldest first, as asked");
+        for (r, a) in resources.iter().zip(&expected) {
+            assert_eq!(r["folder"], a.folder());
+            assert_eq!(r["tags"], json!(a.tags), "asked for with with_field");
+            assert_eq!(r["filename"], a.public_id.rsplit('/').next().unwrap());
+        }
+
+        // Cloudinary's defaults: 50 a page, the newest first, no tags.
+        let (status, _, page) = call(
+            &state,
+            Method::POST,
+            "resources/search",
+            Some(json!({"expression": "public_id:plain-*"})),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let plain: Vec<&Asset> = corpus
+            .iter()
+            .filter(|a| a.public_id.starts_with("plain-"))
+            .collect();
+        assert_eq!(page["total_count"], plain.len());
+        let listed = page["resources"].as_array().unwrap();
+        assert_eq!(listed.len(), 50.min(plain.len()));
+        assert_eq!(
+            listed[0]["public_id"],
+            plain.last().unwrap().public_id.as_str()
+        );
+        assert!(listed[0].get("tags").is_none());
+        let (status, _, page) = call(
+            &state,
+            Method::POST,
+            "resources/search",
+            Some(json!({"expression": "", "max_results": 10_000})),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            page["resources"].as_array().unwrap().len(),
+            500,
+            "at most 500"
+        );
+        assert_eq!(page["total_count"], 600);
+
+        // What the lister sends for an incremental pass still answers.
+        let (_, total, _) = search_all(
+            &state,
+            json!({"expression": "resource_type:image AND uploaded_at>=\"2021-01-01T09:00:00Z\"",
+                   "max_results": 500, "sort_by": [{"created_at": "asc"}]}),
+        )
+        .await;
+        assert_eq!(total, 600 - 540);
+    }
+
+    #[tokio::test]
+    async fn a_bad_expression_is_a_400_naming_the_fault_and_still_an_admin_call() {
+        let state = state(crate::generate(10), |_| {});
+        for (expression, says) in [
+            ("tags:cats AND (format:png", "missing ')'"),
+            ("colour:red", "\"colour\""),
+            ("tags:\"cats", "unclosed quote"),
+        ] {
+            let (status, headers, body) = call(
+                &state,
+                Method::POST,
+                "resources/search",
+                Some(json!({"expression": expression})),
+            )
+            .await;
+            assert_eq!(status, 400, "{expression}");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains(says), "{expression}: {message}");
+            assert!(message.contains("Invalid search expression"), "{message}");
+            assert!(headers.contains_key("X-FeatureRateLimit-Limit"));
+        }
+        let (status, _, body) = call(
+            &state,
+            Method::POST,
+            "resources/search",
+            Some(json!({"expression": "", "sort_by": [{"bytes": "asc"}]})),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(state.lock().stats.admin_calls, 4);
+    }
+
+    #[tokio::test]
+    async fn usage_reports_billed_ocrs_against_the_limit_which_then_refuses_with_420() {
+        let corpus = crate::generate(5);
+        let state = state(corpus.clone(), |c| c.ocr_limit = 2);
+        let (status, headers, usage) = call(&state, Method::GET, "usage", None).await;
+        assert_eq!(status, 200);
+        assert!(headers.contains_key("X-FeatureRateLimit-Remaining"));
+        assert_eq!(
+            usage["adv_ocr"],
+            json!({"usage": 0, "limit": 2, "used_percent": 0.0})
+        );
+        assert!(usage["plan"].is_string());
+        let today = time::OffsetDateTime::now_utc().date().to_string();
+        assert_eq!(usage["last_updated"], today.as_str());
+
+        let update = |i: usize| {
+            let path = format!(
+                "resources/image/upload/{}",
+                percent_encoding::utf8_percent_encode(
+                    &corpus[i].public_id,
+                    percent_encoding::NON_ALPHANUMERIC
+                )
+            );
+            let state = state.clone();
+            async move { call(&state, Method::POST, &path, Some(json!({"ocr": "adv_ocr"}))).await }
+        };
+        assert_eq!(update(0).await.0, 200);
+        let (_, _, usage) = call(&state, Method::GET, "usage", None).await;
+        assert_eq!(
+            usage["adv_ocr"],
+            json!({"usage": 1, "limit": 2, "used_percent": 50.0})
+        );
+        assert_eq!(update(1).await.0, 200);
+        let (status, headers, refused) = update(2).await;
+        assert_eq!(status, 420);
+        assert_eq!(
+            refused["error"]["message"],
+            "Monthly limit of adv_ocr add-on usage reached"
+        );
+        assert!(headers.contains_key("X-FeatureRateLimit-Reset"));
+        let (_, _, usage) = call(&state, Method::GET, "usage", None).await;
+        assert_eq!(
+            usage["adv_ocr"],
+            json!({"usage": 2, "limit": 2, "used_percent": 100.0})
+        );
+        let stats = state.lock().stats.clone();
+        assert_eq!(
+            (stats.ocr_billed, stats.ocr_requests, stats.usage_calls),
+            (2, 2, 3)
+        );
+        assert_eq!(stats.rate_limited, 1);
+        // The details of an OCR'd image carry its tags and folder.
+        let (_, _, details) = call(
+            &state,
+            Method::GET,
+            "resources/image/upload/invoices%2F2021%2Finv-000000",
+            None,
+        )
+        .await;
+        assert_eq!(
+            details["tags"],
+            json!(["invoice", "receipt", "needs review"])
+        );
+        assert_eq!(details["folder"], "invoices/2021");
+    }
+
     #[test]
     fn cursors_whose_offset_starts_with_the_hex_digit_c_page_on() {
         let assets = crate::generate(50_100);
         let refs: Vec<&Asset> = assets.iter().collect();
         let cursor = format!("c{:x}", 50_000);
         assert!(cursor.starts_with("cc"), "{cursor}");
-        let page = listing(refs, Some(&cursor), 500, "demo", false);
+        let page = listing(refs, Some(&cursor), 500, "demo", Shape::default());
         let ids: Vec<&str> = page["resources"]
             .as_array()
             .unwrap()

@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod bench;
 pub mod chaos;
+pub mod lambda_api;
 pub mod provision;
 pub mod runner;
 pub mod runtime_api;

@@ -1,5 +1,6 @@
-//! `make demo`: the whole pipeline, end to end, against moto and the Cloudinary emulator (or a
-//! real Cloudinary account when `CLOUDINARY_URL` is set), with progress and a summary.
+//! `make demo`: the whole pipeline, end to end, against moto and the Cloudinary emulator, with
+//! progress and a summary. A real Cloudinary account (`CLOUDINARY_URL`) only with
+//! `--real-account`, after its plan is shown and confirmed, and at most `--max-assets` OCRs.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::Ordering;
@@ -19,9 +20,20 @@ use shared::lister::StopReason;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Assets the emulator holds (ignored with a real CLOUDINARY_URL).
+    /// Assets the emulator holds (not with --real-account).
     #[arg(long, env = "DEMO_ASSETS", default_value_t = 3000)]
     assets: usize,
+    /// OCR images of the real account in CLOUDINARY_URL (paid): the first --max-assets of the
+    /// scope (SCOPE_* variables), after the plan is shown and confirmed. Without it a set
+    /// CLOUDINARY_URL is left alone and the emulator is used.
+    #[arg(long)]
+    real_account: bool,
+    /// With --real-account: OCR at most this many images (the demo's budget).
+    #[arg(long, default_value_t = 20)]
+    max_assets: u64,
+    /// With --real-account: pay without asking (needed when standard input is not a terminal).
+    #[arg(long, short = 'y')]
+    yes: bool,
     /// Concurrent worker invocations (the stack's reserved concurrency).
     #[arg(long, default_value_t = 4)]
     invocations: usize,
@@ -47,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
         scenario.stack.names.work_queue
     );
 
-    let emulator = start_cloudinary(&mut scenario, &args).await?;
+    let (emulator, real) = start_cloudinary(&mut scenario, &args).await?;
     // One worker instance per concurrent invocation, each keeping to its share of the quota.
     scenario.set("WORKER_INSTANCES", args.invocations.to_string());
     let lister = scenario.lister()?;
@@ -57,24 +69,33 @@ async fn main() -> anyhow::Result<()> {
         scenario.env().worker(None)?.cloudinary.ocr_method
     );
 
-    // 1. The schedule invokes the lister until its pass is complete.
-    let listing = scenario
-        .list_until_done(&lister, OnRateLimit::Stop, 100, |run, summary| {
-            println!(
-                "lister run {run}: {} pages, {} listed, {} enqueued, stop: {:?}",
-                summary.pages,
-                summary.listed,
-                summary.enqueued,
-                serde_json::to_value(summary.stop).unwrap_or_default()
-            );
-            if summary.stop == StopReason::RateLimited {
+    // 1. The schedule invokes the lister until its pass is complete (for a real account the
+    // demo enqueued its first images itself instead).
+    let listing = if let Some(enqueued) = real {
+        local_stack::scenario::ListedPass {
+            listed: enqueued,
+            enqueued,
+            ..Default::default()
+        }
+    } else {
+        scenario
+            .list_until_done(&lister, OnRateLimit::Stop, 100, |run, summary| {
                 println!(
-                    "listing is rate limited until {}; processing what was listed",
-                    summary.quota_resets_at.as_deref().unwrap_or("its reset")
+                    "lister run {run}: {} pages, {} listed, {} enqueued, stop: {:?}",
+                    summary.pages,
+                    summary.listed,
+                    summary.enqueued,
+                    serde_json::to_value(summary.stop).unwrap_or_default()
                 );
-            }
-        })
-        .await?;
+                if summary.stop == StopReason::RateLimited {
+                    println!(
+                        "listing is rate limited until {}; processing what was listed",
+                        summary.quota_resets_at.as_deref().unwrap_or("its reset")
+                    );
+                }
+            })
+            .await?
+    };
     let (listed, enqueued) = (listing.listed, listing.enqueued);
 
     // 2. The event source mapping drains the queue through the worker.
@@ -188,18 +209,29 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A real account when `CLOUDINARY_URL` is set; otherwise the emulator with a generated corpus.
+/// The emulator with a generated corpus; the real account in `CLOUDINARY_URL` only with
+/// `--real-account` (then also the number of its images the demo enqueued itself).
 async fn start_cloudinary(
     scenario: &mut Scenario,
     args: &Args,
-) -> anyhow::Result<Option<Emulator>> {
-    let real = std::env::var("CLOUDINARY_URL")
+) -> anyhow::Result<(Option<Emulator>, Option<u64>)> {
+    let url_set = std::env::var("CLOUDINARY_URL")
         .ok()
         .filter(|v| !v.is_empty())
         .is_some();
-    if real {
-        println!("Cloudinary: the real account in CLOUDINARY_URL");
-        return Ok(None);
+    if args.real_account {
+        if !url_set {
+            bail!(
+                "--real-account: set CLOUDINARY_URL to the account (cloudinary://KEY:SECRET@CLOUD)"
+            );
+        }
+        let enqueued = real_account_pilot(scenario, args).await?;
+        return Ok((None, Some(enqueued)));
+    }
+    if url_set {
+        println!(
+            "CLOUDINARY_URL is set, but the demo does not spend on a real account unless asked: it runs on the emulator (--real-account OCRs the first --max-assets images of the real account, after showing the plan)"
+        );
     }
     let mut config = EmulatorConfig::new("demo");
     config.latency = Duration::from_millis(args.latency_ms);
@@ -210,7 +242,89 @@ async fn start_cloudinary(
         args.assets
     );
     scenario.use_cloudinary(emu.cloudinary_url(), emu.base_url());
-    Ok(Some(emu))
+    Ok((Some(emu), None))
+}
+
+/// The plan for the real account's first `--max-assets` images in scope, confirmed, then
+/// those images enqueued, with a budget of that many OCRs for the workers.
+async fn real_account_pilot(scenario: &mut Scenario, args: &Args) -> anyhow::Result<u64> {
+    use shared::cloudinary::{CloudinaryClient, addon_usage};
+    use shared::queue::WorkQueue;
+    let (client, scope) = {
+        let env = scenario.env();
+        (CloudinaryClient::new(&env.cloudinary(None)?)?, env.scope()?)
+    };
+    let expression = scope.search_expression();
+    let first = client
+        .search_page(&expression, None, args.max_assets.clamp(1, 500) as u32)
+        .await
+        .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))
+        .context("listing the real account's images in scope (Search API)")?;
+    let total = first.value.total_count.unwrap_or(0);
+    let page = first.value.into_page(None);
+    let messages: Vec<shared::message::WorkMessage> = page
+        .assets
+        .iter()
+        .filter(|a| {
+            a.resource_type == "image"
+                && scope.admits(&a.public_id, &a.delivery_type, a.format.as_deref(), None)
+        })
+        .take(args.max_assets as usize)
+        .map(|a| shared::message::WorkMessage {
+            version: a.version,
+            ..shared::message::WorkMessage::new(&a.public_id, "image", &a.delivery_type)
+        })
+        .collect();
+    let n = messages.len() as u64;
+    println!(
+        "Cloudinary: the real account {} (scope: {scope})",
+        client.cloud_name()
+    );
+    println!("  images in scope           {total}");
+    println!(
+        "  this demo OCRs            {n} (--max-assets {}): up to {n} paid OCRs",
+        args.max_assets
+    );
+    match client
+        .usage()
+        .await
+        .ok()
+        .and_then(|u| addon_usage(&u.value))
+    {
+        Some(u) => println!(
+            "  OCR add-on this month     {} of {} used",
+            u.usage, u.limit
+        ),
+        None => println!("  OCR add-on this month     not reported"),
+    }
+    if n == 0 {
+        bail!("no image in scope to OCR; nothing paid");
+    }
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "the demo would pay for up to {n} OCRs on the real account: confirm with --yes; nothing paid"
+            );
+        }
+        print!("Pay for up to {n} OCRs on the real account? [y/N] ");
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES") {
+            bail!("not confirmed; nothing paid");
+        }
+    }
+    // The budget holds the workers to what was confirmed, whatever else reaches the queue.
+    scenario.set("MAX_OCR_PER_MONTH", n.to_string());
+    let queue = scenario.queue();
+    let refused = queue
+        .enqueue(&messages)
+        .await
+        .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
+    if !refused.is_empty() {
+        bail!("the work queue refused {} messages", refused.len());
+    }
+    Ok(n)
 }
 
 /// A few rows of the table, spread over its ids.

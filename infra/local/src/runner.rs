@@ -28,6 +28,9 @@ pub struct MappingSettings {
     /// Share of invocations killed part-way (chaos testing; every n-th one, a few ms in): their
     /// batch is neither answered nor deleted, as when a Lambda instance dies.
     pub kill_rate: f64,
+    /// The mapping's switch (`ocr-ctl pause` turns it off): while off no batch is received,
+    /// the invocations in flight finish, and the drain waits.
+    pub enabled: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Counters of a drain, readable while it runs (for progress lines).
@@ -106,6 +109,14 @@ where
         loop {
             if started.elapsed() > settings.max_duration {
                 return Ok::<DrainEnd, anyhow::Error>(DrainEnd::TimedOut);
+            }
+            if settings
+                .enabled
+                .as_ref()
+                .is_some_and(|on| !on.load(Ordering::SeqCst))
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
             let received = sqs
                 .receive_message()

@@ -197,6 +197,11 @@ impl Scenario {
         })
     }
 
+    /// The work queue, as the functions send to it.
+    pub fn queue(&self) -> shared::queue::SqsQueue {
+        shared::queue::SqsQueue::new(self.sqs.clone(), &self.stack.work_queue_url)
+    }
+
     pub fn lister(&self) -> anyhow::Result<SqsLister> {
         Ok(lister::build(&self.env().lister(None)?, &self.sdk)?)
     }
@@ -246,7 +251,7 @@ impl Scenario {
             let stop = summary.stop;
             listing.last = Some(summary);
             match (stop, on_rate_limit) {
-                (StopReason::PassComplete | StopReason::NotDue, _)
+                (StopReason::PassComplete | StopReason::NotDue | StopReason::BudgetSpent, _)
                 | (StopReason::RateLimited, OnRateLimit::Stop) => {
                     return Ok(listing);
                 }
@@ -272,6 +277,7 @@ impl Scenario {
             idle_grace: Duration::from_millis(500),
             max_duration,
             kill_rate: 0.0,
+            enabled: None,
         }
     }
 

@@ -9,7 +9,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
 use crate::error::{Classified, ErrorClass, RemoteError};
-use crate::lister::{AssetPage, AssetSource, ListedAsset, Listing};
+use crate::lister::{AddonUsage, AssetPage, AssetSource, ListedAsset, Listing};
 use crate::message::WorkMessage;
 use crate::ocr::{OcrOutcome, OcrResult, ResourceAnswer};
 use crate::rate_gate::Quota;
@@ -28,6 +28,8 @@ const PUBLIC_ID_SAFE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'/')
     .remove(b':');
+
+const TAG_SAFE: &AsciiSet = &PUBLIC_ID_SAFE.add(b'/');
 
 /// Encodes a public_id for a URL path exactly as Cloudinary's SDKs do (folders kept).
 pub fn encode_public_id(public_id: &str) -> String {
@@ -185,6 +187,14 @@ impl Classified for CloudinaryError {
             _ => None,
         }
     }
+
+    fn not_run(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => (400..500).contains(status) && *status != 408,
+            Self::Refused { .. } => true,
+            Self::Transport { .. } | Self::Decode { .. } => false,
+        }
+    }
 }
 
 /// One asset as the Admin API and the Search API list it.
@@ -199,6 +209,10 @@ struct WireAsset {
     created_at: Option<String>,
     #[serde(default)]
     version: Option<u64>,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
 }
 
 fn default_resource_type() -> String {
@@ -215,6 +229,9 @@ pub struct WirePage {
     resources: Vec<WireAsset>,
     #[serde(default)]
     next_cursor: Option<String>,
+    /// How many assets a search matches in all (the Search API's answers only).
+    #[serde(default)]
+    pub total_count: Option<u64>,
 }
 
 impl WirePage {
@@ -230,6 +247,8 @@ impl WirePage {
                     delivery_type: a.delivery_type,
                     created_at: a.created_at,
                     version: a.version,
+                    format: a.format,
+                    tags: a.tags,
                 })
                 .collect(),
             next_cursor: self.next_cursor.filter(|c| !c.is_empty()),
@@ -415,10 +434,12 @@ impl CloudinaryClient {
         })
     }
 
-    /// One page of `GET resources/image/{delivery_type}` (Admin API).
+    /// One page of `GET resources/image/{delivery_type}` (Admin API), of the public_ids that
+    /// start with `prefix` (all with an empty one).
     pub async fn list_page(
         &self,
         delivery_type: &str,
+        prefix: &str,
         cursor: Option<&str>,
         max_results: u32,
     ) -> Result<Answer<WirePage>, CloudinaryError> {
@@ -428,6 +449,9 @@ impl CloudinaryClient {
             });
         }
         let mut query = vec![("max_results", max_results.to_string())];
+        if !prefix.is_empty() {
+            query.push(("prefix", prefix.to_string()));
+        }
         if let Some(c) = cursor {
             query.push(("next_cursor", c.to_string()));
         }
@@ -438,6 +462,35 @@ impl CloudinaryClient {
         );
         self.send(format!("the listing of {delivery_type} images"), req)
             .await
+    }
+
+    /// One page of `GET resources/image/tags/{tag}` (Admin API): the images carrying the tag,
+    /// of every delivery type.
+    pub async fn tag_page(
+        &self,
+        tag: &str,
+        cursor: Option<&str>,
+        max_results: u32,
+    ) -> Result<Answer<WirePage>, CloudinaryError> {
+        let mut query = vec![("max_results", max_results.to_string())];
+        if let Some(c) = cursor {
+            query.push(("next_cursor", c.to_string()));
+        }
+        // A tag is one path segment: its slashes are encoded too.
+        let path = format!(
+            "resources/image/tags/{}",
+            utf8_percent_encode(tag, TAG_SAFE)
+        );
+        let req = self.admin(self.http.get(self.url(&path)).query(&query));
+        self.send(format!("the listing of images tagged {tag:?}"), req)
+            .await
+    }
+
+    /// The account's usage (`GET usage`, Admin API): plan, storage, and each add-on's usage
+    /// and limit this month.
+    pub async fn usage(&self) -> Result<Answer<serde_json::Value>, CloudinaryError> {
+        let req = self.admin(self.http.get(self.url("usage")));
+        self.send("the account's usage".to_string(), req).await
     }
 
     /// One page of `POST resources/search` (Admin API), oldest first.
@@ -586,7 +639,15 @@ impl AssetSource for CloudinaryClient {
         page_size: u32,
     ) -> Result<AssetPage, RemoteError> {
         let answer = match listing {
-            Listing::Type(delivery_type) => self.list_page(delivery_type, cursor, page_size).await,
+            Listing::Type {
+                delivery_type,
+                prefix,
+            } => {
+                self.list_page(delivery_type, prefix, cursor, page_size)
+                    .await
+            }
+            Listing::Tag(tag) => self.tag_page(tag, cursor, page_size).await,
+            Listing::Search(expression) => self.search_page(expression, cursor, page_size).await,
             Listing::CreatedSince(since) => {
                 self.search_page(&incremental_expression(since), cursor, page_size)
                     .await
@@ -595,6 +656,25 @@ impl AssetSource for CloudinaryClient {
         .map_err(|e| RemoteError::from_classified(&e))?;
         Ok(answer.value.into_page(answer.quota))
     }
+
+    async fn addon_usage(&self) -> Result<Option<AddonUsage>, RemoteError> {
+        let answer = self
+            .usage()
+            .await
+            .map_err(|e| RemoteError::from_classified(&e))?;
+        Ok(addon_usage(&answer.value))
+    }
+}
+
+/// The OCR add-on's usage and limit in a `usage` answer (`adv_ocr: {usage, limit}`); `None`
+/// when the answer has no limit for it (the add-on not enabled, say).
+pub fn addon_usage(usage: &serde_json::Value) -> Option<AddonUsage> {
+    let ocr = usage.get("adv_ocr")?;
+    let number = |v: &serde_json::Value| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64));
+    Some(AddonUsage {
+        usage: ocr.get("usage").and_then(number).unwrap_or(0),
+        limit: ocr.get("limit").and_then(number)?,
+    })
 }
 
 #[cfg(test)]

@@ -25,12 +25,14 @@ pub struct MemoryAssetSource {
     faults: FaultPlan<ListCall>,
     quota: Mutex<Option<Quota>>,
     latency: Duration,
-    /// The `since` of every search, in order.
+    /// The `since` (or the expression) of every search, in order.
     searches: Mutex<Vec<String>>,
     /// `n` assets made up page by page instead of held (for accounts of millions).
     synthetic: Option<usize>,
     /// The Admin API's hourly quota, counted in windows aligned to the clock's hours.
     hourly: Option<HourlyQuota>,
+    /// What `usage` reports of the OCR add-on.
+    usage: Mutex<Option<super::AddonUsage>>,
 }
 
 #[derive(Debug)]
@@ -59,6 +61,8 @@ impl MemoryAssetSource {
                     delivery_type: "upload".into(),
                     created_at: Some(crate::clock::rfc3339(start + Duration::from_secs(i as u64))),
                     version: Some(1),
+                    format: Some("png".into()),
+                    tags: None,
                 })
                 .collect(),
         )
@@ -114,6 +118,11 @@ impl MemoryAssetSource {
         self
     }
 
+    /// What `usage` reports of the OCR add-on from now on.
+    pub fn set_usage(&self, usage: Option<super::AddonUsage>) {
+        *self.usage.lock().unwrap_or_else(|e| e.into_inner()) = usage;
+    }
+
     pub fn add(&self, asset: ListedAsset) {
         self.assets
             .lock()
@@ -147,7 +156,7 @@ fn synthetic_page(
     page_size: u32,
     quota: Option<crate::rate_gate::Quota>,
 ) -> AssetPage {
-    let n = if *listing == Listing::Type("upload".into()) {
+    let n = if *listing == Listing::of_type("upload") {
         n
     } else {
         0
@@ -160,6 +169,8 @@ fn synthetic_page(
             delivery_type: "upload".into(),
             created_at: None,
             version: Some(1),
+            format: Some("png".into()),
+            tags: None,
         })
         .collect();
     AssetPage {
@@ -178,14 +189,21 @@ impl MemoryAssetSource {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter(|a| match listing {
-                Listing::Type(t) => a.delivery_type == *t,
+                Listing::Type {
+                    delivery_type,
+                    prefix,
+                } => a.delivery_type == *delivery_type && a.public_id.starts_with(prefix),
+                Listing::Tag(tag) => a.tags.as_ref().is_some_and(|t| t.contains(tag)),
                 Listing::CreatedSince(since) => {
                     a.created_at.as_deref().is_some_and(|c| c >= since.as_str())
                 }
+                // No expression is evaluated here: every asset is answered, and the lister
+                // keeps what its scope admits (as it would of a search answering more).
+                Listing::Search(_) => true,
             })
             .cloned()
             .collect();
-        if let Listing::CreatedSince(_) = listing {
+        if let Listing::CreatedSince(_) | Listing::Search(_) = listing {
             matching.sort_by(|a, b| a.created_at.cmp(&b.created_at));
         }
         matching
@@ -193,6 +211,10 @@ impl MemoryAssetSource {
 }
 
 impl AssetSource for MemoryAssetSource {
+    async fn addon_usage(&self) -> Result<Option<super::AddonUsage>, RemoteError> {
+        Ok(*self.usage.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     async fn page(
         &self,
         listing: &Listing,
@@ -201,14 +223,14 @@ impl AssetSource for MemoryAssetSource {
     ) -> Result<AssetPage, RemoteError> {
         tokio::time::sleep(self.latency).await;
         let call = match listing {
-            Listing::Type(_) => ListCall::All,
-            Listing::CreatedSince(_) => ListCall::Search,
+            Listing::Type { .. } | Listing::Tag(_) => ListCall::All,
+            Listing::CreatedSince(_) | Listing::Search(_) => ListCall::Search,
         };
-        if let Listing::CreatedSince(since) = listing {
+        if let Listing::CreatedSince(searched) | Listing::Search(searched) = listing {
             self.searches
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(since.clone());
+                .push(searched.clone());
         }
         if let Some(class) = self.faults.call(call) {
             return Err(RemoteError::new(class, format!("injected {class:?} fault")));

@@ -14,13 +14,15 @@ use serde::Serialize;
 use crate::clock::{Clock, parse_rfc3339, rfc3339, rfc3339_secs};
 use crate::defaults;
 use crate::error::{Classified, ErrorClass, RemoteError, error_chain};
-use crate::message::{DELIVERY_TYPES, WorkMessage};
+use crate::message::WorkMessage;
 use crate::queue::{QueueError, WorkQueue};
 use crate::rate_gate::Quota;
 use crate::store::{
     Checkpoint, CheckpointStore, MAX_KEY_BYTES, ResultRecord, ResultStore, StoreError,
 };
 
+pub use crate::scope::Listing;
+use crate::scope::Scope;
 pub use crate::store::PassMode;
 
 /// One asset as a listing names it.
@@ -32,6 +34,10 @@ pub struct ListedAsset {
     pub created_at: Option<String>,
     /// The asset's version: a new one when it is uploaded again over the same public_id.
     pub version: Option<u64>,
+    /// The format, when the listing says.
+    pub format: Option<String>,
+    /// The tags, when the listing says.
+    pub tags: Option<Vec<String>>,
 }
 
 /// A page of a listing, and the quota its answer reported.
@@ -43,16 +49,6 @@ pub struct AssetPage {
     pub quota: Option<Quota>,
 }
 
-/// Which assets a pass lists.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Listing {
-    /// Every image asset of this delivery type (a full pass lists each of
-    /// [`DELIVERY_TYPES`] in turn).
-    Type(String),
-    /// Assets created at or after this RFC 3339 time, oldest first.
-    CreatedSince(String),
-}
-
 /// Where assets are listed from. The lister is generic over it.
 pub trait AssetSource: Send + Sync {
     fn page(
@@ -61,6 +57,18 @@ pub trait AssetSource: Send + Sync {
         cursor: Option<&str>,
         page_size: u32,
     ) -> impl Future<Output = Result<AssetPage, RemoteError>> + Send;
+
+    /// The OCR add-on's usage and limit this month (Cloudinary's `usage`), if the source knows.
+    fn addon_usage(&self) -> impl Future<Output = Result<Option<AddonUsage>, RemoteError>> + Send {
+        async { Ok(None) }
+    }
+}
+
+/// The OCR add-on's use this month, as Cloudinary's `usage` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AddonUsage {
+    pub usage: u64,
+    pub limit: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +88,11 @@ pub struct ListerOptions {
     pub full_pass_interval: Duration,
     /// Attempts per listing call on transient errors.
     pub attempts: u32,
+    /// What is listed: a pass under another scope is not continued.
+    pub scope: Scope,
+    /// The OCR budget: nothing is listed while it is spent (the messages would only wait),
+    /// and each run tells it the add-on's usage when it watches the add-on's limit.
+    pub budget: Option<std::sync::Arc<crate::budget::Budget>>,
     pub clock: Clock,
 }
 
@@ -93,6 +106,8 @@ impl Default for ListerOptions {
             pass_interval: defaults::PASS_INTERVAL,
             full_pass_interval: defaults::FULL_PASS_INTERVAL,
             attempts: defaults::LISTING_ATTEMPTS,
+            scope: Scope::default(),
+            budget: None,
             clock: Clock::System,
         }
     }
@@ -110,6 +125,8 @@ pub enum StopReason {
     RateLimited,
     /// No pass in progress and the next one is not due yet: nothing listed.
     NotDue,
+    /// The OCR budget is spent: nothing listed until the next period.
+    BudgetSpent,
 }
 
 /// What one lister run did; the Lambda function answers with it as JSON.
@@ -137,7 +154,9 @@ pub enum ListerError {
     Listing(#[source] RemoteError),
     #[error("enqueueing a page failed; the page is listed again on the next run")]
     Queue(#[from] QueueError),
-    #[error("reading or saving the checkpoint, or recording an asset the queue refused, failed")]
+    #[error(
+        "reading or saving the checkpoint or the budget, or recording an asset the queue refused, failed"
+    )]
     Store(#[from] StoreError),
 }
 
@@ -149,6 +168,19 @@ fn begin_pass(
     options: &ListerOptions,
     now: SystemTime,
 ) -> Result<(), SystemTime> {
+    let scope = options.scope.fingerprint();
+    if cp.scope != scope {
+        // What was listed under another scope says nothing of this one's images: a full pass
+        // of the new scope starts now (what is already done costs a status read, not an OCR).
+        tracing::info!(scope = %options.scope, "the scope changed: starting a full pass of it");
+        *cp = Checkpoint {
+            scope,
+            total_listed: cp.total_listed,
+            ..Checkpoint::default()
+        };
+        start_pass(cp, options, now, false);
+        return Ok(());
+    }
     if !options.full_rescan && cp.mode.is_some() {
         tracing::info!(
             mode = cp.mode.map(PassMode::as_str),
@@ -167,6 +199,13 @@ fn begin_pass(
     let last_full = cp.last_full_pass_at.as_deref().and_then(parse_rfc3339);
     let incremental =
         !options.full_rescan && last_full.is_some_and(|t| now < t + options.full_pass_interval);
+    start_pass(cp, options, now, incremental);
+    Ok(())
+}
+
+/// Starts a pass now: incremental from shortly before the previous pass started, or full.
+fn start_pass(cp: &mut Checkpoint, options: &ListerOptions, now: SystemTime, incremental: bool) {
+    let last_start = cp.last_pass_started_at.as_deref().and_then(parse_rfc3339);
     cp.mode = Some(if incremental {
         PassMode::Incremental
     } else {
@@ -184,7 +223,6 @@ fn begin_pass(
         since = cp.since.as_deref(),
         "starting a new pass"
     );
-    Ok(())
 }
 
 /// What the lister works with: where it lists from, where it enqueues, where it keeps its
@@ -219,16 +257,26 @@ pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore, R: Res
         quota_resets_at: None,
         next_pass_at: None,
     };
+    // Every run, due or not: the add-on's usage keeps the month's cap current.
+    let room = budget_room(ports.source, ports.queue, options).await?;
     if let Err(next) = due {
         summary.stop = StopReason::NotDue;
         summary.next_pass_at = Some(rfc3339(next));
         tracing::info!(next_pass_at = %rfc3339(next), "no pass in progress and none due");
         return Ok(summary);
     }
+    if room == Some(0) {
+        summary.stop = StopReason::BudgetSpent;
+        checkpoints.save(checkpoint_id, &cp).await?;
+        tracing::warn!(
+            "the OCR budget is spent, or the queue already holds what it allows: nothing listed until then"
+        );
+        return Ok(summary);
+    }
     summary.stop = list_pages(
         ports,
         checkpoint_id,
-        options,
+        (options, room),
         deadline,
         (&mut cp, &mut summary),
     )
@@ -248,6 +296,50 @@ pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore, R: Res
         "lister run finished"
     );
     Ok(summary)
+}
+
+/// How many more messages the OCR budget has room for: what is left of it less what the work
+/// queue already holds (`None`: no limit). The lister enqueues no more than that, so that a
+/// budget smaller than the scope does not fill the queue with messages that can only wait.
+/// With the add-on's limit watched, the budget first learns its usage (one Admin API call a
+/// run); a usage Cloudinary does not give is logged, and the budget goes on with what it knew.
+async fn budget_room<A: AssetSource, Q: WorkQueue>(
+    source: &A,
+    queue: &Q,
+    options: &ListerOptions,
+) -> Result<Option<u64>, ListerError> {
+    let Some(budget) = &options.budget else {
+        return Ok(None);
+    };
+    let now = options.clock.now();
+    if budget.limits().addon_margin.is_some() {
+        match source.addon_usage().await {
+            Ok(Some(u)) => {
+                let cap = budget.observe_usage(now, u.usage, u.limit).await?;
+                tracing::info!(
+                    usage = u.usage,
+                    limit = u.limit,
+                    cap,
+                    "the OCR add-on's usage this month"
+                );
+            }
+            Ok(None) => tracing::warn!("Cloudinary reported no OCR add-on usage"),
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "the OCR add-on's usage could not be read")
+            }
+        }
+    }
+    let Some(left) = budget.left(now).await?.remaining() else {
+        return Ok(None);
+    };
+    let queued = match queue.depth().await {
+        Ok(depth) => depth.unwrap_or(0),
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "the work queue's depth could not be read");
+            0
+        }
+    };
+    Ok(Some(left.saturating_sub(queued)))
 }
 
 /// What a refused listing call leads to.
@@ -300,7 +392,7 @@ fn on_listing_error(
 async fn list_pages<A: AssetSource, Q: WorkQueue, C: CheckpointStore, R: ResultStore>(
     ports: ListerPorts<'_, A, Q, C, R>,
     checkpoint_id: &str,
-    options: &ListerOptions,
+    (options, room): (&ListerOptions, Option<u64>),
     deadline: SystemTime,
     (cp, summary): (&mut Checkpoint, &mut RunSummary),
 ) -> Result<StopReason, ListerError> {
@@ -318,12 +410,22 @@ async fn list_pages<A: AssetSource, Q: WorkQueue, C: CheckpointStore, R: ResultS
             },
         };
         let quota = page.quota;
-        let complete =
-            enqueue_page(ports.queue, ports.results, page, cp, summary, clock.now()).await?;
+        let complete = enqueue_page(
+            (ports.queue, ports.results),
+            &options.scope,
+            page,
+            cp,
+            summary,
+            clock.now(),
+        )
+        .await?;
         // Saved after the page is enqueued: a crash in between re-lists one page at most.
         ports.checkpoints.save(checkpoint_id, cp).await?;
         if complete {
             return Ok(StopReason::PassComplete);
+        }
+        if room.is_some_and(|room| summary.enqueued >= room) {
+            return Ok(StopReason::BudgetSpent);
         }
         if let Some(q) = quota.filter(|q| q.remaining == 0) {
             summary.quota_resets_at = q.reset.map(rfc3339);
@@ -336,8 +438,8 @@ async fn list_pages<A: AssetSource, Q: WorkQueue, C: CheckpointStore, R: ResultS
 /// that was the pass's last page. An asset whose message the queue refuses is recorded failed
 /// with the reason, and the pass goes on.
 async fn enqueue_page<Q: WorkQueue, R: ResultStore>(
-    queue: &Q,
-    results: &R,
+    (queue, results): (&Q, &R),
+    scope: &Scope,
     page: AssetPage,
     cp: &mut Checkpoint,
     summary: &mut RunSummary,
@@ -347,7 +449,13 @@ async fn enqueue_page<Q: WorkQueue, R: ResultStore>(
         .assets
         .iter()
         .filter(|a| {
-            a.resource_type == "image" && DELIVERY_TYPES.contains(&a.delivery_type.as_str())
+            a.resource_type == "image"
+                && scope.admits(
+                    &a.public_id,
+                    &a.delivery_type,
+                    a.format.as_deref(),
+                    a.tags.as_deref(),
+                )
         })
         .map(|a| WorkMessage {
             version: a.version,
@@ -370,10 +478,10 @@ async fn enqueue_page<Q: WorkQueue, R: ResultStore>(
     cp.updated_at = Some(rfc3339(now));
     if cp.cursor.is_none()
         && cp.since.is_none()
-        && let Some(next) = next_type(cp.listing_type.as_deref())
+        && let Some(next) = next_listing(scope, cp.listing_type.as_deref())
     {
-        // A full pass lists the next delivery type from its first page.
-        cp.listing_type = Some(next.to_string());
+        // A full pass lists its next listing (delivery type, folder, tag) from its first page.
+        cp.listing_type = Some(next.key());
         return Ok(false);
     }
     let complete = cp.cursor.is_none();
@@ -390,13 +498,24 @@ async fn enqueue_page<Q: WorkQueue, R: ResultStore>(
     Ok(complete)
 }
 
-/// The delivery type a full pass lists after `current` (`None`: the first), if any.
-fn next_type(current: Option<&str>) -> Option<&'static str> {
-    let at = DELIVERY_TYPES
+/// The listing a full pass lists after the one named `current` (`None`: the first), if any.
+fn next_listing(scope: &Scope, current: Option<&str>) -> Option<Listing> {
+    let listings = scope.listings();
+    let at = listings
         .iter()
-        .position(|t| Some(*t) == current)
+        .position(|l| Some(l.key().as_str()) == current)
         .unwrap_or(0);
-    DELIVERY_TYPES.get(at + 1).copied()
+    listings.into_iter().nth(at + 1)
+}
+
+/// The listing a full pass is on: the one its checkpoint names, or the first.
+fn current_listing(scope: &Scope, current: Option<&str>) -> Listing {
+    let mut listings = scope.listings();
+    let at = listings
+        .iter()
+        .position(|l| Some(l.key().as_str()) == current)
+        .unwrap_or(0);
+    listings.swap_remove(at)
 }
 
 /// Records an asset the work queue would not take as failed, with the reason, so that it is
@@ -433,12 +552,8 @@ async fn fetch_page<A: AssetSource>(
     options: &ListerOptions,
 ) -> Result<AssetPage, RemoteError> {
     let listing = match &cp.since {
-        Some(since) => Listing::CreatedSince(since.clone()),
-        None => Listing::Type(
-            cp.listing_type
-                .clone()
-                .unwrap_or_else(|| DELIVERY_TYPES[0].to_string()),
-        ),
+        Some(since) => options.scope.incremental(since),
+        None => current_listing(&options.scope, cp.listing_type.as_deref()),
     };
     let mut attempt = 0;
     loop {

@@ -231,6 +231,8 @@ async fn after_a_full_pass_the_next_lists_what_was_created_since_less_the_overla
         delivery_type: "upload".into(),
         created_at: Some(rfc3339(at)),
         version: Some(1),
+        format: None,
+        tags: None,
     };
     // One created just inside the overlap, one after the pass, one video (not enqueued).
     rig.source
@@ -390,7 +392,7 @@ async fn simulate_pass(assets: usize, per_hour: u64, latency: Duration) -> (Dura
         match summary.stop {
             StopReason::PassComplete => break clock.now(),
             StopReason::RateLimited => rate_limited += 1,
-            StopReason::Deadline | StopReason::NotDue => {}
+            StopReason::Deadline | StopReason::NotDue | StopReason::BudgetSpent => {}
         }
         assert!(runs < 200, "the pass does not end");
         // The schedule's next wake-up.
@@ -431,6 +433,8 @@ fn asset(public_id: &str, delivery_type: &str, created_at: &str) -> ListedAsset 
         delivery_type: delivery_type.into(),
         created_at: Some(created_at.into()),
         version: Some(1),
+        format: None,
+        tags: None,
     }
 }
 
@@ -593,4 +597,215 @@ async fn a_refused_asset_not_recorded_fails_the_run_and_its_page_is_listed_again
         (StopReason::PassComplete, 1)
     );
     assert_eq!(rig.results.status("asset-00010"), Some(Status::Failed));
+}
+
+fn tagged(public_id: &str, delivery_type: &str, tags: &[&str], format: &str) -> ListedAsset {
+    ListedAsset {
+        tags: Some(tags.iter().map(|t| t.to_string()).collect()),
+        format: Some(format.into()),
+        ..asset(public_id, delivery_type, "2024-01-01T00:00:00Z")
+    }
+}
+
+fn scoped_account() -> MemoryAssetSource {
+    MemoryAssetSource::new(vec![
+        tagged("invoices/1", "upload", &["invoice"], "png"),
+        tagged("invoices/2", "private", &[], "jpg"),
+        tagged("invoices-old/3", "upload", &["invoice"], "png"),
+        tagged("receipts/4", "upload", &["receipt", "invoice"], "gif"),
+        tagged("receipts/5", "authenticated", &["receipt"], "png"),
+        tagged("other/6", "upload", &[], "png"),
+    ])
+}
+
+fn scope(prefixes: &str, tags: &str, types: &str, formats: &str) -> Scope {
+    Scope::parse(prefixes, tags, "", types, formats).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_folder_scope_lists_each_type_by_prefix_and_enqueues_only_its_images() {
+    let mut rig = Rig::new(scoped_account());
+    rig.options.scope = scope("invoices/", "", "", "");
+    let summary = rig.run().await;
+    assert_eq!(summary.stop, StopReason::PassComplete);
+    assert_eq!(enqueued_keys(&rig), ["invoices/1", "~private~invoices/2"]);
+    // One listing per delivery type, by prefix; no search.
+    assert_eq!(rig.source.faults().calls(ListCall::All), 3);
+    assert_eq!(rig.source.faults().calls(ListCall::Search), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tag_scope_lists_by_tag_and_keeps_to_its_types() {
+    let mut rig = Rig::new(scoped_account());
+    rig.options.scope = scope("", "receipt,invoice", "upload", "");
+    rig.run().await;
+    // receipts/4 carries both tags: listed twice, enqueued twice (the worker pays once).
+    assert_eq!(
+        enqueued_keys(&rig),
+        ["invoices-old/3", "invoices/1", "receipts/4", "receipts/4"]
+    );
+    assert_eq!(rig.source.faults().calls(ListCall::All), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_format_scope_searches_with_the_scope_as_its_expression() {
+    let mut rig = Rig::new(scoped_account());
+    rig.options.scope = scope("receipts/", "", "", "png");
+    rig.run().await;
+    assert_eq!(enqueued_keys(&rig), ["~authenticated~receipts/5"]);
+    assert_eq!(
+        rig.source.searches(),
+        [
+            "resource_type:image AND (type:upload OR type:private OR type:authenticated) \
+          AND public_id:receipts/* AND format=png"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn changing_the_scope_starts_a_full_pass_of_the_new_one_at_once() {
+    let mut rig = Rig::new(scoped_account());
+    rig.options.pass_interval = Duration::from_secs(86_400);
+    rig.options.scope = scope("invoices/", "", "", "");
+    rig.run().await;
+    // The pass is done; the next is not due under the same scope.
+    assert_eq!(rig.run().await.stop, StopReason::NotDue);
+    rig.queue.take_sent();
+    // Widened: a full pass of the new scope now, though none is due.
+    rig.options.scope = scope("invoices/,receipts/", "", "", "");
+    let summary = rig.run().await;
+    assert_eq!(
+        (summary.mode, summary.stop),
+        (PassMode::Full, StopReason::PassComplete)
+    );
+    assert_eq!(
+        enqueued_keys(&rig),
+        [
+            "invoices/1",
+            "receipts/4",
+            "~authenticated~receipts/5",
+            "~private~invoices/2"
+        ]
+    );
+    let cp = rig.checkpoints.get(ID).unwrap();
+    assert_eq!(cp.scope, rig.options.scope.fingerprint());
+    // Back to the whole account: a full pass again, of everything.
+    rig.queue.take_sent();
+    rig.options.scope = Scope::default();
+    rig.run().await;
+    assert_eq!(enqueued_keys(&rig).len(), 6);
+    assert_eq!(rig.checkpoints.get(ID).unwrap().scope, "");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scoped_incremental_pass_searches_within_the_scope() {
+    let mut rig = Rig::new(scoped_account());
+    rig.options.scope = scope("", "invoice", "", "");
+    rig.run().await;
+    rig.queue.take_sent();
+    rig.run().await;
+    let searches = rig.source.searches();
+    let [search] = searches.as_slice() else {
+        panic!("one search: {searches:?}")
+    };
+    assert!(
+        search.starts_with("resource_type:image AND (type:upload OR type:private OR type:authenticated) AND tags=invoice AND uploaded_at>=\""),
+        "{search}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_in_progress_under_the_old_scope_is_not_continued() {
+    let mut rig = Rig::new(MemoryAssetSource::generated(250));
+    // A pass of the whole account, stopped on its second page...
+    rig.checkpoints
+        .save(
+            ID,
+            &Checkpoint {
+                mode: Some(PassMode::Full),
+                cursor: Some("100".into()),
+                listing_type: Some("upload".into()),
+                pass_listed: 100,
+                pass_started_at: Some("2027-01-01T00:00:00Z".into()),
+                ..Checkpoint::default()
+            },
+        )
+        .await
+        .unwrap();
+    // ...then scoped to ten images: their pass starts from the first page of its own listing.
+    rig.options.scope = scope("asset-0024", "", "upload", "");
+    let summary = rig.run().await;
+    assert_eq!(summary.stop, StopReason::PassComplete);
+    assert_eq!(summary.pass_listed, 10);
+    assert_eq!(rig.enqueued_ids().len(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_budget_lists_nothing_until_the_next_period() {
+    use crate::budget::{Budget, Limits, MemoryCounters, Take};
+    let budget = std::sync::Arc::new(Budget::new(
+        Limits {
+            per_day: 120,
+            ..Limits::default()
+        },
+        std::sync::Arc::new(MemoryCounters::default()),
+    ));
+    let mut rig = Rig::new(MemoryAssetSource::generated(250));
+    rig.options.page_size = 50;
+    rig.options.budget = Some(budget.clone());
+    let now = rig.options.clock.now();
+    while let Take::Taken(_) = budget.take(now).await.unwrap() {}
+    let summary = rig.run().await;
+    assert_eq!((summary.stop, summary.listed), (StopReason::BudgetSpent, 0));
+    assert!(rig.enqueued_ids().is_empty());
+    // The next day: a day's budget of messages at most (by whole pages), then the lister
+    // stops: the queue holds what the budget allows.
+    tokio::time::advance(Duration::from_secs(86_400)).await;
+    let summary = rig.run().await;
+    assert_eq!(
+        (summary.stop, summary.enqueued),
+        (StopReason::BudgetSpent, 150)
+    );
+    let summary = rig.run().await;
+    assert_eq!((summary.stop, summary.listed), (StopReason::BudgetSpent, 0));
+    // The workers take them (and pay for 120 of them): the pass goes on from its checkpoint.
+    rig.queue.take_sent();
+    let summary = rig.run().await;
+    assert_eq!(summary.enqueued, 100);
+    assert_eq!(summary.pass_listed, 250);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_addon_usage_near_its_limit_stops_the_listing() {
+    use crate::budget::{Budget, Limits, MemoryCounters};
+    let budget = std::sync::Arc::new(Budget::new(
+        Limits {
+            addon_margin: Some(100),
+            ..Limits::default()
+        },
+        std::sync::Arc::new(MemoryCounters::default()),
+    ));
+    let mut rig = Rig::new(MemoryAssetSource::generated(50));
+    rig.options.budget = Some(budget.clone());
+    rig.source.set_usage(Some(AddonUsage {
+        usage: 400,
+        limit: 1000,
+    }));
+    assert_eq!(rig.run().await.stop, StopReason::PassComplete);
+    let left = budget.left(rig.options.clock.now()).await.unwrap();
+    assert_eq!(left.remaining(), Some(500));
+    rig.source.set_usage(Some(AddonUsage {
+        usage: 950,
+        limit: 1000,
+    }));
+    let summary = rig.run_for(Duration::from_secs(900)).await.unwrap();
+    assert_eq!(summary.stop, StopReason::BudgetSpent);
+    assert_eq!(
+        budget
+            .left(rig.options.clock.now())
+            .await
+            .unwrap()
+            .remaining(),
+        Some(0)
+    );
 }

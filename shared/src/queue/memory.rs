@@ -85,6 +85,13 @@ impl MemoryQueue {
 }
 
 impl WorkQueue for MemoryQueue {
+    /// What was sent and not taken yet.
+    async fn depth(&self) -> Result<Option<u64>, QueueError> {
+        Ok(Some(
+            self.sent.lock().unwrap_or_else(|e| e.into_inner()).len() as u64,
+        ))
+    }
+
     async fn enqueue(&self, messages: &[WorkMessage]) -> Result<Vec<super::Refused>, QueueError> {
         if self.faults.call(QueueOp::Enqueue).is_some() {
             return Err(rejected("enqueue"));

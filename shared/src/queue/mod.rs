@@ -66,6 +66,11 @@ pub trait WorkQueue: Send + Sync {
         &self,
         receipt_handles: &[&str],
     ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send;
+    /// About how many messages the queue holds (visible, in flight and delayed); `None` when
+    /// the queue cannot say.
+    fn depth(&self) -> impl Future<Output = Result<Option<u64>, QueueError>> + Send {
+        async { Ok(None) }
+    }
 }
 
 /// One queue shared by several workers (instances of a simulation, say).
@@ -87,6 +92,9 @@ impl<T: WorkQueue> WorkQueue for std::sync::Arc<T> {
         receipt_handles: &[&str],
     ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send {
         (**self).return_now(receipt_handles)
+    }
+    fn depth(&self) -> impl Future<Output = Result<Option<u64>, QueueError>> + Send {
+        (**self).depth()
     }
 }
 

@@ -216,6 +216,10 @@ struct FailedEntry {
 }
 
 impl WorkQueue for SqsQueue {
+    async fn depth(&self) -> Result<Option<u64>, QueueError> {
+        Ok(Some(queue_depth(&self.client, &self.url).await?.total()))
+    }
+
     async fn enqueue(&self, messages: &[WorkMessage]) -> Result<Vec<Refused>, QueueError> {
         use futures::{StreamExt, TryStreamExt};
         let bodies: Vec<String> = messages.iter().map(WorkMessage::to_body).collect();

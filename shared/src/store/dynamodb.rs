@@ -56,7 +56,7 @@ impl StoreError {
     }
 }
 
-fn s(v: &str) -> AttributeValue {
+pub(crate) fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_string())
 }
 
@@ -127,7 +127,7 @@ pub fn dead_letter_marks(item: &HashMap<String, AttributeValue>) -> Vec<DeadLett
         .unwrap_or_default()
 }
 
-fn conditional_failed<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+pub(crate) fn conditional_failed<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
 where
     E: ProvideErrorMetadata,
 {
@@ -321,7 +321,7 @@ fn attr_str<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option
         .map(String::as_str)
 }
 
-fn attr_u64(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
+pub(crate) fn attr_u64(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
     item.get(name)
         .and_then(|v| v.as_n().ok())
         .and_then(|n| n.parse().ok())
@@ -508,6 +508,11 @@ impl DynamoCheckpointStore {
             table: table.into(),
         }
     }
+
+    /// The client and the table, for other items the table keeps (the OCR budget's counters).
+    pub(crate) fn parts(&self) -> (&Client, &str) {
+        (&self.client, &self.table)
+    }
 }
 
 impl CheckpointStore for DynamoCheckpointStore {
@@ -537,6 +542,7 @@ impl CheckpointStore for DynamoCheckpointStore {
             total_listed: attr_u64(&item, "totalListed").unwrap_or(0),
             last_full_pass_listed: attr_u64(&item, "lastFullPassListed").unwrap_or(0),
             updated_at: s("updatedAt"),
+            scope: s("scope").unwrap_or_default(),
         })
     }
 
@@ -557,7 +563,9 @@ impl CheckpointStore for DynamoCheckpointStore {
             ),
         ]);
         let mode = c.mode.map(|m| m.as_str().to_string());
+        let scope = Some(c.scope.clone()).filter(|s| !s.is_empty());
         for (name, value) in [
+            ("scope", &scope),
             ("cursor", &c.cursor),
             ("mode", &mode),
             ("passStartedAt", &c.pass_started_at),

@@ -547,6 +547,9 @@ pub struct Checkpoint {
     /// Assets listed over all passes.
     pub total_listed: u64,
     pub updated_at: Option<String>,
+    /// The scope the passes were listed under ([`crate::scope::Scope::fingerprint`]; empty:
+    /// the whole account).
+    pub scope: String,
 }
 
 pub trait CheckpointStore: Send + Sync {

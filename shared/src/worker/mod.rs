@@ -163,6 +163,8 @@ pub struct Worker<O, S, Q> {
     /// The Upload API's limits (explicit requests).
     upload_gate: RateGate,
     settings: WorkerSettings,
+    /// What may be spent on OCR requests; `None`: no limit, nothing counted.
+    budget: Option<std::sync::Arc<crate::budget::Budget>>,
 }
 
 impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
@@ -174,7 +176,15 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             admin_gate: RateGate::shared_by(settings.instances),
             upload_gate: RateGate::shared_by(settings.instances),
             settings,
+            budget: None,
         }
+    }
+
+    /// Every OCR request takes a unit of `budget` first (a budget without limits counts
+    /// nothing and is not kept).
+    pub fn with_budget(mut self, budget: std::sync::Arc<crate::budget::Budget>) -> Self {
+        self.budget = budget.limits().any().then_some(budget);
+        self
     }
 
     pub fn settings(&self) -> &WorkerSettings {

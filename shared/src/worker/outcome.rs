@@ -36,10 +36,12 @@ pub enum DeferCause {
     /// The asset's state could not be read or written on the last receive the work queue
     /// allows: sent again rather than dead-lettered without a reason.
     Aws,
+    /// The stack's OCR budget for the day or month is spent: nothing is paid before the next.
+    Budget,
 }
 
 impl DeferCause {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Quota,
         Self::Limit,
         Self::Pending,
@@ -48,6 +50,7 @@ impl DeferCause {
         Self::Unstarted,
         Self::Credentials,
         Self::Aws,
+        Self::Budget,
     ];
 
     /// What the log line says.
@@ -61,6 +64,7 @@ impl DeferCause {
             Self::Unstarted => "not started: the invocation's deadline is near",
             Self::Credentials => "Cloudinary refused the credentials",
             Self::Aws => "the asset's state could not be read or written on the last receive",
+            Self::Budget => "the OCR budget is spent until the next period",
         }
     }
 
@@ -75,6 +79,7 @@ impl DeferCause {
             Self::Unstarted => "DeferredUnstarted",
             Self::Credentials => "DeferredCredentials",
             Self::Aws => "DeferredAwsRetry",
+            Self::Budget => "DeferredBudget",
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use super::failure::{ClaimRef, Failure};
 use super::outcome::{DeferCause, Disposition, Handled};
 use super::{Api, InboundRecord, OcrAnswer, OcrService, Worker};
+use crate::budget::{Take, Ticket};
 use crate::clock::{epoch_ms, from_epoch_ms, rfc3339};
 use crate::defaults;
 use crate::error::{ErrorClass, RemoteError, error_chain};
@@ -118,6 +119,15 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         deadline: SystemTime,
     ) -> Step<Handled> {
         let permit = self.admit(&message, deadline).await?;
+        // A budget this instance saw spent: the message waits without a claim (no write).
+        // One that asks only for a read-back goes on: reading is free.
+        if !message.ocr_requested
+            && let Some(Take::Spent { until, .. }) =
+                self.budget.as_ref().and_then(|b| b.known_spent(self.now()))
+        {
+            drop(permit);
+            return Err(self.defer(message, until, DeferCause::Budget).into());
+        }
         let held = self.claim(record, &message, drop_marks, deadline).await?;
         let answer = self.call(record, &message, &held, permit).await?;
         let latency = Some(answer.latency);
@@ -311,12 +321,28 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         let answer = if read_back {
             self.ocr.fetch_result(message).await
         } else {
+            let ticket = match self.take_budget(record, message, held).await {
+                Ok(ticket) => ticket,
+                Err(handled) => {
+                    drop(permit);
+                    return Err(handled);
+                }
+            };
             let answer = self.ocr.request_ocr(message).await;
             // Refused (HTTP 420 or 429, or the credentials): no OCR ran, nothing was billed.
             let refused = answer
                 .as_ref()
                 .is_err_and(|e| e.class == ErrorClass::RateLimited || e.credentials_refused);
             held.asked.store(!refused, Ordering::Relaxed);
+            // Turned down (refused, or a 4xx such as the asset gone): the unit goes back. One
+            // that may have run (a timeout, a 5xx, an answer not understood) keeps it: it may
+            // have been billed.
+            let turned_down = refused || answer.as_ref().is_err_and(|e| e.not_run);
+            if let (Some(ticket), true, Some(budget)) = (ticket, turned_down, &self.budget)
+                && let Err(e) = budget.give_back(&ticket).await
+            {
+                tracing::warn!(error = %error_chain(&e), "could not give an OCR budget unit back");
+            }
             answer
         };
         match answer {
@@ -354,6 +380,37 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                     credentials_refused: e.credentials_refused,
                 })
             }
+        }
+    }
+
+    /// A unit of the OCR budget for one request; when the budget is spent the claim is given
+    /// up and the message waits for the next period (deferred, never toward the DLQ).
+    async fn take_budget(
+        &self,
+        record: &InboundRecord,
+        message: &WorkMessage,
+        held: &Held,
+    ) -> Step<Option<Ticket>> {
+        let Some(budget) = &self.budget else {
+            return Ok(None);
+        };
+        match budget.take(self.now()).await {
+            Ok(Take::Taken(ticket)) => Ok(Some(ticket)),
+            Ok(Take::Spent { period, until }) => {
+                tracing::debug!(?period, until = %rfc3339(until), "the OCR budget is spent: the message waits for the next period");
+                self.release(message, &held.claim_ref(), "the OCR budget is spent")
+                    .await;
+                Err(self
+                    .defer(message.clone(), until, DeferCause::Budget)
+                    .into())
+            }
+            Err(e) => Err(Handled {
+                disposition: self
+                    .fail(record, Some(&held.claim_ref()), message, Failure::store(&e))
+                    .await,
+                latency: None,
+                credentials_refused: false,
+            }),
         }
     }
 

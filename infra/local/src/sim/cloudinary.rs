@@ -394,7 +394,10 @@ impl AssetSource for SimCloudinary {
         // Every asset is an `upload` image created before the run: an incremental pass (by
         // creation time) finds none.
         let n = match listing {
-            Listing::Type(t) if t == "upload" => self.settings.assets,
+            Listing::Type {
+                delivery_type,
+                prefix,
+            } if delivery_type == "upload" && prefix.is_empty() => self.settings.assets,
             _ => 0,
         };
         let offset: u64 = match cursor {
@@ -411,6 +414,8 @@ impl AssetSource for SimCloudinary {
                 delivery_type: "upload".into(),
                 created_at: Some("2025-01-01T00:00:00Z".into()),
                 version: Some(1),
+                format: Some("png".into()),
+                tags: None,
             })
             .collect();
         Ok(AssetPage {

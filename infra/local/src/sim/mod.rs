@@ -299,6 +299,7 @@ async fn lister_loop(
                         StopReason::Deadline => "deadline",
                         StopReason::RateLimited => "quota spent",
                         StopReason::NotDue => "nothing due",
+                        StopReason::BudgetSpent => "budget spent",
                     };
                     *t.listing_stops.entry(stop).or_default() += 1;
                     if s.stop == StopReason::PassComplete

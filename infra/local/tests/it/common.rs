@@ -55,6 +55,7 @@ pub fn asset(public_id: &str, text: Option<&str>) -> Asset {
         locale: text.map(|_| "en".to_string()),
         version: 1,
         uploaded_at: None,
+        tags: Vec::new(),
     }
 }
 

@@ -12,5 +12,6 @@ mod layering;
 mod pipeline;
 mod redrive;
 mod runtime_api;
+mod spend;
 mod template;
 mod transformed;

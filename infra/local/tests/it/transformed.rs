@@ -129,6 +129,10 @@ fn privilege_findings(t: &Value) -> Vec<String> {
                 "ExistingCloudinarySecretArn",
                 "CreateResultsTable",
                 "CreateSecret",
+                // The OCR budget's counters.
+                "CheckpointTable",
+                "ExistingCheckpointTableName",
+                "CreateCheckpointTable",
             ],
         ),
         (
@@ -238,7 +242,10 @@ fn the_worker_may_make_every_call_its_store_makes() {
         Vec::<&str>::new()
     );
     // Without UpdateItem, every claim would be refused.
-    let broken = broken("                  - dynamodb:UpdateItem\n", "");
+    let broken = broken(
+        "                  - dynamodb:PutItem\n                  - dynamodb:UpdateItem\n                Resource: !Sub\n                  - arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${Table}\n                  - Table: !If [CreateResultsTable",
+        "                  - dynamodb:PutItem\n                Resource: !Sub\n                  - arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${Table}\n                  - Table: !If [CreateResultsTable",
+    );
     assert_eq!(
         worker_actions_missing(&transform(&broken)),
         vec!["dynamodb:UpdateItem"]

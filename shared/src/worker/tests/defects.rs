@@ -209,6 +209,7 @@ async fn a_raised_limit_is_found_by_a_probe_within_a_quarter_hour() {
             retry_at: Some(day),
             reason: "HTTP 420: add-on limit reached".into(),
             credentials_refused: false,
+            not_run: false,
             quota: None,
         })],
     );
@@ -382,6 +383,7 @@ fn credentials_refused() -> Scripted {
         retry_at: None,
         reason: "HTTP 401: Invalid api_key".into(),
         credentials_refused: true,
+        not_run: false,
         quota: None,
     })
 }

@@ -9,6 +9,7 @@
 //!   invariants checked after every run.
 
 mod adversarial;
+mod budget;
 mod defects;
 mod dispositions;
 mod money;
@@ -150,6 +151,7 @@ fn refused(w: &TestWorker) -> Scripted {
         retry_at: Some(w.settings().clock.now() + Duration::from_secs(10)),
         reason: "HTTP 429: Too Many Requests".into(),
         credentials_refused: false,
+        not_run: false,
         quota: None,
     })
 }

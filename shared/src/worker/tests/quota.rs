@@ -14,6 +14,7 @@ async fn a_rate_limit_with_a_reset_time_waits_for_it_and_closes_the_gate() {
             retry_at: Some(w0 + Duration::from_secs(120)),
             reason: "HTTP 420".into(),
             credentials_refused: false,
+            not_run: false,
             quota: None,
         })],
     );
@@ -118,6 +119,7 @@ async fn a_limit_that_does_not_reset_within_the_hour_ends_in_the_dlq_after_bound
             retry_at: Some(settings().clock.now() + after),
             reason: "HTTP 420: Monthly limit reached".into(),
             credentials_refused: false,
+            not_run: false,
             quota: None,
         })
     };

@@ -134,6 +134,26 @@ fn payments(run: &Run) -> Vec<String> {
             ));
         }
     }
+    if let Some(per_day) = run.scenario.budget {
+        // A request takes its unit before it is sent: one billed just past midnight may have
+        // taken the day before's, so a day may show the requests then in flight on top.
+        let in_flight = (run.scenario.instances * run.scenario.settings_concurrency) as u32;
+        let per_day = u32::try_from(per_day).unwrap_or(u32::MAX);
+        for (day, n) in &cloud.billed_days {
+            if *n > per_day + in_flight {
+                out.push(format!(
+                    "{day}: {n} OCRs billed on a budget of {per_day} a day"
+                ));
+            }
+        }
+        let total: u32 = cloud.billed_days.values().sum();
+        let days = cloud.billed_days.len() as u32;
+        if total > per_day * days {
+            out.push(format!(
+                "{total} OCRs billed over {days} days on a budget of {per_day} a day"
+            ));
+        }
+    }
     if run.scenario.sends_reset {
         let blind: u64 = run.workers.iter().map(|w| w.blind_grants()).sum();
         if cloud.over_quota > blind {
@@ -152,6 +172,23 @@ fn payments(run: &Run) -> Vec<String> {
 fn outcomes(run: &Run) -> Vec<String> {
     let mut out = Vec::new();
     let queue = run.sqs.lock();
+    // With the day's budget spent at the end, what is left waits in the work queue for the
+    // next day: it must be there, not lost.
+    let waiting: Vec<String> = queue
+        .work
+        .values()
+        .filter_map(|m| crate::message::WorkMessage::parse(&m.body).ok())
+        .map(|m| m.item_key())
+        .collect();
+    if budget_spent_at_end(run) {
+        for a in run.scenario.broken..run.scenario.assets {
+            let k = key(a);
+            if !waiting.contains(&k) {
+                out.extend(asset_outcome(run, a, &[]));
+            }
+        }
+        return out;
+    }
     if !queue.work.is_empty() {
         out.push(format!(
             "{} messages still in the work queue at the end",
@@ -168,6 +205,14 @@ fn outcomes(run: &Run) -> Vec<String> {
         out.extend(asset_outcome(run, a, &dead));
     }
     out
+}
+
+/// Whether the run ended with its day's budget spent.
+fn budget_spent_at_end(run: &Run) -> bool {
+    run.scenario.budget.is_some_and(|per_day| {
+        let ((day, _), _) = crate::budget::periods(run.ended_at);
+        run.counters.used(&crate::budget::day_key(&day)) >= per_day
+    })
 }
 
 fn healthy_within(run: &Run) -> Duration {

@@ -77,6 +77,9 @@ struct Scenario {
     kill: f64,
     faults: Faults,
     events: Vec<(Duration, Event)>,
+    /// OCR requests paid at most per UTC day (a third of the seeds): a budget that binds, so
+    /// the rest waits for the next day.
+    budget: Option<u64>,
 }
 
 fn fault_profile(rng: &mut Rng) -> Faults {
@@ -178,7 +181,31 @@ impl Scenario {
             kill: [0.0, 0.01, 0.03][rng.below(3) as usize],
             faults: fault_profile(&mut rng),
             events: script(&mut rng, assets, quota_hours),
+            budget: None,
         }
+        .with_budget(seed)
+    }
+
+    /// A daily budget for a third of the seeds, drawn apart (the other draws stay as they
+    /// were): between half and all of what the script may pay for in a day, so that it binds
+    /// on the first day and the rest is paid on the days after. Liveness is then checked at
+    /// the end, not at a fixed hour.
+    fn with_budget(mut self, seed: u64) -> Self {
+        let mut rng = Rng::new(seed ^ 0x5bd1_e995);
+        if !rng.chance(0.33) {
+            return self;
+        }
+        let paid = self.assets as u64
+            + self
+                .events
+                .iter()
+                .filter(|(_, e)| matches!(e, Event::Upload(_) | Event::Force(_)))
+                .count() as u64;
+        let half = paid.div_ceil(2).max(1);
+        self.budget = Some(half + rng.below(paid - half + 1));
+        self.events
+            .retain(|(_, e)| !matches!(e, Event::HealthyDone));
+        self
     }
 }
 
@@ -197,6 +224,8 @@ struct Run {
     ended_at: SystemTime,
     /// The faults have stopped (invocations are no longer killed either).
     healed: bool,
+    /// The budget's counters, shared by the instances.
+    counters: Arc<crate::budget::MemoryCounters>,
 }
 
 fn key(asset: usize) -> String {
@@ -239,8 +268,23 @@ impl Run {
             clock,
             ..WorkerSettings::default()
         };
+        let counters = Arc::new(crate::budget::MemoryCounters::default());
+        // Each instance has its own view of the budget; only the shared counters hold them to it.
         let workers = (0..scenario.instances)
-            .map(|_| Worker::new(cloud.clone(), store.clone(), sqs.clone(), settings.clone()))
+            .map(|_| {
+                let worker =
+                    Worker::new(cloud.clone(), store.clone(), sqs.clone(), settings.clone());
+                match scenario.budget {
+                    Some(per_day) => worker.with_budget(Arc::new(crate::budget::Budget::new(
+                        crate::budget::Limits {
+                            per_day,
+                            ..Default::default()
+                        },
+                        counters.clone(),
+                    ))),
+                    None => worker,
+                }
+            })
             .collect();
         for a in 0..scenario.assets {
             cloud.add_asset(&key(a), a < scenario.broken);
@@ -254,6 +298,7 @@ impl Run {
             rng: Rng::new(seed ^ 3),
             trace: Vec::new(),
             seen: checks::Seen::default(),
+            counters,
             scenario,
             ended_at: SystemTime::UNIX_EPOCH,
             healed: false,

@@ -106,6 +106,8 @@ pub struct CloudState {
     assets: BTreeMap<String, Asset>,
     /// OCRs billed, by asset and version.
     pub billed: BTreeMap<(String, u64), u32>,
+    /// OCRs billed, by UTC day (what the stack's daily budget bounds).
+    pub billed_days: BTreeMap<String, u32>,
     window: u64,
     used: u64,
     /// Admin API calls over the hourly limit, summed over windows.
@@ -230,6 +232,7 @@ impl Cloud {
             retry_at,
             reason: reason.into(),
             credentials_refused: false,
+            not_run: false,
             quota: None,
         }
     }
@@ -262,6 +265,7 @@ impl Cloud {
                 retry_at: None,
                 reason: "HTTP 401: Invalid api_key".into(),
                 credentials_refused: true,
+                not_run: false,
                 quota: None,
             }),
             CallFault::BilledThenLost | CallFault::Pending => None,
@@ -309,10 +313,9 @@ impl Cloud {
         let asset = s.assets.get_mut(key).expect("a known asset");
         let version = asset.version;
         if asset.broken {
-            return Err(RemoteError::new(
-                ErrorClass::Permanent,
-                "HTTP 404: Resource not found",
-            ));
+            return Err(
+                RemoteError::new(ErrorClass::Permanent, "HTTP 404: Resource not found").not_run(),
+            );
         }
         if request {
             let pending = if fault == Some(CallFault::Pending) {
@@ -322,6 +325,8 @@ impl Cloud {
             };
             asset.ocr = Some(pending);
             *s.billed.entry((key.to_string(), version)).or_default() += 1;
+            let ((day, _), _) = crate::budget::periods(self.clock.now());
+            *s.billed_days.entry(day).or_default() += 1;
             if fault == Some(CallFault::BilledThenLost) {
                 return Err(RemoteError::new(
                     ErrorClass::Transient,
