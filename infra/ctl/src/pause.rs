@@ -166,6 +166,25 @@ async fn set_schedule(
     Ok(())
 }
 
+/// Enables or disables one event source mapping.
+async fn set_mapping(
+    lambda: &aws_sdk_lambda::Client,
+    uuid: &str,
+    enabled: bool,
+) -> anyhow::Result<()> {
+    lambda
+        .update_event_source_mapping()
+        .uuid(uuid)
+        .enabled(enabled)
+        .send()
+        .await
+        .with_context(|| {
+            let verb = if enabled { "enabling" } else { "disabling" };
+            format!("{verb} the event source mapping {uuid}")
+        })?;
+    Ok(())
+}
+
 /// How `pause` waits for what is in flight.
 #[derive(Debug, Clone, Copy)]
 pub struct Waits {
@@ -207,13 +226,7 @@ pub async fn pause(
     for m in mappings(lambda, &targets.worker_function).await? {
         let uuid = m.uuid().unwrap_or_default();
         if m.state() != Some("Disabled") {
-            lambda
-                .update_event_source_mapping()
-                .uuid(uuid)
-                .enabled(false)
-                .send()
-                .await
-                .with_context(|| format!("disabling the event source mapping {uuid}"))?;
+            set_mapping(lambda, uuid, false).await?;
         }
         let started = std::time::Instant::now();
         loop {
@@ -265,13 +278,7 @@ pub async fn resume(
 ) -> anyhow::Result<PauseState> {
     for m in mappings(lambda, &targets.worker_function).await? {
         let uuid = m.uuid().unwrap_or_default();
-        lambda
-            .update_event_source_mapping()
-            .uuid(uuid)
-            .enabled(true)
-            .send()
-            .await
-            .with_context(|| format!("enabling the event source mapping {uuid}"))?;
+        set_mapping(lambda, uuid, true).await?;
         progress(&format!("event source mapping {uuid} enabled"));
     }
     if let Some(name) = &targets.schedule {

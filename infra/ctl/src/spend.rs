@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use serde::Serialize;
 
-use shared::budget::{Budget, Left, Limits};
+use shared::budget::{Budget, Left};
 use shared::cloudinary::CloudinaryClient;
 use shared::config::Env;
 use shared::lister::ListedAsset;
@@ -594,11 +594,6 @@ pub fn messages(keys: &[String]) -> Vec<WorkMessage> {
             WorkMessage::new(public_id, "image", delivery_type)
         })
         .collect()
-}
-
-/// The stack's budget limits (for tests and the demo).
-pub fn limits(cli: &Cli) -> anyhow::Result<Limits> {
-    Ok(function_env(cli).budget()?)
 }
 
 #[cfg(test)]

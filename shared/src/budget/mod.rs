@@ -175,10 +175,10 @@ impl Budget {
     /// Takes one unit from the day's and the month's budget, or says which is spent and until
     /// when. The day's unit is given back when the month's is spent.
     pub async fn take(&self, now: SystemTime) -> Result<Take, StoreError> {
-        let ((day, day_end), (month, month_end)) = periods(now);
         if let Some(spent) = self.known_spent(now) {
             return Ok(spent);
         }
+        let ((day, day_end), (month, month_end)) = periods(now);
         let mut keys = Vec::new();
         if self.limits.per_day > 0 {
             let key = day_key(&day);
@@ -199,9 +199,7 @@ impl Budget {
             let taken = self.counters.take(&key, max, with_cap).await;
             if !matches!(taken, Ok(true)) {
                 // The day's unit goes back whatever became of the month's.
-                for k in &keys {
-                    self.counters.give_back(k).await?;
-                }
+                self.give_back(&Ticket { keys }).await?;
                 taken?;
                 return Ok(self.spent(now, Period::Month, month_end));
             }
