@@ -10,7 +10,7 @@ DEMO_ARGS ?=
 BENCH_ARGS ?=
 SIM_ARGS ?=
 
-.PHONY: help demo test bench sim chaos lint unit setup tools template-lint build deploy sync logs release-bootstraps emulator moto-start moto-stop clean install-ctl
+.PHONY: help demo test bench sim chaos lint unit setup tools scan-tools template-lint build deploy deploy-parameters sync logs release-bootstraps emulator moto-start moto-stop clean install-ctl
 TOOLS_PATH := $(CURDIR)/.venv-tools/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 ENV ?= default
@@ -22,7 +22,8 @@ help:
 	@echo "make bench   - benchmarks against the blog-style baseline; writes BENCHMARKS.md (BENCH_ARGS='--help')"
 	@echo "make sim     - 10,000,000 images through the pipeline in virtual time; its section of BENCHMARKS.md (SIM_ARGS='--help')"
 	@echo "make build   - build both functions for arm64 with sam build (cargo-lambda, zig)"
-	@echo "make deploy  - sam deploy with samconfig.toml's settings (ENV=default or ENV=prod)"
+	@echo "make deploy  - sam deploy with samconfig.toml's settings (ENV=default or ENV=prod; PARAMS='Name=value' adds)"
+	@echo "make deploy-parameters - the parameters a deploy would send (ENV=..., PARAMS=..., AS=create|update), offline"
 	@echo "make sync    - sam sync a development stack (ENV=default)"
 	@echo "make logs    - follow the functions' logs (ENV=..., NAME=WorkerFunction)"
 	@echo "make setup   - create the virtualenv with the pinned moto (done by demo/test on first use)"
@@ -47,11 +48,26 @@ tools:
 	@infra/scripts/venv.sh tools
 	@if command -v rustup >/dev/null; then rustup target list --installed | grep -q aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu; fi
 
-template-lint: tools
-	PATH=$(TOOLS_PATH) cfn-lint template.yaml
+# checkov, in a virtualenv of its own (infra/scripts/scan-requirements.txt says why).
+scan-tools:
+	@infra/scripts/venv.sh scan
+
+# cfn-lint runs with AWS's Serverless Rules; checkov scans what SAM's translator makes of the
+# template (what CloudFormation deploys: the generated event source mapping, schedule and invoke
+# config too; SAM copies a function's Metadata, and with it its checkov skips, onto the Lambda
+# function). A finding fails the target unless the template fixes it or skips it in the
+# resource's Metadata (cfn-lint: config: ignore_checks; checkov: skip, with a comment).
+# checkov runs offline: no Prisma Cloud download (--skip-download, BC_SKIP_MAPPING), no PyPI
+# version check (CKV_SKIP_PACKAGE_UPDATE_CHECK), and a template it cannot parse fails.
+CHECKOV_ENV := BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=TRUE CKV_PARSE_ERROR_FAIL=true
+template-lint: tools scan-tools
+	PATH=$(TOOLS_PATH) cfn-lint template.yaml --append-rules cfn_lint_serverless.rules
 	PATH=$(TOOLS_PATH) sam validate --lint --region us-east-1
 	PATH=$(TOOLS_PATH) sam validate --config-env prod --region us-east-1
 	.venv-tools/bin/python infra/scripts/check_samconfig.py
+	@mkdir -p .local
+	.venv-tools/bin/python infra/scripts/sam_transform.py template.yaml > .local/template.transformed.json
+	$(CHECKOV_ENV) .venv-scan/bin/checkov --quiet --compact --skip-download --framework cloudformation -f .local/template.transformed.json
 
 # The release bootstraps for the host, run by the Runtime API test.
 release-bootstraps:
@@ -68,8 +84,16 @@ build: tools
 	.venv-tools/bin/python infra/scripts/artefacts.py
 
 # ENV names a samconfig.toml environment (default, prod); every value a deploy needs is there.
+# PARAMS='Name=value ...' adds to (never replaces) the environment's parameter_overrides.
+PARAMS ?=
+AS ?= update
 deploy: build
-	PATH=$(TOOLS_PATH) sam deploy --config-env $(ENV)
+	PATH=$(TOOLS_PATH) .venv-tools/bin/python infra/scripts/deploy.py $(ENV) $(PARAMS)
+
+# The parameters `make deploy` would send CloudFormation (AS=create for a stack being created,
+# AS=update for an existing one), without calling AWS.
+deploy-parameters: tools
+	@PATH=$(TOOLS_PATH) .venv-tools/bin/python infra/scripts/deploy.py $(ENV) $(PARAMS) --print-parameters $(AS)
 
 # A development stack kept in step with the code; answers SAM's one-time question whether the
 # stack is a development one (sync bypasses CloudFormation for code changes).
@@ -96,7 +120,7 @@ moto-stop:
 	@$(MOTO) stop
 
 clean:
-	rm -rf .venv .venv-tools .local .aws-sam
+	rm -rf .venv .venv-tools .venv-scan .local .aws-sam
 
 chaos: setup
 	$(CARGO) build -p local-stack --bin chaos

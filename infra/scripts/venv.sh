@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Creates (once) one of the project's virtualenvs with its pinned Python tools:
 #   venv.sh        -> .venv        (moto: infra/scripts/requirements.txt)
-#   venv.sh tools  -> .venv-tools  (SAM CLI, cfn-lint, cargo-lambda, zig: tools-requirements.txt)
+#   venv.sh tools  -> .venv-tools  (SAM CLI, cfn-lint and its Serverless Rules, cargo-lambda, zig:
+#                                   tools-requirements.txt)
+#   venv.sh scan   -> .venv-scan   (checkov: scan-requirements.txt, which says why it is apart)
 # Re-runs pip only when the requirements file changed since the last install.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 case "${1:-moto}" in
   moto) venv="$root/.venv"; req="$root/infra/scripts/requirements.txt" ;;
   tools) venv="$root/.venv-tools"; req="$root/infra/scripts/tools-requirements.txt" ;;
-  *) echo "usage: $0 [moto|tools]" >&2; exit 2 ;;
+  scan) venv="$root/.venv-scan"; req="$root/infra/scripts/scan-requirements.txt" ;;
+  *) echo "usage: $0 [moto|tools|scan]" >&2; exit 2 ;;
 esac
 stamp="$venv/.requirements.stamp"
 python="${PYTHON:-python3}"

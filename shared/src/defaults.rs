@@ -36,6 +36,10 @@ pub const FAIL_FAST_WINDOW: Duration = Duration::from_secs(MAX_RECEIVE_COUNT as 
 pub const WORKER_DEADLINE_SLACK: Duration = Duration::from_secs(5);
 /// No listing page is started with less time than this left.
 pub const LISTER_DEADLINE_MARGIN: Duration = Duration::from_secs(20);
+/// A lister run's lease on the checkpoint outlasts its deadline by this much: Lambda ends the
+/// run at its deadline, and this covers the clocks of two hosts disagreeing. A run killed
+/// with its lease held blocks the next ones no longer than this past its deadline.
+pub const LISTER_LEASE_MARGIN: Duration = Duration::from_secs(10);
 /// Delay before a pending OCR result is read back.
 pub const PENDING_POLL_DELAY: Duration = Duration::from_secs(30);
 /// Read-backs of a pending OCR before it is given up as failed.

@@ -146,6 +146,12 @@ pub fn run_metrics(summary: &RunSummary) -> Vec<shared::telemetry::Metric> {
             "ListerPassesCompleted",
             u64::from(summary.stop == shared::lister::StopReason::PassComplete),
         ),
+        // Runs that found another holding the checkpoint: one after a run killed at its
+        // deadline (its lease outlives it by a margin); more say two triggers overlap.
+        Metric::count(
+            "ListerRunsOverlapped",
+            u64::from(summary.stop == shared::lister::StopReason::AnotherRun),
+        ),
     ]
 }
 

@@ -1,5 +1,6 @@
 //! Lambda entry point of the lister: configuration and clients once per cold start.
 
+use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -19,12 +20,15 @@ async fn init() -> Result<lister::SqsLister, Error> {
 // One thread: a function has a fraction of a vCPU below 1,769 MB, and its work is waiting on
 // I/O; a multi-thread runtime only adds wake-ups between threads.
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Error> {
+async fn main() -> ExitCode {
     shared::telemetry::init_json_logs();
-    let lister = init().await.inspect_err(|e| {
-        tracing::error!(error = %shared::error::error_chain(e.as_ref()), "lister start-up failed");
-    })?;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+    // A failure that ends the process is a FATAL line, not an error returned from `main`
+    // (which Rust prints as plain text, with no level for Lambda's filter).
+    let lister = match init().await {
+        Ok(lister) => lister,
+        Err(e) => return fatal("lister start-up failed", e),
+    };
+    let ran = lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let deadline =
             (UNIX_EPOCH + Duration::from_millis(event.context.deadline)).max(SystemTime::now());
         let lister = &lister;
@@ -41,5 +45,14 @@ async fn main() -> Result<(), Error> {
             Ok::<RunSummary, Error>(summary)
         }
     }))
-    .await
+    .await;
+    match ran {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fatal("the runtime loop ended", e),
+    }
+}
+
+fn fatal(message: &str, error: Error) -> ExitCode {
+    shared::telemetry::log_fatal(message, &shared::error::error_chain(error.as_ref()));
+    ExitCode::FAILURE
 }

@@ -1,5 +1,6 @@
 //! Lambda entry point of the worker: configuration and clients once per cold start.
 
+use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::sqs::SqsEvent;
@@ -29,12 +30,15 @@ async fn init() -> Result<worker::LiveWorker, Error> {
 // One thread: a function has a fraction of a vCPU below 1,769 MB, and its work is waiting on
 // I/O; a multi-thread runtime only adds wake-ups between threads.
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Error> {
+async fn main() -> ExitCode {
     shared::telemetry::init_json_logs();
-    let worker = init().await.inspect_err(|e| {
-        tracing::error!(error = %shared::error::error_chain(e.as_ref()), "worker start-up failed");
-    })?;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
+    // A failure that ends the process is a FATAL line, not an error returned from `main`
+    // (which Rust prints as plain text, with no level for Lambda's filter).
+    let worker = match init().await {
+        Ok(worker) => worker,
+        Err(e) => return fatal("worker start-up failed", e),
+    };
+    let ran = lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let deadline = UNIX_EPOCH + Duration::from_millis(event.context.deadline);
         let live = &worker;
         async move {
@@ -46,5 +50,14 @@ async fn main() -> Result<(), Error> {
             Ok::<_, Error>(response)
         }
     }))
-    .await
+    .await;
+    match ran {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fatal("the runtime loop ended", e),
+    }
+}
+
+fn fatal(message: &str, error: Error) -> ExitCode {
+    shared::telemetry::log_fatal(message, &shared::error::error_chain(error.as_ref()));
+    ExitCode::FAILURE
 }

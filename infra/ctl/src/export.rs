@@ -79,11 +79,20 @@ impl Row {
     }
 }
 
-/// A cell a spreadsheet would run as a formula (it starts with `=`, `+`, `-`, `@`, a tab or a
-/// carriage return) is written with a leading `'`, which spreadsheets read as "text", so an
-/// OCR'd `=HYPERLINK(...)` stays text. Other cells are unchanged.
+/// The first characters that make a spreadsheet read a cell as a formula (OWASP's CSV
+/// injection list: `=`, `+`, `-`, `@`, tab, carriage return, line feed and NUL), and the
+/// full-width `＝ ＋ － ＠` (U+FF1D, U+FF0B, U+FF0D, U+FF20), which spreadsheets in East Asian
+/// locales also take as a formula's start.
+pub const FORMULA_STARTS: [char; 12] = [
+    '=', '+', '-', '@', '\t', '\r', '\n', '\0', '\u{ff1d}', '\u{ff0b}', '\u{ff0d}', '\u{ff20}',
+];
+
+/// A cell a spreadsheet would run as a formula (it starts with one of [`FORMULA_STARTS`]) is
+/// written with a leading `'`, which spreadsheets read as "text", so an OCR'd
+/// `=HYPERLINK(...)` stays text; the CSV writer then quotes it as CSV requires (a line break or
+/// a quote in it). Other cells are unchanged.
 pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
-    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    if cell.starts_with(FORMULA_STARTS) {
         std::borrow::Cow::Owned(format!("'{cell}"))
     } else {
         std::borrow::Cow::Borrowed(cell)
@@ -315,4 +324,120 @@ pub fn read_rows(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One CSV record of `cells`, as the exports write it.
+    fn csv_line(cells: &[&str]) -> String {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(cells.iter().map(|c| neutralise(c).into_owned()))
+            .unwrap();
+        String::from_utf8(w.into_inner().unwrap()).unwrap()
+    }
+
+    /// Each cell of one record, read back as a CSV reader (a spreadsheet) reads it.
+    fn read_back(line: &str) -> Vec<String> {
+        let mut r = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(line.as_bytes());
+        let record = r.records().next().unwrap().unwrap();
+        record.iter().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn each_formula_start_gets_a_leading_quote() {
+        for (c, cell) in [
+            ('=', "=HYPERLINK(\"http://x\",\"click\")"),
+            ('+', "+1 555 0100"),
+            ('-', "-2+3"),
+            ('@', "@SUM(A1:A2)"),
+            ('\t', "\t=1+1"),
+            ('\r', "\r=1+1"),
+            ('\n', "\n=1+1"),
+            ('\0', "\0=1+1"),
+            ('\u{ff1d}', "＝1+1"),
+            ('\u{ff0b}', "＋1"),
+            ('\u{ff0d}', "－1"),
+            ('\u{ff20}', "＠SUM(A1)"),
+        ] {
+            assert!(cell.starts_with(c), "{c:?}");
+            assert_eq!(neutralise(cell), format!("'{cell}"), "{c:?}");
+            let line = csv_line(&[cell, "next"]);
+            assert!(
+                line.starts_with('\'') || line.starts_with("\"'"),
+                "{c:?}: the written cell starts with the quote: {line:?}"
+            );
+            assert_eq!(
+                read_back(&line),
+                [format!("'{cell}"), "next".into()],
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_line_break_first_is_guarded_and_quoted() {
+        assert_eq!(csv_line(&["\n=1+1", "x"]), "\"'\n=1+1\",x\n");
+        assert_eq!(csv_line(&["\r=1+1", "x"]), "\"'\r=1+1\",x\n");
+        assert_eq!(csv_line(&["=\"a\",b", "x"]), "\"'=\"\"a\"\",b\",x\n");
+    }
+
+    #[test]
+    fn other_cells_are_left_as_they_are() {
+        for cell in [
+            "",
+            "plain text",
+            "a=b",
+            "1+1",
+            "'quoted",
+            " =1+1",
+            "3,50 €",
+            "ー長音",
+            "−5 (U+2212)",
+            "invoices/2021/001",
+            "2026-01-01T00:00:00Z",
+        ] {
+            assert!(
+                matches!(neutralise(cell), std::borrow::Cow::Borrowed(c) if c == cell),
+                "{cell:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_cell_of_a_row_is_guarded() {
+        let row = Row {
+            public_id: "=id".into(),
+            status: "done".into(),
+            text: "＠cmd".into(),
+            locale: "-".into(),
+            text_bytes: "3".into(),
+            truncated: String::new(),
+            resource_type: "+image".into(),
+            delivery_type: "upload".into(),
+            format: "\tpng".into(),
+            bytes: String::new(),
+            width: String::new(),
+            height: String::new(),
+            asset_created_at: String::new(),
+            ocr_at: String::new(),
+            attempts: String::new(),
+            error: "\0x".into(),
+        };
+        let safe = row.without_formulas();
+        for (cell, guarded) in [
+            (&safe.public_id, "'=id"),
+            (&safe.text, "'＠cmd"),
+            (&safe.locale, "'-"),
+            (&safe.resource_type, "'+image"),
+            (&safe.format, "'\tpng"),
+            (&safe.error, "'\0x"),
+            (&safe.status, "done"),
+        ] {
+            assert_eq!(cell, guarded);
+        }
+    }
 }

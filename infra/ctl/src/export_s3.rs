@@ -28,6 +28,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 
+use crate::bucket_owner::OwnerCheckedS3;
 use crate::export::{Format, Row};
 use crate::scan::{Item, ScanFilter, ensure_table, scan_page};
 
@@ -256,10 +257,10 @@ pub struct S3ExportReport {
     pub glue_table: Option<String>,
 }
 
-/// Exports `table` to `to` (see the module's description).
+/// Exports `table` to `to` (see the module's description), in a bucket `s3`'s owner owns.
 pub async fn export_s3(
     ddb: &aws_sdk_dynamodb::Client,
-    s3: &aws_sdk_s3::Client,
+    s3: &OwnerCheckedS3,
     glue: &aws_sdk_glue::Client,
     table: &str,
     to: &S3Location,
@@ -272,8 +273,9 @@ pub async fn export_s3(
         .await
         .with_context(|| {
             format!(
-                "bucket {:?} cannot be reached (does it exist, may these credentials write to it?)",
-                to.bucket
+                "bucket {:?} cannot be reached (does it exist, is it account {}'s (--bucket-owner), may these credentials write to it?)",
+                to.bucket,
+                s3.owner()
             )
         })?;
     let glue_table = options
@@ -691,10 +693,7 @@ async fn write_segment(
 }
 
 /// The runs under `to`, each with whether it is whole (`_SUCCESS`), oldest first.
-pub async fn runs(
-    s3: &aws_sdk_s3::Client,
-    to: &S3Location,
-) -> anyhow::Result<BTreeMap<String, bool>> {
+pub async fn runs(s3: &OwnerCheckedS3, to: &S3Location) -> anyhow::Result<BTreeMap<String, bool>> {
     let mut runs = BTreeMap::new();
     for key in list_keys(s3, &to.bucket, &format!("{}runs/", to.prefix)).await? {
         let rest = &key[to.prefix.len() + "runs/".len()..];

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
+use crate::bucket_owner::OwnerCheckedS3;
 use crate::export::{Format, neutralise};
 use crate::pattern::Pattern;
 use crate::search::{IndexDoc, SearchIndex, SearchQuery};
@@ -225,6 +226,8 @@ pub fn search_lines(
 pub struct RowWriter<W: Write> {
     sink: Sink<W>,
     groups: Vec<String>,
+    /// The rows go to a terminal: see [`RowWriter::for_terminal`].
+    terminal: bool,
     pub rows: u64,
 }
 
@@ -274,8 +277,17 @@ impl<W: Write> RowWriter<W> {
         Ok(Self {
             sink,
             groups,
+            terminal: false,
             rows: 0,
         })
+    }
+
+    /// Rows for a terminal, as `ls` writes names there: CSV cells with their control
+    /// characters written out (`\x1b`, see [`crate::terminal::escaped`]), JSON with DEL and
+    /// C1 as `\u` escapes (the same values). To a file or a pipe the rows are exact.
+    pub fn for_terminal(mut self, terminal: bool) -> Self {
+        self.terminal = terminal;
+        self
     }
 
     /// Writes the row of one match.
@@ -294,7 +306,16 @@ impl<W: Write> RowWriter<W> {
                 cells.extend(self.groups.iter().map(|g| group(g).unwrap_or_default()));
                 let number = found.line_number.to_string();
                 cells.extend([number.as_str(), found.line]);
-                if *allow {
+                if self.terminal {
+                    let shown = |c: &str| {
+                        let c = match *allow {
+                            true => std::borrow::Cow::Borrowed(c),
+                            false => neutralise(c),
+                        };
+                        crate::terminal::escaped(&c).into_owned()
+                    };
+                    w.write_record(cells.iter().map(|c| shown(c)))?;
+                } else if *allow {
                     w.write_record(&cells)?;
                 } else {
                     w.write_record(cells.iter().map(|c| neutralise(c).into_owned()))?;
@@ -309,8 +330,12 @@ impl<W: Write> RowWriter<W> {
                     line_number: found.line_number,
                     line: found.line,
                 };
-                serde_json::to_writer(&mut *w, &row)?;
-                w.write_all(b"\n")?;
+                if self.terminal {
+                    writeln!(w, "{}", crate::terminal::json_line(&row)?)?;
+                } else {
+                    serde_json::to_writer(&mut *w, &row)?;
+                    w.write_all(b"\n")?;
+                }
             }
         }
         Ok(())
@@ -420,7 +445,7 @@ impl Destination {
 /// Uploads a file to S3: one request up to `part_bytes` (at least 5 MiB), a multipart upload
 /// beyond (given up on an error, so nothing half-written shows).
 pub async fn upload(
-    s3: &aws_sdk_s3::Client,
+    s3: &OwnerCheckedS3,
     bucket: &str,
     key: &str,
     path: &Path,
@@ -528,6 +553,9 @@ pub struct ExtractOptions {
     pub allow_formulas: bool,
     /// The summary as JSON.
     pub json: bool,
+    /// Standard output is a terminal: rows written there are made safe to show (see
+    /// [`RowWriter::for_terminal`]).
+    pub terminal: bool,
 }
 
 /// Writes the rows to a file: `FILE.partial` until complete and on disk, then renamed (gzip
@@ -583,7 +611,7 @@ pub async fn run(
     pattern: &Pattern,
     q: &SearchQuery,
     options: &ExtractOptions,
-    s3: &aws_sdk_s3::Client,
+    s3: Option<&OwnerCheckedS3>,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<ExtractReport> {
     let format = options
@@ -593,7 +621,8 @@ pub async fn run(
     let started = std::time::Instant::now();
     let (report, written) = match &options.to {
         None => {
-            let mut writer = RowWriter::new(&mut *out, format, pattern, options.allow_formulas)?;
+            let mut writer = RowWriter::new(&mut *out, format, pattern, options.allow_formulas)?
+                .for_terminal(options.terminal);
             let report = extract(source, pattern, q, &mut writer, true)?;
             writer.finish()?;
             (report, "standard output".to_string())
@@ -612,6 +641,7 @@ pub async fn run(
             (report, path.display().to_string())
         }
         Some(to @ Destination::S3 { bucket, key }) => {
+            let s3 = s3.context("an S3 destination needs an S3 client")?;
             let local = std::env::temp_dir().join(format!(
                 "ocr-ctl-extract-{}-{}",
                 std::process::id(),
@@ -693,10 +723,11 @@ pub fn print_lines(
     }
     for hit in &found.hits {
         if json {
-            writeln!(out, "{}", serde_json::to_string(hit)?)?;
+            writeln!(out, "{}", crate::terminal::json_line(hit)?)?;
         } else {
             let line = crate::highlight::marked(&hit.line, &hit.highlights, ">>", "<<");
-            writeln!(out, "{}:{}\t{line}", hit.key, hit.line_number)?;
+            let key = crate::terminal::escaped(&hit.key);
+            writeln!(out, "{key}:{}\t{line}", hit.line_number)?;
         }
     }
     match (found.total, json) {

@@ -108,20 +108,48 @@ fn best_start(
 }
 
 /// `text` with each of `ranges` (byte ranges, in order) between `open` and `close`, on one
-/// line. Ranges out of order or off a character boundary are not marked.
+/// line, for a terminal: runs of whitespace (line breaks and tabs included) become one space,
+/// and the text's other control characters are written out (`\x1b`, see
+/// [`crate::terminal::escaped`]), while `open` and `close` are written as given, so marks that
+/// are terminal escapes themselves still work. Ranges out of order or off a character boundary
+/// are not marked.
 pub fn marked(text: &str, ranges: &[(usize, usize)], open: &str, close: &str) -> String {
+    fn shown(part: &str) -> std::borrow::Cow<'_, str> {
+        crate::terminal::escaped_except(part, char::is_whitespace)
+    }
     let mut out = String::new();
     let mut at = 0;
     for &(from, to) in ranges {
         let (Some(before), Some(inside)) = (text.get(at..from), text.get(from..to)) else {
             continue;
         };
-        out.push_str(before);
+        out.push_str(&shown(before));
         out.push_str(open);
-        out.push_str(inside);
+        out.push_str(&shown(inside));
         out.push_str(close);
         at = to;
     }
-    out.push_str(text.get(at..).unwrap_or_default());
+    out.push_str(&shown(text.get(at..).unwrap_or_default()));
     out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::marked;
+
+    #[test]
+    fn the_text_s_escapes_are_written_out_and_the_marks_are_kept() {
+        let text = "pay\x1b[2J now \u{9b}31mtotal\x07\nline two";
+        let from = text.find("total").unwrap();
+        let shown = marked(text, &[(from, from + 5)], "\x1b[1m", "\x1b[0m");
+        assert_eq!(
+            shown,
+            "pay\\x1b[2J now \\u{9b}31m\x1b[1mtotal\x1b[0m\\x07 line two"
+        );
+    }
+
+    #[test]
+    fn whitespace_still_folds_to_one_space() {
+        assert_eq!(marked("a\t\r\n b\u{85}c", &[], "[", "]"), "a b c");
+    }
 }

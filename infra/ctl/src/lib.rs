@@ -1,5 +1,6 @@
 //! `ocr-ctl`: the operator's tool for the results table and the queues.
 
+pub mod bucket_owner;
 pub mod dead_letters;
 pub mod export;
 pub mod export_s3;
@@ -10,8 +11,10 @@ pub mod pause;
 pub mod query;
 pub mod scan;
 pub mod search;
+pub mod secret;
 pub mod settled;
 pub mod spend;
+pub mod terminal;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -20,6 +23,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand};
 
+use bucket_owner::{BucketOwner, OwnerCheckedS3};
 use scan::{ScanFilter, ensure_table, s};
 use shared::message::WorkMessage;
 use shared::queue::{QueueDepth, SqsQueue, WorkQueue, move_messages, queue_depth};
@@ -77,6 +81,13 @@ pub struct Cli {
     /// The stack's Cloudinary secret (output CloudinarySecretArn).
     #[arg(skip)]
     pub stack_secret_arn: Option<String>,
+    /// The stack's id, its ARN (with --stack-name): its account owns the buckets by default.
+    #[arg(skip)]
+    pub stack_id: Option<String>,
+    /// Standard output is a terminal (the binary sets it): `extract`'s rows written there have
+    /// their control characters escaped.
+    #[arg(skip)]
+    pub terminal: bool,
     /// Variables the functions' settings are read from before the stack's parameters and the
     /// environment (for callers that run `ocr-ctl` in-process: the demo, the tests).
     #[arg(skip)]
@@ -98,7 +109,8 @@ pub enum Command {
         #[arg(long, value_enum)]
         format: Option<export::Format>,
         /// Write to S3 (s3://bucket/prefix/) instead of a file; `--to stack` for the stack's
-        /// export location (output ExportLocation).
+        /// export location (output ExportLocation), in JSON lines only: its Glue table reads
+        /// them.
         #[arg(long, conflicts_with = "out")]
         to: Option<String>,
         /// Go on with an export to S3 that did not finish (its run id, as printed): only its
@@ -112,8 +124,13 @@ pub enum Command {
         /// Compressed MiB per uploaded part (S3: at least 5).
         #[arg(long, default_value_t = 16, requires = "to")]
         part_mib: usize,
-        /// Write CSV cells that a spreadsheet would run as formulas (starting with =, +, -, @)
-        /// as they are; by default they get a leading ' and stay text.
+        /// The AWS account that must own the bucket (S3 refuses every request otherwise;
+        /// default: the stack's account with --stack-name, else the credentials').
+        #[arg(long, value_name = "ACCOUNT", requires = "to")]
+        bucket_owner: Option<BucketOwner>,
+        /// Write CSV cells that a spreadsheet would run as formulas (starting with = + - @, a
+        /// tab, carriage return, line feed or NUL, or the full-width ＝ ＋ － ＠) as they are;
+        /// by default they get a leading ' and stay text.
         #[arg(long)]
         allow_formulas: bool,
         /// Output file (written as FILE.partial, renamed when complete); standard output if absent.
@@ -218,6 +235,10 @@ pub enum Command {
         /// Write CSV cells that a spreadsheet would run as formulas as they are.
         #[arg(long)]
         allow_formulas: bool,
+        /// With --to s3://...: the AWS account that must own the bucket (default: the stack's
+        /// account with --stack-name, else the credentials').
+        #[arg(long, value_name = "ACCOUNT", requires = "to")]
+        bucket_owner: Option<BucketOwner>,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -314,11 +335,33 @@ pub enum Command {
         #[arg(long)]
         task: bool,
     },
+    /// The Cloudinary credentials the functions use (`secret set`).
+    Secret {
+        #[command(subcommand)]
+        action: SecretAction,
+    },
     /// Print a shell completion script (e.g. `ocr-ctl completions bash >
     /// ~/.local/share/bash-completion/completions/ocr-ctl`).
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretAction {
+    /// Store CLOUDINARY_URL (cloudinary://API_KEY:API_SECRET@CLOUD_NAME) in the secret the
+    /// functions read: the stack's (output CloudinarySecretArn) or --secret-arn. It is read
+    /// from standard input (one trailing line break is taken off), or --from-file, never
+    /// from the command line; checked before it is stored, and never printed: only the cloud
+    /// name and API key are.
+    Set {
+        /// The secret (else the stack's output CloudinarySecretArn).
+        #[arg(long, env = "CLOUDINARY_SECRET_ARN")]
+        secret_arn: Option<String>,
+        /// Read CLOUDINARY_URL from this file instead of standard input.
+        #[arg(long, value_name = "PATH")]
+        from_file: Option<PathBuf>,
     },
 }
 
@@ -376,12 +419,16 @@ pub const STACK_OUTPUTS: [&str; 6] = [
 /// (`s3://bucket/prefix/`) and the Glue table over it (`DATABASE.TABLE`).
 pub const EXPORT_OUTPUTS: [&str; 2] = ["ExportLocation", "ExportGlueTable"];
 
-/// An S3 client; path-style addressing when an endpoint is set (a local S3 such as moto).
-pub fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::config::Builder::from(sdk)
-        .force_path_style(sdk.endpoint_url().is_some())
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
+/// The S3 client of a command that reads or writes buckets: each of its requests names the
+/// account that must own the bucket (see [`bucket_owner`]): `given`, else the stack's account,
+/// else the credentials'.
+pub async fn s3_client(
+    cli: &Cli,
+    given: Option<&BucketOwner>,
+    sdk: &aws_config::SdkConfig,
+) -> anyhow::Result<OwnerCheckedS3> {
+    let owner = bucket_owner::resolve(given, cli.stack_id.as_deref(), sdk).await?;
+    Ok(OwnerCheckedS3::new(sdk, owner))
 }
 
 /// Fills the names not given from the stack's outputs.
@@ -421,6 +468,11 @@ async fn names_from_stack(cli: &mut Cli, sdk: &aws_config::SdkConfig) -> anyhow:
         })
         .collect();
     cli.stack_secret_arn = outputs.get("CloudinarySecretArn").cloned();
+    cli.stack_id = described
+        .stacks()
+        .first()
+        .and_then(|s| s.stack_id())
+        .map(str::to_string);
     let slots = [
         &mut cli.results_table,
         &mut cli.checkpoint_table,
@@ -480,18 +532,24 @@ pub async fn run(
             resume,
             glue_table,
             part_mib,
+            bucket_owner,
             allow_formulas,
             status,
             segments,
             ..
         } => {
+            if to == "stack" && *format == Some(export::Format::Csv) {
+                bail!(
+                    "--to stack --format csv: the stack's Glue table (and Athena through it) reads gzip JSON lines, so CSV files there would break its queries; nothing was written. Leave out --format (JSON lines) for the stack's export, or write CSV elsewhere: --to s3://BUCKET/PREFIX/ --format csv, or --out FILE"
+                );
+            }
             let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
             let (to, glue_table) = match (to.as_str(), &cli.stack_export) {
                 ("stack", Some((location, glue))) => {
                     (location.clone(), glue_table.clone().or(Some(glue.clone())))
                 }
                 ("stack", None) => bail!(
-                    "--to stack: the stack (--stack-name) defines no export location (deploy it with ExportBucketName)"
+                    "--to stack: the stack (--stack-name) defines no export location (a stack of an earlier version: deploy it again)"
                 ),
                 (to, _) => (to.to_string(), glue_table.clone()),
             };
@@ -510,7 +568,7 @@ pub async fn run(
                 stop_after_parts: None,
                 progress: true,
             };
-            let s3 = s3_client(sdk);
+            let s3 = s3_client(&cli, bucket_owner.as_ref(), sdk).await?;
             let glue = aws_sdk_glue::Client::new(sdk);
             let report = export_s3::export_s3(&ddb, &s3, &glue, table, &location, &options).await?;
             let m = &report.manifest;
@@ -594,8 +652,9 @@ pub async fn run(
                                 "delivery_type": delivery_type,
                                 "line": line,
                             });
-                            writeln!(out, "{row}")?;
+                            writeln!(out, "{}", terminal::json_line(&row)?)?;
                         } else {
+                            let (id, line) = (terminal::escaped(&id), terminal::escaped(line));
                             writeln!(out, "{id}\t{line}")?;
                         }
                     }
@@ -693,6 +752,7 @@ pub async fn run(
             ignore_case,
             filters,
             allow_formulas,
+            bucket_owner,
             json,
         } => {
             let pattern = pattern::compile(pattern, *ignore_case)?;
@@ -711,9 +771,15 @@ pub async fn run(
                 format: *format,
                 allow_formulas: *allow_formulas,
                 json: *json,
+                terminal: cli.terminal,
             };
-            let s3 = s3_client(sdk);
-            let report = extract::run(&source, &pattern, &q, &options, &s3, out).await?;
+            let s3 = match &options.to {
+                Some(extract::Destination::S3 { .. }) => {
+                    Some(s3_client(&cli, bucket_owner.as_ref(), sdk).await?)
+                }
+                _ => None,
+            };
+            let report = extract::run(&source, &pattern, &q, &options, s3.as_ref(), out).await?;
             if report.rows == 0 {
                 return Ok(Outcome::NothingMatched);
             }
@@ -743,13 +809,13 @@ pub async fn run(
             }
             for hit in &found.hits {
                 if *json {
-                    writeln!(out, "{}", serde_json::to_string(hit)?)?;
+                    writeln!(out, "{}", terminal::json_line(hit)?)?;
                 } else {
                     writeln!(
                         out,
                         "{:>7.2}  {}\t{}",
                         hit.score,
-                        hit.key,
+                        terminal::escaped(&hit.key),
                         hit.marked(">>", "<<")
                     )?;
                 }
@@ -791,7 +857,8 @@ pub async fn run(
                 );
             }
             if *json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+                let json = serde_json::to_string_pretty(&report)?;
+                writeln!(out, "{}", terminal::json_safe(json))?;
             } else {
                 print_status(&report, out)?;
             }
@@ -961,21 +1028,45 @@ pub async fn run(
             let rows = rows?;
             for row in &rows {
                 if *json {
-                    writeln!(out, "{}", serde_json::to_string(row)?)?;
+                    writeln!(out, "{}", terminal::json_line(row)?)?;
                 } else {
                     writeln!(
                         out,
                         "{}\t{}\t{} receives\t{}",
-                        row.message_id,
-                        row.key.as_deref().unwrap_or("-"),
+                        terminal::escaped(&row.message_id),
+                        terminal::escaped(row.key.as_deref().unwrap_or("-")),
                         row.receive_count,
-                        row.reason
+                        terminal::escaped(&row.reason)
                     )?;
                 }
             }
             if !*json {
                 writeln!(out, "{} dead letters listed", rows.len())?;
             }
+        }
+        Command::Secret {
+            action:
+                SecretAction::Set {
+                    secret_arn,
+                    from_file,
+                },
+        } => {
+            let arn = secret_arn
+                .as_deref()
+                .or(cli.stack_secret_arn.as_deref())
+                .filter(|a| !a.is_empty())
+                .context("which secret? --secret-arn ARN (or CLOUDINARY_SECRET_ARN), or name the stack with --stack-name (its output CloudinarySecretArn)")?;
+            let url = secret::read_input(from_file.as_deref())?;
+            let sm = aws_sdk_secretsmanager::Client::new(sdk);
+            let stored = secret::set(&sm, arn, &url).await?;
+            writeln!(
+                out,
+                "CLOUDINARY_URL stored in {} (version {}): cloud {}, API key {}",
+                stored.secret_arn,
+                stored.version_id.as_deref().unwrap_or("-"),
+                stored.cloud_name,
+                stored.api_key
+            )?;
         }
         Command::Redrive { task: true, .. } => {
             let dlq_url = need(&cli.dlq_url, "--dlq-url", "DEAD_LETTER_QUEUE_URL")?;
@@ -1040,7 +1131,8 @@ async fn enqueue_all(
         None => writeln!(out, "enqueued {sent} {what}")?,
     }
     for (i, reason) in &refused {
-        writeln!(out, "not enqueued: {}: {reason}", ids[*i])?;
+        let (id, reason) = (terminal::escaped(&ids[*i]), terminal::escaped(reason));
+        writeln!(out, "not enqueued: {id}: {reason}")?;
     }
     if !refused.is_empty() {
         bail!("the work queue refused {} of the messages", refused.len());
@@ -1380,7 +1472,7 @@ fn print_status(r: &StatusReport, out: &mut (dyn Write + Send)) -> anyhow::Resul
         writeln!(out, "  {status:<11}{n}")?;
     }
     for cp in &r.checkpoints {
-        let get = |k: &str| cp.get(k).map(String::as_str).unwrap_or("-");
+        let get = |k: &str| terminal::escaped(cp.get(k).map(String::as_str).unwrap_or("-"));
         writeln!(
             out,
             "lister       {}: pass {} listed {} (cursor {}), last full pass {}, {} listed in all",
@@ -1406,7 +1498,7 @@ fn print_status(r: &StatusReport, out: &mut (dyn Write + Send)) -> anyhow::Resul
         }
     }
     for (reason, n) in &r.dlq_top_reasons {
-        writeln!(out, "  {n:>6}  {reason}")?;
+        writeln!(out, "  {n:>6}  {}", terminal::escaped(reason))?;
     }
     if let Some(b) = &r.budget {
         writeln!(out, "budget       {}", spend::budget_line(b))?;

@@ -259,6 +259,9 @@ impl Scenario {
                     tokio::time::sleep(wait).await;
                 }
                 (StopReason::Deadline, _) => {}
+                (StopReason::AnotherRun, _) => {
+                    bail!("another lister run holds the checkpoint's lease (see the lister's log)")
+                }
             }
             if listing.runs >= max_runs {
                 bail!("the lister did not complete its pass in {max_runs} runs");

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::clock::{Clock, parse_rfc3339, rfc3339, rfc3339_secs};
 use crate::defaults;
@@ -18,7 +19,8 @@ use crate::message::WorkMessage;
 use crate::queue::{QueueError, WorkQueue};
 use crate::rate_gate::Quota;
 use crate::store::{
-    Checkpoint, CheckpointStore, MAX_KEY_BYTES, ResultRecord, ResultStore, StoreError,
+    Checkpoint, CheckpointStore, Lease, LeaseOutcome, MAX_KEY_BYTES, ResultRecord, ResultStore,
+    SaveOutcome, StoreError,
 };
 
 pub use crate::scope::Listing;
@@ -127,6 +129,9 @@ pub enum StopReason {
     NotDue,
     /// The OCR budget is spent: nothing listed until the next period.
     BudgetSpent,
+    /// Another run holds the checkpoint's lease (or took it over from this run, whose lease
+    /// had expired): this run listed, enqueued and saved nothing more.
+    AnotherRun,
 }
 
 /// What one lister run did; the Lambda function answers with it as JSON.
@@ -235,17 +240,120 @@ pub struct ListerPorts<'a, A, Q, C, R> {
 }
 
 /// Lists from the checkpoint until the pass completes, the quota is spent, or the deadline
-/// nears; the checkpoint is saved after every page.
+/// nears; the checkpoint is saved after every page. The run holds the checkpoint's lease from
+/// its start to its end (until its deadline at most), so that two runs never list the same
+/// pages: a run that finds another's lease stops at once, having listed and written nothing.
 pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore, R: ResultStore>(
     ports: ListerPorts<'_, A, Q, C, R>,
     checkpoint_id: &str,
     options: &ListerOptions,
     deadline: SystemTime,
 ) -> Result<RunSummary, ListerError> {
-    let checkpoints = ports.checkpoints;
-    let clock = options.clock;
-    let mut cp = checkpoints.load(checkpoint_id).await?;
-    let due = begin_pass(&mut cp, options, clock.now());
+    let held = HeldCheckpoint {
+        store: ports.checkpoints,
+        id: checkpoint_id,
+        lease: Lease {
+            owner: uuid::Uuid::new_v4().to_string(),
+            expires_at: deadline + defaults::LISTER_LEASE_MARGIN,
+        },
+    };
+    let span = tracing::info_span!("lister_run", run_id = %held.lease.owner);
+    async {
+        let cp = match held
+            .store
+            .take_lease(held.id, &held.lease, options.clock.now())
+            .await?
+        {
+            LeaseOutcome::Taken(cp) => cp,
+            LeaseOutcome::HeldByAnother(holder) => return Ok(another_run_holds(holder.as_ref())),
+        };
+        let result = run_held(ports, &held, options, deadline, cp).await;
+        if !matches!(&result, Ok(s) if s.stop == StopReason::AnotherRun) {
+            // Given up on a failure too: the next run need not wait for the lease to expire.
+            held.release().await;
+        }
+        if let Ok(summary) = &result {
+            tracing::info!(
+                mode = summary.mode.as_str(),
+                pages = summary.pages,
+                listed = summary.listed,
+                enqueued = summary.enqueued,
+                refused = summary.refused,
+                pass_listed = summary.pass_listed,
+                stop = ?summary.stop,
+                "lister run finished"
+            );
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// The summary of a run that found another holding the checkpoint: nothing listed.
+fn another_run_holds(holder: Option<&Lease>) -> RunSummary {
+    tracing::warn!(
+        holder = holder.map(|l| l.owner.as_str()),
+        held_until = holder.map(|l| rfc3339(l.expires_at)),
+        stop = ?StopReason::AnotherRun,
+        "another lister run holds the checkpoint: this one stops without listing"
+    );
+    RunSummary {
+        mode: PassMode::Full,
+        pages: 0,
+        listed: 0,
+        enqueued: 0,
+        refused: 0,
+        pass_listed: 0,
+        stop: StopReason::AnotherRun,
+        quota_resets_at: None,
+        next_pass_at: None,
+    }
+}
+
+/// The checkpoint as one run holds it: saved only while the run's lease is on it.
+struct HeldCheckpoint<'a, C> {
+    store: &'a C,
+    id: &'a str,
+    lease: Lease,
+}
+
+impl<C: CheckpointStore> HeldCheckpoint<'_, C> {
+    /// Saves the checkpoint, unless another run took the lease over (nothing is written then).
+    async fn save(&self, cp: &Checkpoint) -> Result<SaveOutcome, StoreError> {
+        let saved = self.store.save(self.id, cp, &self.lease).await?;
+        if saved == SaveOutcome::LeaseLost {
+            tracing::warn!(
+                stop = ?StopReason::AnotherRun,
+                "the run's lease on the checkpoint expired and another run took it: this one stops without saving"
+            );
+        }
+        Ok(saved)
+    }
+
+    /// Gives the lease up. A failure only delays the next run until the lease expires.
+    async fn release(&self) {
+        match self.store.release_lease(self.id, &self.lease).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("the checkpoint's lease was no longer this run's"),
+            Err(e) => tracing::warn!(
+                error = %error_chain(&e),
+                expires_at = %rfc3339(self.lease.expires_at),
+                "the checkpoint's lease could not be given up: the next run waits for it to expire"
+            ),
+        }
+    }
+}
+
+/// The run, once it holds the checkpoint: begins or continues a pass, then lists.
+async fn run_held<A: AssetSource, Q: WorkQueue, C: CheckpointStore, R: ResultStore>(
+    ports: ListerPorts<'_, A, Q, C, R>,
+    held: &HeldCheckpoint<'_, C>,
+    options: &ListerOptions,
+    deadline: SystemTime,
+    mut cp: Checkpoint,
+) -> Result<RunSummary, ListerError> {
+    let due = begin_pass(&mut cp, options, options.clock.now());
     let mut summary = RunSummary {
         mode: cp.mode.unwrap_or(PassMode::Full),
         pages: 0,
@@ -266,8 +374,11 @@ pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore, R: Res
         return Ok(summary);
     }
     if room == Some(0) {
+        if held.save(&cp).await? == SaveOutcome::LeaseLost {
+            summary.stop = StopReason::AnotherRun;
+            return Ok(summary);
+        }
         summary.stop = StopReason::BudgetSpent;
-        checkpoints.save(checkpoint_id, &cp).await?;
         tracing::warn!(
             "the OCR budget is spent, or the queue already holds what it allows: nothing listed until then"
         );
@@ -275,26 +386,20 @@ pub async fn run_lister<A: AssetSource, Q: WorkQueue, C: CheckpointStore, R: Res
     }
     summary.stop = list_pages(
         ports,
-        checkpoint_id,
+        held,
         (options, room),
         deadline,
         (&mut cp, &mut summary),
     )
     .await?;
-    if summary.stop != StopReason::PassComplete {
-        // Save the pass's start even if no page was listed, so the next run continues it.
-        checkpoints.save(checkpoint_id, &cp).await?;
-    }
-    tracing::info!(
-        mode = summary.mode.as_str(),
-        pages = summary.pages,
-        listed = summary.listed,
-        enqueued = summary.enqueued,
-        refused = summary.refused,
-        pass_listed = summary.pass_listed,
-        stop = ?summary.stop,
-        "lister run finished"
+    // Saved even if no page was listed: the pass's start, for the next run to continue it.
+    let saves = !matches!(
+        summary.stop,
+        StopReason::PassComplete | StopReason::AnotherRun
     );
+    if saves && held.save(&cp).await? == SaveOutcome::LeaseLost {
+        summary.stop = StopReason::AnotherRun;
+    }
     Ok(summary)
 }
 
@@ -391,7 +496,7 @@ fn on_listing_error(
 /// spent or the deadline is near.
 async fn list_pages<A: AssetSource, Q: WorkQueue, C: CheckpointStore, R: ResultStore>(
     ports: ListerPorts<'_, A, Q, C, R>,
-    checkpoint_id: &str,
+    held: &HeldCheckpoint<'_, C>,
     (options, room): (&ListerOptions, Option<u64>),
     deadline: SystemTime,
     (cp, summary): (&mut Checkpoint, &mut RunSummary),
@@ -420,7 +525,9 @@ async fn list_pages<A: AssetSource, Q: WorkQueue, C: CheckpointStore, R: ResultS
         )
         .await?;
         // Saved after the page is enqueued: a crash in between re-lists one page at most.
-        ports.checkpoints.save(checkpoint_id, cp).await?;
+        if held.save(cp).await? == SaveOutcome::LeaseLost {
+            return Ok(StopReason::AnotherRun);
+        }
         if complete {
             return Ok(StopReason::PassComplete);
         }

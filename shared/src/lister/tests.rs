@@ -7,7 +7,7 @@ use super::*;
 use crate::clock::from_epoch_ms;
 use crate::queue::memory::{MemoryQueue, QueueOp};
 use crate::store::memory::{MemoryCheckpointStore, MemoryResultStore, StoreOp};
-use crate::store::{ResultRecord, Status};
+use crate::store::{Lease, LeaseOutcome, ResultRecord, SaveOutcome, Status};
 
 const ID: &str = "lister#test";
 
@@ -392,7 +392,10 @@ async fn simulate_pass(assets: usize, per_hour: u64, latency: Duration) -> (Dura
         match summary.stop {
             StopReason::PassComplete => break clock.now(),
             StopReason::RateLimited => rate_limited += 1,
-            StopReason::Deadline | StopReason::NotDue | StopReason::BudgetSpent => {}
+            StopReason::Deadline
+            | StopReason::NotDue
+            | StopReason::BudgetSpent
+            | StopReason::AnotherRun => {}
         }
         assert!(runs < 200, "the pass does not end");
         // The schedule's next wake-up.
@@ -718,20 +721,17 @@ async fn a_scoped_incremental_pass_searches_within_the_scope() {
 async fn a_pass_in_progress_under_the_old_scope_is_not_continued() {
     let mut rig = Rig::new(MemoryAssetSource::generated(250));
     // A pass of the whole account, stopped on its second page...
-    rig.checkpoints
-        .save(
-            ID,
-            &Checkpoint {
-                mode: Some(PassMode::Full),
-                cursor: Some("100".into()),
-                listing_type: Some("upload".into()),
-                pass_listed: 100,
-                pass_started_at: Some("2027-01-01T00:00:00Z".into()),
-                ..Checkpoint::default()
-            },
-        )
-        .await
-        .unwrap();
+    rig.checkpoints.insert(
+        ID,
+        Checkpoint {
+            mode: Some(PassMode::Full),
+            cursor: Some("100".into()),
+            listing_type: Some("upload".into()),
+            pass_listed: 100,
+            pass_started_at: Some("2027-01-01T00:00:00Z".into()),
+            ..Checkpoint::default()
+        },
+    );
     // ...then scoped to ten images: their pass starts from the first page of its own listing.
     rig.options.scope = scope("asset-0024", "", "upload", "");
     let summary = rig.run().await;
@@ -808,4 +808,249 @@ async fn the_addon_usage_near_its_limit_stops_the_listing() {
             .remaining(),
         Some(0)
     );
+}
+
+/// The runs' leases on the checkpoint item.
+fn lease(owner: &str, expires_at: SystemTime) -> Lease {
+    Lease {
+        owner: owner.into(),
+        expires_at,
+    }
+}
+
+/// Two runs at once (the schedule's and one started by hand): the second finds the first's
+/// lease and stops at once, listing, enqueueing and saving nothing; the first's release at its
+/// end lets the next run in, which continues its pass.
+#[tokio::test(start_paused = true)]
+async fn a_run_that_finds_another_in_progress_stops_without_listing() {
+    let rig = Rig::new(MemoryAssetSource::generated(1000).with_latency(Duration::from_secs(1)));
+    let margin = rig.options.deadline_margin;
+    let first_deadline = rig.options.clock.now() + margin + Duration::from_millis(5500);
+    let (first, (held, second)) =
+        tokio::join!(rig.run_for(margin + Duration::from_millis(5500)), async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            (rig.checkpoints.lease(ID), rig.run().await)
+        });
+    let first = first.unwrap();
+    assert_eq!((first.stop, first.pages), (StopReason::Deadline, 6));
+    assert_eq!(
+        held.map(|l| l.expires_at),
+        Some(first_deadline + defaults::LISTER_LEASE_MARGIN),
+        "the first run's lease lasts until its deadline and the margin"
+    );
+    assert_eq!(
+        (second.stop, second.pages, second.listed, second.enqueued),
+        (StopReason::AnotherRun, 0, 0, 0)
+    );
+    assert_eq!(
+        rig.source.faults().calls(ListCall::All),
+        6,
+        "only the first run listed"
+    );
+    assert_eq!(
+        rig.checkpoints.faults().calls(StoreOp::SaveCheckpoint),
+        7,
+        "the first run's six pages and its last save; none of the second's"
+    );
+    assert_eq!(rig.enqueued_ids().len(), 600);
+    assert_eq!(rig.checkpoints.lease(ID), None, "given up at the end");
+
+    let next = rig.run().await;
+    assert_eq!(
+        (next.stop, next.pass_listed),
+        (StopReason::PassComplete, 1000)
+    );
+    let ids = rig.enqueued_ids();
+    assert_eq!(ids.len(), 1000);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 1000, "none twice");
+}
+
+/// A run killed mid-pass (Lambda's timeout, say) leaves its lease: the runs until its deadline
+/// and the margin stop; the first after takes it over and continues from the last page saved.
+#[tokio::test(start_paused = true)]
+async fn a_killed_runs_lease_blocks_the_next_runs_only_until_it_expires() {
+    let rig = Rig::new(MemoryAssetSource::generated(1000).with_latency(Duration::from_secs(1)));
+    let start = rig.options.clock.now();
+    let killed = tokio::time::timeout(Duration::from_millis(2500), rig.run()).await;
+    assert!(killed.is_err(), "killed on its third page");
+    let left = rig.checkpoints.lease(ID).expect("its lease is left behind");
+    assert_eq!(
+        left.expires_at,
+        start + Duration::from_secs(900) + defaults::LISTER_LEASE_MARGIN
+    );
+    assert_eq!(
+        rig.checkpoints.get(ID).unwrap().cursor.as_deref(),
+        Some("200")
+    );
+
+    let blocked = rig.run().await;
+    assert_eq!((blocked.stop, blocked.listed), (StopReason::AnotherRun, 0));
+    tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(900)).await;
+    let still = rig.run().await;
+    assert_eq!(still.stop, StopReason::AnotherRun, "the margin too");
+    tokio::time::advance(defaults::LISTER_LEASE_MARGIN).await;
+    let taken_over = rig.run().await;
+    assert_eq!(
+        (taken_over.stop, taken_over.listed, taken_over.pass_listed),
+        (StopReason::PassComplete, 800, 1000)
+    );
+    let ids = rig.enqueued_ids();
+    assert_eq!(
+        ids.len(),
+        1000,
+        "the killed run's page in flight was never enqueued"
+    );
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 1000);
+}
+
+/// A run that outlives its lease (a call hanging past its deadline, where Lambda did not end
+/// it) while another took the lease over: its next save is refused, and it stops without
+/// writing the checkpoint or giving up the other's lease; the other's pass is whole.
+#[tokio::test(start_paused = true)]
+async fn a_run_whose_lease_was_taken_over_stops_at_its_next_save() {
+    let rig = Rig::new(MemoryAssetSource::generated(150).with_latency(Duration::from_secs(300)));
+    let start = rig.options.clock.now();
+    let ((stale, after_stale), taker) = tokio::join!(
+        async {
+            // Its lease expires 110 s in; its first page answers 300 s in.
+            let run = rig.run_for(Duration::from_secs(100)).await.unwrap();
+            (run, (rig.checkpoints.get(ID), rig.checkpoints.lease(ID)))
+        },
+        async {
+            tokio::time::sleep(Duration::from_secs(200)).await;
+            rig.run_for(Duration::from_secs(3600)).await.unwrap()
+        }
+    );
+    assert_eq!(
+        (stale.stop, stale.pages, stale.enqueued),
+        (StopReason::AnotherRun, 1, 100),
+        "its page in flight was enqueued, then its save refused"
+    );
+    let (cp, held) = after_stale;
+    assert_eq!(
+        cp.map(|c| (c.cursor, c.pass_listed)),
+        Some((None, 0)),
+        "nothing saved by the run that lost its lease"
+    );
+    assert_eq!(
+        held.map(|l| l.expires_at),
+        Some(start + Duration::from_secs(200 + 3600) + defaults::LISTER_LEASE_MARGIN),
+        "the taker's lease is kept"
+    );
+    assert_eq!(
+        (taker.stop, taker.listed, taker.pass_listed),
+        (StopReason::PassComplete, 150, 150)
+    );
+    let cp = rig.checkpoints.get(ID).unwrap();
+    assert_eq!((cp.mode, cp.last_full_pass_listed), (None, 150));
+    assert_eq!(rig.checkpoints.lease(ID), None);
+    let ids = rig.enqueued_ids();
+    assert_eq!(ids.len(), 250, "one page twice, at most");
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 150);
+}
+
+/// A checkpoint saved by the previous version has no lease: it is free, and its pass goes on.
+#[tokio::test(start_paused = true)]
+async fn a_checkpoint_without_a_lease_is_continued() {
+    let rig = Rig::new(MemoryAssetSource::generated(1000));
+    rig.checkpoints.insert(
+        ID,
+        Checkpoint {
+            mode: Some(PassMode::Full),
+            cursor: Some("300".into()),
+            pass_listed: 300,
+            total_listed: 300,
+            pass_started_at: Some(rfc3339(rig.options.clock.now())),
+            ..Checkpoint::default()
+        },
+    );
+    let summary = rig.run().await;
+    assert_eq!(
+        (summary.stop, summary.listed, summary.pass_listed),
+        (StopReason::PassComplete, 700, 1000)
+    );
+    assert_eq!(
+        rig.enqueued_ids().first().map(String::as_str),
+        Some("asset-00300")
+    );
+    assert_eq!(rig.checkpoints.get(ID).unwrap().total_listed, 1000);
+    assert_eq!(rig.checkpoints.lease(ID), None);
+}
+
+/// A run that fails gives its lease up (the next one continues at once); a lease that could
+/// not be given up fails nothing and only holds the next runs until it expires.
+#[tokio::test(start_paused = true)]
+async fn a_failed_run_gives_its_lease_up_and_a_lease_not_given_up_expires() {
+    let rig = Rig::new(MemoryAssetSource::generated(250));
+    rig.source
+        .faults()
+        .fail_next(ListCall::All, ErrorClass::Permanent, 1);
+    assert!(rig.run_for(Duration::from_secs(900)).await.is_err());
+    assert_eq!(rig.checkpoints.lease(ID), None);
+
+    rig.checkpoints
+        .faults()
+        .fail_next(StoreOp::ReleaseLease, ErrorClass::Transient, 1);
+    let done = rig.run_for(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(done.stop, StopReason::PassComplete);
+    assert!(rig.checkpoints.lease(ID).is_some());
+    assert_eq!(rig.run().await.stop, StopReason::AnotherRun);
+    tokio::time::advance(Duration::from_secs(61) + defaults::LISTER_LEASE_MARGIN).await;
+    assert_eq!(rig.run().await.stop, StopReason::PassComplete);
+}
+
+/// The store's conditions: a lease is taken when free, expired or already the taker's (a
+/// retried request); a save or a release under a lease no longer held changes nothing.
+#[tokio::test]
+async fn the_lease_is_taken_kept_and_given_up_only_by_its_owner() {
+    let store = MemoryCheckpointStore::new();
+    let now = from_epoch_ms(1_800_000_000_000);
+    let first = lease("first", now + Duration::from_secs(60));
+    let second = lease("second", now + Duration::from_secs(600));
+    let saved = Checkpoint {
+        total_listed: 7,
+        ..Checkpoint::default()
+    };
+    assert_eq!(
+        store.take_lease(ID, &first, now).await.unwrap(),
+        LeaseOutcome::Taken(Checkpoint::default())
+    );
+    assert_eq!(
+        store.save(ID, &saved, &first).await.unwrap(),
+        SaveOutcome::Saved
+    );
+    assert_eq!(
+        store.take_lease(ID, &first, now).await.unwrap(),
+        LeaseOutcome::Taken(saved.clone()),
+        "a retried take"
+    );
+    assert_eq!(
+        store.take_lease(ID, &second, now).await.unwrap(),
+        LeaseOutcome::HeldByAnother(Some(first.clone()))
+    );
+    assert_eq!(
+        store
+            .save(ID, &Checkpoint::default(), &second)
+            .await
+            .unwrap(),
+        SaveOutcome::LeaseLost
+    );
+    assert!(!store.release_lease(ID, &second).await.unwrap());
+    let later = now + Duration::from_secs(61);
+    assert_eq!(
+        store.take_lease(ID, &second, later).await.unwrap(),
+        LeaseOutcome::Taken(saved.clone()),
+        "expired"
+    );
+    assert_eq!(
+        store
+            .save(ID, &Checkpoint::default(), &first)
+            .await
+            .unwrap(),
+        SaveOutcome::LeaseLost
+    );
+    assert!(!store.release_lease(ID, &first).await.unwrap());
+    assert_eq!(store.get(ID), Some(saved));
+    assert!(store.release_lease(ID, &second).await.unwrap());
+    assert_eq!(store.lease(ID), None);
 }

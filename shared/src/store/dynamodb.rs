@@ -1,14 +1,19 @@
 //! The results table and the checkpoint table on DynamoDB.
 
 use std::collections::HashMap;
+use std::time::SystemTime;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
+};
 
 use super::{
     Checkpoint, CheckpointStore, Claim, ClaimIntent, ClaimOutcome, DeadLetterMark, FailureRecord,
-    ItemState, PassMode, RequestMark, ResultRecord, ResultStore, Status, StoreError, truncate_utf8,
+    ItemState, Lease, LeaseOutcome, PassMode, RequestMark, ResultRecord, ResultStore, SaveOutcome,
+    Status, StoreError, truncate_utf8,
 };
 
 /// The attributes of a result that a failure record removes (it keeps the claim bookkeeping:
@@ -515,77 +520,155 @@ impl DynamoCheckpointStore {
     }
 }
 
+/// The attributes of the lease on a checkpoint item: the holder's id, and when it expires
+/// (epoch milliseconds). An item without them (as older versions wrote it) is free.
+const LEASE_OWNER: &str = "leaseOwner";
+const LEASE_EXPIRES_AT: &str = "leaseExpiresAt";
+
+/// A checkpoint item's checkpoint (an item with no checkpoint yet, the default one).
+fn checkpoint_of(item: &HashMap<String, AttributeValue>) -> Checkpoint {
+    let s = |name: &str| attr_str(item, name).map(str::to_string);
+    Checkpoint {
+        cursor: s("cursor"),
+        mode: s("mode").as_deref().and_then(PassMode::parse),
+        pass_started_at: s("passStartedAt"),
+        since: s("since"),
+        listing_type: s("listingType"),
+        pass_listed: attr_u64(item, "passListed").unwrap_or(0),
+        last_pass_started_at: s("lastPassStartedAt"),
+        last_full_pass_at: s("lastFullPassAt"),
+        total_listed: attr_u64(item, "totalListed").unwrap_or(0),
+        last_full_pass_listed: attr_u64(item, "lastFullPassListed").unwrap_or(0),
+        updated_at: s("updatedAt"),
+        scope: s("scope").unwrap_or_default(),
+    }
+}
+
+/// The lease a checkpoint item names, if any.
+fn lease_of(item: &HashMap<String, AttributeValue>) -> Option<Lease> {
+    Some(Lease {
+        owner: attr_str(item, LEASE_OWNER)?.to_string(),
+        expires_at: crate::clock::from_epoch_ms(attr_u64(item, LEASE_EXPIRES_AT)?),
+    })
+}
+
+/// The item the checkpoint is saved as, with its lease.
+fn checkpoint_item(id: &str, c: &Checkpoint, lease: &Lease) -> HashMap<String, AttributeValue> {
+    let mut item = HashMap::from([
+        ("id".to_string(), s(id)),
+        ("passListed".to_string(), n(c.pass_listed)),
+        ("totalListed".to_string(), n(c.total_listed)),
+        ("lastFullPassListed".to_string(), n(c.last_full_pass_listed)),
+        (LEASE_OWNER.to_string(), s(&lease.owner)),
+        (
+            LEASE_EXPIRES_AT.to_string(),
+            n(crate::clock::epoch_ms(lease.expires_at)),
+        ),
+    ]);
+    let mode = c.mode.map(|m| m.as_str().to_string());
+    let scope = Some(c.scope.clone()).filter(|s| !s.is_empty());
+    for (name, value) in [
+        ("scope", &scope),
+        ("cursor", &c.cursor),
+        ("mode", &mode),
+        ("passStartedAt", &c.pass_started_at),
+        ("since", &c.since),
+        ("listingType", &c.listing_type),
+        ("lastPassStartedAt", &c.last_pass_started_at),
+        ("lastFullPassAt", &c.last_full_pass_at),
+        ("updatedAt", &c.updated_at),
+    ] {
+        if let Some(v) = value {
+            item.insert(name.to_string(), s(v));
+        }
+    }
+    item
+}
+
 impl CheckpointStore for DynamoCheckpointStore {
-    async fn load(&self, id: &str) -> Result<Checkpoint, StoreError> {
+    /// One `UpdateItem`: the lease set under the condition, the checkpoint in its answer; when
+    /// the condition fails, the item as it was names the holder.
+    async fn take_lease(
+        &self,
+        id: &str,
+        lease: &Lease,
+        now: SystemTime,
+    ) -> Result<LeaseOutcome, StoreError> {
         let out = self
             .client
-            .get_item()
+            .update_item()
             .table_name(&self.table)
-            .key("id", AttributeValue::S(id.to_string()))
-            .consistent_read(true)
+            .key("id", s(id))
+            .update_expression("SET #owner = :owner, #expires = :expires")
+            .condition_expression(
+                "attribute_not_exists(#owner) OR #owner = :owner OR #expires < :now",
+            )
+            .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_names("#expires", LEASE_EXPIRES_AT)
+            .expression_attribute_values(":owner", s(&lease.owner))
+            .expression_attribute_values(":expires", n(crate::clock::epoch_ms(lease.expires_at)))
+            .expression_attribute_values(":now", n(crate::clock::epoch_ms(now)))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
-            .await
-            .map_err(|e| StoreError::from_sdk("GetItem", &self.table, e))?;
-        let Some(item) = out.item else {
-            return Ok(Checkpoint::default());
-        };
-        let s = |name: &str| attr_str(&item, name).map(str::to_string);
-        Ok(Checkpoint {
-            cursor: s("cursor"),
-            mode: s("mode").as_deref().and_then(PassMode::parse),
-            pass_started_at: s("passStartedAt"),
-            since: s("since"),
-            listing_type: s("listingType"),
-            pass_listed: attr_u64(&item, "passListed").unwrap_or(0),
-            last_pass_started_at: s("lastPassStartedAt"),
-            last_full_pass_at: s("lastFullPassAt"),
-            total_listed: attr_u64(&item, "totalListed").unwrap_or(0),
-            last_full_pass_listed: attr_u64(&item, "lastFullPassListed").unwrap_or(0),
-            updated_at: s("updatedAt"),
-            scope: s("scope").unwrap_or_default(),
-        })
+            .await;
+        match out {
+            Ok(out) => Ok(LeaseOutcome::Taken(checkpoint_of(
+                &out.attributes.unwrap_or_default(),
+            ))),
+            Err(err) if conditional_failed(&err) => {
+                let holder = match err.into_service_error() {
+                    UpdateItemError::ConditionalCheckFailedException(e) => {
+                        e.item.as_ref().and_then(lease_of)
+                    }
+                    _ => None,
+                };
+                Ok(LeaseOutcome::HeldByAnother(holder))
+            }
+            Err(err) => Err(StoreError::from_sdk("UpdateItem", &self.table, err)),
+        }
     }
 
-    async fn save(&self, id: &str, c: &Checkpoint) -> Result<(), StoreError> {
-        let mut item = HashMap::from([
-            ("id".to_string(), AttributeValue::S(id.to_string())),
-            (
-                "passListed".to_string(),
-                AttributeValue::N(c.pass_listed.to_string()),
-            ),
-            (
-                "totalListed".to_string(),
-                AttributeValue::N(c.total_listed.to_string()),
-            ),
-            (
-                "lastFullPassListed".to_string(),
-                AttributeValue::N(c.last_full_pass_listed.to_string()),
-            ),
-        ]);
-        let mode = c.mode.map(|m| m.as_str().to_string());
-        let scope = Some(c.scope.clone()).filter(|s| !s.is_empty());
-        for (name, value) in [
-            ("scope", &scope),
-            ("cursor", &c.cursor),
-            ("mode", &mode),
-            ("passStartedAt", &c.pass_started_at),
-            ("since", &c.since),
-            ("listingType", &c.listing_type),
-            ("lastPassStartedAt", &c.last_pass_started_at),
-            ("lastFullPassAt", &c.last_full_pass_at),
-            ("updatedAt", &c.updated_at),
-        ] {
-            if let Some(v) = value {
-                item.insert(name.to_string(), AttributeValue::S(v.clone()));
-            }
-        }
-        self.client
+    async fn save(
+        &self,
+        id: &str,
+        c: &Checkpoint,
+        lease: &Lease,
+    ) -> Result<SaveOutcome, StoreError> {
+        let out = self
+            .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_item(Some(checkpoint_item(id, c, lease)))
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_values(":owner", s(&lease.owner))
             .send()
-            .await
-            .map_err(|e| StoreError::from_sdk("PutItem", &self.table, e))?;
-        Ok(())
+            .await;
+        match out {
+            Ok(_) => Ok(SaveOutcome::Saved),
+            Err(err) if conditional_failed(&err) => Ok(SaveOutcome::LeaseLost),
+            Err(err) => Err(StoreError::from_sdk("PutItem", &self.table, err)),
+        }
+    }
+
+    async fn release_lease(&self, id: &str, lease: &Lease) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .update_expression("REMOVE #owner, #expires")
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_names("#expires", LEASE_EXPIRES_AT)
+            .expression_attribute_values(":owner", s(&lease.owner))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(err) if conditional_failed(&err) => Ok(false),
+            Err(err) => Err(StoreError::from_sdk("UpdateItem", &self.table, err)),
+        }
     }
 }

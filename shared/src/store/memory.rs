@@ -5,13 +5,14 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use std::collections::BTreeSet;
 
 use super::{
     Checkpoint, CheckpointStore, Claim, ClaimOutcome, DeadLetterKind, DeadLetterMark,
-    FailureRecord, ItemState, RequestMark, ResultRecord, ResultStore, Status, StoreError,
-    truncate_utf8,
+    FailureRecord, ItemState, Lease, LeaseOutcome, RequestMark, ResultRecord, ResultStore,
+    SaveOutcome, Status, StoreError, truncate_utf8,
 };
 use crate::error::ErrorClass;
 use crate::fault::FaultPlan;
@@ -25,8 +26,9 @@ pub enum StoreOp {
     Release,
     PutFailure,
     NoteError,
-    LoadCheckpoint,
+    TakeLease,
     SaveCheckpoint,
+    ReleaseLease,
 }
 
 /// One item of the results table.
@@ -292,11 +294,18 @@ impl ResultStore for MemoryResultStore {
     }
 }
 
-/// The checkpoint table in memory.
+/// The checkpoint table in memory: each checkpoint with the lease on it, taken, kept and given
+/// up under the DynamoDB adapter's conditions.
 #[derive(Debug, Default)]
 pub struct MemoryCheckpointStore {
-    checkpoints: Mutex<HashMap<String, Checkpoint>>,
+    checkpoints: Mutex<HashMap<String, LeasedCheckpoint>>,
     faults: FaultPlan<StoreOp>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct LeasedCheckpoint {
+    checkpoint: Checkpoint,
+    lease: Option<Lease>,
 }
 
 impl MemoryCheckpointStore {
@@ -308,31 +317,90 @@ impl MemoryCheckpointStore {
         &self.faults
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LeasedCheckpoint>> {
+        self.checkpoints.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn get(&self, id: &str) -> Option<Checkpoint> {
-        self.checkpoints
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned()
+        self.lock().get(id).map(|e| e.checkpoint.clone())
+    }
+
+    /// The lease on the checkpoint, if one is held (expired or not).
+    pub fn lease(&self, id: &str) -> Option<Lease> {
+        self.lock().get(id).and_then(|e| e.lease.clone())
+    }
+
+    /// Writes a checkpoint with no lease, as an older version of the lister saved it.
+    pub fn insert(&self, id: &str, checkpoint: Checkpoint) {
+        self.lock().insert(
+            id.to_string(),
+            LeasedCheckpoint {
+                checkpoint,
+                lease: None,
+            },
+        );
     }
 }
 
+/// Whether `lease` is `owner`'s.
+fn held_by(lease: Option<&Lease>, owner: &str) -> bool {
+    lease.is_some_and(|l| l.owner == owner)
+}
+
 impl CheckpointStore for MemoryCheckpointStore {
-    async fn load(&self, id: &str) -> Result<Checkpoint, StoreError> {
-        if let Some(class) = self.faults.call(StoreOp::LoadCheckpoint) {
-            return Err(injected("GetItem", "memory-checkpoints", class));
+    async fn take_lease(
+        &self,
+        id: &str,
+        lease: &Lease,
+        now: SystemTime,
+    ) -> Result<LeaseOutcome, StoreError> {
+        if let Some(class) = self.faults.call(StoreOp::TakeLease) {
+            return Err(injected("UpdateItem", "memory-checkpoints", class));
         }
-        Ok(self.get(id).unwrap_or_default())
+        let mut checkpoints = self.lock();
+        let entry = checkpoints.entry(id.to_string()).or_default();
+        match &entry.lease {
+            Some(held) if held.owner != lease.owner && held.expires_at >= now => {
+                Ok(LeaseOutcome::HeldByAnother(Some(held.clone())))
+            }
+            _ => {
+                entry.lease = Some(lease.clone());
+                Ok(LeaseOutcome::Taken(entry.checkpoint.clone()))
+            }
+        }
     }
 
-    async fn save(&self, id: &str, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+    async fn save(
+        &self,
+        id: &str,
+        checkpoint: &Checkpoint,
+        lease: &Lease,
+    ) -> Result<SaveOutcome, StoreError> {
         if let Some(class) = self.faults.call(StoreOp::SaveCheckpoint) {
             return Err(injected("PutItem", "memory-checkpoints", class));
         }
-        self.checkpoints
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), checkpoint.clone());
-        Ok(())
+        let mut checkpoints = self.lock();
+        match checkpoints.get_mut(id) {
+            Some(entry) if held_by(entry.lease.as_ref(), &lease.owner) => {
+                entry.checkpoint = checkpoint.clone();
+                entry.lease = Some(lease.clone());
+                Ok(SaveOutcome::Saved)
+            }
+            _ => Ok(SaveOutcome::LeaseLost),
+        }
+    }
+
+    async fn release_lease(&self, id: &str, lease: &Lease) -> Result<bool, StoreError> {
+        if let Some(class) = self.faults.call(StoreOp::ReleaseLease) {
+            return Err(injected("UpdateItem", "memory-checkpoints", class));
+        }
+        let mut checkpoints = self.lock();
+        match checkpoints.get_mut(id) {
+            Some(entry) if held_by(entry.lease.as_ref(), &lease.owner) => {
+                entry.lease = None;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }

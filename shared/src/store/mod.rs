@@ -9,6 +9,7 @@ pub mod memory;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::time::SystemTime;
 
 use crate::error::{Classified, ErrorClass};
 use crate::ocr::{AssetFields, OcrOutcome};
@@ -552,13 +553,58 @@ pub struct Checkpoint {
     pub scope: String,
 }
 
+/// A lister run's hold on the checkpoint: while it lasts, no other run lists, and only its
+/// owner saves the checkpoint. A checkpoint without one (as older versions wrote it) is free.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The run holding it: an id of its own, never reused by another run.
+    pub owner: String,
+    /// When another run may take it over: the holder's deadline and a margin, so that a run
+    /// killed at its deadline blocks the next ones no longer than that.
+    pub expires_at: SystemTime,
+}
+
+/// What a run asking for the checkpoint's lease found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// The lease is the run's now: the checkpoint to continue from.
+    Taken(Checkpoint),
+    /// Another run holds it (`None`: the store did not say which).
+    HeldByAnother(Option<Lease>),
+}
+
+/// What saving the checkpoint under a lease did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum SaveOutcome {
+    Saved,
+    /// The lease is no longer the run's (it expired and another run took it): nothing written.
+    LeaseLost,
+}
+
+/// The lister's checkpoint, one item per account, kept by one run at a time under a [`Lease`].
 pub trait CheckpointStore: Send + Sync {
-    fn load(&self, id: &str) -> impl Future<Output = Result<Checkpoint, StoreError>> + Send;
+    /// Takes the checkpoint's lease if it is free, expired at `now`, or already `lease.owner`'s
+    /// (a retried request), and answers with the checkpoint.
+    fn take_lease(
+        &self,
+        id: &str,
+        lease: &Lease,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<LeaseOutcome, StoreError>> + Send;
+    /// Saves the checkpoint, keeping the lease, if `lease.owner` still holds it.
     fn save(
         &self,
         id: &str,
         checkpoint: &Checkpoint,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+        lease: &Lease,
+    ) -> impl Future<Output = Result<SaveOutcome, StoreError>> + Send;
+    /// Gives the lease up if `lease.owner` still holds it; `false` if it did not.
+    fn release_lease(
+        &self,
+        id: &str,
+        lease: &Lease,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 #[cfg(test)]

@@ -300,6 +300,7 @@ async fn lister_loop(
                         StopReason::RateLimited => "quota spent",
                         StopReason::NotDue => "nothing due",
                         StopReason::BudgetSpent => "budget spent",
+                        StopReason::AnotherRun => "another run",
                     };
                     *t.listing_stops.entry(stop).or_default() += 1;
                     if s.stop == StopReason::PassComplete

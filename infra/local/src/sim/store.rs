@@ -11,11 +11,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use shared::store::memory::{MemoryCheckpointStore, MemoryResultStore};
 use shared::store::{
-    Checkpoint, CheckpointStore, Claim, ClaimOutcome, FailureRecord, ItemState, RequestMark,
-    ResultRecord, ResultStore, Status, StoreError,
+    Checkpoint, CheckpointStore, Claim, ClaimOutcome, FailureRecord, ItemState, Lease,
+    LeaseOutcome, RequestMark, ResultRecord, ResultStore, SaveOutcome, Status, StoreError,
 };
 
 use super::cloudinary::index_of;
@@ -249,22 +250,40 @@ impl ResultStore for SimStore {
     }
 }
 
-impl CheckpointStore for SimStore {
-    async fn load(&self, id: &str) -> Result<Checkpoint, StoreError> {
-        self.count("dynamodb:GetItem", 1);
-        self.counts
-            .checkpoint_requests
-            .fetch_add(1, Ordering::Relaxed);
-        self.counts.read_units.fetch_add(1, Ordering::Relaxed);
-        self.checkpoints.load(id).await
-    }
-
-    async fn save(&self, id: &str, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        self.count("dynamodb:PutItem", 1);
+impl SimStore {
+    /// Counts one request of the lister's on the checkpoint item.
+    fn count_checkpoint(&self, operation: &'static str) {
+        self.count(operation, 1);
         self.counts
             .checkpoint_requests
             .fetch_add(1, Ordering::Relaxed);
         self.counts.write_units.fetch_add(1, Ordering::Relaxed);
-        self.checkpoints.save(id, checkpoint).await
+    }
+}
+
+impl CheckpointStore for SimStore {
+    async fn take_lease(
+        &self,
+        id: &str,
+        lease: &Lease,
+        now: SystemTime,
+    ) -> Result<LeaseOutcome, StoreError> {
+        self.count_checkpoint("dynamodb:UpdateItem");
+        self.checkpoints.take_lease(id, lease, now).await
+    }
+
+    async fn save(
+        &self,
+        id: &str,
+        checkpoint: &Checkpoint,
+        lease: &Lease,
+    ) -> Result<SaveOutcome, StoreError> {
+        self.count_checkpoint("dynamodb:PutItem");
+        self.checkpoints.save(id, checkpoint, lease).await
+    }
+
+    async fn release_lease(&self, id: &str, lease: &Lease) -> Result<bool, StoreError> {
+        self.count_checkpoint("dynamodb:UpdateItem");
+        self.checkpoints.release_lease(id, lease).await
     }
 }

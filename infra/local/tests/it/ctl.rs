@@ -87,7 +87,7 @@ fn text_record(key: &str, delivery_type: &str, text: String, locale: Option<&str
 }
 
 /// Writes a record's item as the worker does.
-async fn write(h: &Harness, record: &ResultRecord) {
+pub(crate) async fn write(h: &Harness, record: &ResultRecord) {
     h.ddb
         .put_item()
         .table_name(&h.stack.names.results_table)
@@ -147,6 +147,23 @@ fn assert_seeded_status(out: &str) {
     );
     assert_eq!(v["queue"]["visible"], 1);
     assert_eq!(v["dlq"]["visible"], 0);
+}
+
+/// An S3 client for the tests' own setup and checks (ocr-ctl's own names the bucket owner).
+pub(crate) fn plain_s3(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+/// What moto answers to GetCallerIdentity: its default account.
+pub(crate) const MOTO_ACCOUNT: &str = "123456789012";
+
+/// ocr-ctl's S3 client, for the account moto puts every bucket in.
+pub(crate) fn owned_s3(sdk: &aws_config::SdkConfig) -> ocr_ctl::bucket_owner::OwnerCheckedS3 {
+    ocr_ctl::bucket_owner::OwnerCheckedS3::new(sdk, MOTO_ACCOUNT.parse().unwrap())
 }
 
 pub(crate) fn temp_path(name: &str) -> std::path::PathBuf {
@@ -718,13 +735,22 @@ async fn status_shows_progress_pace_and_the_dlqs_top_reasons() {
         total_listed: 18,
         ..Default::default()
     };
-    shared::store::CheckpointStore::save(
-        &shared::store::DynamoCheckpointStore::new(h.ddb.clone(), &h.stack.names.checkpoint_table),
-        "lister#test",
-        &checkpoint,
-    )
-    .await
-    .unwrap();
+    // Saved as a lister run saves it: under its lease, given up at the end.
+    let store =
+        shared::store::DynamoCheckpointStore::new(h.ddb.clone(), &h.stack.names.checkpoint_table);
+    let now = std::time::SystemTime::now();
+    let lease = shared::store::Lease {
+        owner: "status-test".into(),
+        expires_at: now + Duration::from_secs(60),
+    };
+    use shared::store::CheckpointStore as _;
+    store.take_lease("lister#test", &lease, now).await.unwrap();
+    let saved = store
+        .save("lister#test", &checkpoint, &lease)
+        .await
+        .unwrap();
+    assert_eq!(saved, shared::store::SaveOutcome::Saved);
+    assert!(store.release_lease("lister#test", &lease).await.unwrap());
     let dlq = &h.stack.dead_letter_queue_url;
     for body in [
         r#"{"v":1,"public_id":"broken/one"}"#,
@@ -1020,7 +1046,8 @@ async fn glue_location(glue: &aws_sdk_glue::Client) -> String {
 async fn an_export_to_s3_is_whole_or_invisible_and_resumes() {
     let h = seeded().await;
     let table = h.stack.names.results_table.clone();
-    let s3 = ocr_ctl::s3_client(&h.sdk);
+    let s3 = plain_s3(&h.sdk);
+    let owned = owned_s3(&h.sdk);
     let glue = aws_sdk_glue::Client::new(&h.sdk);
     let bucket = format!("exports-{}", uuid::Uuid::new_v4().simple());
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
@@ -1094,10 +1121,10 @@ async fn an_export_to_s3_is_whole_or_invisible_and_resumes() {
         stop_after_parts: Some(1),
         ..Default::default()
     };
-    let killed = ocr_ctl::export_s3::export_s3(&h.ddb, &s3, &glue, &table, &to, &options).await;
+    let killed = ocr_ctl::export_s3::export_s3(&h.ddb, &owned, &glue, &table, &to, &options).await;
     let err = killed.unwrap_err();
     assert!(err.is::<ocr_ctl::export_s3::StoppedAsKilled>(), "{err:#}");
-    let runs = ocr_ctl::export_s3::runs(&s3, &to).await.unwrap();
+    let runs = ocr_ctl::export_s3::runs(&owned, &to).await.unwrap();
     assert_eq!(runs.len(), 1);
     let (run, whole) = runs.into_iter().next().unwrap();
     assert!(!whole);
@@ -1121,7 +1148,7 @@ async fn an_export_to_s3_is_whole_or_invisible_and_resumes() {
 
     let resumed = ocr_ctl::export_s3::export_s3(
         &h.ddb,
-        &s3,
+        &owned,
         &glue,
         &table,
         &to,
@@ -1159,7 +1186,7 @@ async fn an_export_to_s3_is_whole_or_invisible_and_resumes() {
         .await
         .unwrap();
     assert!(uploads.uploads().is_empty());
-    assert!(ocr_ctl::export_s3::runs(&s3, &to).await.unwrap()[&run]);
+    assert!(ocr_ctl::export_s3::runs(&owned, &to).await.unwrap()[&run]);
 
     // CSV in three files, through the command line.
     put(&h, "formula", Some("=HYPERLINK(\"http://x\")"), false).await;
@@ -1175,7 +1202,7 @@ async fn an_export_to_s3_is_whole_or_invisible_and_resumes() {
         "{out}"
     );
     let csv_to: ocr_ctl::export_s3::S3Location = url.parse().unwrap();
-    let runs = ocr_ctl::export_s3::runs(&s3, &csv_to).await.unwrap();
+    let runs = ocr_ctl::export_s3::runs(&owned, &csv_to).await.unwrap();
     let (run, whole) = runs.into_iter().next().unwrap();
     assert!(whole);
     let files: Vec<String> = s3_keys(&s3, &bucket, &format!("csv/runs/{run}/data/")).await;

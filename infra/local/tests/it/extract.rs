@@ -1,7 +1,9 @@
 //! `ocr-ctl search --regex` and `ocr-ctl extract` against moto: from the index and from an
 //! export file, to standard output, a file and S3, with the same rows each way.
 
-use crate::ctl::{ctl, ctl_outcome, put, s3_bytes, s3_gunzip, seeded, temp_path};
+use crate::ctl::{
+    ctl, ctl_outcome, owned_s3, plain_s3, put, s3_bytes, s3_gunzip, seeded, temp_path,
+};
 
 const INVOICES: &[(&str, &str)] = &[
     (
@@ -138,7 +140,7 @@ async fn extract_writes_one_row_per_match_the_same_from_the_index_a_file_and_s3(
     assert!(!std::path::Path::new(&format!("{}.partial", csv_gz.display())).exists());
 
     // To S3, as JSON lines (the key's name says so), with a filter.
-    let s3 = ocr_ctl::s3_client(&h.sdk);
+    let s3 = plain_s3(&h.sdk);
     let bucket = format!("mined-{}", uuid::Uuid::new_v4().simple());
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     let to = format!("s3://{bucket}/vat/2021.jsonl.gz");
@@ -255,14 +257,14 @@ async fn regex_search_answers_from_the_index_counts_and_refuses_a_bad_pattern() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_large_extract_is_uploaded_in_parts_and_reads_back_whole() {
     let h = seeded().await;
-    let s3 = ocr_ctl::s3_client(&h.sdk);
+    let s3 = plain_s3(&h.sdk);
     let bucket = format!("parts-{}", uuid::Uuid::new_v4().simple());
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     let file = temp_path("big.csv");
     // 11 MiB of distinct lines: three parts of 5 MiB.
     let body: String = (0..11 * 1024 * 64).map(|i| format!("{i:015}\n")).collect();
     std::fs::write(&file, &body).unwrap();
-    let sent = ocr_ctl::extract::upload(&s3, &bucket, "big.csv", &file, 5 << 20)
+    let sent = ocr_ctl::extract::upload(&owned_s3(&h.sdk), &bucket, "big.csv", &file, 5 << 20)
         .await
         .unwrap();
     assert_eq!(sent, body.len() as u64);

@@ -8,6 +8,7 @@ use crate::common::{Harness, asset, fast_retry_settings, n, s};
 use aws_lambda_events::event::sqs::SqsEvent;
 use cloudinary_emulator::generate;
 use local_stack::runner::{DrainEnd, sqs_event};
+use shared::lister::StopReason;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_asset_once_with_its_text_across_several_pages() {
@@ -1166,4 +1167,218 @@ async fn the_results_table_keeps_request_marks_dead_letter_marks_and_claim_inten
         s(&h.item("b").await.expect("b"), "error").as_deref(),
         Some("deferring failed: throttled")
     );
+}
+
+/// Every message on the work queue: `(messages, distinct public_ids)`.
+async fn enqueued_ids(h: &Harness) -> (usize, HashSet<String>) {
+    let (mut messages, mut ids) = (0, HashSet::new());
+    loop {
+        let got = h.receive().await;
+        if got.is_empty() {
+            return (messages, ids);
+        }
+        for m in got {
+            messages += 1;
+            let msg = shared::message::WorkMessage::parse(m.body().unwrap()).unwrap();
+            ids.insert(msg.public_id);
+        }
+    }
+}
+
+/// Two lister runs at once on one checkpoint table (two instances: reserved concurrency off,
+/// or a run started by hand during the schedule's): one lists the pass, the other finds its
+/// lease and stops; each page is listed once, each asset enqueued once. The lease is given up
+/// at the end: the next run reads the checkpoint (no pass due).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_lister_runs_at_once_list_each_page_once() {
+    let h = Harness::new(generate(50), crate::common::stack_settings(), |c| {
+        c.latency = Duration::from_millis(100)
+    })
+    .await;
+    let (first, second) = (
+        h.lister(&[("LISTER_PAGE_SIZE", "10")]),
+        h.lister(&[("LISTER_PAGE_SIZE", "10")]),
+    );
+    let deadline = SystemTime::now() + Duration::from_secs(120);
+    let (a, b) = tokio::join!(
+        lister::handle(&first, serde_json::json!({}), deadline),
+        lister::handle(&second, serde_json::json!({}), deadline)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let (ran, stopped) = if a.stop == StopReason::AnotherRun {
+        (b, a)
+    } else {
+        (a, b)
+    };
+    assert_eq!(
+        (stopped.stop, stopped.pages, stopped.listed),
+        (StopReason::AnotherRun, 0, 0),
+        "{stopped:?}"
+    );
+    assert_eq!((ran.stop, ran.listed), (StopReason::PassComplete, 50));
+    assert_eq!(
+        h.emulator.stats().list_calls,
+        7,
+        "one pass: five pages of the 48 upload images, one each of the other types"
+    );
+    let (messages, ids) = enqueued_ids(&h).await;
+    assert_eq!((messages, ids.len()), (50, 50), "every asset once");
+
+    let next = lister::handle(&first, serde_json::json!({}), deadline)
+        .await
+        .unwrap();
+    assert_eq!(next.stop, StopReason::NotDue, "the lease was given up");
+    let metrics = lister::run_metrics(&stopped);
+    assert!(
+        metrics
+            .iter()
+            .any(|m| m.name == "ListerRunsOverlapped" && m.value == 1.0),
+        "{metrics:?}"
+    );
+}
+
+/// The lease on DynamoDB: taken when free, expired or already the taker's; a save or a release
+/// under a lease another run took over writes nothing; a checkpoint item the previous version
+/// wrote (no lease attributes) is free and its pass goes on; the budget's counters in the same
+/// table are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_checkpoint_lease_on_dynamodb_and_a_checkpoint_of_the_previous_version() {
+    use shared::store::{
+        Checkpoint, CheckpointStore, DynamoCheckpointStore, Lease, LeaseOutcome, SaveOutcome,
+    };
+    let h = Harness::new(generate(50), crate::common::stack_settings(), |_| {}).await;
+    let table = &h.stack.names.checkpoint_table;
+    let store = DynamoCheckpointStore::new(h.ddb.clone(), table);
+    let now = SystemTime::now();
+    let lease = |owner: &str, secs| Lease {
+        owner: owner.into(),
+        // Whole milliseconds, as the item keeps them.
+        expires_at: shared::clock::from_epoch_ms(shared::clock::epoch_ms(
+            now + Duration::from_secs(secs),
+        )),
+    };
+    let (first, second) = (lease("first", 60), lease("second", 600));
+    let saved = Checkpoint {
+        total_listed: 7,
+        scope: "s".into(),
+        ..Checkpoint::default()
+    };
+    let id = "lister#lease-test";
+    assert_eq!(
+        store.take_lease(id, &first, now).await.unwrap(),
+        LeaseOutcome::Taken(Checkpoint::default())
+    );
+    assert_eq!(
+        store.save(id, &saved, &first).await.unwrap(),
+        SaveOutcome::Saved
+    );
+    assert_eq!(
+        store.take_lease(id, &first, now).await.unwrap(),
+        LeaseOutcome::Taken(saved.clone()),
+        "a retried take"
+    );
+    assert_eq!(
+        store.take_lease(id, &second, now).await.unwrap(),
+        LeaseOutcome::HeldByAnother(Some(first.clone())),
+        "the holder named"
+    );
+    assert_eq!(
+        store
+            .save(id, &Checkpoint::default(), &second)
+            .await
+            .unwrap(),
+        SaveOutcome::LeaseLost
+    );
+    assert!(!store.release_lease(id, &second).await.unwrap());
+    let later = now + Duration::from_secs(61);
+    assert_eq!(
+        store.take_lease(id, &second, later).await.unwrap(),
+        LeaseOutcome::Taken(saved.clone()),
+        "expired: taken over"
+    );
+    assert_eq!(
+        store
+            .save(id, &Checkpoint::default(), &first)
+            .await
+            .unwrap(),
+        SaveOutcome::LeaseLost,
+        "the old owner's save is refused"
+    );
+    assert!(!store.release_lease(id, &first).await.unwrap());
+    assert!(store.release_lease(id, &second).await.unwrap());
+    let item = stored(&h, table, id).await;
+    assert_eq!(n(&item, "totalListed"), Some(7));
+    assert!(
+        !item.contains_key("leaseOwner") && !item.contains_key("leaseExpiresAt"),
+        "{item:?}"
+    );
+
+    // The item as the previous version saved it: a full pass past its upload images.
+    let old = [
+        ("id", s_attr("lister#testcloud")),
+        ("mode", s_attr("full")),
+        ("listingType", s_attr("private")),
+        ("passStartedAt", s_attr(&shared::clock::rfc3339(now))),
+        ("passListed", n_attr(48)),
+        ("totalListed", n_attr(48)),
+        ("lastFullPassListed", n_attr(0)),
+        ("updatedAt", s_attr(&shared::clock::rfc3339(now))),
+    ];
+    let budget = [("id", s_attr("budget#day#2024-01-01")), ("used", n_attr(3))];
+    for item in [&old[..], &budget[..]] {
+        h.ddb
+            .put_item()
+            .table_name(table)
+            .set_item(Some(
+                item.iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            ))
+            .send()
+            .await
+            .unwrap();
+    }
+    let run = lister::handle(
+        &h.lister(&[]),
+        serde_json::json!({}),
+        SystemTime::now() + Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (run.stop, run.listed, run.pass_listed),
+        (StopReason::PassComplete, 2, 50),
+        "the private and authenticated listings only"
+    );
+    let item = stored(&h, table, "lister#testcloud").await;
+    assert_eq!(n(&item, "lastFullPassListed"), Some(50));
+    assert!(!item.contains_key("leaseOwner"), "{item:?}");
+    let counter = stored(&h, table, "budget#day#2024-01-01").await;
+    assert_eq!(
+        (n(&counter, "used"), counter.len()),
+        (Some(3), 2),
+        "the budget's counter untouched"
+    );
+}
+
+/// An item of a table keyed by `id`, read consistently.
+async fn stored(h: &Harness, table: &str, id: &str) -> crate::common::Item {
+    h.ddb
+        .get_item()
+        .table_name(table)
+        .key("id", s_attr(id))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap_or_else(|| panic!("no item {id}"))
+}
+
+fn s_attr(v: &str) -> aws_sdk_dynamodb::types::AttributeValue {
+    aws_sdk_dynamodb::types::AttributeValue::S(v.into())
+}
+
+fn n_attr(v: u64) -> aws_sdk_dynamodb::types::AttributeValue {
+    aws_sdk_dynamodb::types::AttributeValue::N(v.to_string())
 }

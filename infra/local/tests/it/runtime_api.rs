@@ -11,14 +11,14 @@ use local_stack::runtime_api::{Invocation, invoke_bootstrap};
 
 /// Which build of a function runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Build {
+pub(crate) enum Build {
     /// The release build for this machine.
     Host,
     /// The artefact `sam build` made for Lambda (arm64), run under qemu's user-mode emulator.
     Shipped,
 }
 
-const BUILDS: [Build; 2] = [Build::Host, Build::Shipped];
+pub(crate) const BUILDS: [Build; 2] = [Build::Host, Build::Shipped];
 
 fn command(name: &str, build: Build) -> tokio::process::Command {
     match build {
@@ -65,9 +65,22 @@ fn command(name: &str, build: Build) -> tokio::process::Command {
 
 /// Serves one event to the binary and returns its answer, start-up time and output.
 async fn invoke(binary: &str, build: Build, env: &[(String, String)], event: String) -> Invocation {
-    // The level Lambda hands a function whose LoggingConfig sets ApplicationLogLevel.
+    invoke_at_level(binary, build, env, event, "DEBUG").await
+}
+
+/// [`invoke`] with the function's application log level `level` (TRACE ... FATAL).
+pub(crate) async fn invoke_at_level(
+    binary: &str,
+    build: Build,
+    env: &[(String, String)],
+    event: String,
+    level: &str,
+) -> Invocation {
+    // What Lambda hands a function whose LoggingConfig sets LogFormat JSON and an
+    // ApplicationLogLevel.
     let mut env = env.to_vec();
-    env.push(("AWS_LAMBDA_LOG_LEVEL".into(), "DEBUG".into()));
+    env.push(("AWS_LAMBDA_LOG_LEVEL".into(), level.into()));
+    env.push(("AWS_LAMBDA_LOG_FORMAT".into(), "JSON".into()));
     invoke_bootstrap(
         command(binary, build),
         binary,
@@ -80,14 +93,14 @@ async fn invoke(binary: &str, build: Build, env: &[(String, String)], event: Str
 }
 
 /// The invocation's successful answer; anything else fails the test with the output.
-fn answered(run: &Invocation) -> String {
+pub(crate) fn answered(run: &Invocation) -> String {
     match &run.answer {
         Some(Ok(body)) => body.clone(),
         other => panic!("the binary did not answer: {other:?}\n{}", run.output),
     }
 }
 
-fn function_env(h: &Harness) -> Vec<(String, String)> {
+pub(crate) fn function_env(h: &Harness) -> Vec<(String, String)> {
     let endpoint = local_stack::aws::local_endpoint().unwrap_or_else(|e| panic!("{e}"));
     let mut env = h.stack.function_env();
     env.extend([
