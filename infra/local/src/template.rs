@@ -284,7 +284,14 @@ fn wildcard_actions(v: &Value) -> Vec<String> {
     let mut found = Vec::new();
     match v {
         Value::Mapping(m) => {
+            // A wildcard only takes away in a Deny (e.g. every request without TLS refused).
+            let denies = m
+                .iter()
+                .any(|(k, v)| k.as_str() == Some("Effect") && v.as_str() == Some("Deny"));
             for (k, child) in m {
+                if denies && (k.as_str() == Some("Action")) {
+                    continue;
+                }
                 if k.as_str() == Some("Action") || k.as_str() == Some("NotAction") {
                     let actions: Vec<&str> = match child {
                         Value::String(s) => vec![s.as_str()],

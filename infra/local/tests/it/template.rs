@@ -116,8 +116,8 @@ fn a_broken_template_is_caught() {
             "derived from the stack name",
         ),
         (
-            "      BuildMethod: rust-cargolambda\n    Properties:\n      Description: OCRs",
-            "      BuildMethod: makefile\n    Properties:\n      Description: OCRs",
+            "  WorkerFunction:\n    Type: AWS::Serverless::Function\n    Metadata:\n      BuildMethod: rust-cargolambda\n",
+            "  WorkerFunction:\n    Type: AWS::Serverless::Function\n    Metadata:\n      BuildMethod: makefile\n",
             "BuildMethod must be rust-cargolambda",
         ),
         (
