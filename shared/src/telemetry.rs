@@ -151,9 +151,15 @@ pub fn fatal_line(message: &str, error: &str, at: SystemTime) -> String {
 /// Writes a [`fatal_line`] to standard output. For the failures that end the process (a
 /// start-up that cannot complete, the runtime loop ending), which a binary reports here
 /// rather than by returning the error from `main`: Rust prints that as plain text on standard
-/// error, a line with neither level nor timestamp.
-pub fn log_fatal(message: &str, error: &str) {
-    println!("{}", fatal_line(message, error, SystemTime::now()));
+/// error, a line with neither level nor timestamp. Answers the failure exit code `main`
+/// returns.
+pub fn log_fatal(
+    message: &str,
+    error: &(dyn std::error::Error + 'static),
+) -> std::process::ExitCode {
+    let chain = crate::error::error_chain(error);
+    println!("{}", fatal_line(message, &chain, SystemTime::now()));
+    std::process::ExitCode::FAILURE
 }
 
 /// The stack a function runs in (`STACK_NAME`, set by the template), one of each metric's

@@ -36,7 +36,7 @@ async fn main() -> ExitCode {
     // (which Rust prints as plain text, with no level for Lambda's filter).
     let worker = match init().await {
         Ok(worker) => worker,
-        Err(e) => return fatal("worker start-up failed", e),
+        Err(e) => return shared::telemetry::log_fatal("worker start-up failed", e.as_ref()),
     };
     let ran = lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let deadline = UNIX_EPOCH + Duration::from_millis(event.context.deadline);
@@ -53,11 +53,6 @@ async fn main() -> ExitCode {
     .await;
     match ran {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fatal("the runtime loop ended", e),
+        Err(e) => shared::telemetry::log_fatal("the runtime loop ended", e.as_ref()),
     }
-}
-
-fn fatal(message: &str, error: Error) -> ExitCode {
-    shared::telemetry::log_fatal(message, &shared::error::error_chain(error.as_ref()));
-    ExitCode::FAILURE
 }
