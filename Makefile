@@ -71,7 +71,7 @@ template-lint: tools scan-tools
 
 # The release bootstraps for the host, run by the Runtime API test.
 release-bootstraps:
-	$(CARGO) build --release -p worker -p lister
+	$(CARGO) build --release -p worker -p lister -p notifier
 
 test: setup lint template-lint build
 	@infra/scripts/arm64-runner.sh

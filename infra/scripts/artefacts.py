@@ -7,7 +7,7 @@ import zipfile
 MACHINES = {0x3E: "x86_64", 0xB7: "arm64"}
 
 build = sys.argv[1] if len(sys.argv) > 1 else ".aws-sam/build"
-for function in ("WorkerFunction", "ListerFunction"):
+for function in ("WorkerFunction", "ListerFunction", "NotifierFunction"):
     binary = os.path.join(build, function, "bootstrap")
     if not os.path.exists(binary):
         sys.exit(f"{binary} is missing: run sam build first")

@@ -60,6 +60,14 @@ pub struct ListerConfig {
     pub budget: crate::budget::Limits,
 }
 
+/// The notifier function's configuration.
+#[derive(Debug, Clone)]
+pub struct NotifierConfig {
+    pub settings: crate::notify::NotifierSettings,
+    pub results_table: String,
+    pub work_queue_url: String,
+}
+
 /// Reads variables through a function so tests need not touch the process environment.
 pub struct Env<F: Fn(&str) -> Option<String>>(pub F);
 
@@ -221,6 +229,35 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         .map_err(|e| ConfigError::Malformed {
             name: "SCOPE_*",
             reason: e.0,
+        })
+    }
+
+    /// The notifier's configuration: the account's secret and signature algorithm verify
+    /// each notification; `NOTIFICATION_MAX_AGE_SECONDS` (7200, Cloudinary's SDKs' own) and
+    /// `KEEP_DELETED_TEXT` (`true`) tune it; the scope is the lister's.
+    pub fn notifier(&self, cloudinary_url: Option<Secret>) -> Result<NotifierConfig, ConfigError> {
+        let cloudinary = self.cloudinary(cloudinary_url)?;
+        let mut settings = crate::notify::NotifierSettings::new(
+            cloudinary.credentials.api_secret.clone(),
+            cloudinary.signature_algorithm,
+            self.scope()?,
+        );
+        let max_age: u64 = self.parsed(
+            "NOTIFICATION_MAX_AGE_SECONDS",
+            crate::notify::DEFAULT_MAX_AGE.as_secs(),
+        )?;
+        if max_age == 0 {
+            return Err(ConfigError::Malformed {
+                name: "NOTIFICATION_MAX_AGE_SECONDS",
+                reason: "must be at least 1".into(),
+            });
+        }
+        settings.max_age = Duration::from_secs(max_age);
+        settings.keep_deleted_text = self.parsed("KEEP_DELETED_TEXT", true)?;
+        Ok(NotifierConfig {
+            settings,
+            results_table: self.required("RESULTS_TABLE")?,
+            work_queue_url: self.required("WORK_QUEUE_URL")?,
         })
     }
 

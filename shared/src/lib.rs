@@ -17,6 +17,7 @@ pub mod error;
 pub mod fault;
 pub mod lister;
 pub mod message;
+pub mod notify;
 pub mod ocr;
 pub mod queue;
 pub mod rate_gate;

@@ -26,7 +26,8 @@ pub struct WorkMessage {
     /// is that re-OCR, so a second delivery of the message pays nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forced_at: Option<u64>,
-    /// OCR was already requested and reported pending: read the result back, do not pay again.
+    /// OCR was already requested and reported pending, or the asset may carry one (it was
+    /// renamed, and keeps its OCR): read the result back first, and pay only if there is none.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ocr_requested: bool,
     /// Times this asset was deferred (rate limit, pending OCR, a concurrent claim).

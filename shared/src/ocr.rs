@@ -36,6 +36,9 @@ pub struct AssetFields {
     pub height: Option<u64>,
     pub created_at: Option<String>,
     pub version: Option<u64>,
+    /// Cloudinary's id of the asset: it stays through renames and overwrites, and a new
+    /// upload after a delete has another.
+    pub asset_id: Option<String>,
 }
 
 /// A resource answer reduced to what the pipeline stores.
@@ -70,6 +73,8 @@ pub struct ResourceAnswer {
     created_at: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     version: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
+    asset_id: Option<String>,
     #[serde(default)]
     info: ObjectOrNot<Info>,
 }
@@ -84,6 +89,7 @@ impl ResourceAnswer {
             height: self.height,
             created_at: self.created_at.clone(),
             version: self.version,
+            asset_id: self.asset_id.clone(),
         }
     }
 

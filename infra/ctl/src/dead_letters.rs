@@ -23,6 +23,13 @@ pub struct DeadLetterRow {
     pub receive_count: u32,
     pub reason: String,
     pub body: String,
+    /// When the asset was deleted in Cloudinary (its item a tombstone, see
+    /// [`crate::deleted`]); absent when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<String>,
+    /// For an asset renamed away: its new item key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renamed_to: Option<String>,
 }
 
 /// Receives up to `max` messages of the queue without deleting them, each hidden for
@@ -75,7 +82,8 @@ pub async fn release(
     Ok(())
 }
 
-/// Each message with its reason, read from the results table (one read per 100 assets).
+/// Each message with its reason and, for a deleted asset, its deletion, read from the results
+/// table (two reads per 100 assets).
 pub async fn describe(
     ddb: &aws_sdk_dynamodb::Client,
     table: &str,
@@ -93,6 +101,7 @@ pub async fn describe(
         .states(&ids)
         .await
         .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
+    let tombstones = crate::deleted::tombstones(ddb, table, &ids).await?;
     Ok(messages
         .iter()
         .zip(parsed)
@@ -107,7 +116,10 @@ pub async fn describe(
                     (Some(w), reason)
                 }
             };
+            let gone = message.as_ref().and_then(|w| tombstones.get(&w.item_key()));
             DeadLetterRow {
+                deleted_at: gone.map(|t| t.deleted_at.clone()),
+                renamed_to: gone.and_then(|t| t.renamed_to.clone()),
                 message_id: m.message_id().unwrap_or_default().to_string(),
                 key: message.as_ref().map(|w| w.item_key()),
                 delivery_type: message.as_ref().map(|w| w.delivery_type.clone()),

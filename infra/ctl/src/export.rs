@@ -28,7 +28,10 @@ impl Format {
 }
 
 /// One exported row: the public id, status, text, locale and the asset fields. An asset is
-/// `(delivery_type, public_id)`: one public id may be two images of two delivery types.
+/// `(delivery_type, public_id)`: one public id may be two images of two delivery types. A
+/// deleted item (exported with `--include-deleted`) has `deleted_at` (empty otherwise) and, when
+/// renamed away, `renamed_to` (its new key); an export written before these columns reads
+/// them empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Row {
     pub public_id: String,
@@ -47,6 +50,10 @@ pub struct Row {
     pub ocr_at: String,
     pub attempts: String,
     pub error: String,
+    #[serde(default)]
+    pub deleted_at: String,
+    #[serde(default)]
+    pub renamed_to: String,
 }
 
 impl Row {
@@ -75,6 +82,10 @@ impl Row {
             ocr_at: get("ocrAt"),
             attempts: n("attempts"),
             error: get("error"),
+            deleted_at: crate::deleted::tombstone(item)
+                .map(|t| t.deleted_at)
+                .unwrap_or_default(),
+            renamed_to: get("renamedTo"),
         }
     }
 }
@@ -120,6 +131,8 @@ impl Row {
             ocr_at: n(&self.ocr_at),
             attempts: n(&self.attempts),
             error: n(&self.error),
+            deleted_at: n(&self.deleted_at),
+            renamed_to: n(&self.renamed_to),
         }
     }
 }
@@ -426,6 +439,8 @@ mod tests {
             ocr_at: String::new(),
             attempts: String::new(),
             error: "\0x".into(),
+            deleted_at: String::new(),
+            renamed_to: "=new".into(),
         };
         let safe = row.without_formulas();
         for (cell, guarded) in [
@@ -435,6 +450,7 @@ mod tests {
             (&safe.resource_type, "'+image"),
             (&safe.format, "'\tpng"),
             (&safe.error, "'\0x"),
+            (&safe.renamed_to, "'=new"),
             (&safe.status, "done"),
         ] {
             assert_eq!(cell, guarded);

@@ -79,6 +79,9 @@ pub struct RunSpec {
     pub segments: i32,
     pub statuses: Vec<String>,
     pub prefix: Option<String>,
+    /// Deleted items too (false in a run written before deleted items were left out).
+    #[serde(default)]
+    pub include_deleted: bool,
     pub allow_formulas: bool,
     pub table: String,
     pub started_at: String,
@@ -309,6 +312,7 @@ pub async fn export_s3(
                 segments: options.segments.max(1),
                 statuses: options.filter.statuses.clone(),
                 prefix: options.filter.prefix.clone(),
+                include_deleted: options.filter.include_deleted,
                 allow_formulas: options.allow_formulas,
                 table: table.to_string(),
                 started_at: now_rfc3339(),
@@ -365,6 +369,7 @@ async fn write_run(
     let filter = ScanFilter {
         statuses: spec.statuses.clone(),
         prefix: spec.prefix.clone(),
+        include_deleted: spec.include_deleted,
     };
     let done: BTreeSet<String> = list_keys(s3, &to.bucket, &format!("{run_prefix}_parts/"))
         .await?

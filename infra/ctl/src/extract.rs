@@ -56,10 +56,11 @@ pub fn for_each_match<'t>(
     Ok(n)
 }
 
-/// Whether the item passes the filters of `q` (status, locale, delivery type, folder), as the
-/// index's filters do.
+/// Whether the item passes the filters of `q` (status, locale, delivery type, folder, deleted
+/// items left out), as the index's filters do.
 fn passes(doc: &IndexDoc, q: &SearchQuery) -> bool {
-    (q.statuses.is_empty() || q.statuses.contains(&doc.status))
+    (q.include_deleted || !doc.is_deleted())
+        && (q.statuses.is_empty() || q.statuses.contains(&doc.status))
         && q.locale.as_ref().is_none_or(|l| *l == doc.locale)
         && q.delivery_type
             .as_ref()
@@ -155,6 +156,12 @@ pub struct LineHit {
     pub line: String,
     /// Byte ranges of `line` that matched.
     pub highlights: Vec<(usize, usize)>,
+    /// When the item was deleted (only with `--include-deleted`; absent when it is not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<String>,
+    /// For an item renamed away: its new key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renamed_to: Option<String>,
 }
 
 /// The first `limit` items that match (in the index's order), and with `count` how many
@@ -197,6 +204,8 @@ pub fn search_lines(
                         line_number: found.line_number,
                         line: found.line.to_string(),
                         highlights: vec![found.range],
+                        deleted_at: Some(doc.deleted_at.clone()).filter(|d| !d.is_empty()),
+                        renamed_to: Some(doc.renamed_to.clone()).filter(|r| !r.is_empty()),
                     })
                 }
                 Some(hit) if hit.line_number == found.line_number => {
@@ -727,7 +736,13 @@ pub fn print_lines(
         } else {
             let line = crate::highlight::marked(&hit.line, &hit.highlights, ">>", "<<");
             let key = crate::terminal::escaped(&hit.key);
-            writeln!(out, "{key}:{}\t{line}", hit.line_number)?;
+            let gone = crate::deleted::shown(
+                hit.deleted_at.as_deref().unwrap_or_default(),
+                hit.renamed_to.as_deref().unwrap_or_default(),
+            )
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+            writeln!(out, "{key}:{}{gone}\t{line}", hit.line_number)?;
         }
     }
     match (found.total, json) {

@@ -2,10 +2,12 @@
 
 pub mod bucket_owner;
 pub mod dead_letters;
+pub mod deleted;
 pub mod export;
 pub mod export_s3;
 pub mod extract;
 pub mod highlight;
+pub mod notifications;
 pub mod pattern;
 pub mod pause;
 pub mod query;
@@ -81,6 +83,10 @@ pub struct Cli {
     /// The stack's Cloudinary secret (output CloudinarySecretArn).
     #[arg(skip)]
     pub stack_secret_arn: Option<String>,
+    /// The stack's notifier function URL (output NotifierUrl; absent from a stack deployed
+    /// before the notifier).
+    #[arg(skip)]
+    pub stack_notifier_url: Option<String>,
     /// The stack's id, its ARN (with --stack-name): its account owns the buckets by default.
     #[arg(skip)]
     pub stack_id: Option<String>,
@@ -139,6 +145,10 @@ pub enum Command {
         /// Only these statuses, comma-separated: done, no_text, failed.
         #[arg(long)]
         status: Option<String>,
+        /// Also the items of deleted (or renamed) assets, with their deleted_at and renamed_to
+        /// filled in; by default they are left out.
+        #[arg(long)]
+        include_deleted: bool,
         /// Parallel scan segments.
         #[arg(long, default_value_t = 4)]
         segments: i32,
@@ -155,10 +165,14 @@ pub enum Command {
         /// Print only the number of matching assets and lines.
         #[arg(long)]
         count: bool,
-        /// Machine-readable output (JSON lines: key, public_id, delivery_type, line; or the
-        /// counts).
+        /// Machine-readable output (JSON lines: key, public_id, delivery_type, line, and for a
+        /// deleted asset deleted_at and renamed_to; or the counts).
         #[arg(long)]
         json: bool,
+        /// Also the texts of deleted (or renamed) assets, each shown with its deletion; by
+        /// default they are left out.
+        #[arg(long)]
+        include_deleted: bool,
         #[arg(long, default_value_t = 4)]
         segments: i32,
     },
@@ -173,6 +187,11 @@ pub enum Command {
         /// Start from an empty index.
         #[arg(long)]
         rebuild: bool,
+        /// Also index deleted (or renamed) assets (`search` and `extract` then find them with
+        /// their own --include-deleted); by default they are left out, and an indexed item
+        /// deleted since is removed.
+        #[arg(long)]
+        include_deleted: bool,
         #[arg(long, default_value_t = 4)]
         segments: i32,
         /// Machine-readable output (the update's counts).
@@ -319,6 +338,10 @@ pub enum Command {
         /// List at most this many.
         #[arg(long, default_value_t = 100)]
         max: usize,
+        /// Also the messages of deleted (or renamed) assets, each with its deletion; by default
+        /// they are left out (and counted).
+        #[arg(long)]
+        include_deleted: bool,
         /// Machine-readable output (JSON lines).
         #[arg(long)]
         json: bool,
@@ -339,6 +362,13 @@ pub enum Command {
     Secret {
         #[command(subcommand)]
         action: SecretAction,
+    },
+    /// Register the stack's notifier (output NotifierUrl, or --url) with Cloudinary's
+    /// notification triggers, so that uploads, deletions, renames and moves reach it; or
+    /// remove it, or show what is registered. Needs CLOUDINARY_URL, or the stack's secret.
+    Notifications {
+        #[command(subcommand)]
+        action: notifications::Action,
     },
     /// Print a shell completion script (e.g. `ocr-ctl completions bash >
     /// ~/.local/share/bash-completion/completions/ocr-ctl`).
@@ -380,6 +410,10 @@ pub struct Filters {
     /// Only this delivery type (upload, private, authenticated).
     #[arg(long = "type")]
     pub delivery_type: Option<String>,
+    /// Also deleted (or renamed) assets, when the index holds them (`index
+    /// --include-deleted`) or the export file does (`export --include-deleted`).
+    #[arg(long)]
+    pub include_deleted: bool,
 }
 
 impl Filters {
@@ -390,6 +424,7 @@ impl Filters {
             locale: self.locale.clone(),
             delivery_type: self.delivery_type.clone(),
             prefix: self.prefix.clone(),
+            include_deleted: self.include_deleted,
             ..Default::default()
         })
     }
@@ -468,6 +503,7 @@ async fn names_from_stack(cli: &mut Cli, sdk: &aws_config::SdkConfig) -> anyhow:
         })
         .collect();
     cli.stack_secret_arn = outputs.get("CloudinarySecretArn").cloned();
+    cli.stack_notifier_url = outputs.get(notifications::NOTIFIER_OUTPUT).cloned();
     cli.stack_id = described
         .stacks()
         .first()
@@ -535,6 +571,7 @@ pub async fn run(
             bucket_owner,
             allow_formulas,
             status,
+            include_deleted,
             segments,
             ..
         } => {
@@ -559,7 +596,10 @@ pub async fn run(
             }
             let options = export_s3::S3ExportOptions {
                 format: format.unwrap_or(export::Format::Jsonl),
-                filter: ScanFilter::from_args(status.as_deref(), None)?,
+                filter: ScanFilter {
+                    include_deleted: *include_deleted,
+                    ..ScanFilter::from_args(status.as_deref(), None)?
+                },
                 segments: *segments,
                 allow_formulas: *allow_formulas,
                 part_bytes: part_mib * 1024 * 1024,
@@ -590,13 +630,17 @@ pub async fn run(
             allow_formulas,
             out: path,
             status,
+            include_deleted,
             segments,
             ..
         } => {
             let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
             let options = export::ExportOptions {
                 format: format.unwrap_or(export::Format::Csv),
-                filter: ScanFilter::from_args(status.as_deref(), None)?,
+                filter: ScanFilter {
+                    include_deleted: *include_deleted,
+                    ..ScanFilter::from_args(status.as_deref(), None)?
+                },
                 segments: *segments,
                 progress: true,
                 allow_formulas: *allow_formulas,
@@ -612,6 +656,7 @@ pub async fn run(
             ignore_case,
             count,
             json,
+            include_deleted,
             segments,
         } => {
             let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
@@ -626,42 +671,47 @@ pub async fn run(
                 .with_context(|| format!("invalid pattern {pattern:?}"))?;
             ensure_table(&ddb, table).await?;
             let (mut assets, mut lines) = (0u64, 0u64);
-            let all = ScanFilter::default();
-            scan::for_each_item(
-                &ddb,
-                table,
-                *segments,
-                &all,
-                Some("publicId, #text"),
-                |item| {
-                    let (Some(id), Some(text)) = (s(item, "publicId"), s(item, "text")) else {
-                        return Ok(());
-                    };
-                    let mut hit = false;
-                    for line in text.lines().filter(|l| re.is_match(l)) {
-                        hit = true;
-                        lines += 1;
-                        if *count {
-                            continue;
+            let filter = ScanFilter {
+                include_deleted: *include_deleted,
+                ..ScanFilter::default()
+            };
+            let projection = format!("publicId, #text, {}", deleted::PROJECTION);
+            scan::for_each_item(&ddb, table, *segments, &filter, Some(&projection), |item| {
+                let (Some(id), Some(text)) = (s(item, "publicId"), s(item, "text")) else {
+                    return Ok(());
+                };
+                let gone = deleted::tombstone(item);
+                let mut hit = false;
+                for line in text.lines().filter(|l| re.is_match(l)) {
+                    hit = true;
+                    lines += 1;
+                    if *count {
+                        continue;
+                    }
+                    if *json {
+                        let (delivery_type, public_id) = shared::message::asset_of_key(&id);
+                        let mut row = serde_json::json!({
+                            "key": id,
+                            "public_id": public_id,
+                            "delivery_type": delivery_type,
+                            "line": line,
+                        });
+                        if let Some(t) = &gone {
+                            row["deleted_at"] = t.deleted_at.clone().into();
+                            row["renamed_to"] = t.renamed_to.clone().into();
                         }
-                        if *json {
-                            let (delivery_type, public_id) = shared::message::asset_of_key(&id);
-                            let row = serde_json::json!({
-                                "key": id,
-                                "public_id": public_id,
-                                "delivery_type": delivery_type,
-                                "line": line,
-                            });
-                            writeln!(out, "{}", terminal::json_line(&row)?)?;
-                        } else {
-                            let (id, line) = (terminal::escaped(&id), terminal::escaped(line));
-                            writeln!(out, "{id}\t{line}")?;
+                        writeln!(out, "{}", terminal::json_line(&row)?)?;
+                    } else {
+                        let (id, line) = (terminal::escaped(&id), terminal::escaped(line));
+                        match &gone {
+                            Some(t) => writeln!(out, "{id} ({})\t{line}", t.describe())?,
+                            None => writeln!(out, "{id}\t{line}")?,
                         }
                     }
-                    assets += u64::from(hit);
-                    Ok(())
-                },
-            )
+                }
+                assets += u64::from(hit);
+                Ok(())
+            })
             .await?;
             match (*count, *json) {
                 (true, true) => writeln!(
@@ -679,6 +729,7 @@ pub async fn run(
         Command::Index {
             from,
             rebuild,
+            include_deleted,
             segments,
             json,
         } => {
@@ -687,16 +738,24 @@ pub async fn run(
             let index = search::SearchIndex::open_or_create(&dir, *rebuild)?;
             let mut updater = index.updater()?;
             match from {
-                Some(path) => search::update_from_file(&mut updater, path)?,
+                Some(path) => search::update_from_export(&mut updater, path, *include_deleted)?,
                 None => {
                     let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
                     ensure_table(&ddb, table).await?;
+                    let filter = ScanFilter {
+                        include_deleted: *include_deleted,
+                        ..ScanFilter::default()
+                    };
+                    let projection = format!(
+                        "publicId, #status, #text, locale, deliveryType, ocrAt, {}",
+                        deleted::PROJECTION
+                    );
                     scan::for_each_item(
                         &ddb,
                         table,
                         *segments,
-                        &ScanFilter::default(),
-                        Some("publicId, #status, #text, locale, deliveryType, ocrAt"),
+                        &filter,
+                        Some(&projection),
                         |item| updater.offer(search::IndexDoc::from_item(item)),
                     )
                     .await?;
@@ -811,9 +870,15 @@ pub async fn run(
                 if *json {
                     writeln!(out, "{}", terminal::json_line(hit)?)?;
                 } else {
+                    let gone = deleted::shown(
+                        hit.deleted_at.as_deref().unwrap_or_default(),
+                        hit.renamed_to.as_deref().unwrap_or_default(),
+                    )
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
                     writeln!(
                         out,
-                        "{:>7.2}  {}\t{}",
+                        "{:>7.2}  {}{gone}\t{}",
                         hit.score,
                         terminal::escaped(&hit.key),
                         hit.marked(">>", "<<")
@@ -942,12 +1007,28 @@ pub async fn run(
             any_scope,
         } => {
             let queue_url = need(&cli.queue_url, "--queue-url", "WORK_QUEUE_URL")?;
+            // A deleted asset is never re-OCR'd: each is looked up, left out and counted.
+            let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")
+                .context("reocr first reads which of the assets are deleted (those are never re-OCR'd) from the results table")?;
+            let mut gone = 0usize;
             let ids: Vec<String> = if !public_ids.is_empty() {
-                public_ids.clone()
+                let tombstones = deleted::tombstones(&ddb, table, public_ids).await?;
+                gone = public_ids
+                    .iter()
+                    .filter(|k| tombstones.contains_key(*k))
+                    .count();
+                public_ids
+                    .iter()
+                    .filter(|k| !tombstones.contains_key(*k))
+                    .cloned()
+                    .collect()
             } else if prefix.is_some() || status.is_some() {
-                let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
                 ensure_table(&ddb, table).await?;
-                let filter = ScanFilter::from_args(status.as_deref(), prefix.as_deref())?;
+                let filter = ScanFilter {
+                    // Read, to be counted.
+                    include_deleted: true,
+                    ..ScanFilter::from_args(status.as_deref(), prefix.as_deref())?
+                };
                 let scope = if *any_scope {
                     shared::scope::Scope::default()
                 } else {
@@ -955,7 +1036,12 @@ pub async fn run(
                 };
                 let mut ids = Vec::new();
                 let mut outside = 0u64;
-                scan::for_each_item(&ddb, table, 4, &filter, Some("publicId, #f"), |item| {
+                let projection = format!("publicId, #f, {}", deleted::DELETED_AT);
+                scan::for_each_item(&ddb, table, 4, &filter, Some(&projection), |item| {
+                    if deleted::is_deleted(item) {
+                        gone += 1;
+                        return Ok(());
+                    }
                     let key = s(item, "publicId").unwrap_or_default();
                     let (delivery_type, public_id) = shared::message::asset_of_key(&key);
                     if scope.admits(public_id, delivery_type, s(item, "format").as_deref(), None) {
@@ -975,8 +1061,13 @@ pub async fn run(
             } else {
                 bail!("name the assets: PUBLIC_ID..., --prefix P or --status S");
             };
+            if gone > 0 {
+                eprintln!(
+                    "{gone} assets left out: deleted (or renamed) in Cloudinary; a deleted asset is never re-OCR'd"
+                );
+            }
             let n = ids.len();
-            let report = |enqueued: usize, refused: usize| serde_json::json!({"assets": n, "paid_ocrs": n, "enqueued": enqueued, "refused": refused, "dry_run": *dry_run});
+            let report = |enqueued: usize, refused: usize| serde_json::json!({"assets": n, "paid_ocrs": n, "enqueued": enqueued, "refused": refused, "deleted_left_out": gone, "dry_run": *dry_run});
             if *dry_run || n == 0 {
                 if *json {
                     writeln!(out, "{}", report(0, 0))?;
@@ -1019,20 +1110,32 @@ pub async fn run(
             )
             .await?;
         }
-        Command::DeadLetters { max, json } => {
+        Command::DeadLetters {
+            max,
+            include_deleted,
+            json,
+        } => {
             let table = need(&cli.results_table, "--results-table", "RESULTS_TABLE")?;
             let dlq_url = need(&cli.dlq_url, "--dlq-url", "DEAD_LETTER_QUEUE_URL")?;
             let messages = dead_letters::peek(&sqs, dlq_url, *max, 30).await?;
             let rows = dead_letters::describe(&ddb, table, &messages).await;
             dead_letters::release(&sqs, dlq_url, &messages).await?;
-            let rows = rows?;
+            let (rows, gone): (Vec<_>, Vec<_>) = rows?
+                .into_iter()
+                .partition(|r| *include_deleted || r.deleted_at.is_none());
             for row in &rows {
                 if *json {
                     writeln!(out, "{}", terminal::json_line(row)?)?;
                 } else {
+                    let deletion = deleted::shown(
+                        row.deleted_at.as_deref().unwrap_or_default(),
+                        row.renamed_to.as_deref().unwrap_or_default(),
+                    )
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
                     writeln!(
                         out,
-                        "{}\t{}\t{} receives\t{}",
+                        "{}\t{}{deletion}\t{} receives\t{}",
                         terminal::escaped(&row.message_id),
                         terminal::escaped(row.key.as_deref().unwrap_or("-")),
                         row.receive_count,
@@ -1040,8 +1143,16 @@ pub async fn run(
                     )?;
                 }
             }
+            let left_out = match gone.len() {
+                0 => String::new(),
+                n => format!(
+                    "; {n} of deleted (or renamed) assets left out (--include-deleted lists them)"
+                ),
+            };
             if !*json {
-                writeln!(out, "{} dead letters listed", rows.len())?;
+                writeln!(out, "{} dead letters listed{left_out}", rows.len())?;
+            } else if !left_out.is_empty() {
+                eprintln!("note: {}", left_out.trim_start_matches("; "));
             }
         }
         Command::Secret {
@@ -1067,6 +1178,9 @@ pub async fn run(
                 stored.cloud_name,
                 stored.api_key
             )?;
+        }
+        Command::Notifications { action } => {
+            notifications::run(&cli, sdk, action, out).await?;
         }
         Command::Redrive { task: true, .. } => {
             let dlq_url = need(&cli.dlq_url, "--dlq-url", "DEAD_LETTER_QUEUE_URL")?;
@@ -1189,8 +1303,11 @@ fn confirm(question: &str, refusal: &str) -> anyhow::Result<()> {
 /// What `status` reports.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct StatusReport {
-    /// Items by status; `in_progress` are claimed or awaiting a retry.
+    /// Items by status; `in_progress` are claimed or awaiting a retry. Deleted items are not
+    /// among them (nor in the progress): see `deleted`.
     pub items: BTreeMap<String, u64>,
+    /// Items of assets deleted (or renamed away) in Cloudinary, counted apart.
+    pub deleted: DeletedCounts,
     pub checkpoints: Vec<BTreeMap<String, String>>,
     pub queue: Option<QueueDepth>,
     pub dlq: Option<QueueDepth>,
@@ -1205,6 +1322,15 @@ pub struct StatusReport {
     pub budget: Option<shared::budget::Left>,
     /// Running or paused (with the worker function known).
     pub pipeline: Option<String>,
+}
+
+/// The results table's deleted items (see [`deleted`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeletedCounts {
+    /// Every deleted item, renamed ones included.
+    pub total: u64,
+    /// Of them, those renamed away (`goneBy` rename).
+    pub renamed: u64,
 }
 
 /// How much of Cloudinary's hourly Admin API quota the account used.
@@ -1354,8 +1480,18 @@ async fn status(
     let mut items = BTreeMap::new();
     let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     let mut last_hour = 0;
-    let all = ScanFilter::default();
-    scan::for_each_item(ddb, table, 4, &all, Some("#status, ocrAt"), |item| {
+    let mut gone = DeletedCounts::default();
+    let all = ScanFilter {
+        include_deleted: true,
+        ..ScanFilter::default()
+    };
+    let projection = format!("#status, ocrAt, {}", deleted::PROJECTION);
+    scan::for_each_item(ddb, table, 4, &all, Some(&projection), |item| {
+        if let Some(t) = deleted::tombstone(item) {
+            gone.total += 1;
+            gone.renamed += u64::from(t.is_rename());
+            return Ok(());
+        }
         let status = s(item, "status");
         let recent = s(item, "ocrAt")
             .and_then(|t| shared::clock::parse_rfc3339(&t))
@@ -1373,6 +1509,7 @@ async fn status(
         .filter_map(|k| items.get(*k))
         .sum();
     report.items = items;
+    report.deleted = gone;
     let mut assets_seen = in_table;
     if let Some(cp) = cli.checkpoint_table.as_deref().filter(|t| !t.is_empty()) {
         let page = ddb
@@ -1436,7 +1573,7 @@ async fn top_reasons(
     let rows = dead_letters::describe(ddb, table, &messages).await;
     dead_letters::release(sqs, dlq_url, &messages).await?;
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for row in rows? {
+    for row in rows?.into_iter().filter(|r| r.deleted_at.is_none()) {
         *counts.entry(reason_class(&row.reason)).or_default() += 1;
     }
     let mut top: Vec<(String, u64)> = counts.into_iter().collect();
@@ -1470,6 +1607,13 @@ fn print_status(r: &StatusReport, out: &mut (dyn Write + Send)) -> anyhow::Resul
     writeln!(out, "items        {total}")?;
     for (status, n) in &r.items {
         writeln!(out, "  {status:<11}{n}")?;
+    }
+    if r.deleted.total > 0 {
+        writeln!(
+            out,
+            "deleted      {} ({} renamed away): assets gone from Cloudinary, not counted above",
+            r.deleted.total, r.deleted.renamed
+        )?;
     }
     for cp in &r.checkpoints {
         let get = |k: &str| terminal::escaped(cp.get(k).map(String::as_str).unwrap_or("-"));

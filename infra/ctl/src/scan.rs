@@ -16,6 +16,9 @@ pub struct ScanFilter {
     pub statuses: Vec<String>,
     /// Only public_ids starting with this.
     pub prefix: Option<String>,
+    /// Deleted items too (those with `deletedAt`, see [`crate::deleted`]); by default the
+    /// scan's filter leaves them out.
+    pub include_deleted: bool,
 }
 
 pub const STATUSES: &[&str] = &["done", "no_text", "failed"];
@@ -125,6 +128,9 @@ pub async fn scan_page(
         conditions.push("begins_with(publicId, :prefix)".into());
         req = req.expression_attribute_values(":prefix", AttributeValue::S(p.clone()));
     }
+    if !filter.include_deleted {
+        conditions.push(crate::deleted::NOT_DELETED.into());
+    }
     if !conditions.is_empty() {
         req = req.filter_expression(conditions.join(" AND "));
     }
@@ -184,7 +190,7 @@ pub async fn for_each_item(
 }
 
 impl ScanFilter {
-    /// From the command line's `--status a,b` and `--prefix p`.
+    /// From the command line's `--status a,b` and `--prefix p` (deleted items left out).
     pub fn from_args(statuses: Option<&str>, prefix: Option<&str>) -> anyhow::Result<Self> {
         Ok(Self {
             statuses: statuses
@@ -192,6 +198,7 @@ impl ScanFilter {
                 .transpose()?
                 .unwrap_or_default(),
             prefix: prefix.map(str::to_string),
+            include_deleted: false,
         })
     }
 }

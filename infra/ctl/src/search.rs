@@ -5,7 +5,10 @@
 //! An update reads every item once (as `export` does) and writes only what changed: each
 //! indexed item carries a stamp of what it indexes (status, text, locale, OCR time), an item
 //! whose stamp differs is replaced (a re-OCR), a new one added, and an indexed item the source
-//! no longer has (or no longer terminal) removed. The commit is atomic: an update that is
+//! no longer has (or no longer terminal) removed. Deleted items (see [`crate::deleted`]) are
+//! left out of an update unless asked for (`index --include-deleted`), so an item deleted
+//! since the last update is removed; an index that holds them hides them from searches unless
+//! asked for too. The commit is atomic: an update that is
 //! killed leaves the index as the last one left it.
 
 use std::collections::{HashMap, HashSet};
@@ -36,7 +39,7 @@ use crate::scan::{Item, s};
 /// The analyzer of the text field, by name.
 const ANALYZER: &str = "ocr";
 /// Written beside the index; another value means another schema: rebuild.
-const FORMAT: &str = "ocr-ctl-index 2";
+const FORMAT: &str = "ocr-ctl-index 3";
 /// The file in the index's folder that holds [`FORMAT`].
 const MARKER: &str = "ocr-ctl-format";
 
@@ -54,6 +57,10 @@ struct Fields {
     text: Field,
     ocr_at: Field,
     stamp: Field,
+    /// `1` for a deleted item (the filter's term), absent otherwise.
+    deleted: Field,
+    deleted_at: Field,
+    renamed_to: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -72,6 +79,9 @@ fn schema() -> (Schema, Fields) {
         text: b.add_text_field("text", text),
         ocr_at: b.add_text_field("ocr_at", STORED),
         stamp: b.add_u64_field("stamp", INDEXED | FAST),
+        deleted: b.add_text_field("deleted", STRING),
+        deleted_at: b.add_text_field("deleted_at", STORED),
+        renamed_to: b.add_text_field("renamed_to", STORED),
     };
     (b.build(), fields)
 }
@@ -196,6 +206,10 @@ pub struct IndexDoc {
     pub locale: String,
     pub text: String,
     pub ocr_at: String,
+    /// When the item was deleted; empty when it is not.
+    pub deleted_at: String,
+    /// For an item renamed away: its new key.
+    pub renamed_to: String,
 }
 
 impl IndexDoc {
@@ -222,7 +236,14 @@ impl IndexDoc {
             locale: row.locale,
             text: row.text,
             ocr_at: row.ocr_at,
+            deleted_at: row.deleted_at,
+            renamed_to: row.renamed_to,
         })
+    }
+
+    /// Whether the item is deleted (see [`crate::deleted`]).
+    pub fn is_deleted(&self) -> bool {
+        !self.deleted_at.is_empty()
     }
 
     /// A fingerprint of what the index holds of the item (FNV-1a, stable across builds).
@@ -235,6 +256,8 @@ impl IndexDoc {
             &self.locale,
             &self.ocr_at,
             &self.text,
+            &self.deleted_at,
+            &self.renamed_to,
         ] {
             for b in part.bytes().chain([0xff]) {
                 h ^= u64::from(b);
@@ -425,6 +448,8 @@ impl SearchIndex {
             let (snippet, highlights) =
                 crate::highlight::snippet(&doc.text, &built.highlight, &mut analyzer);
             hits.push(Hit {
+                deleted_at: Some(doc.deleted_at).filter(|d| !d.is_empty()),
+                renamed_to: Some(doc.renamed_to).filter(|r| !r.is_empty()),
                 key: doc.key,
                 public_id: doc.public_id,
                 delivery_type: doc.delivery_type,
@@ -443,7 +468,8 @@ impl SearchIndex {
         })
     }
 
-    /// The filters of `q` (status, locale, delivery type, folder) as clauses.
+    /// The filters of `q` (status, locale, delivery type, folder, deleted items left out) as
+    /// clauses.
     fn filters(&self, q: &SearchQuery) -> anyhow::Result<Vec<(Occur, Box<dyn Query>)>> {
         let f = self.fields;
         let term = |field: Field, value: &str| -> Box<dyn Query> {
@@ -474,6 +500,9 @@ impl SearchIndex {
                 Box::new(RegexQuery::from_pattern(&pattern, f.public_id)?),
             ));
         }
+        if !q.include_deleted {
+            clauses.push((Occur::MustNot, term(f.deleted, "1")));
+        }
         Ok(clauses)
     }
 
@@ -487,6 +516,10 @@ impl SearchIndex {
         let mut clauses: Vec<(Occur, Box<dyn Query>)> =
             narrowing.map(|n| (Occur::Must, n)).into_iter().collect();
         clauses.extend(self.filters(q)?);
+        // Exclusions alone match nothing: everything but what they name.
+        if !clauses.is_empty() && clauses.iter().all(|(o, _)| *o == Occur::MustNot) {
+            clauses.push((Occur::Must, Box::new(AllQuery)));
+        }
         let query: Box<dyn Query> = if clauses.is_empty() {
             Box::new(AllQuery)
         } else {
@@ -565,6 +598,8 @@ impl SearchIndex {
             locale: get(f.locale),
             text: get(f.text),
             ocr_at: get(f.ocr_at),
+            deleted_at: get(f.deleted_at),
+            renamed_to: get(f.renamed_to),
         }
     }
 }
@@ -821,6 +856,11 @@ impl Updater<'_> {
         d.add_text(f.text, &doc.text);
         d.add_text(f.ocr_at, &doc.ocr_at);
         d.add_u64(f.stamp, stamp);
+        if doc.is_deleted() {
+            d.add_text(f.deleted, "1");
+            d.add_text(f.deleted_at, &doc.deleted_at);
+            d.add_text(f.renamed_to, &doc.renamed_to);
+        }
         self.writer.add_document(d)?;
         Ok(())
     }
@@ -846,10 +886,21 @@ impl Updater<'_> {
 }
 
 /// Reads an export file (JSON lines as `export --format jsonl` writes them; gzip-compressed
-/// when its name ends in `.gz`) into `updater`.
+/// when its name ends in `.gz`) into `updater`; its deleted rows (an export with
+/// `--include-deleted`) are left out, so removed from the index.
 pub fn update_from_file(updater: &mut Updater<'_>, path: &Path) -> anyhow::Result<()> {
+    update_from_export(updater, path, false)
+}
+
+/// [`update_from_file`], with the deleted rows kept when `include_deleted`.
+pub fn update_from_export(
+    updater: &mut Updater<'_>,
+    path: &Path,
+    include_deleted: bool,
+) -> anyhow::Result<()> {
     crate::export::read_rows(path, None, |row| {
-        updater.offer(IndexDoc::from_row(row))?;
+        let doc = IndexDoc::from_row(row).filter(|d| include_deleted || !d.is_deleted());
+        updater.offer(doc)?;
         Ok(ControlFlow::Continue(()))
     })
 }
@@ -869,6 +920,8 @@ pub struct SearchQuery {
     pub prefix: Option<String>,
     /// Count every match too (slower: the best ones alone can skip most).
     pub count: bool,
+    /// Deleted items too (when the index holds them: `index --include-deleted`).
+    pub include_deleted: bool,
 }
 
 /// One result.
@@ -885,6 +938,12 @@ pub struct Hit {
     pub snippet: String,
     /// Byte ranges of `snippet` that matched.
     pub highlights: Vec<(usize, usize)>,
+    /// When the item was deleted (only with `--include-deleted`; absent when it is not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<String>,
+    /// For an item renamed away: its new key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renamed_to: Option<String>,
 }
 
 impl Hit {
@@ -935,6 +994,8 @@ mod tests {
             locale: "en".into(),
             text: text.into(),
             ocr_at: "2026-11-26T00:00:00Z".into(),
+            deleted_at: String::new(),
+            renamed_to: String::new(),
         }
     }
 

@@ -159,16 +159,21 @@ pub fn budget_line(left: &Left) -> String {
     line
 }
 
-/// The Cloudinary client `plan` asks: `CLOUDINARY_URL` from the environment, else the stack's
-/// secret (output `CloudinarySecretArn`).
-async fn cloudinary(cli: &Cli, sdk: &aws_config::SdkConfig) -> anyhow::Result<CloudinaryClient> {
+/// The Cloudinary client `plan` (and `notifications`) asks: `CLOUDINARY_URL` from the
+/// environment, else the stack's secret (output `CloudinarySecretArn`).
+pub(crate) async fn cloudinary(
+    cli: &Cli,
+    sdk: &aws_config::SdkConfig,
+) -> anyhow::Result<CloudinaryClient> {
     let url = (function_env(cli).0)("CLOUDINARY_URL");
     let secret = match (&cli.stack_secret_arn, url) {
         (_, Some(url)) if !url.is_empty() => shared::secret::Secret::new(url),
         (Some(arn), _) => shared::secrets::read_cloudinary_url(sdk, arn)
             .await
             .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?,
-        _ => bail!("plan asks Cloudinary: set CLOUDINARY_URL, or name the stack with --stack-name"),
+        _ => bail!(
+            "this command asks Cloudinary: set CLOUDINARY_URL, or name the stack with --stack-name (its secret)"
+        ),
     };
     let config = function_env(cli).cloudinary(Some(secret))?;
     Ok(CloudinaryClient::new(&config)?)

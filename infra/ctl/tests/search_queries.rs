@@ -40,6 +40,8 @@ fn doc(key: &str, text: &str) -> IndexDoc {
         locale: "en".into(),
         text: text.into(),
         ocr_at: "2026-12-01T00:00:00Z".into(),
+        deleted_at: String::new(),
+        renamed_to: String::new(),
     }
 }
 
@@ -322,6 +324,8 @@ proptest! {
             score: 0.0,
             snippet,
             highlights,
+            deleted_at: None,
+            renamed_to: None,
         });
     }
 }

@@ -25,7 +25,9 @@ pub struct Asset {
     pub text: Option<String>,
     #[serde(default)]
     pub locale: Option<String>,
-    /// Counts uploads over this public_id (1 for the first).
+    /// The version, as an offset: Cloudinary's `version` is 1_600_000_000 plus this. A corpus
+    /// counts uploads over the public_id (1 for the first); the Upload API's `upload` sets it so
+    /// that the version is the upload's Unix time (and above every earlier one).
     #[serde(default = "first_version")]
     pub version: u64,
     /// When the latest version was uploaded (RFC 3339); `created_at` when never overwritten.
@@ -41,6 +43,11 @@ fn default_delivery_type() -> String {
 }
 
 impl Asset {
+    /// The `version` Cloudinary's answers show for it.
+    pub fn answered_version(&self) -> u64 {
+        crate::upload::VERSION_BASE + self.version
+    }
+
     /// The asset's identity in the account: its delivery type and public_id.
     pub fn id(&self) -> crate::AssetId {
         (self.delivery_type.clone(), self.public_id.clone())

@@ -5,18 +5,33 @@
 //! (see `search.rs`), `usage` with the OCR add-on's monthly limit, knobs for latency and
 //! injected faults, and per-asset call counters for tests.
 //!
+//! The Upload API's `upload`, `rename` and `destroy` change the account, and each change is
+//! announced by a signed notification to the Admin API's triggers and the call's
+//! `notification_url` (see `notify.rs`), with injectable delivery faults. [`UploadClient`] signs
+//! those calls as Cloudinary's SDKs do.
+//!
 //! Start it in-process with [`Emulator::start`] or as the `cloudinary-emulator` binary.
 
+mod client;
 pub mod corpus;
+mod notify;
 mod search;
 mod server;
+#[cfg(test)]
+mod testing;
+mod upload;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+pub use client::{UploadClient, UploadError};
 pub use corpus::{Asset, generate, generate_uploads, generated_tags, load_corpus};
+pub use notify::{
+    DeliveryOutcome, EVENT_TYPES, NotificationFaults, SentNotification, Trigger,
+    notification_signature,
+};
 
 /// An asset's identity in the account: `(delivery type, public_id)`.
 pub type AssetId = (String, String);
@@ -70,6 +85,19 @@ pub struct EmulatorConfig {
     /// add-on's `limit`.
     pub ocr_limit: u64,
     pub seed: u64,
+    /// Notifications are signed in SHA-256 when `Some(true)`, in SHA-1 when `Some(false)`;
+    /// `None` follows `require_sha256` (the account's signature algorithm).
+    pub notification_sha256: Option<bool>,
+    /// Faults injected into the delivery of notifications (none by default).
+    pub notification_faults: NotificationFaults,
+    /// How long a notification's receiver has to answer before the attempt fails.
+    pub notification_timeout: Duration,
+    /// Whether `rename` gives the renamed asset a new version (Cloudinary does not document
+    /// it; by default the version is kept).
+    pub rename_bumps_version: bool,
+    /// Whether a `rename` notification carries the asset's `version` (Cloudinary does not
+    /// document it; by default it does).
+    pub rename_carries_version: bool,
 }
 
 impl EmulatorConfig {
@@ -104,7 +132,17 @@ impl EmulatorConfig {
             ocr_limit: 1_000_000,
             index_lag: Duration::ZERO,
             seed: 7,
+            notification_sha256: None,
+            notification_faults: NotificationFaults::default(),
+            notification_timeout: Duration::from_secs(10),
+            rename_bumps_version: false,
+            rename_carries_version: true,
         }
+    }
+
+    /// Whether notifications are signed in SHA-256 (else SHA-1).
+    pub fn signs_notifications_in_sha256(&self) -> bool {
+        self.notification_sha256.unwrap_or(self.require_sha256)
     }
 }
 
@@ -133,6 +171,41 @@ pub struct Stats {
     pub peak_admin_in_window: u64,
     /// The Admin quota windows that have ended, oldest first.
     pub windows: Vec<WindowUse>,
+    /// Upload API `upload` calls (any answer).
+    #[serde(default)]
+    pub upload_calls: u64,
+    /// Upload API `rename` calls (any answer).
+    #[serde(default)]
+    pub rename_calls: u64,
+    /// Upload API `destroy` calls (any answer).
+    #[serde(default)]
+    pub destroy_calls: u64,
+    /// Admin API trigger calls (create, list, update, delete; any answer).
+    #[serde(default)]
+    pub trigger_calls: u64,
+    /// Notification requests sent (first attempts, retries and duplicates alike): each is then
+    /// delivered or failed.
+    #[serde(default)]
+    pub notifications_sent: u64,
+    /// Requests answered 2xx and taken as delivered.
+    #[serde(default)]
+    pub notifications_delivered: u64,
+    /// Requests answered non-2xx, not answered (connection error, timeout), or whose 2xx
+    /// answer was lost.
+    #[serde(default)]
+    pub notifications_failed: u64,
+    /// Requests whose 2xx answer was lost (among `notifications_failed`).
+    #[serde(default)]
+    pub notifications_answers_lost: u64,
+    /// Deliveries never sent (one per notification and URL).
+    #[serde(default)]
+    pub notifications_lost: u64,
+    /// Deliveries sent twice (each copy with its own delay and retries).
+    #[serde(default)]
+    pub notifications_duplicated: u64,
+    /// Retries sent after a failed request (among `notifications_sent`).
+    #[serde(default)]
+    pub notifications_retried: u64,
 }
 
 /// One ended quota window: when it opened (milliseconds since the UNIX epoch) and how many
@@ -165,6 +238,17 @@ pub(crate) struct Inner {
     pub window: Window,
     /// The Upload API's window (its own limit).
     pub upload_window: Window,
+    /// `asset_id`s that are not derived from the asset's identity: uploaded during the run
+    /// (random) or renamed (kept from the old identity).
+    pub asset_ids: HashMap<AssetId, String>,
+    /// The highest version offset (see [`Asset::version`]) handed out per identity, so that a
+    /// public_id's versions increase even across destroy and upload.
+    pub versions: HashMap<AssetId, u64>,
+    pub triggers: Vec<Trigger>,
+    /// Every notification request (and every lost delivery), in the order they ended.
+    pub notifications: Vec<SentNotification>,
+    /// Deliveries still to end (waiting, sending or retrying).
+    pub notifications_pending: u64,
 }
 
 /// Shared state of a running emulator.
@@ -173,6 +257,11 @@ pub struct State {
     pub(crate) config: RwLock<EmulatorConfig>,
     pub(crate) inner: Mutex<Inner>,
     pub(crate) rng: Mutex<rand::rngs::StdRng>,
+    /// The notification faults' draws (their own sequence, so the OCR faults' stay as seeded).
+    pub(crate) notify_rng: Mutex<rand::rngs::StdRng>,
+    /// Set when the emulator stops: pending deliveries are abandoned.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    pub(crate) http: reqwest::Client,
 }
 
 impl State {
@@ -185,6 +274,11 @@ impl State {
             .collect();
         State {
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(config.seed)),
+            notify_rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(
+                config.seed ^ 0x6e6f_7469_6679,
+            )),
+            stopping: tokio::sync::watch::channel(false).0,
+            http: reqwest::Client::new(),
             config: RwLock::new(config),
             inner: Mutex::new(Inner {
                 assets,
@@ -196,6 +290,11 @@ impl State {
                 window: Window::default(),
                 upload_window: Window::default(),
                 uploaded: HashMap::new(),
+                asset_ids: HashMap::new(),
+                versions: HashMap::new(),
+                triggers: Vec::new(),
+                notifications: Vec::new(),
+                notifications_pending: 0,
             }),
         }
     }
@@ -208,6 +307,18 @@ impl State {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+}
+
+impl Inner {
+    /// Points `index` at the assets' positions again (after one was removed).
+    pub(crate) fn reindex(&mut self) {
+        self.index = self
+            .assets
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.id(), i))
+            .collect();
     }
 }
 
@@ -346,10 +457,49 @@ impl Emulator {
         inner.uploaded.insert(asset.id(), std::time::Instant::now());
         inner.assets.push(asset);
     }
+
+    /// The notification triggers registered through the Admin API, oldest first.
+    pub fn triggers(&self) -> Vec<Trigger> {
+        self.state.lock().triggers.clone()
+    }
+
+    /// Every notification request sent (retries and duplicates each their own) and every
+    /// delivery lost, in the order they ended: what a receiver was sent, to replay or forge.
+    pub fn notifications(&self) -> Vec<SentNotification> {
+        self.state.lock().notifications.clone()
+    }
+
+    /// Deliveries still to end (waiting for their delay, sending or retrying).
+    pub fn notifications_pending(&self) -> u64 {
+        self.state.lock().notifications_pending
+    }
+
+    /// Waits until no delivery is pending; `false` if some still are after `timeout`.
+    pub async fn wait_notifications_idle(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.notifications_pending() == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A client of this emulator's Upload API with its credentials, signing as the account
+    /// requires.
+    pub fn upload_client(&self) -> UploadClient {
+        let c = self.state.config();
+        UploadClient::new(self.base_url(), &c.cloud_name, &c.api_key, &c.api_secret)
+            .sha256(c.require_sha256)
+    }
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
+        self.state.stopping.send_replace(true);
         if let Some(tx) = self.shutdown.take() {
             let _receiver_may_be_gone = tx.send(());
         }

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use cloudinary_emulator::{Emulator, EmulatorConfig, generate, generate_uploads, load_corpus};
+use cloudinary_emulator::{
+    Emulator, EmulatorConfig, NotificationFaults, generate, generate_uploads, load_corpus,
+};
 
 /// A local Cloudinary for the pipeline's demo and tests.
 #[derive(Parser, Debug)]
@@ -46,6 +48,33 @@ struct Args {
     /// The OCR add-on's monthly limit: OCRs billed before further ones answer HTTP 420.
     #[arg(long, default_value_t = 1_000_000)]
     ocr_limit: u64,
+    /// The account refuses SHA-1 signatures (and signs its notifications in SHA-256).
+    #[arg(long)]
+    require_sha256: bool,
+    /// Share of notification deliveries never sent (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    notification_lost_rate: f64,
+    /// Share of notification deliveries sent twice (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    notification_duplicate_rate: f64,
+    /// Each notification delivery waits a random delay up to this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    notification_delay_max_ms: u64,
+    /// Share of notifications answered 2xx whose answer is lost, then retried (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    notification_answer_lost_rate: f64,
+    /// Retries of a failed notification request.
+    #[arg(long, default_value_t = 3)]
+    notification_retries: u32,
+    /// Milliseconds between a failed notification request and its retry.
+    #[arg(long, default_value_t = 180_000)]
+    notification_retry_interval_ms: u64,
+    /// `rename` gives the renamed asset a new version.
+    #[arg(long)]
+    rename_bumps_version: bool,
+    /// `rename` notifications carry no `version`.
+    #[arg(long)]
+    rename_without_version: bool,
 }
 
 #[tokio::main]
@@ -78,6 +107,19 @@ async fn main() -> anyhow::Result<()> {
             && args.error_rate + args.timeout_rate + args.drop_rate <= 1.0,
         "--drop-rate must be within 0..1, and the three rates together at most 1"
     );
+    for (name, rate) in [
+        ("--notification-lost-rate", args.notification_lost_rate),
+        (
+            "--notification-duplicate-rate",
+            args.notification_duplicate_rate,
+        ),
+        (
+            "--notification-answer-lost-rate",
+            args.notification_answer_lost_rate,
+        ),
+    ] {
+        anyhow::ensure!((0.0..=1.0).contains(&rate), "{name} must be within 0..1");
+    }
     let mut config = EmulatorConfig::new(&args.cloud_name);
     config.latency = Duration::from_millis(args.latency_ms);
     config.error_rate = args.error_rate;
@@ -86,6 +128,17 @@ async fn main() -> anyhow::Result<()> {
     config.admin_limit = args.admin_limit;
     config.admin_window = Duration::from_secs(args.admin_window_secs);
     config.ocr_limit = args.ocr_limit;
+    config.require_sha256 = args.require_sha256;
+    config.rename_bumps_version = args.rename_bumps_version;
+    config.rename_carries_version = !args.rename_without_version;
+    config.notification_faults = NotificationFaults {
+        lost_rate: args.notification_lost_rate,
+        duplicate_rate: args.notification_duplicate_rate,
+        delay_max: Duration::from_millis(args.notification_delay_max_ms),
+        answer_lost_rate: args.notification_answer_lost_rate,
+        max_retries: args.notification_retries,
+        retry_interval: Duration::from_millis(args.notification_retry_interval_ms),
+    };
     let count = assets.len();
     let emulator = Emulator::start(config, assets, args.port).await?;
     println!("listening on {} with {count} assets", emulator.base_url());

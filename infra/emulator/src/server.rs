@@ -15,20 +15,20 @@ use serde_json::{Value, json};
 use crate::{Asset, AssetId, EmulatorConfig, State};
 
 /// The delivery types whose assets the account stores (and the emulator holds).
-const STORED_TYPES: [&str; 3] = ["upload", "private", "authenticated"];
+pub(crate) const STORED_TYPES: [&str; 3] = ["upload", "private", "authenticated"];
 
 pub(crate) fn router(state: Arc<State>) -> Router {
     Router::new().fallback(dispatch).with_state(state)
 }
 
-type Reply = Response;
+pub(crate) type Reply = Response;
 
-fn error(status: u16, message: &str) -> Reply {
+pub(crate) fn error(status: u16, message: &str) -> Reply {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (code, axum::Json(json!({"error": {"message": message}}))).into_response()
 }
 
-fn ok(body: Value) -> Reply {
+pub(crate) fn ok(body: Value) -> Reply {
     axum::Json(body).into_response()
 }
 
@@ -55,6 +55,22 @@ fn form(body: &[u8]) -> Vec<(String, String)> {
 /// A request body's parameters, however Cloudinary's clients send them: JSON (the Admin API
 /// from the SDKs), `multipart/form-data` (the Upload API from the SDKs) or form-encoded.
 async fn body_params(headers: &HeaderMap, body: Bytes) -> Result<Vec<(String, String)>, String> {
+    upload_body(headers, body).await.map(|(params, _)| params)
+}
+
+/// A file sent as a `multipart/form-data` part with a file name (the SDKs' upload of a local
+/// file or a stream).
+#[derive(Debug, Clone)]
+pub(crate) struct FilePart {
+    pub filename: String,
+    pub bytes: Bytes,
+}
+
+/// A request body's parameters (as [`body_params`]) and its `file` part, when sent as a file.
+async fn upload_body(
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(Vec<(String, String)>, Option<FilePart>), String> {
     let content_type = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -69,31 +85,41 @@ async fn body_params(headers: &HeaderMap, body: Bytes) -> Result<Vec<(String, St
             Value::Null => None,
             other => Some(other.to_string()),
         };
-        return Ok(object
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), text(v)?)))
-            .collect());
+        return Ok((
+            object
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), text(v)?)))
+                .collect(),
+            None,
+        ));
     }
     if content_type.starts_with("multipart/form-data") {
         let boundary = multer::parse_boundary(&content_type).map_err(|e| e.to_string())?;
         let stream = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
         let mut multipart = multer::Multipart::new(stream, boundary);
-        let mut params = Vec::new();
+        let (mut params, mut file) = (Vec::new(), None);
         while let Some(field) = multipart.next_field().await.map_err(|e| e.to_string())? {
             let name = field.name().unwrap_or_default().to_string();
+            if name == "file"
+                && let Some(filename) = field.file_name().map(str::to_string)
+            {
+                let bytes = field.bytes().await.map_err(|e| e.to_string())?;
+                file = Some(FilePart { filename, bytes });
+                continue;
+            }
             let value = field.text().await.map_err(|e| e.to_string())?;
             params.push((name, value));
         }
-        return Ok(params);
+        return Ok((params, file));
     }
-    Ok(form(&body))
+    Ok((form(&body), None))
 }
 
 fn query(uri: &Uri) -> Vec<(String, String)> {
     uri.query().map(|q| form(q.as_bytes())).unwrap_or_default()
 }
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(k, _)| k == name)
@@ -214,13 +240,50 @@ fn with_headers(mut reply: Reply, headers: HeaderMap) -> Reply {
     reply
 }
 
+/// The `asset_id` an asset's identity yields, unless the run gave it another (see
+/// [`crate::Inner::asset_ids`]).
+pub(crate) fn derived_asset_id(id: &AssetId) -> String {
+    format!("{:032x}", fxhash(&format!("{}/{}", id.0, id.1)))
+}
+
+/// Sets the `asset_id` of a resource answer, or of each of a listing's `resources`, to the one
+/// the run gave it, where it gave one.
+fn stamp_asset_ids(inner: &crate::Inner, answer: &mut Value) {
+    if inner.asset_ids.is_empty() {
+        return;
+    }
+    let stamp = |resource: &mut Value| {
+        let id = (
+            resource["type"].as_str().unwrap_or_default().to_string(),
+            resource["public_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+        if let Some(asset_id) = inner.asset_ids.get(&id) {
+            resource["asset_id"] = asset_id.as_str().into();
+        }
+    };
+    match answer.get_mut("resources").and_then(Value::as_array_mut) {
+        Some(resources) => resources.iter_mut().for_each(stamp),
+        None => stamp(answer),
+    }
+}
+
+/// [`resource_json`] of the asset at `i`, with the `asset_id` the run gave it.
+pub(crate) fn resource_of(inner: &crate::Inner, i: usize, cloud: &str, ocr: Option<&str>) -> Value {
+    let mut v = resource_json(&inner.assets[i], cloud, ocr);
+    stamp_asset_ids(inner, &mut v);
+    v
+}
+
 fn resource_json(asset: &Asset, cloud: &str, ocr: Option<&str>) -> Value {
-    let version = 1_600_000_000u64 + asset.version;
+    let version = asset.answered_version();
     let path =
         percent_encoding::utf8_percent_encode(&asset.public_id, percent_encoding::NON_ALPHANUMERIC)
             .to_string();
     let mut v = json!({
-        "asset_id": format!("{:032x}", fxhash(&format!("{}/{}", asset.delivery_type, asset.public_id))),
+        "asset_id": derived_asset_id(&asset.id()),
         "public_id": asset.public_id,
         "format": asset.format,
         "version": version,
@@ -275,7 +338,7 @@ fn page_json(asset: &Asset, text: &str) -> Value {
     json!({"textAnnotations": annotations, "fullTextAnnotation": {"text": text}})
 }
 
-fn fxhash(s: &str) -> u128 {
+pub(crate) fn fxhash(s: &str) -> u128 {
     s.bytes().fold(0xcbf29ce484222325u128, |h, b| {
         (h ^ b as u128).wrapping_mul(0x100000001b3)
     })
@@ -436,7 +499,7 @@ fn usage(state: &State, cfg: &EmulatorConfig) -> Value {
     })
 }
 
-async fn dispatch(
+pub(crate) async fn dispatch(
     AxState(state): AxState<Arc<State>>,
     method: Method,
     uri: Uri,
@@ -465,10 +528,40 @@ async fn dispatch(
         };
         return explicit(&state, &cfg, &params).await;
     }
+    if let Some(action) = rest.strip_prefix("image/")
+        && ["upload", "rename", "destroy"].contains(&action)
+        && method == Method::POST
+    {
+        let (params, file) = match upload_body(&headers, body).await {
+            Ok(p) => p,
+            Err(e) => return error(400, &e),
+        };
+        return match action {
+            "upload" => crate::upload::upload(&state, &cfg, &params, file).await,
+            "rename" => crate::upload::rename(&state, &cfg, &params).await,
+            _ => crate::upload::destroy(&state, &cfg, &params).await,
+        };
+    }
 
     if !authorized(&headers, &cfg) {
         state.lock().stats.unauthorized += 1;
         return error(401, "Invalid credentials");
+    }
+
+    if rest == "triggers" || rest.starts_with("triggers/") {
+        let quota = match admin_quota(&state, &cfg) {
+            Ok(h) => h,
+            Err(r) => return *r,
+        };
+        let mut params = query(&uri);
+        if method != Method::GET {
+            match body_params(&headers, body).await {
+                Ok(p) => params.extend(p),
+                Err(e) => return with_headers(error(400, &e), quota),
+            }
+        }
+        let reply = crate::notify::triggers_api(&state, &method, rest, &params);
+        return with_headers(reply, quota);
     }
 
     if rest == "usage" && method == Method::GET {
@@ -528,7 +621,8 @@ async fn dispatch(
             search: true,
             tags: asks_for(&req, "tags"),
         };
-        let body = listing(matched, cursor, max_results, &cfg.cloud_name, shape);
+        let mut body = listing(matched, cursor, max_results, &cfg.cloud_name, shape);
+        stamp_asset_ids(&inner, &mut body);
         return with_headers(ok(body), quota);
     }
 
@@ -557,13 +651,14 @@ async fn dispatch(
             search: false,
             tags: flag(&q, "tags"),
         };
-        let body = listing(
+        let mut body = listing(
             assets,
             param(&q, "next_cursor"),
             list_max_results(&q),
             &cfg.cloud_name,
             shape,
         );
+        stamp_asset_ids(&inner, &mut body);
         return with_headers(ok(body), quota);
     }
 
@@ -601,13 +696,14 @@ async fn dispatch(
             search: false,
             tags: flag(&q, "tags"),
         };
-        let body = listing(
+        let mut body = listing(
             assets,
             param(&q, "next_cursor"),
             list_max_results(&q),
             &cfg.cloud_name,
             shape,
         );
+        stamp_asset_ids(&inner, &mut body);
         return with_headers(ok(body), quota);
     }
 
@@ -655,8 +751,9 @@ fn details(state: &State, cfg: &EmulatorConfig, id: &AssetId) -> Reply {
     } else {
         "complete"
     };
-    ok(resource_json(
-        &inner.assets[i],
+    ok(resource_of(
+        &inner,
+        i,
         &cfg.cloud_name,
         done.then_some(status),
     ))
@@ -665,32 +762,8 @@ fn details(state: &State, cfg: &EmulatorConfig, id: &AssetId) -> Reply {
 async fn explicit(state: &State, cfg: &EmulatorConfig, params: &[(String, String)]) -> Reply {
     let params = params.to_vec();
     state.lock().stats.explicit_calls += 1;
-    if let Err(refused) = upload_quota(state, cfg) {
+    if let Err(refused) = signed_call(state, cfg, &params) {
         return *refused;
-    }
-    if param(&params, "api_key") != Some(cfg.api_key.as_str()) {
-        state.lock().stats.unauthorized += 1;
-        return error(401, "Invalid api_key");
-    }
-    let given = param(&params, "signature").unwrap_or_default();
-    if !signature_matches(&params, &cfg.api_secret, given, cfg.require_sha256) {
-        state.lock().stats.unauthorized += 1;
-        return error(401, "Invalid Signature. String to sign does not match");
-    }
-    let fresh = param(&params, "timestamp")
-        .and_then(|t| t.parse::<u64>().ok())
-        .is_some_and(|t| {
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs();
-            t + 3600 >= now && t <= now + 3600
-        });
-    if !fresh {
-        return error(
-            400,
-            "Stale request - reported time is more than 1 hour from the current time",
-        );
     }
     let Some(public_id) = param(&params, "public_id") else {
         return error(400, "Missing required parameter - public_id");
@@ -704,6 +777,44 @@ async fn explicit(state: &State, cfg: &EmulatorConfig, params: &[(String, String
         Some(other) => error(400, &format!("Invalid ocr parameter {other}")),
         None => details(state, cfg, &id),
     }
+}
+
+/// The checks of every Upload API call, in Cloudinary's order: the Upload API's rate limit,
+/// the API key, the signature, then the timestamp's freshness. `Err` is the refusal.
+pub(crate) fn signed_call(
+    state: &State,
+    cfg: &EmulatorConfig,
+    params: &[(String, String)],
+) -> Result<(), Box<Reply>> {
+    upload_quota(state, cfg)?;
+    if param(params, "api_key") != Some(cfg.api_key.as_str()) {
+        state.lock().stats.unauthorized += 1;
+        return Err(Box::new(error(401, "Invalid api_key")));
+    }
+    let given = param(params, "signature").unwrap_or_default();
+    if !signature_matches(params, &cfg.api_secret, given, cfg.require_sha256) {
+        state.lock().stats.unauthorized += 1;
+        return Err(Box::new(error(
+            401,
+            "Invalid Signature. String to sign does not match",
+        )));
+    }
+    let fresh = param(params, "timestamp")
+        .and_then(|t| t.parse::<u64>().ok())
+        .is_some_and(|t| {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            t + 3600 >= now && t <= now + 3600
+        });
+    if !fresh {
+        return Err(Box::new(error(
+            400,
+            "Stale request - reported time is more than 1 hour from the current time",
+        )));
+    }
+    Ok(())
 }
 
 /// Counts an Upload API call against the window; `Err` is the 429 answer with `Retry-After`.
@@ -809,7 +920,7 @@ async fn ocr(state: &State, cfg: &EmulatorConfig, id: &AssetId) -> Reply {
         } else {
             "complete"
         };
-        resource_json(&inner.assets[i], &cfg.cloud_name, Some(status))
+        resource_of(&inner, i, &cfg.cloud_name, Some(status))
     };
     if hang {
         state.lock().stats.injected_errors += 1;

@@ -110,6 +110,8 @@ pub struct ChaosReport {
     pub expected_dlq: usize,
     pub dlq_after_redrive: usize,
     pub fixed_asset_done: bool,
+    /// The live segment (notifications under faults).
+    pub live: LiveChaos,
     pub elapsed: Duration,
 }
 
@@ -249,6 +251,7 @@ impl ChaosReport {
         if !self.fixed_asset_done {
             p.push("the fixed asset was not processed after the redrive".into());
         }
+        p.extend(self.live.problems());
         p
     }
 
@@ -334,6 +337,7 @@ impl ChaosReport {
             "  after fix + redrive   {} in the DLQ; fixed asset done: {}",
             self.dlq_after_redrive, self.fixed_asset_done
         );
+        self.live.print();
     }
 }
 
@@ -514,6 +518,9 @@ pub async fn run(
         report.max_billed_per_asset = n;
         report.most_billed = Some(id);
     }
+    // Live, after the backfill's promises were checked.
+    report.live =
+        live_under_faults(&scenario, &emulator, &pool, &lister, &mapping, options).await?;
     report.elapsed = started.elapsed();
     scenario.teardown().await?;
     Ok(report)
@@ -852,5 +859,332 @@ mod tests {
             p.iter().any(|p| p.starts_with("1 dead letters are copies")),
             "{p:?}"
         );
+    }
+}
+
+/// What the live segment of a chaos run measured: changes through the Upload API whose
+/// notifications are lost, duplicated, delayed (so reordered) and retried after lost answers,
+/// and requests that are not Cloudinary's (forged, stale) or are Cloudinary's again (replayed).
+#[derive(Debug, Clone, Default)]
+pub struct LiveChaos {
+    pub changes: usize,
+    pub notifications_sent: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub retried: u64,
+    /// Forged and stale requests, and how many were refused (401).
+    pub attacks: usize,
+    pub attacks_refused: usize,
+    /// Captured notifications sent again as they were, and how many were acknowledged.
+    pub replays: usize,
+    pub replays_acknowledged: usize,
+    /// OCRs paid in the segment, and the most it may pay: one per upload, and one per renamed
+    /// image whose notification was lost (the pass finds it under its new name).
+    pub paid: u64,
+    pub paid_at_most: u64,
+    /// Keys the table keeps live although the account no longer has them, because their
+    /// delete or rename notification was lost for good (a pass lists what is, not what went).
+    pub ghosts_of_lost: usize,
+    pub mismatches: Vec<String>,
+}
+
+impl LiveChaos {
+    pub fn problems(&self) -> Vec<String> {
+        let mut p: Vec<String> = self
+            .mismatches
+            .iter()
+            .take(5)
+            .map(|m| format!("live: {m}"))
+            .collect();
+        if self.mismatches.len() > 5 {
+            p.push(format!("live: {} mismatches in all", self.mismatches.len()));
+        }
+        if self.attacks_refused != self.attacks {
+            p.push(format!(
+                "live: {} of {} forged or stale requests refused",
+                self.attacks_refused, self.attacks
+            ));
+        }
+        if self.replays_acknowledged != self.replays {
+            p.push(format!(
+                "live: {} of {} replayed notifications acknowledged",
+                self.replays_acknowledged, self.replays
+            ));
+        }
+        if self.paid > self.paid_at_most {
+            p.push(format!(
+                "live: {} OCRs paid, at most {} due",
+                self.paid, self.paid_at_most
+            ));
+        }
+        p
+    }
+
+    pub fn print(&self) {
+        println!(
+            "  live                  {} changes; {} notifications sent, {} lost, {} duplicated, {} retried; {} of {} forged or stale requests refused, {} of {} replays acknowledged; {} OCRs paid (at most {}); {} names kept live after a lost delete or rename",
+            self.changes,
+            self.notifications_sent,
+            self.lost,
+            self.duplicated,
+            self.retried,
+            self.attacks_refused,
+            self.attacks,
+            self.replays_acknowledged,
+            self.replays,
+            self.paid,
+            self.paid_at_most,
+            self.ghosts_of_lost
+        );
+    }
+}
+
+/// The live segment: the notifier served and registered; uploads, uploads again, renames and
+/// deletes through the Upload API while notifications are lost, duplicated, delayed and
+/// retried; forged, stale and replayed requests; then the worker and a pass. The table must
+/// follow the account (but for what lost deletes and renames leave), nothing paid twice.
+pub async fn live_under_faults(
+    scenario: &Scenario,
+    emulator: &Emulator,
+    pool: &crate::scenario::WorkerPool,
+    lister: &lister::SqsLister,
+    mapping: &MappingSettings,
+    options: &ChaosOptions,
+) -> anyhow::Result<LiveChaos> {
+    use cloudinary_emulator::{DeliveryOutcome, NotificationFaults};
+    emulator.configure(|c| {
+        c.notification_faults = NotificationFaults {
+            lost_rate: 0.05,
+            duplicate_rate: 0.3,
+            delay_max: Duration::from_secs(2),
+            answer_lost_rate: 0.1,
+            max_retries: 3,
+            retry_interval: Duration::from_millis(500),
+        };
+        // A Cloudinary call takes a while: two changes are not stamped in the same ms.
+        c.latency = c.latency.max(Duration::from_millis(2));
+    });
+    let live = crate::live::serve_and_register(scenario, emulator).await?;
+    let before = emulator.stats();
+    let client = emulator.upload_client();
+    let mut existing: Vec<String> = emulator
+        .assets()
+        .into_iter()
+        .filter(|a| a.delivery_type == "upload" && a.text.is_some())
+        .map(|a| a.public_id)
+        .filter(|id| !id.starts_with("chaos/") && id.len() < 200)
+        .collect();
+    existing.sort();
+    let per_kind = (options.assets / 500).clamp(5, 40);
+    let mut changes = Vec::new();
+    for i in 0..per_kind {
+        changes.push(crate::live::Change::Upload {
+            key: format!("live/chaos-{i:03}"),
+            text: format!("LIVE {i}\n"),
+            overwrite: false,
+        });
+    }
+    let mut picks = existing.iter().step_by(7);
+    for i in 0..per_kind {
+        if let Some(id) = picks.next() {
+            changes.push(crate::live::Change::Upload {
+                key: id.clone(),
+                text: format!("AGAIN {i}\n"),
+                overwrite: true,
+            });
+        }
+        if let Some(id) = picks.next() {
+            changes.push(crate::live::Change::Rename {
+                from: id.clone(),
+                to: format!("{id}-moved"),
+            });
+        }
+        if let Some(id) = picks.next() {
+            changes.push(crate::live::Change::Delete { key: id.clone() });
+        }
+    }
+    let uploads = changes
+        .iter()
+        .filter(|c| matches!(c, crate::live::Change::Upload { .. }))
+        .count() as u64;
+    let mut report = LiveChaos {
+        changes: changes.len(),
+        ..LiveChaos::default()
+    };
+    let tally = Tally::default();
+    let stats = DrainStats::default();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let drainer =
+        crate::live::drain_until(scenario, pool, options.invocations, &tally, &stats, &stop);
+    // An application retries a call that failed (the emulator injects 5xx here too).
+    let driver = async {
+        let mut result = Ok(());
+        'changes: for change in &changes {
+            for attempt in 1..=10 {
+                match change.make(&client).await {
+                    Ok(()) => break,
+                    Err(e) if attempt == 10 => {
+                        result = Err(e);
+                        break 'changes;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        emulator
+            .wait_notifications_idle(Duration::from_secs(60))
+            .await;
+        stop.store(true, Ordering::SeqCst);
+        result
+    };
+    let (drained, driven) = tokio::join!(drainer, driver);
+    drained?;
+    driven?;
+    println!(
+        "  ... live: {} changes through the Upload API, notifications lost, duplicated, delayed and retried",
+        changes.len()
+    );
+
+    // Requests that are not Cloudinary's, and Cloudinary's again.
+    let secret = emulator.config().api_secret;
+    let sha256 = emulator.config().signs_notifications_in_sha256();
+    let sent = emulator.notifications();
+    let captured: Vec<_> = sent.iter().filter(|n| n.delivered()).take(20).collect();
+    let http = reqwest::Client::new();
+    let post = |body: String, ts: String, sig: String| {
+        let http = &http;
+        let url = live.url.clone();
+        async move {
+            http.post(url)
+                .header("X-Cld-Timestamp", ts)
+                .header("X-Cld-Signature", sig)
+                .body(body)
+                .send()
+                .await
+                .map(|a| a.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    for n in &captured {
+        report.replays += 1;
+        if (200..300)
+            .contains(&post(n.body.clone(), n.timestamp.to_string(), n.signature.clone()).await)
+        {
+            report.replays_acknowledged += 1;
+        }
+        // Another public_id (every type names one: `public_id`, `from_public_id`, ...).
+        let forged = n
+            .body
+            .replacen("public_id\":\"", "public_id\":\"forged/", 1);
+        anyhow::ensure!(forged != n.body, "no public_id to forge in {}", n.body);
+        report.attacks += 1;
+        if post(forged, n.timestamp.to_string(), n.signature.clone()).await == 401 {
+            report.attacks_refused += 1;
+        }
+        let stale_ts = n.timestamp.saturating_sub(7_300);
+        let stale_sig = cloudinary_emulator::notification_signature(
+            n.body.as_bytes(),
+            stale_ts,
+            &secret,
+            sha256,
+        );
+        report.attacks += 1;
+        if post(n.body.clone(), stale_ts.to_string(), stale_sig).await == 401 {
+            report.attacks_refused += 1;
+        }
+    }
+    println!(
+        "  ... live: {} forged or stale requests and {} replays sent",
+        report.attacks, report.replays
+    );
+    // What the notifications did not bring, the next pass does.
+    let times = DrainTimes::default();
+    scenario
+        .drain(pool, mapping, &stats, &tally, &times)
+        .await?;
+    tokio::time::sleep(INDEX_LAG + Duration::from_millis(500)).await;
+    list_pass(scenario, lister, options).await?;
+    scenario
+        .drain(pool, mapping, &stats, &tally, &times)
+        .await?;
+
+    let after = emulator.stats();
+    report.notifications_sent = after.notifications_sent - before.notifications_sent;
+    report.lost = after.notifications_lost - before.notifications_lost;
+    report.duplicated = after.notifications_duplicated - before.notifications_duplicated;
+    report.retried = after.notifications_retried - before.notifications_retried;
+    report.paid = after.ocr_billed - before.ocr_billed;
+    // Keys whose delete or rename away was never delivered.
+    let lost_away: std::collections::HashSet<String> = sent
+        .iter()
+        .filter(|n| n.outcome == DeliveryOutcome::Lost || (!n.delivered() && n.attempt > 3))
+        .filter_map(|n| {
+            let v = n.json();
+            match n.notification_type.as_str() {
+                "rename" => v["from_public_id"].as_str().map(str::to_string),
+                "delete" => v["resources"][0]["public_id"].as_str().map(str::to_string),
+                _ => None,
+            }
+        })
+        .collect();
+    let lost_renames = sent
+        .iter()
+        .filter(|n| n.notification_type == "rename" && n.outcome == DeliveryOutcome::Lost)
+        .count() as u64;
+    report.paid_at_most = uploads + lost_renames;
+
+    let items = scenario.items().await?;
+    let assets = emulator.assets();
+    let live_keys: std::collections::HashSet<String> = assets
+        .iter()
+        .map(|a| shared::message::item_key(&a.public_id, &a.delivery_type))
+        .collect();
+    let s =
+        |item: &crate::scenario::Item, k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+    for change in &changes {
+        for key in change_keys(change) {
+            let item = items.get(&key);
+            let in_account = live_keys.contains(&key);
+            match (in_account, item) {
+                (true, None) => report.mismatches.push(format!("{key}: no item")),
+                (true, Some(item)) => {
+                    let want = assets
+                        .iter()
+                        .find(|a| a.public_id == key && a.delivery_type == "upload")
+                        .and_then(|a| a.text.clone());
+                    if s(item, "text") != want || s(item, "deletedAt").is_some() {
+                        report.mismatches.push(format!(
+                            "{key}: {:?} (deleted at {:?}), the account has {want:?}",
+                            s(item, "text"),
+                            s(item, "deletedAt")
+                        ));
+                    }
+                }
+                (false, Some(item))
+                    if s(item, "deletedAt").is_none() && s(item, "status").is_some() =>
+                {
+                    if lost_away.contains(&key) {
+                        report.ghosts_of_lost += 1;
+                    } else {
+                        report
+                            .mismatches
+                            .push(format!("{key}: live in the table, gone from the account"));
+                    }
+                }
+                (false, _) => {}
+            }
+        }
+    }
+    drop(live);
+    Ok(report)
+}
+
+fn change_keys(change: &crate::live::Change) -> Vec<String> {
+    match change {
+        crate::live::Change::Upload { key, .. } | crate::live::Change::Delete { key } => {
+            vec![key.clone()]
+        }
+        crate::live::Change::Rename { from, to } => vec![from.clone(), to.clone()],
     }
 }

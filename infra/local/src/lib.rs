@@ -6,6 +6,8 @@ pub mod aws;
 pub mod bench;
 pub mod chaos;
 pub mod lambda_api;
+pub mod live;
+pub mod notifier;
 pub mod provision;
 pub mod runner;
 pub mod runtime_api;

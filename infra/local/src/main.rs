@@ -43,6 +43,10 @@ struct Args {
     /// Sample rows printed at the end.
     #[arg(long, default_value_t = 5)]
     samples: usize,
+    /// Skip the live phase (uploads, an upload again, a rename and a delete after the
+    /// backfill, reflected through the notifier).
+    #[arg(long)]
+    no_live: bool,
 }
 
 #[tokio::main]
@@ -194,6 +198,15 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    // 4. Live: the account changes, Cloudinary notifies, the table follows.
+    if let Some(emu) = &emulator
+        && problems.is_empty()
+        && !args.no_live
+    {
+        problems = live_phase(&scenario, emu, &pool, args.invocations).await?;
+    }
+
+    let items = scenario.items().await?;
     print_samples(&scenario, &items, args.samples);
     export_csv(&scenario).await?;
 
@@ -207,6 +220,114 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// After the backfill: images uploaded, uploaded again, renamed and deleted through the
+/// Upload API; the emulator notifies the notifier (served locally with the Lambda's handler),
+/// and the worker drains what it enqueued. Each change is timed from its API call to the
+/// table. Returns the problems found (none: every change shown, each upload paid once, the
+/// rename and the delete paid nothing).
+async fn live_phase(
+    scenario: &Scenario,
+    emu: &Emulator,
+    pool: &local_stack::scenario::WorkerPool,
+    invocations: usize,
+) -> anyhow::Result<Vec<String>> {
+    use local_stack::live::{Change, run, serve_and_register};
+    let live = serve_and_register(scenario, emu).await?;
+    println!();
+    println!(
+        "Live: the notifier at {}, registered for {} notifications",
+        live.url,
+        local_stack::live::EVENT_TYPES.join(", ")
+    );
+    // Three images of the backfill, with text, to upload again, rename and delete.
+    let mut picked: Vec<String> = emu
+        .assets()
+        .into_iter()
+        .filter(|a| a.delivery_type == "upload" && a.text.is_some())
+        .map(|a| a.public_id)
+        .collect();
+    picked.sort();
+    let [again, renamed, deleted] = match picked.as_slice() {
+        [a, b, c, ..] => [a.clone(), b.clone(), c.clone()],
+        _ => bail!("the corpus has fewer than three images with text for the live phase"),
+    };
+    let changes = vec![
+        Change::Upload {
+            key: "live/new-poster".into(),
+            text: "GRAND OPENING\nSaturday 10am\n".into(),
+            overwrite: false,
+        },
+        Change::Upload {
+            key: "live/new-receipt".into(),
+            text: "TOTAL 42.00\nTHANK YOU\n".into(),
+            overwrite: false,
+        },
+        Change::Upload {
+            key: again,
+            text: "UPDATED SIGN\nNew hours 9-5\n".into(),
+            overwrite: true,
+        },
+        Change::Rename {
+            to: format!("{renamed}-renamed"),
+            from: renamed,
+        },
+        Change::Delete { key: deleted },
+    ];
+    let billed_before = emu.stats().ocr_billed;
+    let uploads = changes
+        .iter()
+        .filter(|c| matches!(c, Change::Upload { .. }))
+        .count() as u64;
+    let outcome = run(
+        scenario,
+        emu,
+        pool,
+        invocations,
+        changes,
+        Duration::from_millis(500),
+        Duration::from_secs(60),
+    )
+    .await?;
+    let mut problems = Vec::new();
+    for r in &outcome.reflected {
+        match r.after {
+            Some(after) => println!(
+                "  {:<13} {:<44} in the table {:.2}s after the change",
+                r.change.label(),
+                r.change.describe(),
+                after.as_secs_f64()
+            ),
+            None => {
+                println!(
+                    "  {:<13} {:<44} NOT in the table a minute after the change",
+                    r.change.label(),
+                    r.change.describe()
+                );
+                problems.push(format!(
+                    "live: {} {} not reflected",
+                    r.change.label(),
+                    r.change.describe()
+                ));
+            }
+        }
+    }
+    let stats = emu.stats();
+    let paid = stats.ocr_billed - billed_before;
+    println!(
+        "  notifications            {} sent, {} answered 2xx by the notifier ({:?} by status)",
+        stats.notifications_sent,
+        stats.notifications_delivered,
+        live.statuses()
+    );
+    println!(
+        "  paid OCR                 {paid} for {uploads} uploads; the rename and the delete paid nothing"
+    );
+    if paid != uploads {
+        problems.push(format!("live: {paid} OCRs paid for {uploads} uploads"));
+    }
+    Ok(problems)
 }
 
 /// The emulator with a generated corpus; the real account in `CLOUDINARY_URL` only with

@@ -210,6 +210,22 @@ impl Scenario {
         Ok(worker::build(&self.env().worker(None)?, &self.sdk)?)
     }
 
+    /// The notifier on this stack, with `extra` on top of its environment.
+    pub fn notifier(&self, extra: &[(&str, &str)]) -> anyhow::Result<notifier::LiveNotifier> {
+        Ok(notifier::live(
+            self.env_with(extra).notifier(None)?,
+            &self.sdk,
+        ))
+    }
+
+    /// The notifier served locally (see [`crate::notifier`]).
+    pub async fn serve_notifier(
+        &self,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<crate::notifier::LocalNotifier> {
+        crate::notifier::serve(self.notifier(extra)?).await
+    }
+
     /// A worker whose settings `adjust` changes from the configured ones.
     pub fn worker_adjusted(
         &self,

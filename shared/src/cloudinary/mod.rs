@@ -2,6 +2,7 @@
 //! and reading a resource back, with the quota headers of every answer.
 
 pub mod settings;
+pub mod triggers;
 
 use std::time::{Duration, SystemTime};
 

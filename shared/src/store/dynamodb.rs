@@ -12,13 +12,13 @@ use aws_sdk_dynamodb::types::{
 
 use super::{
     Checkpoint, CheckpointStore, Claim, ClaimIntent, ClaimOutcome, DeadLetterMark, FailureRecord,
-    ItemState, Lease, LeaseOutcome, PassMode, RequestMark, ResultRecord, ResultStore, SaveOutcome,
-    Status, StoreError, truncate_utf8,
+    Gone, ItemState, ItemView, Lease, LeaseOutcome, NotifyStore, PassMode, RequestMark,
+    ResultRecord, ResultStore, SaveOutcome, Status, StoreError, truncate_utf8,
 };
 
 /// The attributes of a result that a failure record removes (it keeps the claim bookkeeping:
 /// `attempts`, `ocrRequestedAt`, the dead-letter marks).
-const RESULT_ATTRIBUTES: [&str; 12] = [
+const RESULT_ATTRIBUTES: [&str; 14] = [
     "#t",
     "locale",
     "textBytes",
@@ -31,6 +31,15 @@ const RESULT_ATTRIBUTES: [&str; 12] = [
     "version",
     "pages",
     "ocrAtMs",
+    "assetId",
+    "askedVersion",
+];
+
+/// The IAM actions the notifier's use of the results table needs.
+pub const NOTIFIER_ACTIONS: [&str; 3] = [
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
 ];
 
 /// The IAM actions the worker's use of the results table needs.
@@ -97,6 +106,12 @@ pub fn to_item(record: &ResultRecord) -> HashMap<String, AttributeValue> {
     if let Some(e) = &record.error {
         item.insert("error".into(), s(e));
     }
+    if let Some(v) = record.asked_version {
+        item.insert("askedVersion".into(), n(v));
+    }
+    if let Some(t) = record.renamed_at_ms {
+        item.insert("renamedAtMs".into(), n(t));
+    }
     item
 }
 
@@ -117,6 +132,9 @@ fn insert_asset_fields(item: &mut HashMap<String, AttributeValue>, record: &Resu
     }
     if let Some(v) = &asset.created_at {
         item.insert("assetCreatedAt".into(), s(v));
+    }
+    if let Some(v) = &asset.asset_id {
+        item.insert("assetId".into(), s(v));
     }
 }
 
@@ -192,7 +210,7 @@ impl DynamoResultStore {
             .key("publicId", Self::key(key))
             .consistent_read(true)
             .projection_expression(
-                "#s, claimToken, claimExpiresAt, attempts, ocrRequestedAt, version, ocrAtMs",
+                "#s, claimToken, claimExpiresAt, attempts, ocrRequestedAt, version, ocrAtMs, goneVersion, askedVersion, renamedAtMs",
             )
             .expression_attribute_names("#s", "status")
             .send()
@@ -267,13 +285,18 @@ impl DynamoResultStore {
             return Ok(ClaimOutcome::Claimed {
                 attempts: attr_u64(&item, "attempts").unwrap_or(1) as u32,
                 requested_before: attr_u64(&item, "ocrRequestedAt"),
+                arrived_at_ms: attr_u64(&item, "renamedAtMs"),
             });
+        }
+        if claim.meets_gone(attr_u64(&item, "goneVersion")) {
+            return Ok(ClaimOutcome::Gone);
         }
         let status = attr_str(&item, "status").and_then(Status::parse);
         let open = claim.opens(
             status,
             attr_u64(&item, "version"),
             attr_u64(&item, "ocrAtMs"),
+            attr_u64(&item, "askedVersion"),
         );
         if !open && let Some(status) = status {
             return Ok(ClaimOutcome::AlreadyComplete(status));
@@ -304,13 +327,21 @@ fn item_state(item: &HashMap<String, AttributeValue>) -> Option<(String, ItemSta
 
 /// The condition under which a claim's intent still holds, with the values it names.
 fn claim_condition(claim: &Claim<'_>) -> (String, Vec<(&'static str, AttributeValue)>) {
-    let free = "(attribute_not_exists(claimExpiresAt) OR claimExpiresAt < :now)";
+    // An asset that left the key (a tombstone) is claimed there only as a newer version.
+    let here = match claim.intent {
+        ClaimIntent::NewVersion(_) => "(attribute_not_exists(goneVersion) OR goneVersion < :v)",
+        _ => "attribute_not_exists(goneVersion)",
+    };
+    let free =
+        format!("{here} AND (attribute_not_exists(claimExpiresAt) OR claimExpiresAt < :now)");
     let open = "attribute_not_exists(#s) OR #s = :failed";
     let failed = (":failed", s(Status::Failed.as_str()));
     match claim.intent {
         ClaimIntent::Plain => (format!("{free} AND ({open})"), vec![failed]),
         ClaimIntent::NewVersion(v) => (
-            format!("{free} AND ({open} OR version < :v)"),
+            format!(
+                "{free} AND ({open} OR (version < :v AND (attribute_not_exists(askedVersion) OR askedVersion < :v)))"
+            ),
             vec![failed, (":v", n(v))],
         ),
         ClaimIntent::Forced { asked_at_ms } => (
@@ -332,7 +363,312 @@ pub(crate) fn attr_u64(item: &HashMap<String, AttributeValue>, name: &str) -> Op
         .and_then(|n| n.parse().ok())
 }
 
+/// A stored result read back as the record that wrote it.
+pub fn record_of(item: &HashMap<String, AttributeValue>) -> Option<ResultRecord> {
+    let text_of = |name: &str| attr_str(item, name).map(str::to_string);
+    Some(ResultRecord {
+        key: text_of("publicId")?,
+        status: attr_str(item, "status").and_then(Status::parse)?,
+        text: text_of("text"),
+        locale: text_of("locale"),
+        text_bytes: attr_u64(item, "textBytes").unwrap_or(0),
+        truncated: item
+            .get("truncated")
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
+        resource_type: text_of("resourceType").unwrap_or_else(|| "image".into()),
+        delivery_type: text_of("deliveryType").unwrap_or_else(|| "upload".into()),
+        asset: crate::ocr::AssetFields {
+            format: text_of("format"),
+            bytes: attr_u64(item, "bytes"),
+            width: attr_u64(item, "width"),
+            height: attr_u64(item, "height"),
+            created_at: text_of("assetCreatedAt"),
+            version: attr_u64(item, "version"),
+            asset_id: text_of("assetId"),
+        },
+        ocr_at: text_of("ocrAt").unwrap_or_default(),
+        attempts: attr_u64(item, "attempts").unwrap_or(0) as u32,
+        error: text_of("error"),
+        pages: attr_u64(item, "pages").unwrap_or(0) as u32,
+        asked_version: attr_u64(item, "askedVersion"),
+        renamed_at_ms: attr_u64(item, "renamedAtMs"),
+    })
+}
+
+fn gone_of(item: &HashMap<String, AttributeValue>) -> Option<Gone> {
+    Some(Gone {
+        at: attr_str(item, "deletedAt").unwrap_or_default().to_string(),
+        at_ms: attr_u64(item, "deletedAtMs").unwrap_or(0),
+        version: attr_u64(item, "goneVersion")?,
+        renamed_to: attr_str(item, "renamedTo").map(str::to_string),
+        asset_id: attr_str(item, "goneAssetId").map(str::to_string),
+    })
+}
+
+impl DynamoResultStore {
+    async fn whole(
+        &self,
+        key: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("publicId", Self::key(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("GetItem", &self.table, e))?;
+        Ok(out.item)
+    }
+}
+
+impl NotifyStore for DynamoResultStore {
+    async fn view(&self, key: &str) -> Result<Option<ItemView>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("publicId", Self::key(key))
+            .consistent_read(true)
+            .projection_expression(
+                "#s, version, claimExpiresAt, deletedAt, deletedAtMs, goneVersion, goneAssetId, renamedTo, renamedAtMs",
+            )
+            .expression_attribute_names("#s", "status")
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("GetItem", &self.table, e))?;
+        Ok(out.item.map(|item| ItemView {
+            status: attr_str(&item, "status").and_then(Status::parse),
+            version: attr_u64(&item, "version"),
+            claimed_until: attr_u64(&item, "claimExpiresAt"),
+            gone: gone_of(&item),
+            renamed_at_ms: attr_u64(&item, "renamedAtMs"),
+        }))
+    }
+
+    async fn mark_gone(&self, key: &str, gone: &Gone, keep_text: bool) -> Result<bool, StoreError> {
+        let mut set = vec![
+            "deletedAt = :at",
+            "deletedAtMs = :atms",
+            "goneVersion = :gv",
+            "goneBy = :by",
+        ];
+        let mut remove = vec!["claimToken", "claimExpiresAt"];
+        if gone.asset_id.is_some() {
+            set.push("goneAssetId = :aid");
+        } else {
+            remove.push("goneAssetId");
+        }
+        if gone.renamed_to.is_some() {
+            set.push("renamedTo = :to");
+        } else {
+            remove.push("renamedTo");
+        }
+        if !keep_text {
+            remove.push("#t");
+        }
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("publicId", Self::key(key))
+            .update_expression(format!(
+                "SET {} REMOVE {}",
+                set.join(", "),
+                remove.join(", ")
+            ))
+            .condition_expression(format!(
+                "(attribute_not_exists(deletedAtMs) OR deletedAtMs < :atms) AND (attribute_not_exists(renamedAtMs) OR renamedAtMs < :atms{}) AND (attribute_not_exists(version) OR version <= :gv) AND (attribute_not_exists(askedVersion) OR askedVersion < :gv OR version >= :gv){}",
+                // A rename that brought this very asset at the same time came first.
+                if gone.asset_id.is_some() {
+                    " OR (renamedAtMs = :atms AND assetId = :aid)"
+                } else {
+                    ""
+                },
+                if gone.asset_id.is_some() {
+                    " AND (attribute_not_exists(assetId) OR assetId = :aid)"
+                } else {
+                    ""
+                }
+            ))
+            .expression_attribute_values(":at", s(&gone.at))
+            .expression_attribute_values(":atms", n(gone.at_ms))
+            .expression_attribute_values(":gv", n(gone.version))
+            .expression_attribute_values(":by", s(gone.by()));
+        if let Some(to) = &gone.renamed_to {
+            req = req.expression_attribute_values(":to", s(to));
+        }
+        if let Some(id) = &gone.asset_id {
+            req = req.expression_attribute_values(":aid", s(id));
+        }
+        if !keep_text {
+            req = req.expression_attribute_names("#t", "text");
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(err) if conditional_failed(&err) => Ok(false),
+            Err(err) => Err(StoreError::from_sdk("UpdateItem", &self.table, err)),
+        }
+    }
+
+    async fn result_of(&self, from: &str) -> Result<Option<ResultRecord>, StoreError> {
+        let Some(item) = self.whole(from).await? else {
+            return Ok(None);
+        };
+        if item.contains_key("goneVersion") {
+            return Ok(None);
+        }
+        Ok(record_of(&item).filter(|r| r.status.is_complete()))
+    }
+    async fn arrive(
+        &self,
+        key: &str,
+        moved: super::Moved<'_>,
+        holding: Option<u64>,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        match holding {
+            Some(version) => {
+                let mut req = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("publicId", Self::key(key))
+                    .update_expression(
+                        "SET renamedFrom = :from, renamedAtMs = :t REMOVE deletedAt, deletedAtMs, goneVersion, goneBy, goneAssetId, renamedTo",
+                    )
+                    .condition_expression(format!(
+                        "{} AND version = :v AND ((#s = :done AND attribute_exists(#t)) OR #s = :no_text)",
+                        before(moved.asset_id.is_some())
+                    ))
+                    .expression_attribute_names("#s", "status")
+                    .expression_attribute_names("#t", "text")
+                    .expression_attribute_values(":from", s(moved.from))
+                    .expression_attribute_values(":t", n(moved.at_ms))
+                    .expression_attribute_values(":v", n(version))
+                    .expression_attribute_values(":done", s(Status::Done.as_str()))
+                    .expression_attribute_values(":no_text", s(Status::NoText.as_str()));
+                if let Some(id) = moved.asset_id {
+                    req = req.expression_attribute_values(":mid", s(id));
+                }
+                let result = req.send().await;
+                match result {
+                    Ok(_) => Ok(true),
+                    Err(err) if conditional_failed(&err) => Ok(false),
+                    Err(err) => Err(StoreError::from_sdk("UpdateItem", &self.table, err)),
+                }
+            }
+            None => {
+                let mut item = HashMap::new();
+                item.insert("publicId".to_string(), Self::key(key));
+                item.insert("renamedFrom".to_string(), s(moved.from));
+                item.insert("renamedAtMs".to_string(), n(moved.at_ms));
+                let mut req = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression(format!(
+                        "{UNCLAIMED} AND {} AND (attribute_not_exists(#s) OR #s = :failed OR attribute_exists(deletedAtMs) OR attribute_not_exists(version) OR version <= :tsec)",
+                        before(moved.asset_id.is_some())
+                    ))
+                    .expression_attribute_names("#s", "status")
+                    .expression_attribute_values(":now", n(now_ms))
+                    .expression_attribute_values(":failed", s(Status::Failed.as_str()))
+                    .expression_attribute_values(":t", n(moved.at_ms))
+                    .expression_attribute_values(":tsec", n(moved.at_ms / 1000));
+                if let Some(id) = moved.asset_id {
+                    req = req.expression_attribute_values(":mid", s(id));
+                }
+                let result = req.send().await;
+                match result {
+                    Ok(_) => Ok(true),
+                    Err(err) if conditional_failed(&err) => Ok(false),
+                    Err(err) => Err(StoreError::from_sdk("PutItem", &self.table, err)),
+                }
+            }
+        }
+    }
+}
+
+/// No live claim on the item (`:now`, ms since the epoch).
+const UNCLAIMED: &str = "(attribute_not_exists(claimExpiresAt) OR claimExpiresAt < :now)";
+/// No event on the item as late as `:t` (ms since the epoch): a delete or rename away (at
+/// the same time, one of another asset than `:mid`, when `known`, is older), or a rename
+/// there (see [`super::Moved`]).
+fn before(known: bool) -> String {
+    let tie = if known {
+        " OR (deletedAtMs = :t AND goneAssetId <> :mid)"
+    } else {
+        ""
+    };
+    format!(
+        "(attribute_not_exists(deletedAtMs) OR deletedAtMs < :t{tie}) AND (attribute_not_exists(renamedAtMs) OR renamedAtMs < :t)"
+    )
+}
+
 impl ResultStore for DynamoResultStore {
+    async fn gone(&self, key: &str) -> Result<Option<Gone>, StoreError> {
+        Ok(NotifyStore::view(self, key)
+            .await?
+            .and_then(|view| view.gone))
+    }
+
+    async fn put_renamed(
+        &self,
+        record: &ResultRecord,
+        moved: Option<super::Moved<'_>>,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let mut item = to_item(record);
+        let version = record.asset.version.unwrap_or(0);
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":failed", s(Status::Failed.as_str()))
+            .expression_attribute_values(":v", n(version));
+        req = match moved {
+            Some(m) => {
+                item.insert("renamedFrom".into(), s(m.from));
+                item.insert("renamedAtMs".into(), n(m.at_ms));
+                // A newer result of the same asset, or one of another asset uploaded after
+                // the rename, stays.
+                let (another, aid) = match &record.asset.asset_id {
+                    Some(id) => (" AND NOT assetId = :aid", Some(id)),
+                    None => ("", None),
+                };
+                req = req.condition_expression(format!(
+                    "{UNCLAIMED} AND {} AND (attribute_not_exists(#s) OR #s = :failed OR attribute_exists(deletedAtMs) OR attribute_not_exists(version) OR version <= :v OR (version <= :tsec{another}))",
+                    before(m.asset_id.is_some())
+                ))
+                .expression_attribute_values(":t", n(m.at_ms))
+                .expression_attribute_values(":tsec", n(m.at_ms / 1000));
+                if let Some(id) = m.asset_id {
+                    req = req.expression_attribute_values(":mid", s(id));
+                }
+                match aid {
+                    Some(id) => req.expression_attribute_values(":aid", s(id)),
+                    None => req,
+                }
+            }
+            None => req.condition_expression(format!(
+                "{UNCLAIMED} AND (attribute_not_exists(#s) OR #s = :failed OR version < :v) AND (attribute_not_exists(goneVersion) OR goneVersion < :v)"
+            )),
+        };
+        let result = req.set_item(Some(item)).send().await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if conditional_failed(&err) => Ok(false),
+            Err(err) => Err(StoreError::from_sdk("PutItem", &self.table, err)),
+        }
+    }
+
     async fn states(&self, keys: &[String]) -> Result<HashMap<String, ItemState>, StoreError> {
         let mut found = HashMap::new();
         let mut unique: Vec<&String> = keys.iter().collect();
@@ -364,9 +700,10 @@ impl ResultStore for DynamoResultStore {
             .expression_attribute_values(":rt", s(claim.resource_type))
             .expression_attribute_values(":dt", s(claim.delivery_type))
             .expression_attribute_values(":one", n(1))
-            // The old values of the attributes set here only (`attempts`, `ocrRequestedAt`):
-            // never a forced re-OCR's whole stored text.
-            .return_values(ReturnValue::UpdatedOld);
+            // The item as it was (`attempts`, `ocrRequestedAt`, and `renamedAtMs`, which the
+            // result keeps). Return values cost no capacity; a forced re-OCR's claim receives
+            // the old text too (at most 400 KB).
+            .return_values(ReturnValue::AllOld);
         for (name, value) in values {
             req = req.expression_attribute_values(name, value);
         }
@@ -384,6 +721,7 @@ impl ResultStore for DynamoResultStore {
                 Ok(ClaimOutcome::Claimed {
                     attempts: (attr_u64(&old, "attempts").unwrap_or(0) + 1) as u32,
                     requested_before: attr_u64(&old, "ocrRequestedAt"),
+                    arrived_at_ms: attr_u64(&old, "renamedAtMs"),
                 })
             }
             Err(err) if conditional_failed(&err) => self.why_not_claimed(claim).await,

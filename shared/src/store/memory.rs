@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 
 use super::{
     Checkpoint, CheckpointStore, Claim, ClaimOutcome, DeadLetterKind, DeadLetterMark,
-    FailureRecord, ItemState, Lease, LeaseOutcome, RequestMark, ResultRecord, ResultStore,
-    SaveOutcome, Status, StoreError, truncate_utf8,
+    FailureRecord, Gone, ItemState, ItemView, Lease, LeaseOutcome, NotifyStore, RequestMark,
+    ResultRecord, ResultStore, SaveOutcome, Status, StoreError, truncate_utf8,
 };
 use crate::error::ErrorClass;
 use crate::fault::FaultPlan;
@@ -29,6 +29,9 @@ pub enum StoreOp {
     TakeLease,
     SaveCheckpoint,
     ReleaseLease,
+    View,
+    MarkGone,
+    PutRenamed,
 }
 
 /// One item of the results table.
@@ -47,6 +50,11 @@ pub struct MemoryItem {
     pub dead_letters: BTreeSet<DeadLetterMark>,
     /// How the latest failure for good came about.
     pub failure_kind: Option<DeadLetterKind>,
+    /// The asset left the key (a notification's tombstone).
+    pub gone: Option<Gone>,
+    /// The key the result was moved from by a rename, and when the rename happened.
+    pub renamed_from: Option<String>,
+    pub renamed_at_ms: Option<u64>,
 }
 
 impl MemoryItem {
@@ -60,7 +68,31 @@ impl MemoryItem {
             ocr_requested_at: None,
             dead_letters: BTreeSet::new(),
             failure_kind: None,
+            gone: None,
+            renamed_from: None,
+            renamed_at_ms: record.renamed_at_ms,
         }
+    }
+
+    /// Whether a rename bringing the asset `asset_id` at `at_ms` is older than the item's
+    /// latest event (see [`super::Moved`]): its delete or rename away (at the same time: of
+    /// the same asset, or of one unknown), or the rename that brought its asset.
+    fn later_than(&self, at_ms: u64, asset_id: Option<&str>) -> bool {
+        let gone_later = self.gone.as_ref().is_some_and(|g| {
+            let another = g
+                .asset_id
+                .as_deref()
+                .zip(asset_id)
+                .is_some_and(|(gone, coming)| gone != coming);
+            g.at_ms > at_ms || (g.at_ms == at_ms && !another)
+        });
+        gone_later || self.renamed_at_ms.is_some_and(|t| t >= at_ms)
+    }
+
+    fn claimed_at(&self, now_ms: u64) -> bool {
+        self.claim
+            .as_ref()
+            .is_some_and(|(_, until)| *until >= now_ms)
     }
 
     pub fn status(&self) -> Option<Status> {
@@ -154,7 +186,170 @@ impl MemoryResultStore {
     }
 }
 
+impl NotifyStore for MemoryResultStore {
+    async fn view(&self, key: &str) -> Result<Option<ItemView>, StoreError> {
+        self.fault(StoreOp::View, "GetItem")?;
+        Ok(self.lock().get(key).map(|item| ItemView {
+            status: item.status(),
+            version: item.record.as_ref().and_then(|r| r.asset.version),
+            claimed_until: item.claim.as_ref().map(|(_, until)| *until),
+            gone: item.gone.clone(),
+            renamed_at_ms: item.renamed_at_ms,
+        }))
+    }
+
+    async fn mark_gone(&self, key: &str, gone: &Gone, keep_text: bool) -> Result<bool, StoreError> {
+        self.fault(StoreOp::MarkGone, "UpdateItem")?;
+        let mut items = self.lock();
+        let item = items.entry(key.to_string()).or_default();
+        // A rename that brought this very asset at the same time came first.
+        let same_asset = item
+            .record
+            .as_ref()
+            .and_then(|r| r.asset.asset_id.as_deref())
+            .zip(gone.asset_id.as_deref())
+            .is_some_and(|(stored, named)| stored == named);
+        let later = item.gone.as_ref().is_some_and(|g| g.at_ms >= gone.at_ms)
+            || item
+                .renamed_at_ms
+                .is_some_and(|t| t > gone.at_ms || (t == gone.at_ms && !same_asset));
+        let newer = item
+            .record
+            .as_ref()
+            .and_then(|r| r.asset.version)
+            .is_some_and(|v| v > gone.version);
+        let another = item
+            .record
+            .as_ref()
+            .and_then(|r| r.asset.asset_id.as_deref())
+            .zip(gone.asset_id.as_deref())
+            .is_some_and(|(stored, named)| stored != named);
+        // The result was paid for a message naming this version or a later one and found an
+        // older image: the version that left had been replaced already.
+        let replaced = item.record.as_ref().is_some_and(|r| {
+            r.asked_version.is_some_and(|a| a >= gone.version)
+                && r.asset.version.is_some_and(|v| v < gone.version)
+        });
+        if later || newer || another || replaced {
+            return Ok(false);
+        }
+        item.gone = Some(gone.clone());
+        item.claim = None;
+        if !keep_text && let Some(record) = item.record.as_mut() {
+            record.text = None;
+        }
+        Ok(true)
+    }
+
+    async fn result_of(&self, from: &str) -> Result<Option<ResultRecord>, StoreError> {
+        self.fault(StoreOp::View, "GetItem")?;
+        Ok(self.lock().get(from).and_then(|item| {
+            let record = item.record.as_ref()?;
+            (item.gone.is_none() && record.status.is_complete()).then(|| record.clone())
+        }))
+    }
+    async fn arrive(
+        &self,
+        key: &str,
+        moved: super::Moved<'_>,
+        holding: Option<u64>,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.fault(StoreOp::PutRenamed, "UpdateItem")?;
+        let mut items = self.lock();
+        let item = items.entry(key.to_string()).or_default();
+        if item.later_than(moved.at_ms, moved.asset_id) {
+            return Ok(false);
+        }
+        match holding {
+            Some(version) => {
+                // Kept, with its text (a tombstone older than the rename comes off).
+                let holds = item.record.as_ref().is_some_and(|r| {
+                    r.asset.version == Some(version)
+                        && match r.status {
+                            Status::Done => r.text.is_some(),
+                            Status::NoText => true,
+                            _ => false,
+                        }
+                });
+                if !holds {
+                    return Ok(false);
+                }
+                item.gone = None;
+            }
+            None => {
+                let uploaded_since = item.gone.is_none()
+                    && item
+                        .record
+                        .as_ref()
+                        .filter(|r| r.status.is_complete())
+                        .and_then(|r| r.asset.version)
+                        .is_some_and(|v| v > moved.at_ms / 1000);
+                if item.claimed_at(now_ms) || uploaded_since {
+                    return Ok(false);
+                }
+                *item = MemoryItem::default();
+            }
+        }
+        item.renamed_from = Some(moved.from.to_string());
+        item.renamed_at_ms = Some(moved.at_ms);
+        Ok(true)
+    }
+}
+
 impl ResultStore for MemoryResultStore {
+    async fn gone(&self, key: &str) -> Result<Option<Gone>, StoreError> {
+        self.fault(StoreOp::View, "GetItem")?;
+        Ok(self.lock().get(key).and_then(|item| item.gone.clone()))
+    }
+
+    async fn put_renamed(
+        &self,
+        record: &ResultRecord,
+        moved: Option<super::Moved<'_>>,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.fault(StoreOp::PutRenamed, "PutItem")?;
+        let mut items = self.lock();
+        let version = record.asset.version.unwrap_or(0);
+        if let Some(item) = items.get(&record.key) {
+            let complete = item.record.as_ref().filter(|r| r.status.is_complete());
+            let refused = match moved {
+                Some(m) => {
+                    // A newer result of the same asset, or one of another asset uploaded after
+                    // the rename, stays.
+                    let stays = item.gone.is_none()
+                        && complete.is_some_and(|r| {
+                            let same = r
+                                .asset
+                                .asset_id
+                                .as_deref()
+                                .zip(record.asset.asset_id.as_deref())
+                                .is_some_and(|(a, b)| a == b);
+                            r.asset
+                                .version
+                                .is_some_and(|v| v > version && (same || v > m.at_ms / 1000))
+                        });
+                    item.later_than(m.at_ms, m.asset_id) || stays
+                }
+                None => {
+                    complete.is_some_and(|r| r.asset.version.is_none_or(|v| v >= version))
+                        || item.gone.as_ref().is_some_and(|g| g.version >= version)
+                }
+            };
+            if item.claimed_at(now_ms) || refused {
+                return Ok(false);
+            }
+        }
+        let mut settled = MemoryItem::settled(record);
+        if let Some(m) = moved {
+            settled.renamed_from = Some(m.from.to_string());
+            settled.renamed_at_ms = Some(m.at_ms);
+        }
+        items.insert(record.key.clone(), settled);
+        Ok(true)
+    }
+
     async fn states(&self, keys: &[String]) -> Result<HashMap<String, ItemState>, StoreError> {
         self.fault(StoreOp::States, "BatchGetItem")?;
         let items = self.lock();
@@ -180,6 +375,9 @@ impl ResultStore for MemoryResultStore {
         self.fault(StoreOp::Claim, "UpdateItem")?;
         let mut items = self.lock();
         let item = items.entry(claim.key.to_string()).or_default();
+        if claim.meets_gone(item.gone.as_ref().map(|g| g.version)) {
+            return Ok(ClaimOutcome::Gone);
+        }
         let free = item
             .claim
             .as_ref()
@@ -191,6 +389,7 @@ impl ResultStore for MemoryResultStore {
             record
                 .and_then(|r| crate::clock::parse_rfc3339(&r.ocr_at))
                 .map(crate::clock::epoch_ms),
+            record.and_then(|r| r.asked_version),
         );
         if free && open {
             item.claim = Some((claim.token.to_string(), claim.expires_at_ms));
@@ -202,6 +401,7 @@ impl ResultStore for MemoryResultStore {
             return Ok(ClaimOutcome::Claimed {
                 attempts: item.attempts,
                 requested_before,
+                arrived_at_ms: item.renamed_at_ms,
             });
         }
         if !open && let Some(status) = item.status() {

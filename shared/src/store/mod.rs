@@ -181,6 +181,15 @@ pub struct ResultRecord {
     pub error: Option<String>,
     /// Pages the OCR read (a multi-page PDF or TIFF has several; 0 on a failure).
     pub pages: u32,
+    /// The version the message that paid for this OCR named (`None`: it named none). The
+    /// OCR reads whatever is current, which may be an older image renamed onto the key
+    /// since that version was uploaded and deleted: another message naming the same version
+    /// is answered by this result, and pays nothing.
+    pub asked_version: Option<u64>,
+    /// When a rename brought the asset to the key (see [`Moved`]): an event on the key older
+    /// than this (a late delete of the image that was there before, its upload) changes
+    /// nothing.
+    pub renamed_at_ms: Option<u64>,
 }
 
 /// Cuts `text` to at most `max` bytes at a UTF-8 character boundary.
@@ -231,6 +240,8 @@ impl ResultRecord {
             attempts,
             error: None,
             pages: 1,
+            asked_version: None,
+            renamed_at_ms: None,
         }
     }
 
@@ -257,6 +268,8 @@ impl ResultRecord {
             attempts,
             error: Some(truncate_utf8(error, 2000).to_string()),
             pages: 0,
+            asked_version: None,
+            renamed_at_ms: None,
         }
     }
 }
@@ -311,20 +324,36 @@ pub struct Claim<'a> {
 
 impl Claim<'_> {
     /// Whether the claim may take an asset whose terminal state is `status` (`None`: none),
-    /// with a result of `version` written at `ocr_at_ms`.
+    /// with a result of `version` written at `ocr_at_ms` for a message that named
+    /// `asked_version`.
     pub fn opens(
         &self,
         status: Option<Status>,
         version: Option<u64>,
         ocr_at_ms: Option<u64>,
+        asked_version: Option<u64>,
     ) -> bool {
         if status.is_none_or(|s| s == Status::Failed) {
             return true;
         }
         match self.intent {
             ClaimIntent::Plain => false,
-            ClaimIntent::NewVersion(v) => version.is_some_and(|stored| stored < v),
+            ClaimIntent::NewVersion(v) => {
+                version.is_some_and(|stored| stored < v) && asked_version.is_none_or(|a| a < v)
+            }
             ClaimIntent::Forced { asked_at_ms } => ocr_at_ms.is_none_or(|at| at < asked_at_ms),
+        }
+    }
+
+    /// Whether an item marked gone at `gone_version` refuses the claim: an asset that left the
+    /// key is OCR'd there again only as a newer version (uploaded again over the public_id).
+    pub fn meets_gone(&self, gone_version: Option<u64>) -> bool {
+        let Some(gone) = gone_version else {
+            return false;
+        };
+        match self.intent {
+            ClaimIntent::NewVersion(v) => gone >= v,
+            ClaimIntent::Plain | ClaimIntent::Forced { .. } => true,
         }
     }
 }
@@ -349,6 +378,8 @@ pub enum ClaimOutcome {
     Claimed {
         attempts: u32,
         requested_before: Option<u64>,
+        /// When a rename brought the asset to the key (see [`Moved`]), kept with the result.
+        arrived_at_ms: Option<u64>,
     },
     /// Already complete, as far as the claim asks (a plain claim of a complete asset, a new
     /// version's of an asset with a result of that version, a forced re-OCR's of one whose
@@ -356,6 +387,9 @@ pub enum ClaimOutcome {
     AlreadyComplete(Status),
     /// Another invocation holds it until this time (ms since the epoch).
     HeldUntil(u64),
+    /// The asset left this key (deleted, or renamed away) at or after the version the claim
+    /// asks for: there is nothing to OCR under it.
+    Gone,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -443,6 +477,28 @@ pub trait ResultStore: Send + Sync {
         &self,
         record: &ResultRecord,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// How the asset under `key` left it, when a notification marked it gone (a table no
+    /// notifier changes has no such mark).
+    fn gone(&self, key: &str) -> impl Future<Output = Result<Option<Gone>, StoreError>> + Send {
+        let _ = key;
+        async { Ok(None) }
+    }
+    /// Writes `record` without a claim: the result of an asset `moved` by a rename (already
+    /// keyed by its new key; nothing is paid again for it), or (`None`) a result whose claim a
+    /// notification took away while it was paid for. Refused when the key is claimed; a moved
+    /// result is refused when the key's latest event is as late as the rename (a later
+    /// rename there or away, a later delete, an upload after it: see [`Moved`]), any other
+    /// when the key holds a result of its version or a newer one, or is gone at that version
+    /// or a later one. Returns whether it was written.
+    fn put_renamed(
+        &self,
+        record: &ResultRecord,
+        moved: Option<Moved<'_>>,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = (record, moved, now_ms);
+        async { Ok(false) }
+    }
 }
 
 /// One table shared by several workers (instances of a simulation, say).
@@ -494,6 +550,145 @@ impl<T: ResultStore> ResultStore for std::sync::Arc<T> {
         record: &ResultRecord,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         (**self).record_unqueued(record)
+    }
+    fn gone(&self, key: &str) -> impl Future<Output = Result<Option<Gone>, StoreError>> + Send {
+        (**self).gone(key)
+    }
+    fn put_renamed(
+        &self,
+        record: &ResultRecord,
+        moved: Option<Moved<'_>>,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).put_renamed(record, moved, now_ms)
+    }
+}
+
+/// A rename that brought an asset to a key: the key it came from and when (ms since the
+/// epoch, the notification's time).
+///
+/// Events on one key are ordered by their time (at equal times, by what must have come first
+/// where Cloudinary's asset ids tell): a rename's or a delete's is the
+/// notification's, an upload's is its version (Cloudinary's versions are the upload's Unix
+/// time, in seconds). A rename there and back keeps the asset's version, so only the time
+/// tells which of the two came last; and an asset renamed onto a key whose (newer) image was
+/// deleted before is the key's asset although its version is older.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved<'a> {
+    pub from: &'a str,
+    pub at_ms: u64,
+    /// Cloudinary's id of the renamed asset, when known: a tombstone of another asset with
+    /// the rename's very time is older than the rename (the key was freed, then the asset
+    /// came), one of this asset is not (it came, then left).
+    pub asset_id: Option<&'a str>,
+}
+
+/// An asset that left its item's key, as Cloudinary's notifications told: deleted, or renamed
+/// to another public_id. The item stays as a tombstone, so that a late or repeated notification
+/// of the asset as it was changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gone {
+    /// When it left (RFC 3339, and ms since the epoch).
+    pub at: String,
+    pub at_ms: u64,
+    /// The asset's version it left at: a result, an upload or a claim of this version or an
+    /// older one is of the asset that left.
+    pub version: u64,
+    /// The key it was renamed to (`None`: deleted).
+    pub renamed_to: Option<String>,
+    /// Cloudinary's id of the asset that left, when the notification named it: a result of
+    /// another asset under the key (one renamed there since) is not marked.
+    pub asset_id: Option<String>,
+}
+
+impl Gone {
+    pub fn by(&self) -> &'static str {
+        if self.renamed_to.is_some() {
+            "rename"
+        } else {
+            "delete"
+        }
+    }
+}
+
+/// An item as a notification needs to see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ItemView {
+    pub status: Option<Status>,
+    /// The version its result is of.
+    pub version: Option<u64>,
+    /// A live or expired claim's expiry (ms since the epoch).
+    pub claimed_until: Option<u64>,
+    pub gone: Option<Gone>,
+    /// When a rename brought the asset to the key.
+    pub renamed_at_ms: Option<u64>,
+}
+
+/// The results table as the notifier changes it.
+pub trait NotifyStore: ResultStore {
+    /// The item under `key`, if any.
+    fn view(&self, key: &str) -> impl Future<Output = Result<Option<ItemView>, StoreError>> + Send;
+    /// Marks the item gone (writing a tombstone where there is no item), unless its latest
+    /// event is as late as this one (a delete, a rename away or a rename there: see
+    /// [`Moved`]), or it holds a result of a newer version. A claim
+    /// on it is taken away, so that an attempt in flight writes nothing over the tombstone
+    /// (a renamed asset's attempt follows the rename: see [`ResultStore::put_renamed`]);
+    /// without `keep_text` the text goes. Returns whether the mark was written.
+    fn mark_gone(
+        &self,
+        key: &str,
+        gone: &Gone,
+        keep_text: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// The complete result stored under `from`, if there is one and it is not gone.
+    fn result_of(
+        &self,
+        from: &str,
+    ) -> impl Future<Output = Result<Option<ResultRecord>, StoreError>> + Send;
+    /// Notes that a rename brought an asset to `key` when no result could move with it:
+    /// `holding` (the version of the asset's result already under `key`) keeps that result,
+    /// with its text, and stamps it with the rename (a tombstone older than the rename comes
+    /// off); otherwise the item becomes a marker of the arrival alone, for the worker to
+    /// fill. Either way a late delete or rename away that happened before this rename no
+    /// longer marks the key. Refused (`false`) when the key's latest event is as late as the
+    /// rename, when `holding` no longer holds (another version, the text gone), or when the
+    /// key is claimed (without `holding`).
+    fn arrive(
+        &self,
+        key: &str,
+        moved: Moved<'_>,
+        holding: Option<u64>,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// One table shared by the notifier and workers (in tests and the local stack).
+impl<T: NotifyStore> NotifyStore for std::sync::Arc<T> {
+    fn view(&self, key: &str) -> impl Future<Output = Result<Option<ItemView>, StoreError>> + Send {
+        (**self).view(key)
+    }
+    fn mark_gone(
+        &self,
+        key: &str,
+        gone: &Gone,
+        keep_text: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).mark_gone(key, gone, keep_text)
+    }
+    fn result_of(
+        &self,
+        from: &str,
+    ) -> impl Future<Output = Result<Option<ResultRecord>, StoreError>> + Send {
+        (**self).result_of(from)
+    }
+    fn arrive(
+        &self,
+        key: &str,
+        moved: Moved<'_>,
+        holding: Option<u64>,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).arrive(key, moved, holding, now_ms)
     }
 }
 

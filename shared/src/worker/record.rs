@@ -17,8 +17,8 @@ use crate::ocr::{OcrOutcome, OcrResult};
 use crate::queue::WorkQueue;
 use crate::rate_gate::{DEFAULT_BACKOFF, Permit};
 use crate::store::{
-    Claim, ClaimIntent, ClaimOutcome, DeadLetterKind, DeadLetterMark, RequestMark, ResultRecord,
-    ResultStore,
+    Claim, ClaimIntent, ClaimOutcome, DeadLetterKind, DeadLetterMark, Moved, RequestMark,
+    ResultRecord, ResultStore,
 };
 
 /// A quota wait this short is waited out in the invocation rather than through the queue.
@@ -34,6 +34,8 @@ pub(super) struct Held {
     /// An earlier attempt claimed the asset and wrote no result: it may have been billed for
     /// an OCR before it timed out or died.
     pub requested_before: Option<u64>,
+    /// When a rename brought the asset to the key: the result keeps it.
+    pub arrived_at_ms: Option<u64>,
     /// This attempt sent an OCR request that may have run (not refused by Cloudinary).
     pub asked: AtomicBool,
     /// This attempt's read-back found no OCR on the asset.
@@ -236,14 +238,18 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             Ok(ClaimOutcome::Claimed {
                 attempts,
                 requested_before,
+                arrived_at_ms,
             }) => Ok(Held {
                 token,
                 attempts,
                 requested_before,
+                arrived_at_ms,
                 asked: AtomicBool::new(false),
                 none_found: AtomicBool::new(false),
             }),
-            Ok(ClaimOutcome::AlreadyComplete(_)) => Err(Disposition::Skipped.into()),
+            Ok(ClaimOutcome::AlreadyComplete(_) | ClaimOutcome::Gone) => {
+                Err(Disposition::Skipped.into())
+            }
             Ok(ClaimOutcome::HeldUntil(ms)) => Err(self
                 .defer(message.clone(), from_epoch_ms(ms), DeferCause::Claimed)
                 .into()),
@@ -493,6 +499,8 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     ) -> Disposition {
         let rec = ResultRecord {
             pages: result.pages,
+            asked_version: message.version.filter(|_| !message.force),
+            renamed_at_ms: held.arrived_at_ms,
             ..ResultRecord::from_outcome(
                 &message.item_key(),
                 &message.resource_type,
@@ -512,9 +520,61 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         let status = rec.status;
         match self.store.put_result(&rec, &held.token).await {
             Ok(true) => Disposition::Stored(status),
-            // Our claim expired and another invocation took the asset over: it owns the result.
-            Ok(false) => Disposition::Skipped,
+            // Our claim expired and another invocation took the asset over (it owns the
+            // result), or a notification took the claim away: the asset left the key.
+            Ok(false) => self.follow_rename(rec).await,
             Err(e) => self.result_not_written(record, message, held, &e).await,
+        }
+    }
+
+    /// A paid result whose claim a notification took away. Of an image newer than the one
+    /// that left the key (uploaded over the old name since), it is written where it was
+    /// asked; of the image that was renamed, under its new key (counted as of its own
+    /// version: nothing is paid again there); of a deleted one, nowhere.
+    async fn follow_rename(&self, mut rec: ResultRecord) -> Disposition {
+        let gone = match self.store.gone(&rec.key).await {
+            Ok(Some(gone)) => gone,
+            Ok(None) => return Disposition::Skipped,
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "could not read why the claim was taken away");
+                return Disposition::Skipped;
+            }
+        };
+        let newer = rec.asset.version.is_some_and(|v| v > gone.version);
+        let from = if newer {
+            None
+        } else if let Some(to) = gone.renamed_to {
+            Some(std::mem::replace(&mut rec.key, to))
+        } else {
+            tracing::info!("the asset was deleted while it was read: nothing stored");
+            return Disposition::Skipped;
+        };
+        let status = rec.status;
+        match self
+            .store
+            .put_renamed(
+                &rec,
+                from.as_deref().map(|from| Moved {
+                    from,
+                    at_ms: gone.at_ms,
+                    asset_id: rec.asset.asset_id.as_deref(),
+                }),
+                epoch_ms(self.now()),
+            )
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(
+                    renamed = from.is_some(),
+                    "stored after a notification took the claim"
+                );
+                Disposition::Stored(status)
+            }
+            Ok(false) => Disposition::Skipped,
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "the result was not written after a notification took the claim");
+                Disposition::Skipped
+            }
         }
     }
 

@@ -140,7 +140,7 @@ impl SimStore {
         self.counts.write_units.fetch_add(1, Ordering::Relaxed);
         if let Some(s) = self.settled_of(claim.key) {
             assert!(
-                !claim.opens(Some(s.status), s.version, s.ocr_at_ms),
+                !claim.opens(Some(s.status), s.version, s.ocr_at_ms, None),
                 "the simulation forces no re-OCR and uploads no new version"
             );
             return Ok(ClaimOutcome::AlreadyComplete(s.status));

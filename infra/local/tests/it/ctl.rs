@@ -54,6 +54,7 @@ pub(crate) async fn put(h: &Harness, id: &str, text: Option<&str>, failed: bool)
             height: Some(2),
             created_at: Some("2024-01-01T00:00:00Z".into()),
             version: None,
+            asset_id: None,
         };
         ResultRecord::from_outcome(
             id,

@@ -122,7 +122,7 @@ fn privilege_findings(t: &Value) -> Vec<String> {
     let mut findings = Vec::new();
     // What each role's statements may name: its function's own resources, or the parameters
     // that stand in for them.
-    let allowed: [(&str, &[&str]); 3] = [
+    let allowed: [(&str, &[&str]); 4] = [
         (
             "WorkerRole",
             &[
@@ -160,6 +160,20 @@ fn privilege_findings(t: &Value) -> Vec<String> {
             ],
         ),
         ("ListerScheduleRole", &["ListerFunction"]),
+        (
+            "NotifierRole",
+            &[
+                "NotifierLogGroup",
+                "WorkQueue",
+                "ResultsTable",
+                "ExistingResultsTableName",
+                "CloudinarySecret",
+                "ExistingCloudinarySecretArn",
+                "CreateResultsTable",
+                "CreateSecret",
+                "CloudinarySecretKmsKeyArn",
+            ],
+        ),
     ];
     let pseudo = ["AWS::Partition", "AWS::Region", "AWS::AccountId", "Table"];
     for (name, res) in resources(t) {
@@ -203,7 +217,7 @@ fn privilege_findings(t: &Value) -> Vec<String> {
             }
         }
     }
-    for function in ["WorkerFunction", "ListerFunction"] {
+    for function in ["WorkerFunction", "ListerFunction", "NotifierFunction"] {
         let role = &t["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"][0];
         let expected = function.replace("Function", "Role");
         if role != expected.as_str() {
@@ -240,6 +254,75 @@ fn worker_actions_missing(t: &Value) -> Vec<&'static str> {
         .into_iter()
         .filter(|a| !allowed.contains(*a))
         .collect()
+}
+
+/// What the notifier's store calls that its role does not allow on the results table.
+fn notifier_actions_missing(t: &Value) -> Vec<&'static str> {
+    let allowed = results_table_actions(t, "NotifierRole");
+    shared::store::dynamodb::NOTIFIER_ACTIONS
+        .into_iter()
+        .filter(|a| !allowed.contains(*a))
+        .collect()
+}
+
+#[test]
+fn the_notifier_may_make_every_call_its_store_makes_and_its_url_is_public_and_only_its() {
+    let t = transform(&template());
+    assert_eq!(notifier_actions_missing(&t), Vec::<&str>::new());
+    let role = &t["Resources"]["NotifierRole"];
+    let sends: Vec<_> = statements(role)
+        .flat_map(|s| statement_actions(s).into_iter().map(String::from))
+        .filter(|a| a.starts_with("sqs:"))
+        .collect();
+    assert_eq!(sends, ["sqs:SendMessage"], "the notifier only sends work");
+    // A public URL needs both permissions; only the notifier has a URL.
+    let mut urls = Vec::new();
+    let mut permissions = Vec::new();
+    for (name, res) in resources(&t) {
+        match res["Type"].as_str() {
+            Some("AWS::Lambda::Url") => urls.push(name.to_string()),
+            Some("AWS::Lambda::Permission") if res["Properties"]["Principal"] == "*" => {
+                let p = &res["Properties"];
+                assert_eq!(p["FunctionName"]["Ref"], "NotifierFunction", "{name}");
+                permissions.push((
+                    p["Action"].as_str().unwrap_or_default().to_string(),
+                    p["FunctionUrlAuthType"].as_str().map(str::to_string),
+                    p["InvokedViaFunctionUrl"].as_bool(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(urls, ["NotifierFunctionUrl"]);
+    permissions.sort();
+    assert_eq!(
+        permissions,
+        [
+            ("lambda:InvokeFunction".to_string(), None, Some(true)),
+            (
+                "lambda:InvokeFunctionUrl".to_string(),
+                Some("NONE".to_string()),
+                None
+            ),
+        ]
+    );
+    let url = &t["Resources"]["NotifierFunctionUrl"]["Properties"];
+    assert_eq!(url["TargetFunctionArn"]["Ref"], "NotifierFunction");
+    assert_eq!(
+        t["Outputs"]["NotifierUrl"]["Value"]["Fn::GetAtt"],
+        serde_json::json!(["NotifierFunctionUrl", "FunctionUrl"])
+    );
+    let env = &t["Resources"]["NotifierFunction"]["Properties"]["Environment"]["Variables"];
+    for name in [
+        "RESULTS_TABLE",
+        "WORK_QUEUE_URL",
+        "KEEP_DELETED_TEXT",
+        "SCOPE_PREFIXES",
+        "CLOUDINARY_SECRET_ARN",
+        "CLOUDINARY_SIGNATURE_ALGORITHM",
+    ] {
+        assert!(env.get(name).is_some(), "the notifier has no {name}: {env}");
+    }
 }
 
 #[test]
@@ -452,9 +535,17 @@ fn emitted_metrics() -> HashSet<&'static str> {
         quota_resets_at: None,
         next_pass_at: None,
     };
+    use shared::notify::{Outcome, Refusal};
+    let notifications = [
+        Outcome::Refused(Refusal::BadSignature),
+        Outcome::Ignored("not_acted_on"),
+        Outcome::Enqueued(1),
+        Outcome::Failed("the table refused".into()),
+    ];
     worker::batch_metrics(&outcome)
         .into_iter()
         .chain(lister::run_metrics(&summary))
+        .chain(notifications.iter().flat_map(Outcome::metrics))
         .map(|m| m.name)
         .collect()
 }
@@ -510,6 +601,9 @@ fn alarms_reach_someone_and_watch_what_an_operator_must_know() {
         "ListerRunsCompleted lister",
         "CloudinaryCredentialsRefused worker",
         "RateLimitDeadLetters worker",
+        "Errors NotifierFunction",
+        "NotificationsRefused notifier",
+        "NotificationsFailed notifier",
     ] {
         assert!(
             watched.contains(expected),
@@ -661,7 +755,7 @@ fn a_table_named_without_its_condition_is_caught() {
 #[test]
 fn lambda_logs_are_json_at_the_stacks_level_and_reserved_concurrency_is_optional() {
     let t = transform(&template());
-    for function in ["WorkerFunction", "ListerFunction"] {
+    for function in ["WorkerFunction", "ListerFunction", "NotifierFunction"] {
         let props = &t["Resources"][function]["Properties"];
         let logging = &props["LoggingConfig"];
         assert_eq!(logging["LogFormat"], "JSON", "{function}");

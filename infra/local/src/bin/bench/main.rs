@@ -3,7 +3,8 @@
 //! Scenarios: the blog-style Python baseline side by side with the pipeline; use of a scaled
 //! Admin quota over several windows; start-up time and memory of the release bootstraps; AWS and
 //! Cloudinary requests per image and the modelled AWS cost per million images; lister
-//! throughput; worker throughput against concurrency; full-text search against a scan. The emulator runs as its own process, so
+//! throughput; worker throughput against concurrency; full-text search against a scan; the time
+//! from an upload to its text through the notifier. The emulator runs as its own process, so
 //! the CPU time measured for the pipeline is the pipeline's.
 
 use std::collections::{BTreeMap, HashMap};
@@ -33,6 +34,7 @@ mod cold_start;
 mod cost;
 mod ctx;
 mod lister;
+mod live;
 mod pipeline;
 mod quota;
 mod report;
@@ -47,6 +49,7 @@ use cold_start::*;
 use cost::*;
 use ctx::*;
 use lister::*;
+use live::*;
 use pipeline::*;
 use quota::*;
 use report::*;
@@ -102,10 +105,19 @@ struct Args {
     /// Timed runs of each search query.
     #[arg(long, default_value_t = 20)]
     search_repeats: usize,
+    /// Uploads in the live scenario.
+    #[arg(long, default_value_t = 1000)]
+    live_uploads: usize,
+    /// Uploads per second in the live scenario.
+    #[arg(long, default_value_t = 20.0)]
+    live_rate: f64,
+    /// Concurrent worker invocations in the live scenario.
+    #[arg(long, default_value_t = 4)]
+    live_invocations: usize,
     /// Scenarios to run (1 side by side, 2 quota, 3 cold start, 4 cost (with 1), 5 lister,
     /// 6 scaling, 7 full-text search, 8 the simulation against moto (with 1 and 5), 9 the
-    /// worker's own CPU (with 1); the report is written only when all run.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8,9")]
+    /// worker's own CPU (with 1), 10 live updates; the report is written only when all run.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8,9,10")]
     only: Vec<u8>,
     /// Where to write the report.
     #[arg(long, default_value = "BENCHMARKS.md")]
@@ -176,7 +188,10 @@ async fn main() -> anyhow::Result<()> {
     if let (true, Some(comparison)) = (run(9), &comparison) {
         worker_cpu(&ctx, &args, comparison, &mut report).await?;
     }
-    if (1..=9).any(|n| !run(n)) {
+    if run(10) {
+        live_latency(&ctx, &args, &mut report).await?;
+    }
+    if (1..=10).any(|n| !run(n)) {
         println!(
             "
 Not all scenarios ran: {} left as it was.",

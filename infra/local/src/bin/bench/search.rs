@@ -322,6 +322,8 @@ fn generated_row(rng: &mut Rng, i: usize) -> Row {
         ocr_at: "2026-01-01T00:00:00Z".into(),
         attempts: "1".into(),
         error: String::new(),
+        deleted_at: String::new(),
+        renamed_to: String::new(),
     }
 }
 
