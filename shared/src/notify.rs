@@ -578,6 +578,9 @@ impl<S: NotifyStore, Q: WorkQueue> Notifier<S, Q> {
                     let mut message =
                         WorkMessage::new(&to.public_id, &to.resource_type, &to.delivery_type);
                     message.version = Some(v);
+                    // An attempt in flight at the old key may have paid for that version:
+                    // the renamed image keeps its OCR, so the worker reads it back first.
+                    message.ocr_requested = true;
                     self.send(message, Duration::ZERO).await?;
                     true
                 }
@@ -589,9 +592,10 @@ impl<S: NotifyStore, Q: WorkQueue> Notifier<S, Q> {
                 enqueued,
             });
         }
-        // No result to move: the old key is marked, and the new one sent to the worker. An
-        // attempt in flight under the old key stores its result under the new one (the mark
-        // takes its claim away), so the message waits until it has.
+        // No result to move: the old key is marked, and the new one sent to the worker, which
+        // reads the image back first (a renamed image keeps its OCR). The mark takes away the
+        // claim of an attempt in flight under the old key; its OCR may still be on its way, so
+        // the message waits a while before it reads back.
         let in_flight = view
             .as_ref()
             .and_then(|v| v.claimed_until)

@@ -228,7 +228,7 @@ impl NotifyStore for MemoryResultStore {
         // older image: the version that left had been replaced already.
         let replaced = item.record.as_ref().is_some_and(|r| {
             r.asked_version.is_some_and(|a| a >= gone.version)
-                && r.asset.version.is_some_and(|v| v < gone.version)
+                && r.asset.version.is_none_or(|v| v < gone.version)
         });
         if later || newer || another || replaced {
             return Ok(false);
