@@ -203,15 +203,27 @@ impl DynamoResultStore {
         &self,
         key: &str,
     ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        self.projected(
+            key,
+            "#s, claimToken, claimExpiresAt, attempts, ocrRequestedAt, version, ocrAtMs, goneVersion, askedVersion, renamedAtMs",
+        )
+        .await
+    }
+
+    /// The item under `key`, read consistently, with the attributes `projection` names
+    /// (`#s` for `status`).
+    async fn projected(
+        &self,
+        key: &str,
+        projection: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
             .key("publicId", Self::key(key))
             .consistent_read(true)
-            .projection_expression(
-                "#s, claimToken, claimExpiresAt, attempts, ocrRequestedAt, version, ocrAtMs, goneVersion, askedVersion, renamedAtMs",
-            )
+            .projection_expression(projection)
             .expression_attribute_names("#s", "status")
             .send()
             .await
@@ -427,20 +439,13 @@ impl DynamoResultStore {
 
 impl NotifyStore for DynamoResultStore {
     async fn view(&self, key: &str) -> Result<Option<ItemView>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("publicId", Self::key(key))
-            .consistent_read(true)
-            .projection_expression(
+        let item = self
+            .projected(
+                key,
                 "#s, version, claimExpiresAt, deletedAt, deletedAtMs, goneVersion, goneAssetId, renamedTo, renamedAtMs",
             )
-            .expression_attribute_names("#s", "status")
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk("GetItem", &self.table, e))?;
-        Ok(out.item.map(|item| ItemView {
+            .await?;
+        Ok(item.map(|item| ItemView {
             status: attr_str(&item, "status").and_then(Status::parse),
             version: attr_u64(&item, "version"),
             claimed_until: attr_u64(&item, "claimExpiresAt"),
