@@ -206,7 +206,8 @@ pub struct Plan {
     pub listing_calls: u64,
     /// The hourly Admin API quota (as Cloudinary reported it, else 2,000).
     pub admin_per_hour: u64,
-    /// Hours the run takes: the listing at the quota's pace, the OCR at the workers'.
+    /// Hours the run takes: the listing and the read-backs at the quota's pace, the OCR at the
+    /// workers'.
     pub hours: f64,
     /// Days the budget stretches the run to (one a day or month of budget), if it does.
     pub budget_days: Option<f64>,
@@ -215,11 +216,21 @@ pub struct Plan {
 }
 
 /// AWS cost per image OCR'd: `make sim`'s healthy day with `explicit` (README, "At scale"),
-/// $2.74 a million: SQS, DynamoDB, Lambda and CloudWatch together.
-pub const AWS_USD_PER_PAID_IMAGE: f64 = 2.74e-6;
+/// $2.18 a million at the default batch of 50: SQS, DynamoDB, Lambda and CloudWatch together.
+pub const AWS_USD_PER_PAID_IMAGE: f64 = 2.18e-6;
 /// AWS cost per image listed and found done: a message (sent, received, deleted, in batches of
 /// ten) and a status read, about $0.20 a million.
 pub const AWS_USD_PER_SKIPPED_IMAGE: f64 = 0.20e-6;
+/// Admin API calls the workers spend reading results back, per image OCR'd: `make sim`'s
+/// healthy day (about 22,000 read-backs for ten million images: 5xx, timeouts and pending
+/// answers). They share the hourly quota with the listing, so they add to its hours.
+pub const READ_BACKS_PER_PAID_IMAGE: f64 = 0.0022;
+
+/// The read-backs a run of `will_pay` OCRs is expected to make.
+pub fn read_backs(will_pay: u64) -> u64 {
+    (will_pay as f64 * READ_BACKS_PER_PAID_IMAGE).ceil() as u64
+}
+
 /// An OCR request's time, assumed when no figure is given (`--ocr-seconds`).
 pub const OCR_SECONDS: f64 = 2.0;
 
@@ -366,16 +377,21 @@ fn timing(
     };
     let listing_calls = counted.images.div_ceil(per_call.max(1)).max(1) + listings.len() as u64 - 1;
     let per_hour = counted.admin_per_hour.max(1) as f64;
+    let admin_calls = listing_calls + read_backs(will_pay);
     let ocr_hours = if env_text(&env, "OCR_METHOD").as_deref() == Some("update") {
-        (listing_calls + will_pay) as f64 / per_hour
+        (admin_calls + will_pay) as f64 / per_hour
     } else {
         let at_once = env_number(&env, "WORKER_INSTANCES", 4.0)
-            * env_number(&env, "WORKER_CONCURRENCY", 10.0);
+            * env_number(
+                &env,
+                "WORKER_CONCURRENCY",
+                shared::defaults::RECORDS_IN_FLIGHT as f64,
+            );
         will_pay as f64 * args.ocr_seconds / at_once / 3600.0
     };
     (
         listing_calls,
-        (listing_calls as f64 / per_hour).max(ocr_hours),
+        (admin_calls as f64 / per_hour).max(ocr_hours),
     )
 }
 
@@ -541,9 +557,10 @@ pub fn print_plan(plan: &Plan, out: &mut (dyn Write + Send)) -> anyhow::Result<(
     }
     writeln!(
         out,
-        "Time                  about {:.1} h ({} listing calls at {}/h Admin API quota){}",
+        "Time                  about {:.1} h ({} listing calls and about {} read-backs at {}/h Admin API quota){}",
         plan.hours,
         plan.listing_calls,
+        read_backs(plan.will_pay),
         plan.admin_per_hour,
         plan.budget_days
             .map(|d| format!("; the budget spreads it over about {d:.1} days"))
@@ -551,7 +568,7 @@ pub fn print_plan(plan: &Plan, out: &mut (dyn Write + Send)) -> anyhow::Result<(
     )?;
     writeln!(
         out,
-        "AWS cost              about ${:.2} (modelled: $2.74 a million OCR'd, $0.20 a million skipped)",
+        "AWS cost              about ${:.2} (modelled: $2.18 a million OCR'd, $0.20 a million skipped)",
         plan.aws_usd
     )?;
     writeln!(out, "This plan spent {} Admin API calls.", plan.admin_calls)?;
@@ -642,6 +659,15 @@ mod tests {
         assert!(has_result(&item("no_text", None), Some(3)));
         assert!(!has_result(&item("done", Some(2)), Some(3)));
         assert!(!has_result(&item("failed", Some(3)), Some(3)));
+    }
+
+    /// A run's read-backs are `make sim`'s healthy share of what it pays for, and one paid image
+    /// may already cost one.
+    #[test]
+    fn read_backs_follow_the_simulations_healthy_day() {
+        assert_eq!(read_backs(0), 0);
+        assert_eq!(read_backs(1), 1);
+        assert_eq!(read_backs(10_000_000), 22_000);
     }
 
     #[test]

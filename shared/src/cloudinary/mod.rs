@@ -193,7 +193,10 @@ impl Classified for CloudinaryError {
         match self {
             Self::Status { status, .. } => (400..500).contains(status) && *status != 408,
             Self::Refused { .. } => true,
-            Self::Transport { .. } | Self::Decode { .. } => false,
+            // No connection, no request: Cloudinary cannot have run (or billed) anything. Any
+            // other transport error may have come after the request arrived.
+            Self::Transport { source, .. } => source.is_connect(),
+            Self::Decode { .. } => false,
         }
     }
 }
@@ -680,6 +683,28 @@ pub fn addon_usage(usage: &serde_json::Value) -> Option<AddonUsage> {
 
 #[cfg(test)]
 mod tests {
+
+    /// A request that never found a connection ran nothing: it is not read back before it is
+    /// asked again.
+    #[tokio::test]
+    async fn a_connection_never_made_ran_nothing() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let source = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/v1_1/demo/image/explicit"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(source.is_connect(), "{source}");
+        let err = CloudinaryError::Transport {
+            what: "explicit".into(),
+            source,
+        };
+        assert!(err.not_run());
+        assert_eq!(err.class(), ErrorClass::Transient);
+    }
 
     #[test]
     fn retry_after_in_seconds_or_as_a_date() {

@@ -339,11 +339,12 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             let refused = answer
                 .as_ref()
                 .is_err_and(|e| e.class == ErrorClass::RateLimited || e.credentials_refused);
-            held.asked.store(!refused, Ordering::Relaxed);
-            // Turned down (refused, or a 4xx such as the asset gone): the unit goes back. One
-            // that may have run (a timeout, a 5xx, an answer not understood) keeps it: it may
-            // have been billed.
+            // Turned down (refused, a 4xx such as the asset gone, no connection made): no OCR
+            // ran, so the unit goes back and nothing is left to read back. One that may have
+            // run (a timeout, a 5xx, an answer not understood) keeps both: it may have been
+            // billed.
             let turned_down = refused || answer.as_ref().is_err_and(|e| e.not_run);
+            held.asked.store(!turned_down, Ordering::Relaxed);
             if let (Some(ticket), true, Some(budget)) = (ticket, turned_down, &self.budget)
                 && let Err(e) = budget.give_back(&ticket).await
             {

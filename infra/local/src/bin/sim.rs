@@ -37,10 +37,10 @@ struct Args {
     update_sweep: Vec<u32>,
     /// Batch sizes to sweep (`explicit`, the first quota, records in flight = batch size), for
     /// Lambda's GB-seconds per image; `--sweep` alone for none.
-    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "25,50,100")]
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "10,25,100")]
     batch_sweep: Vec<usize>,
     /// The event source's batch size and the records a worker invocation has in flight.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = shared::defaults::BATCH_SIZE as usize)]
     batch_size: usize,
     /// The event source's batching window, seconds.
     #[arg(long, default_value_t = 5)]
@@ -137,6 +137,18 @@ fn main() -> anyhow::Result<()> {
             ..at_first_quota(Method::Explicit)
         });
     }
+    // Beside each `explicit` run with undocumented behaviours, the same run without them.
+    let main_runs: Vec<SimConfig> = main_runs
+        .into_iter()
+        .flat_map(|c| {
+            let twin =
+                (c.method == Method::Explicit && c.faults.has_undocumented()).then(|| SimConfig {
+                    faults: c.faults.documented_only(),
+                    ..c.clone()
+                });
+            std::iter::once(c).chain(twin)
+        })
+        .collect();
     let concurrencies = |method: Method, values: &[u32]| -> Vec<SimConfig> {
         values
             .iter()

@@ -77,10 +77,28 @@ impl FaultMix {
         pending: 0.02,
     };
 
+    /// The same mix without the behaviours Cloudinary does not document (pending OCR answers:
+    /// the add-on's documentation and the SDKs' tests show the OCR data in the answer itself).
+    pub fn documented_only(self) -> Self {
+        Self {
+            pending: 0.0,
+            ..self
+        }
+    }
+
+    /// Whether the mix has behaviours Cloudinary does not document.
+    pub fn has_undocumented(&self) -> bool {
+        self.pending > 0.0
+    }
+
+    /// A share as a percentage, rounded to a thousandth of a percent (0.0002 reads 0.02).
+    pub fn percent(share: f64) -> f64 {
+        (share * 100_000.0).round() / 1000.0
+    }
+
     /// The shares as percentages: 5xx / timeouts after billing / 429 / pending.
     pub fn describe(&self) -> String {
-        // Rounded to a thousandth of a percent, so that 0.0002 reads 0.02.
-        let pct = |share: f64| (share * 100_000.0).round() / 1000.0;
+        let pct = Self::percent;
         format!(
             "{} / {} / {} / {} %",
             pct(self.server_error),

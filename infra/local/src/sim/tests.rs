@@ -153,3 +153,55 @@ fn the_section_replaces_its_old_self_and_keeps_the_rest() {
     );
     assert_eq!(report::section_of(doc), None);
 }
+
+#[test]
+fn the_model_names_each_fault_with_its_source_and_the_twin_drops_only_the_undocumented() {
+    let base = SimConfig::default();
+    let model = report::model(&base);
+    let row = |what: &str| {
+        model
+            .iter()
+            .find(|(w, ..)| *w == what)
+            .unwrap_or_else(|| panic!("the model names {what}"))
+            .clone()
+    };
+    for (what, share) in [
+        ("HTTP 500", base.faults.server_error),
+        ("timeout after billing", base.faults.timeout_after_billing),
+        (
+            "HTTP 429 from the Upload API",
+            base.faults.too_many_requests,
+        ),
+        ("pending OCR answer", base.faults.pending),
+    ] {
+        let (_, value, ..) = row(what);
+        let pct = format!("{} %", FaultMix::percent(share));
+        assert!(value.starts_with(&pct), "{what}: {value} names {pct}");
+    }
+    assert_eq!(row("pending OCR answer").2, report::Source::Undocumented);
+    let undocumented: Vec<_> = model
+        .iter()
+        .filter(|(.., source, _)| *source == report::Source::Undocumented)
+        .map(|(what, ..)| *what)
+        .collect();
+    assert_eq!(undocumented, ["pending OCR answer"]);
+    let twin = base.faults.documented_only();
+    assert!(base.faults.has_undocumented() && !twin.has_undocumented());
+    assert_eq!(twin.pending, 0.0);
+    assert_eq!(
+        (
+            twin.server_error,
+            twin.timeout_after_billing,
+            twin.too_many_requests
+        ),
+        (
+            base.faults.server_error,
+            base.faults.timeout_after_billing,
+            base.faults.too_many_requests
+        )
+    );
+    let table = report::model_table(&base);
+    assert!(
+        table.contains("undocumented") && table.contains("assumed") && table.contains("documented")
+    );
+}

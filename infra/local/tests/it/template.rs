@@ -18,7 +18,7 @@ fn the_local_stack_takes_its_settings_from_the_template() {
     assert_eq!(s.visibility_timeout, Duration::from_secs(900));
     assert_eq!(
         (s.max_receive_count, s.batch_size, s.worker_concurrency),
-        (5, 10, 4)
+        (5, 50, 4)
     );
     assert_eq!(s.dlq_retention, Duration::from_secs(14 * 24 * 3600));
     let d = crate::common::stack_settings();

@@ -215,6 +215,27 @@ async fn an_attempt_that_never_reached_cloudinary_is_followed_by_one_request() {
     );
 }
 
+/// A request that ran nothing on Cloudinary's side (no connection made, a 4xx) leaves nothing
+/// to read back: the next attempt asks again at once, without an Admin call.
+#[tokio::test(start_paused = true)]
+async fn a_request_that_ran_nothing_is_not_read_back() {
+    let ocr = ScriptedOcr::new();
+    let unconnected = RemoteError::new(
+        ErrorClass::Transient,
+        "cloudinary request failed: connection refused",
+    )
+    .not_run();
+    ocr.script(OcrCall::Request, "a", [Scripted::Fail(unconnected)]);
+    let w = worker(ocr);
+    assert!(matches!(
+        run_one(&w, "a", 1).await,
+        Disposition::Retry { .. }
+    ));
+    assert_eq!(run_one(&w, "a", 2).await, Disposition::Stored(Status::Done));
+    assert_eq!(w.ocr().billed("a"), 1);
+    assert_eq!(calls(&w, "a"), (2, 0), "asked again, never read back");
+}
+
 /// A refused request (HTTP 420 or 429) ran no OCR: it leaves nothing to read back, so the next
 /// attempt spends no Admin API call on a read-back; a request that may have run keeps its mark
 /// through a refused read-back; and a read-back that found no OCR is not repeated.

@@ -60,6 +60,8 @@ pub(crate) fn agreement(
         method: Method::Explicit,
         quota_per_hour: 1_000_000,
         concurrency: ctx.settings.worker_concurrency as u32,
+        // The local event source invokes the worker with what one ReceiveMessage returns.
+        batch_size: (ctx.settings.batch_size as usize).min(shared::queue::SEND_BATCH_MAX),
         batching_window: Duration::ZERO,
         ocr_sigma: 0.0,
         faults: FaultMix::NONE,
