@@ -4,12 +4,23 @@
 //! instance keeps its own gate, and up to `instances` of them (the reserved concurrency) call on
 //! the same quota without talking to each other. So each instance
 //! - makes a single probe call until it has seen the quota once,
-//! - makes at most its share (`limit / instances`) of calls per window, and
+//! - makes its share (`limit / instances`) of calls per window, and more only as far as the
+//!   answers to its own calls show the others left calls unused: after each answer, its share
+//!   of what the figure held says remains, less its own calls that figure may not count (made
+//!   after the figure's call, or before it and still in flight), and
 //! - keeps its calls in flight within its share of what Cloudinary says remains (which also
 //!   leaves room for other users of the quota, such as the lister).
 //!
-//! Together the instances then stay within the limit, and with a backlog they use all but
-//! `limit % instances` calls of each window.
+//! An instance's figure is as old as its latest answer, and the others call meanwhile: the
+//! calls past its share are a bet that the others leave theirs unused. It pays at the end of
+//! a backlog (the last read-backs sit in a few instances, which use what the idle ones leave
+//! instead of waiting for the next window with calls unused) and with `update` (instances
+//! that would wait out their spent share while the quota has calls left). When the bet loses
+//! (an idle instance wakes, or a busy one's figure was older than the others'), the calls past
+//! the limit are refused (HTTP 420, never billed) and wait for the reset like any refusal:
+//! at most an instance's calls in flight, its share of what remains. Calls the figure may not
+//! count make the rest wait: an instance whose last answers were lost (a 5xx, a timeout) may
+//! stop short of what the others left until the window turns, never below its share.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -55,6 +66,16 @@ struct GateState {
     turned: Option<SystemTime>,
     /// Calls this instance made in the current window (in flight included).
     used: u64,
+    /// Calls this instance may make in the current window by the figure it holds (beyond its
+    /// share when the others left calls unused); 0 until an answer says more.
+    allowed: u64,
+    /// Windows turned so far: a call's place counts only in the window it was made in.
+    turns: u64,
+    /// The place of the call whose answer gave the figure held, when it was one of this
+    /// window's calls (what it may not count is known from there).
+    figure_seq: Option<u64>,
+    /// The calls in flight, each by its window's turn and its place in it.
+    flying: Vec<(u64, u64)>,
     in_flight: u64,
     /// An answer has arrived (with or without quota headers: the Upload API sends none).
     answered: bool,
@@ -71,6 +92,8 @@ pub struct Permit<'a> {
     gate: &'a RateGate,
     /// The gate's block epoch when the permit was granted.
     epoch: u64,
+    /// The call's place among its window's calls, and that window.
+    seq: (u64, u64),
 }
 
 impl Permit<'_> {
@@ -83,7 +106,7 @@ impl Permit<'_> {
     /// and a block set before this permit was granted is lifted (Cloudinary takes calls
     /// again: the operator raised a limit, the credentials were fixed).
     pub fn answered(self, quota: Option<Quota>) {
-        self.gate.observe(quota);
+        self.gate.observe_call(quota, Some(self.seq));
         let mut s = self.gate.lock();
         if s.block_epoch == self.epoch && s.blocked_until.is_some() {
             s.blocked_until = None;
@@ -92,10 +115,23 @@ impl Permit<'_> {
     }
 }
 
+impl Permit<'_> {
+    /// The call failed, and its answer still reported the quota: the gate learns it (a
+    /// refusal's block, if any, stays).
+    pub fn observed(self, quota: Option<Quota>) {
+        self.gate.observe_call(quota, Some(self.seq));
+    }
+}
+
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         let mut s = self.gate.lock();
         s.in_flight = s.in_flight.saturating_sub(1);
+        if let Some(i) = s.flying.iter().position(|f| *f == self.seq) {
+            s.flying.swap_remove(i);
+        }
+        // A call made before the figure's that ends now no longer counts against it.
+        self.gate.widen(&mut s, None, false);
     }
 }
 
@@ -171,9 +207,12 @@ impl RateGate {
     fn grant(&self, s: &mut GateState) -> Permit<'_> {
         s.used += 1;
         s.in_flight += 1;
+        let seq = (s.turns, s.used);
+        s.flying.push(seq);
         Permit {
             gate: self,
             epoch: s.block_epoch,
+            seq,
         }
     }
 
@@ -200,7 +239,8 @@ impl RateGate {
             None => Ok(!s.answered),
             Some(q) => {
                 let share = (q.limit / self.sharers).max(1);
-                let spent = s.used >= share || q.remaining / self.sharers <= s.in_flight;
+                let spent =
+                    s.used >= share.max(s.allowed) || q.remaining / self.sharers <= s.in_flight;
                 match (spent, s.window_end) {
                     (false, _) => Ok(false),
                     (true, Some(end)) => Err(end),
@@ -235,6 +275,9 @@ impl RateGate {
         }
         s.unknown_since = Some(now);
         s.used = 0;
+        s.allowed = 0;
+        s.turns += 1;
+        s.figure_seq = None;
         if let Some(q) = s.quota.as_mut() {
             *q = Quota {
                 limit: q.limit,
@@ -242,6 +285,31 @@ impl RateGate {
                 reset: None,
             };
         }
+    }
+
+    /// What the figure held allows this instance in the window: its share of what remains,
+    /// less its own calls the figure may not count: those made after the figure's call, and
+    /// those made before it still in flight (Cloudinary may count them later), but `answered`,
+    /// whose answer came. A call that ended without an answer is taken as counted.
+    fn widen(&self, s: &mut GateState, answered: Option<(u64, u64)>, replace: bool) {
+        let (Some(figure_seq), Some(held)) = (s.figure_seq, s.quota) else {
+            return;
+        };
+        let turns = s.turns;
+        let before = s
+            .flying
+            .iter()
+            .filter(|&&f| Some(f) != answered && (f.0 != turns || f.1 < figure_seq))
+            .count() as u64;
+        let unseen = (s.used - figure_seq) + before;
+        let allowed = s
+            .used
+            .saturating_add((held.remaining / self.sharers).saturating_sub(unseen));
+        s.allowed = if replace {
+            allowed
+        } else {
+            s.allowed.max(allowed)
+        };
     }
 
     /// The remaining quota last reported, while it applies.
@@ -256,22 +324,46 @@ impl RateGate {
 
     /// Records the quota an answer reported (call before giving the call's permit back).
     pub fn observe(&self, quota: Option<Quota>) {
+        self.observe_call(quota, None);
+    }
+
+    /// Records the quota the answer to this instance's call `seq` of the window reported.
+    /// A figure the gate adopts from such an answer also sets how many calls the instance may
+    /// make in the window: its share of what remains, less its own calls the figure may not
+    /// count (those made after this one, and those in flight), so that an instance keeps
+    /// calling past its share while the others leave calls unused.
+    fn observe_call(&self, quota: Option<Quota>, seq: Option<(u64, u64)>) {
         let mut s = self.lock();
         s.answered = true;
-        let Some(q) = quota else { return };
+        let Some(mut q) = quota else { return };
+        q.remaining = q.remaining.min(q.limit);
         // A late answer from a window that is over says nothing about this one.
         if q.reset.is_some_and(|r| s.turned.is_some_and(|t| r <= t)) {
             return;
         }
-        match s.quota {
+        // The call's place, when it was made in this window.
+        let turns = s.turns;
+        let place = seq.filter(|&(w, _)| w == turns).map(|(_, n)| n);
+        let adopted = match s.quota {
             // A late answer from an earlier window says nothing about this one.
             Some(Quota {
                 reset: Some(current),
                 ..
-            }) if q.reset.is_some_and(|r| r < current) => {}
+            }) if q.reset.is_some_and(|r| r < current) => false,
             // Answers arrive out of order; the lowest remaining figure is the safe one.
-            Some(old) if old.reset == q.reset && old.remaining < q.remaining => {}
-            _ => s.quota = Some(q),
+            Some(old) if old.reset == q.reset && old.remaining < q.remaining => false,
+            _ => true,
+        };
+        if adopted {
+            s.quota = Some(q);
+            s.figure_seq = place.filter(|_| q.reset.is_some());
+            // A figure whose call's place is not known cannot widen the window.
+            s.allowed = s.allowed.min(s.used);
+        }
+        // A figure adopted now replaces what an older one allowed; one not kept (its call
+        // was counted before the figure's) still tells that its call is counted.
+        if place.is_some() {
+            self.widen(&mut s, seq, adopted);
         }
         match (s.window_end, q.reset) {
             (None, Some(reset)) => {
@@ -505,7 +597,7 @@ mod tests {
     fn a_long_block_is_probed_and_lifted_by_an_answer() {
         let gate = RateGate::default();
         let now = SystemTime::now();
-        let reset = now + Duration::from_secs(600);
+        let reset = now + Duration::from_secs(3600);
         gate.observe(quota(2000, 1500, reset));
         gate.block_until(now, now + Duration::from_secs(24 * 3600));
         assert!(gate.admit(now + Duration::from_secs(60)).is_err());
@@ -531,16 +623,259 @@ mod tests {
         let reset = now + Duration::from_secs(10);
         gate.observe(quota(10, 10, reset));
         let turned = reset + Duration::from_millis(1);
-        let permits: Vec<_> = (0..5).map(|_| gate.admit(turned).unwrap()).collect();
-        assert!(gate.admit(turned).is_err(), "a share of 5");
-        gate.observe(quota(10, 4, reset));
         // The new window's calls end without an answer that tells its reset (5xx, say).
-        drop(permits);
+        let mut made = 0;
+        while let Ok(permit) = gate.admit(turned) {
+            made += 1;
+            drop(permit);
+            assert!(made <= 10);
+        }
+        assert_eq!(made, 5, "a share of 5");
+        gate.observe(quota(10, 4, reset));
         let mut more = 0;
         while gate.admit(turned).map(std::mem::forget).is_ok() && more < 10 {
             more += 1;
         }
         assert_eq!(more, 0, "calls admitted past the share after a late answer");
+    }
+
+    #[test]
+    fn past_its_share_while_the_answers_show_calls_the_others_left() {
+        let gate = RateGate::shared_by(4);
+        let now = SystemTime::now();
+        let reset = now + Duration::from_secs(600);
+        gate.observe(quota(40, 40, reset));
+        // Alone on the quota, one call at a time: each answer counts every call before it.
+        let mut made = 0;
+        while let Ok(permit) = gate.admit(now) {
+            made += 1;
+            permit.answered(quota(40, 40 - made, reset));
+            assert!(made <= 40, "past the limit");
+        }
+        // Its share is 10; it goes on while a quarter of what remains is at least one call.
+        assert_eq!(
+            made, 37,
+            "all but what the in-flight bound keeps for the others"
+        );
+        assert_eq!(gate.admit(now).unwrap_err(), reset);
+        // A new window: the share again, nothing carried over.
+        let next = reset + Duration::from_millis(1);
+        let first = gate.admit(next).unwrap();
+        first.answered(quota(40, 39, reset + Duration::from_secs(3600)));
+        let calls: Vec<_> = std::iter::from_fn(|| gate.admit(next).ok())
+            .take(20)
+            .collect();
+        assert_eq!(
+            calls.len(),
+            9,
+            "the share of the new window, its first call included"
+        );
+    }
+
+    /// Answers come back in any order: the lowest figure is kept, and an answer whose own
+    /// figure is higher (its call was counted before) still lets the calls that ended since
+    /// count. The gate must not stay shut with most of the window unused.
+    #[test]
+    fn answers_in_any_order_do_not_shut_the_gate_with_calls_left() {
+        let gate = RateGate::shared_by(4);
+        let now = SystemTime::now();
+        let reset = now + Duration::from_secs(600);
+        gate.observe(quota(40, 40, reset));
+        let mut permits: Vec<_> = (0..10).map(|_| gate.admit(now).unwrap()).collect();
+        assert!(gate.admit(now).is_err(), "the share, all in flight");
+        // The last call is answered first and counts all ten; the others, answered after it,
+        // report higher figures (they were counted earlier).
+        permits.pop().unwrap().answered(quota(40, 30, reset));
+        for (i, permit) in permits.into_iter().enumerate().rev() {
+            permit.answered(quota(40, 31 + i as u64, reset));
+        }
+        assert_eq!(gate.remaining(), Some(30));
+        // 30 / 4 = 7 more, all of them the others left.
+        let more: Vec<_> = std::iter::from_fn(|| gate.admit(now).ok())
+            .take(20)
+            .collect();
+        assert_eq!(more.len(), 7);
+    }
+
+    /// Calls that end without a figure (5xx, timeouts) never let an instance past what the
+    /// last figure allowed, however many there are.
+    #[test]
+    fn calls_without_answers_stop_at_what_the_last_figure_allowed() {
+        let gate = RateGate::shared_by(4);
+        let now = SystemTime::now();
+        let reset = now + Duration::from_secs(600);
+        gate.observe(quota(40, 40, reset));
+        let first = gate.admit(now).unwrap();
+        first.answered(quota(40, 39, reset));
+        let mut made = 1;
+        while let Ok(permit) = gate.admit(now) {
+            made += 1;
+            drop(permit);
+            assert!(made <= 40);
+        }
+        assert_eq!(made, 10, "the share: the figure allowed no more");
+        // A figure reported by an error answer counts like any other.
+        let gate = RateGate::shared_by(2);
+        gate.observe(quota(10, 10, reset));
+        let a = gate.admit(now).unwrap();
+        a.observed(quota(10, 2, reset));
+        assert_eq!(gate.remaining(), Some(2));
+        let b = gate.admit(now).unwrap();
+        assert!(gate.admit(now).is_err(), "2 / 2 = 1 in flight");
+        drop(b);
+    }
+
+    /// Several instances on one quota, as Cloudinary counts it: some busy from the start,
+    /// others waking later, answers out of order or lost. However they interleave, a refusal
+    /// closes an instance's gate for the window: Cloudinary refuses each instance once at
+    /// most (but for the probes a long block lets through).
+    #[test]
+    fn instances_on_one_quota_are_refused_at_most_once_each() {
+        for seed in 1..=300u64 {
+            let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let mut next = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n.max(1)
+            };
+            let limit = [20, 60, 200][next(3) as usize];
+            let sharers = 2 + next(4);
+            let gates: Vec<RateGate> = (0..sharers)
+                .map(|_| RateGate::shared_by(sharers as u32))
+                .collect();
+            let origin = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+            let window = Duration::from_secs(3600);
+            // Each instance works in spells: busy from a start to an end within the window.
+            let spells: Vec<(u64, u64)> = (0..sharers)
+                .map(|i| {
+                    let start = if i == 0 { 0 } else { next(3000) };
+                    (start, start + 60 + next(3600 - start))
+                })
+                .collect();
+            let mut accepted = 0u64;
+            let mut refused = 0u64;
+            let mut in_flight: Vec<(u64, u64, Permit<'_>)> = Vec::new();
+            let mut t = 0u64;
+            loop {
+                t += 1 + next(20);
+                if t >= 3600 {
+                    break;
+                }
+                let now = origin + Duration::from_secs(t);
+                // Answers due, in any order; a quarter of them lost.
+                let mut due: Vec<usize> = (0..in_flight.len())
+                    .filter(|&i| in_flight[i].0 <= t)
+                    .collect();
+                while !due.is_empty() {
+                    let pick = due.remove(next(due.len() as u64) as usize);
+                    let (_, remaining, permit) = in_flight.swap_remove(pick);
+                    if next(4) == 0 {
+                        drop(permit);
+                    } else {
+                        permit.answered(Some(Quota {
+                            limit,
+                            remaining,
+                            reset: Some(origin + window),
+                        }));
+                    }
+                    due = (0..in_flight.len())
+                        .filter(|&i| in_flight[i].0 <= t)
+                        .collect();
+                }
+                for (i, gate) in gates.iter().enumerate() {
+                    if t < spells[i].0 || t > spells[i].1 {
+                        continue;
+                    }
+                    for _ in 0..1 + next(8) {
+                        let blind = gate.blind_grants();
+                        let Ok(permit) = gate.admit(now) else { break };
+                        // Cloudinary counts the call when it arrives.
+                        if accepted < limit {
+                            accepted += 1;
+                            in_flight.push((t + 1 + next(30), limit - accepted, permit));
+                        } else {
+                            // A probe past a long block is meant to meet the refusal.
+                            refused += u64::from(gate.blind_grants() == blind);
+                            gate.block_until(now, origin + window);
+                            drop(permit);
+                        }
+                    }
+                }
+            }
+            assert!(
+                refused <= sharers,
+                "seed {seed}: {refused} calls refused for {sharers} instances (limit {limit})"
+            );
+        }
+    }
+
+    /// A lone busy instance, its answers out of order, uses the window: all but what the
+    /// in-flight bound leaves for the others. With some answers lost it may stop short (calls
+    /// after its last figure whose answers were lost count as not yet counted, until the
+    /// window turns), never below its share.
+    #[test]
+    fn a_lone_instance_uses_what_the_idle_ones_leave() {
+        for seed in 1..=200u64 {
+            let mut rng = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
+            let mut next = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n.max(1)
+            };
+            let limit = [40, 200, 2000][next(3) as usize];
+            let sharers = 1 + next(50);
+            let lossy = seed % 2 == 0;
+            let gate = RateGate::shared_by(sharers as u32);
+            let origin = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+            let reset = origin + Duration::from_secs(3600);
+            let mut accepted = 0u64;
+            let mut in_flight: Vec<(u64, u64, Permit<'_>)> = Vec::new();
+            let mut t = 0u64;
+            while t < 3500 {
+                t += 1;
+                let now = origin + Duration::from_secs(t);
+                let mut due: Vec<usize> = (0..in_flight.len())
+                    .filter(|&i| in_flight[i].0 <= t)
+                    .collect();
+                while !due.is_empty() {
+                    let pick = due.remove(next(due.len() as u64) as usize);
+                    let (_, remaining, permit) = in_flight.swap_remove(pick);
+                    if lossy && next(10) == 0 {
+                        drop(permit);
+                    } else {
+                        permit.answered(quota(limit, remaining, reset));
+                    }
+                    due = (0..in_flight.len())
+                        .filter(|&i| in_flight[i].0 <= t)
+                        .collect();
+                }
+                while let Ok(permit) = gate.admit(now) {
+                    assert!(accepted < limit, "seed {seed}: a call past the limit");
+                    accepted += 1;
+                    // The figure as the call's arrival finds it.
+                    in_flight.push((t + 1 + next(5), limit - accepted, permit));
+                }
+            }
+            let floor = if lossy {
+                (limit / sharers).max(1)
+            } else {
+                limit.saturating_sub(sharers)
+            };
+            assert!(
+                accepted >= floor,
+                "seed {seed}: {accepted} of {limit} used by a lone instance of {sharers}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_figure_past_the_limit_counts_as_the_limit() {
+        let gate = RateGate::shared_by(1);
+        let reset = SystemTime::now() + Duration::from_secs(600);
+        gate.observe(quota(10, u64::MAX, reset));
+        assert_eq!(gate.remaining(), Some(10));
     }
 
     /// Defect: quota headers without a readable reset closed the gate for good.

@@ -374,8 +374,8 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         }
     }
 
-    /// When this instance may not call Cloudinary for a while (its share of the quota is
-    /// spent until the reset), the invocation waits, up to the reset or near its deadline,
+    /// When this instance may not call Cloudinary for a while (the quota, as far as its gate
+    /// knows, is spent until the reset), the invocation waits, up to the reset or near its deadline,
     /// before it returns. Returning at once would make the event source hand it the next batch
     /// straight away, only for every message of it to be deferred again: with a backlog that
     /// churns the whole queue through SQS while the quota is closed. A waiting invocation costs

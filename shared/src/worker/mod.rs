@@ -117,8 +117,9 @@ pub struct WorkerSettings {
     pub pending_poll_delay: Duration,
     /// Deferrals for a pending OCR before it is given up as failed.
     pub max_pending_polls: u32,
-    /// Worker instances that may run at once (the reserved concurrency): each takes only its
-    /// share of the Cloudinary quota that remains, so together they are not refused.
+    /// Worker instances that may run at once (the reserved concurrency): each takes its share
+    /// of the Cloudinary quota, and more only as far as its own answers show calls the others
+    /// left (see [`crate::rate_gate`]).
     pub instances: u32,
     /// While the quota is spent, an invocation waits before returning, up to this long before
     /// its deadline.

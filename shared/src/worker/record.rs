@@ -370,9 +370,10 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 // An error answer may still report the quota: the gate learns it. One without
                 // (a 5xx, a timeout) tells nothing, not even that there are no headers.
                 if e.quota.is_some() {
-                    self.gate(gate_api).observe(e.quota);
+                    permit.observed(e.quota);
+                } else {
+                    drop(permit);
                 }
-                drop(permit);
                 self.close_gates(gate_api, &e);
                 Err(Handled {
                     disposition: self
