@@ -409,6 +409,42 @@ mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
 
+    /// A seeded xorshift: each call draws a number below `n`.
+    fn draws(mut state: u64) -> impl FnMut(u64) -> u64 {
+        move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n.max(1)
+        }
+    }
+
+    /// Answers the calls due by `t` (each with the remaining figure its arrival found), in an
+    /// order `next` draws, losing one in `lost_one_in` (dropped without an answer).
+    fn answer_due(
+        in_flight: &mut Vec<(u64, u64, Permit<'_>)>,
+        t: u64,
+        next: &mut impl FnMut(u64) -> u64,
+        lost_one_in: u64,
+        figure: impl Fn(u64) -> Quota,
+    ) {
+        loop {
+            let due: Vec<usize> = (0..in_flight.len())
+                .filter(|&i| in_flight[i].0 <= t)
+                .collect();
+            if due.is_empty() {
+                return;
+            }
+            let (_, remaining, permit) =
+                in_flight.swap_remove(due[next(due.len() as u64) as usize]);
+            if next(lost_one_in) == 0 {
+                drop(permit);
+            } else {
+                permit.answered(Some(figure(remaining)));
+            }
+        }
+    }
+
     fn quota(limit: u64, remaining: u64, reset: SystemTime) -> Option<Quota> {
         Some(Quota {
             limit,
@@ -732,13 +768,7 @@ mod tests {
     #[test]
     fn instances_on_one_quota_are_refused_at_most_once_each() {
         for seed in 1..=300u64 {
-            let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-            let mut next = move |n: u64| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng % n.max(1)
-            };
+            let mut next = draws(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
             let limit = [20, 60, 200][next(3) as usize];
             let sharers = 2 + next(4);
             let gates: Vec<RateGate> = (0..sharers)
@@ -764,25 +794,11 @@ mod tests {
                 }
                 let now = origin + Duration::from_secs(t);
                 // Answers due, in any order; a quarter of them lost.
-                let mut due: Vec<usize> = (0..in_flight.len())
-                    .filter(|&i| in_flight[i].0 <= t)
-                    .collect();
-                while !due.is_empty() {
-                    let pick = due.remove(next(due.len() as u64) as usize);
-                    let (_, remaining, permit) = in_flight.swap_remove(pick);
-                    if next(4) == 0 {
-                        drop(permit);
-                    } else {
-                        permit.answered(Some(Quota {
-                            limit,
-                            remaining,
-                            reset: Some(origin + window),
-                        }));
-                    }
-                    due = (0..in_flight.len())
-                        .filter(|&i| in_flight[i].0 <= t)
-                        .collect();
-                }
+                answer_due(&mut in_flight, t, &mut next, 4, |remaining| Quota {
+                    limit,
+                    remaining,
+                    reset: Some(origin + window),
+                });
                 for (i, gate) in gates.iter().enumerate() {
                     if t < spells[i].0 || t > spells[i].1 {
                         continue;
@@ -817,13 +833,7 @@ mod tests {
     #[test]
     fn a_lone_instance_uses_what_the_idle_ones_leave() {
         for seed in 1..=200u64 {
-            let mut rng = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
-            let mut next = move |n: u64| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng % n.max(1)
-            };
+            let mut next = draws(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
             let limit = [40, 200, 2000][next(3) as usize];
             let sharers = 1 + next(50);
             let lossy = seed % 2 == 0;
@@ -836,21 +846,15 @@ mod tests {
             while t < 3500 {
                 t += 1;
                 let now = origin + Duration::from_secs(t);
-                let mut due: Vec<usize> = (0..in_flight.len())
-                    .filter(|&i| in_flight[i].0 <= t)
-                    .collect();
-                while !due.is_empty() {
-                    let pick = due.remove(next(due.len() as u64) as usize);
-                    let (_, remaining, permit) = in_flight.swap_remove(pick);
-                    if lossy && next(10) == 0 {
-                        drop(permit);
-                    } else {
-                        permit.answered(quota(limit, remaining, reset));
+                // Answers due, in any order; with losses, one in ten lost.
+                let lost_one_in = if lossy { 10 } else { u64::MAX };
+                answer_due(&mut in_flight, t, &mut next, lost_one_in, |remaining| {
+                    Quota {
+                        limit,
+                        remaining,
+                        reset: Some(reset),
                     }
-                    due = (0..in_flight.len())
-                        .filter(|&i| in_flight[i].0 <= t)
-                        .collect();
-                }
+                });
                 while let Ok(permit) = gate.admit(now) {
                     assert!(accepted < limit, "seed {seed}: a call past the limit");
                     accepted += 1;
@@ -915,13 +919,7 @@ mod tests {
     #[test]
     fn no_interleaving_of_answers_and_turns_admits_past_the_share() {
         for seed in 1..=1000u64 {
-            let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            let mut next = move |n: u64| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng % n.max(1)
-            };
+            let mut next = draws(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let (limit, sharers) = ([4, 10, 30, 60, 100, 200][next(6) as usize], 1 + next(3));
             let share = (limit / sharers).max(1);
             let failing = next(3);
