@@ -1,4 +1,5 @@
-//! Keeps OCR calls that Cloudinary would refuse from being made.
+//! Keeps the Admin API calls Cloudinary would refuse from being made, but for the few a bet on
+//! idle instances may cost (below).
 //!
 //! Cloudinary reports the Admin quota on every answer (limit, remaining, reset). Each worker
 //! instance keeps its own gate, and up to `instances` of them (the reserved concurrency) call on
@@ -7,7 +8,8 @@
 //! - makes its share (`limit / instances`) of calls per window, and more only as far as the
 //!   answers to its own calls show the others left calls unused: after each answer, its share
 //!   of what the figure held says remains, less its own calls that figure may not count (made
-//!   after the figure's call, or before it and still in flight), and
+//!   after the figure's call, or before it and still in flight or lost after it was made:
+//!   Cloudinary may count those later), and
 //! - keeps its calls in flight within its share of what Cloudinary says remains (which also
 //!   leaves room for other users of the quota, such as the lister).
 //!
@@ -18,9 +20,11 @@
 //! that would wait out their spent share while the quota has calls left). When the bet loses
 //! (an idle instance wakes, or a busy one's figure was older than the others'), the calls past
 //! the limit are refused (HTTP 420, never billed) and wait for the reset like any refusal:
-//! at most an instance's calls in flight, its share of what remains. Calls the figure may not
-//! count make the rest wait: an instance whose last answers were lost (a 5xx, a timeout) may
-//! stop short of what the others left until the window turns, never below its share.
+//! at most an instance's calls in flight, its share of what remains. Going past its share
+//! never gets a lone instance refused: its figures count every call but its own. Counting its own calls the figure may
+//! not count is the safe side, and it costs: an instance whose last answers were lost (a 5xx,
+//! a timeout), or whose calls reached Cloudinary out of order, may stop short of what the
+//! others left until the window turns, never below its share.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -76,6 +80,10 @@ struct GateState {
     figure_seq: Option<u64>,
     /// The calls in flight, each by its window's turn and its place in it.
     flying: Vec<(u64, u64)>,
+    /// This window's calls that ended without an answer (a timeout, a 5xx), each by its place
+    /// and by `used` when it ended: Cloudinary may count one later than a figure of a call made
+    /// before it ended.
+    lost: Vec<(u64, u64)>,
     in_flight: u64,
     /// An answer has arrived (with or without quota headers: the Upload API sends none).
     answered: bool,
@@ -94,6 +102,8 @@ pub struct Permit<'a> {
     epoch: u64,
     /// The call's place among its window's calls, and that window.
     seq: (u64, u64),
+    /// Whether an answer came (with or without the quota).
+    heard: bool,
 }
 
 impl Permit<'_> {
@@ -105,7 +115,8 @@ impl Permit<'_> {
     /// The call was answered (not refused), with the quota it reported: the gate learns it,
     /// and a block set before this permit was granted is lifted (Cloudinary takes calls
     /// again: the operator raised a limit, the credentials were fixed).
-    pub fn answered(self, quota: Option<Quota>) {
+    pub fn answered(mut self, quota: Option<Quota>) {
+        self.heard = true;
         self.gate.observe_call(quota, Some(self.seq));
         let mut s = self.gate.lock();
         if s.block_epoch == self.epoch && s.blocked_until.is_some() {
@@ -118,7 +129,8 @@ impl Permit<'_> {
 impl Permit<'_> {
     /// The call failed, and its answer still reported the quota: the gate learns it (a
     /// refusal's block, if any, stays).
-    pub fn observed(self, quota: Option<Quota>) {
+    pub fn observed(mut self, quota: Option<Quota>) {
+        self.heard = true;
         self.gate.observe_call(quota, Some(self.seq));
     }
 }
@@ -130,8 +142,10 @@ impl Drop for Permit<'_> {
         if let Some(i) = s.flying.iter().position(|f| *f == self.seq) {
             s.flying.swap_remove(i);
         }
-        // A call made before the figure's that ends now no longer counts against it.
-        self.gate.widen(&mut s, None, false);
+        if !self.heard && self.seq.0 == s.turns {
+            let used = s.used;
+            s.lost.push((self.seq.1, used));
+        }
     }
 }
 
@@ -213,6 +227,7 @@ impl RateGate {
             gate: self,
             epoch: s.block_epoch,
             seq,
+            heard: false,
         }
     }
 
@@ -278,6 +293,7 @@ impl RateGate {
         s.allowed = 0;
         s.turns += 1;
         s.figure_seq = None;
+        s.lost.clear();
         if let Some(q) = s.quota.as_mut() {
             *q = Quota {
                 limit: q.limit,
@@ -289,18 +305,25 @@ impl RateGate {
 
     /// What the figure held allows this instance in the window: its share of what remains,
     /// less its own calls the figure may not count: those made after the figure's call, and
-    /// those made before it still in flight (Cloudinary may count them later), but `answered`,
-    /// whose answer came. A call that ended without an answer is taken as counted.
+    /// those made before it that are still in flight (but `answered`, whose answer came) or
+    /// ended without an answer after it was made (Cloudinary may count them later). A call
+    /// made after the figure's and answered before it is counted twice: the safe side.
     fn widen(&self, s: &mut GateState, answered: Option<(u64, u64)>, replace: bool) {
         let (Some(figure_seq), Some(held)) = (s.figure_seq, s.quota) else {
             return;
         };
         let turns = s.turns;
-        let before = s
+        let flying = s
             .flying
             .iter()
             .filter(|&&f| Some(f) != answered && (f.0 != turns || f.1 < figure_seq))
-            .count() as u64;
+            .count();
+        let lost = s
+            .lost
+            .iter()
+            .filter(|&&(seq, ended)| seq < figure_seq && ended >= figure_seq)
+            .count();
+        let before = (flying + lost) as u64;
         let unseen = (s.used - figure_seq) + before;
         let allowed = s
             .used
@@ -872,6 +895,44 @@ mod tests {
                 "seed {seed}: {accepted} of {limit} used by a lone instance of {sharers}"
             );
         }
+    }
+
+    /// A call made before the figure's that ends without an answer after it may still be
+    /// counted later (it reached Cloudinary after the figure's call): a lone instance is never
+    /// refused for taking it as counted.
+    #[test]
+    fn a_call_lost_after_the_figure_still_counts_against_it() {
+        let gate = RateGate::shared_by(1);
+        let now = SystemTime::now();
+        let reset = now + Duration::from_secs(600);
+        gate.observe(quota(3, 3, reset));
+        let early = gate.admit(now).unwrap();
+        let figure = gate.admit(now).unwrap();
+        // The later call reached Cloudinary first; the earlier one arrives after it, is
+        // counted, and times out.
+        figure.answered(quota(3, 2, reset));
+        drop(early);
+        let last = gate.admit(now).expect("the third call");
+        assert!(gate.admit(now).is_err(), "a fourth call would be refused");
+        drop(last);
+        // Calls that end without an answer before a figure's call was made are counted in it.
+        let gate = RateGate::shared_by(2);
+        gate.observe(quota(20, 20, reset));
+        for _ in 0..4 {
+            drop(gate.admit(now).unwrap());
+        }
+        let figure = gate.admit(now).unwrap();
+        figure.answered(quota(20, 15, reset));
+        let mut more = 0;
+        while let Ok(permit) = gate.admit(now) {
+            more += 1;
+            drop(permit);
+            assert!(more <= 20);
+        }
+        assert_eq!(
+            more, 7,
+            "15 / 2 past the figure: the lost calls were counted in it"
+        );
     }
 
     #[test]

@@ -155,13 +155,19 @@ fn payments(run: &Run) -> Vec<String> {
         }
     }
     if run.scenario.sends_reset {
-        // Calls over the quota are probes, or the calls an instance had in flight when the
-        // window turned out spent (another went past its share while it was idle): at most its
-        // share each, in each window that saw any.
+        // Calls over the quota are probes or, with several instances, the calls one had in
+        // flight when the window turned out spent (another went past its share meanwhile): a
+        // refusal closes its gate, so at most its records in flight (and its share) in each
+        // window that saw any. A lone instance is never refused but for its probes.
         let blind: u64 = run.workers.iter().map(|w| w.blind_grants()).sum();
         let instances = run.scenario.instances as u64;
-        let share = (run.scenario.limit / instances).max(1);
-        let bound = blind + cloud.over_quota_windows.len() as u64 * instances * share;
+        let bound = if instances == 1 {
+            blind
+        } else {
+            let share = (run.scenario.limit / instances).max(1);
+            let in_flight = share.min(run.scenario.settings_concurrency as u64);
+            blind + cloud.over_quota_windows.len() as u64 * instances * in_flight
+        };
         if cloud.over_quota > bound {
             out.push(format!(
                 "{} Admin calls over the hourly quota (by hour: {:?}), {blind} of them probes",
