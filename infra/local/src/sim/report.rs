@@ -619,7 +619,7 @@ pub fn section(
                 .max_by_key(|r| r.config.concurrency)
                 .expect("not empty");
             s.push_str(&format!(
-                "With `update` every OCR request is one of the Admin quota's calls, so the quota sets the pace whatever the concurrency: {} invocations already keep it (within 5 % of the fastest). More only hold: an invocation that finds its share of the quota spent waits until shortly before its timeout, so each costs its full duration, and the worker's GB-s per image grow with the concurrency ({:.3} at {}, {:.3} at {}).\n\n",
+                "With `update` every OCR request is one of the Admin quota's calls, so the quota sets the pace whatever the concurrency: {} invocations already keep it (within 5 % of the fastest). More only hold: an invocation that finds the quota spent, as far as its gate knows, waits until shortly before its timeout, so each costs its full duration, and the worker's GB-s per image are higher than with the fewest ({:.3} at {}, {:.3} at {}).\n\n",
                 enough.config.concurrency,
                 enough.gb_seconds_per_image().0,
                 enough.config.concurrency,
