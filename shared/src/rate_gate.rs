@@ -21,10 +21,10 @@
 //! (an idle instance wakes, or a busy one's figure was older than the others'), the calls past
 //! the limit are refused (HTTP 420, never billed) and wait for the reset like any refusal:
 //! at most an instance's calls in flight, its share of what remains. Going past its share
-//! never gets a lone instance refused: its figures count every call but its own. Counting its own calls the figure may
-//! not count is the safe side, and it costs: an instance whose last answers were lost (a 5xx,
-//! a timeout), or whose calls reached Cloudinary out of order, may stop short of what the
-//! others left until the window turns, never below its share.
+//! never gets a lone instance refused: its figures count every call but its own. Counting its
+//! own calls the figure may not count is the safe side, and it costs: an instance whose last
+//! answers were lost (a 5xx, a timeout), or whose calls reached Cloudinary out of order, may
+//! stop short of what the others left until the window turns, never below its share.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -350,11 +350,8 @@ impl RateGate {
         self.observe_call(quota, None);
     }
 
-    /// Records the quota the answer to this instance's call `seq` of the window reported.
-    /// A figure the gate adopts from such an answer also sets how many calls the instance may
-    /// make in the window: its share of what remains, less its own calls the figure may not
-    /// count (those made after this one, and those in flight), so that an instance keeps
-    /// calling past its share while the others leave calls unused.
+    /// Records the quota the answer to this instance's call `seq` of the window reported, and
+    /// from it how many calls the instance may make in the window (see [`Self::widen`]).
     fn observe_call(&self, quota: Option<Quota>, seq: Option<(u64, u64)>) {
         let mut s = self.lock();
         s.answered = true;
