@@ -84,7 +84,6 @@ struct GateState {
     /// and by `used` when it ended: Cloudinary may count one later than a figure of a call made
     /// before it ended.
     lost: Vec<(u64, u64)>,
-    in_flight: u64,
     /// An answer has arrived (with or without quota headers: the Upload API sends none).
     answered: bool,
     /// Since when the current window's end has not been known.
@@ -92,6 +91,13 @@ struct GateState {
     /// Calls let through without the share's check: probes past a block or into a window
     /// whose end is unknown (the only calls that may find the quota spent).
     blind: u64,
+}
+
+impl GateState {
+    /// Calls in flight.
+    fn in_flight(&self) -> u64 {
+        self.flying.len() as u64
+    }
 }
 
 /// Permission to make one call; gives the slot back when dropped.
@@ -138,7 +144,6 @@ impl Permit<'_> {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         let mut s = self.gate.lock();
-        s.in_flight = s.in_flight.saturating_sub(1);
         if let Some(i) = s.flying.iter().position(|f| *f == self.seq) {
             s.flying.swap_remove(i);
         }
@@ -213,14 +218,13 @@ impl RateGate {
     fn may_probe(s: &GateState, now: SystemTime, until: SystemTime) -> bool {
         s.blocked_until == Some(until)
             && until > now + LONG_BLOCK_PROBE
-            && s.in_flight == 0
+            && s.in_flight() == 0
             && s.last_probe.is_none_or(|t| now >= t + LONG_BLOCK_PROBE)
     }
 
     /// Counts one call in the window and in flight.
     fn grant(&self, s: &mut GateState) -> Permit<'_> {
         s.used += 1;
-        s.in_flight += 1;
         let seq = (s.turns, s.used);
         s.flying.push(seq);
         Permit {
@@ -250,12 +254,12 @@ impl RateGate {
         let retry = s.window_end.unwrap_or(now + SETTLE);
         match s.quota {
             // Nothing heard yet: one probe call at a time, to learn the quota (if any).
-            None if !s.answered && s.in_flight > 0 => Err(now + SETTLE),
+            None if !s.answered && s.in_flight() > 0 => Err(now + SETTLE),
             None => Ok(!s.answered),
             Some(q) => {
                 let share = (q.limit / self.sharers).max(1);
                 let spent =
-                    s.used >= share.max(s.allowed) || q.remaining / self.sharers <= s.in_flight;
+                    s.used >= share.max(s.allowed) || q.remaining / self.sharers <= s.in_flight();
                 match (spent, s.window_end) {
                     (false, _) => Ok(false),
                     (true, Some(end)) => Err(end),
@@ -264,7 +268,7 @@ impl RateGate {
                     // at a time learns the window again.
                     (true, None) => {
                         let since = *s.unknown_since.get_or_insert(now);
-                        if s.in_flight == 0 && now >= since + PROBE_UNKNOWN_WINDOW {
+                        if s.in_flight() == 0 && now >= since + PROBE_UNKNOWN_WINDOW {
                             Ok(true)
                         } else {
                             Err(retry)
@@ -912,6 +916,21 @@ mod tests {
         let last = gate.admit(now).expect("the third call");
         assert!(gate.admit(now).is_err(), "a fourth call would be refused");
         drop(last);
+        // Past the share, the lost call is what keeps the allowance from one call too many:
+        // the figure counts its own call only, the earlier one arrives after it.
+        let gate = RateGate::shared_by(2);
+        gate.observe(quota(20, 20, reset));
+        let early = gate.admit(now).unwrap();
+        let figure = gate.admit(now).unwrap();
+        drop(early);
+        figure.answered(quota(20, 19, reset));
+        let mut more = 0;
+        while let Ok(permit) = gate.admit(now) {
+            more += 1;
+            permit.answered(None);
+            assert!(more <= 20);
+        }
+        assert_eq!(more, 8, "2 + 19 / 2 less the lost call: 10 in all");
         // Calls that end without an answer before a figure's call was made are counted in it.
         let gate = RateGate::shared_by(2);
         gate.observe(quota(20, 20, reset));

@@ -1,6 +1,7 @@
 //! The world the adversarial tier runs the worker in: Cloudinary (assets with versions, OCR
-//! billed on arrival, the Admin API's hourly quota in clock-hour windows, faults at every
-//! call), the results table with faults before and after each write, and SQS (visibility,
+//! billed and Admin calls counted on arrival, some way into a call's latency, so that calls
+//! are counted out of the order they were sent in; the Admin API's hourly quota in clock-hour
+//! windows, faults at every call), the results table with faults before and after each write, and SQS (visibility,
 //! receive counts, the redrive policy, duplicate deliveries, redrives under each id and count
 //! behaviour). Every draw comes from the seed, so a run replays exactly.
 
@@ -354,8 +355,15 @@ impl Cloud {
 
     async fn call(&self, message: &WorkMessage, request: bool) -> Result<OcrAnswer, RemoteError> {
         let latency = self.latency();
+        // Cloudinary counts (and bills) a call when it arrives, some way into its latency: a
+        // call sent earlier may be counted after a later one, and its answer come last.
+        let arrival = {
+            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+            latency.mul_f64(rng.below(101) as f64 / 100.0)
+        };
+        tokio::time::sleep(arrival).await;
         let (result, quota) = self.answer(&message.item_key(), request);
-        tokio::time::sleep(latency).await;
+        tokio::time::sleep(latency - arrival).await;
         let (outcome, version) = result?;
         Ok(OcrAnswer {
             result: OcrResult {
