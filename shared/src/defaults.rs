@@ -68,6 +68,15 @@ pub const PASS_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 pub const FULL_PASS_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Attempts per listing call on transient errors.
 pub const LISTING_ATTEMPTS: u32 = 4;
+/// An OCR request whose answer never came (a timeout, a 5xx, a killed invocation) may still
+/// arrive, run and be billed after its caller gave up; a read-back sees it only then. So a
+/// read-back that finds no OCR pays again only this long after the claim of the attempt that
+/// sent it (which sent it before its invocation's end, at most the worker's timeout later).
+/// It is the visibility timeout less the worker's timeout, so that a message SQS returns after
+/// such an attempt does not wait for it (while the batching window is under a minute); a
+/// duplicate delivery or a listing again soon after does.
+pub const REQUEST_SETTLE: Duration =
+    Duration::from_secs(VISIBILITY_TIMEOUT.as_secs() - WORKER_TIMEOUT.as_secs());
 /// A result write that failed after a paid OCR is tried again this much later.
 pub const RESULT_WRITE_RETRY: Duration = Duration::from_secs(5);
 /// A message whose Cloudinary credentials were refused waits this long at first, doubling on

@@ -207,7 +207,7 @@ impl Scenario {
     }
 
     pub fn worker(&self) -> anyhow::Result<SqsWorker> {
-        Ok(worker::build(&self.env().worker(None)?, &self.sdk)?)
+        self.worker_adjusted(|_| {})
     }
 
     /// The notifier on this stack, with `extra` on top of its environment.
@@ -226,6 +226,16 @@ impl Scenario {
         crate::notifier::serve(self.notifier(extra)?).await
     }
 
+    /// How long a read-back that finds no OCR waits on an unanswered request before paying
+    /// (see `WorkerSettings::request_settle`): as the deployed worker's default is to the
+    /// template's queue, this stack's visibility timeout less its worker's timeout.
+    pub fn request_settle(&self) -> Duration {
+        let stack = &self.stack.settings;
+        stack
+            .visibility_timeout
+            .saturating_sub(stack.worker_timeout)
+    }
+
     /// A worker whose settings `adjust` changes from the configured ones.
     pub fn worker_adjusted(
         &self,
@@ -233,6 +243,7 @@ impl Scenario {
     ) -> anyhow::Result<SqsWorker> {
         let config = self.env().worker(None)?;
         let mut settings = worker::settings(&config);
+        settings.request_settle = self.request_settle();
         adjust(&mut settings);
         Ok(worker::build_with(&config, &self.sdk, settings)?)
     }

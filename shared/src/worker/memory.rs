@@ -172,6 +172,12 @@ impl ScriptedOcr {
 }
 
 impl ScriptedOcr {
+    /// A request the caller gave up on arrives now, runs and is billed (Cloudinary's side
+    /// goes on once the connection is gone).
+    pub fn arrives_late(&self, asset: &str) {
+        self.bill(asset);
+    }
+
     /// Counts an OCR that ran (billed) on the asset.
     fn bill(&self, asset: &str) {
         *self

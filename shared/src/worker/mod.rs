@@ -131,6 +131,10 @@ pub struct WorkerSettings {
     /// invocation backs off; its other records wait in the queue), and a refused message
     /// waits this long at first, doubling with each refusal.
     pub credentials_wait: Duration,
+    /// A read-back that finds no OCR pays again only this long after the claim of an attempt
+    /// whose request got no answer (see [`defaults::REQUEST_SETTLE`]): the work queue's
+    /// visibility timeout less the worker's timeout.
+    pub request_settle: Duration,
     /// Where "now" comes from.
     pub clock: Clock,
 }
@@ -141,6 +145,7 @@ impl Default for WorkerSettings {
             concurrency: defaults::RECORDS_IN_FLIGHT,
             max_receive_count: defaults::MAX_RECEIVE_COUNT,
             fail_fast_window: defaults::FAIL_FAST_WINDOW,
+            request_settle: defaults::REQUEST_SETTLE,
             deadline_margin: defaults::CLOUDINARY_TIMEOUT + defaults::WORKER_DEADLINE_SLACK,
             pending_poll_delay: defaults::PENDING_POLL_DELAY,
             max_pending_polls: defaults::MAX_PENDING_POLLS,

@@ -277,9 +277,29 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         } else {
             permit
         };
+        // What the read-back finds is as of when it was sent, not when its answer came.
+        let sent = self.now();
         let answer = self.ask(record, message, held, permit, read_back).await?;
         if !read_back || answer.result.outcome != OcrOutcome::NotRequested {
             return Ok(answer);
+        }
+        // The earlier attempt's request may still arrive, or still run: Cloudinary bills it
+        // then, and only then does a read-back see it. Paying now could pay twice.
+        if let Some(settled) = held
+            .requested_before
+            .map(|at| from_epoch_ms(at) + self.settings.request_settle)
+            .filter(|settled| *settled > sent)
+        {
+            tracing::info!("no OCR yet after an unfinished attempt: read back again later");
+            self.release(
+                message,
+                &held.claim_ref(),
+                "an earlier request may still run",
+            )
+            .await;
+            return Err(self
+                .defer(message.clone(), settled, DeferCause::Claimed)
+                .into());
         }
         held.none_found.store(true, Ordering::Relaxed);
         tracing::info!("no OCR on the asset after an unfinished attempt: requesting it");

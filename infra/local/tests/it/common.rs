@@ -84,7 +84,9 @@ impl Harness {
 
     pub fn worker(&self, extra: &[(&str, &str)]) -> worker::SqsWorker {
         let config = self.env_with(extra).worker(None).expect("worker config");
-        worker::build(&config, &self.sdk).expect("worker builds")
+        let mut settings = worker::settings(&config);
+        settings.request_settle = self.scenario.request_settle();
+        worker::build_with(&config, &self.sdk, settings).expect("worker builds")
     }
 
     pub fn lister(&self, extra: &[(&str, &str)]) -> lister::SqsLister {

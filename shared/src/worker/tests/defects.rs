@@ -181,6 +181,8 @@ async fn two_live_messages_of_one_failing_asset_each_fail_fast() {
     );
     let w = worker(ocr);
     assert!(is_dead_lettered(&run(&w, "m1", body("a"), 1).await));
+    // The failed request may have run: the second copy reads back once it has had time to.
+    tokio::time::advance(defaults::REQUEST_SETTLE).await;
     assert!(is_dead_lettered(&run(&w, "m2", body("a"), 1).await));
     for receive in 2..=MAX_RECEIVES {
         for id in ["m1", "m2"] {
@@ -249,10 +251,12 @@ async fn a_redriven_copy_with_its_id_kept_and_count_reset_is_tried_for_real_each
     let w = worker(ocr);
     assert!(is_dead_lettered(&run(&w, "m1", body("a"), 1).await));
     // Moved to the DLQ; the cause fixed; redriven with its id, its count starting over.
+    tokio::time::advance(defaults::REQUEST_SETTLE).await;
     assert!(matches!(
         run(&w, "m1", body("a"), 1).await,
         Disposition::Retry { .. }
     ));
+    tokio::time::advance(defaults::VISIBILITY_TIMEOUT).await;
     assert_eq!(
         run(&w, "m1", body("a"), 2).await,
         Disposition::Stored(Status::Done)

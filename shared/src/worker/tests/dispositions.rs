@@ -456,6 +456,7 @@ async fn a_failed_message_fails_fast_until_moved_and_a_redriven_copy_is_tried_ag
         assert_eq!(w.ocr().calls(OcrCall::Request, "a"), 1, "{case}");
         assert_eq!(w.queue().returned().len(), MAX_RECEIVES as usize, "{case}");
         // The redrive policy moves it; an operator redrives it once the cause is fixed.
+        tokio::time::advance(defaults::REQUEST_SETTLE).await;
         let outcome = w
             .process_batch(
                 vec![record(message_id, body("a"), receive)],

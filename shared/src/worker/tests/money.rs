@@ -203,6 +203,8 @@ async fn an_attempt_that_never_reached_cloudinary_is_followed_by_one_request() {
         run_one(&w, "a", 1).await,
         Disposition::Retry { .. }
     ));
+    // SQS returns it after the visibility timeout.
+    tokio::time::advance(defaults::VISIBILITY_TIMEOUT).await;
     assert_eq!(run_one(&w, "a", 2).await, Disposition::Stored(Status::Done));
     assert_eq!(w.ocr().billed("a"), 1);
     assert_eq!(
@@ -213,6 +215,77 @@ async fn an_attempt_that_never_reached_cloudinary_is_followed_by_one_request() {
         (2, 1),
         "the read-back found no OCR, then one request"
     );
+}
+
+/// A request given up on may still arrive, run and be billed after its caller gave up (a
+/// server goes on once the connection is gone). A read-back soon after finds nothing yet: the
+/// attempt waits instead of paying again, and the late OCR is what it reads back.
+#[tokio::test(start_paused = true)]
+async fn a_request_that_may_still_arrive_is_waited_for_not_paid_again() {
+    let ocr = ScriptedOcr::new();
+    ocr.script(OcrCall::Request, "a", [Scripted::Fail(timeout())]);
+    let w = worker(ocr);
+    assert!(matches!(
+        run_one(&w, "a", 1).await,
+        Disposition::Retry { .. }
+    ));
+    // Delivered again a minute later (a duplicate, the asset listed again).
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let d = run_one(&w, "a", 1).await;
+    assert!(
+        matches!(&d, Disposition::Deferred(x) if x.cause == DeferCause::Claimed
+            && x.delay <= defaults::REQUEST_SETTLE
+            && x.delay + Duration::from_secs(120) >= defaults::REQUEST_SETTLE),
+        "waits out the settle time: {d:?}"
+    );
+    assert_eq!(calls(&w, "a"), (1, 1), "read back, not paid");
+    w.ocr().arrives_late("a");
+    tokio::time::advance(defaults::REQUEST_SETTLE).await;
+    assert_eq!(run_one(&w, "a", 1).await, Disposition::Stored(Status::Done));
+    assert_eq!(w.ocr().billed("a"), 1, "the late request only");
+    assert_eq!(calls(&w, "a"), (1, 2), "read back again: the late OCR");
+    // Had it never arrived, the attempt after the settle time pays once.
+    let ocr = ScriptedOcr::new();
+    ocr.script(OcrCall::Request, "b", [Scripted::Fail(timeout())]);
+    let w = worker(ocr);
+    assert!(matches!(
+        run_one(&w, "b", 1).await,
+        Disposition::Retry { .. }
+    ));
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert!(matches!(
+        run_one(&w, "b", 1).await,
+        Disposition::Deferred(_)
+    ));
+    tokio::time::advance(defaults::REQUEST_SETTLE).await;
+    assert_eq!(run_one(&w, "b", 1).await, Disposition::Stored(Status::Done));
+    assert_eq!(w.ocr().billed("b"), 1);
+    assert_eq!(calls(&w, "b"), (2, 2));
+}
+
+/// What a read-back finds is as of when it was sent: one sent before the settle time ended and
+/// answered after it says nothing of a request that ran in between, so it does not pay.
+#[tokio::test(start_paused = true)]
+async fn a_read_back_answered_after_the_settle_time_but_sent_before_it_does_not_pay() {
+    let latency = Duration::from_secs(10);
+    let ocr = ScriptedOcr::new().with_latency(latency);
+    ocr.script(OcrCall::Request, "a", [Scripted::Fail(timeout())]);
+    let w = worker(ocr);
+    let claimed = w.settings().clock.now();
+    assert!(matches!(
+        run_one(&w, "a", 1).await,
+        Disposition::Retry { .. }
+    ));
+    let sent_at = claimed + defaults::REQUEST_SETTLE - latency / 2;
+    let wait = sent_at.duration_since(w.settings().clock.now()).unwrap();
+    tokio::time::advance(wait).await;
+    let d = run_one(&w, "a", 1).await;
+    assert!(
+        matches!(&d, Disposition::Deferred(x) if x.cause == DeferCause::Claimed),
+        "{d:?}"
+    );
+    assert_eq!(calls(&w, "a"), (1, 1), "read back, not paid");
+    assert_eq!(w.ocr().billed("a"), 0);
 }
 
 /// A request that ran nothing on Cloudinary's side (no connection made, a 4xx) leaves nothing
@@ -309,6 +382,7 @@ async fn a_read_back_that_found_nothing_is_not_repeated() {
         run_one(&w, "none", 1).await,
         Disposition::Retry { .. }
     ));
+    tokio::time::advance(defaults::VISIBILITY_TIMEOUT).await;
     assert!(matches!(
         run_one(&w, "none", 2).await,
         Disposition::Deferred(_)

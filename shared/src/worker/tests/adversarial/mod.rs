@@ -4,9 +4,9 @@
 //! phase of two virtual hours: duplicate and concurrent deliveries, new versions, forced
 //! re-OCRs, listings again, redrives under each id and receive-count behaviour, killed
 //! invocations, a credentials outage, an add-on limit raised by the operator, and faults at
-//! every call (billed then lost, 5xx, 420 with and without a reset or with calls left, 401,
-//! pending, each store write failing before or after it applied, deferrals refused or
-//! reported lost). Then six healthy hours, with a redrive every hour, as an operator would.
+//! every call (billed then lost, a request given up on that arrives minutes later, 5xx, 420
+//! with and without a reset or with calls left, 401, pending, each store write failing before
+//! or after it applied, deferrals refused or reported lost). Then six healthy hours, with a redrive every hour, as an operator would.
 //!
 //! After every run the invariants are checked (see [`checks`]): paid OCR at most once per
 //! version and per forced request; every asset done with its newest version's text, or failed
@@ -102,6 +102,7 @@ fn fault_profile(rng: &mut Rng) -> Faults {
         send_lost_answer: share(0.1),
         // Each duplicate delivery that waits is another live copy too.
         duplicate_delivery: share(0.3),
+        late_arrival: share(0.5),
     }
 }
 
@@ -483,6 +484,7 @@ async fn run_seed(seed: u64) -> Run {
     let mut running: FuturesUnordered<Invocation<'_>> = FuturesUnordered::new();
     loop {
         let now = run.clock.now();
+        run.cloud.arrive_late(now);
         while let Some((_, event)) = events.next_if(|(at, _)| start + *at <= now) {
             run.apply(event);
         }
@@ -518,6 +520,8 @@ async fn run_seed(seed: u64) -> Run {
         }
     }
     drop(running);
+    // What is still on its way arrives, and is billed, whenever it does.
+    run.cloud.arrive_late(run.clock.now() + DRAIN);
     run.workers = workers;
     run.ended_at = run.clock.now();
     run
@@ -531,12 +535,17 @@ fn next_wake(run: &Run, event: Option<SystemTime>, now: SystemTime, any_idle: bo
         .next_visible()
         .map(from_epoch_ms)
         .filter(|_| any_idle);
-    [event, visible, Some(now + Duration::from_secs(60))]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(now)
-        .max(now + Duration::from_millis(1))
+    [
+        event,
+        visible,
+        run.cloud.next_late(),
+        Some(now + Duration::from_secs(60)),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(now)
+    .max(now + Duration::from_millis(1))
 }
 
 /// Runs `seed` on a runtime of its own, in paused time; its violations and its run.

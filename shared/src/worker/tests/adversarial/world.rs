@@ -81,6 +81,9 @@ pub struct Faults {
     pub send_lost_answer: f64,
     /// A receive also delivers a message in flight (at least once).
     pub duplicate_delivery: f64,
+    /// An OCR request by the Upload API that the client gives up on before it arrives: it
+    /// arrives up to five minutes later, and is billed then.
+    pub late_arrival: f64,
 }
 
 /// An outage Cloudinary has for a while.
@@ -119,6 +122,8 @@ pub struct CloudState {
     /// The latest refusal's end any answer named.
     pub latest_retry_at: Option<SystemTime>,
     pub faults: Faults,
+    /// Requests given up on that have yet to arrive: when, and at which asset.
+    late: Vec<(u64, String)>,
 }
 
 /// Cloudinary, as the worker's OCR service.
@@ -273,6 +278,34 @@ impl Cloud {
         }
     }
 
+    /// The requests given up on that arrive by `now`, each billed as it arrives (unless an
+    /// outage refuses it).
+    pub fn arrive_late(&self, now: SystemTime) {
+        let mut s = self.lock();
+        self.arrive(&mut s, now);
+    }
+
+    fn arrive(&self, s: &mut CloudState, now: SystemTime) {
+        let (due, later) = std::mem::take(&mut s.late)
+            .into_iter()
+            .partition(|(at, _)| *at <= epoch_ms(now));
+        s.late = later;
+        for (_, key) in due {
+            if s.outage.is_none() {
+                let _ = self.at_asset(s, &key, true, None);
+            }
+        }
+    }
+
+    /// When the next request given up on arrives.
+    pub fn next_late(&self) -> Option<SystemTime> {
+        self.lock()
+            .late
+            .iter()
+            .map(|(at, _)| from_epoch_ms(*at))
+            .min()
+    }
+
     fn answer(
         &self,
         key: &str,
@@ -280,6 +313,7 @@ impl Cloud {
     ) -> (Result<(OcrOutcome, u64), RemoteError>, Option<Quota>) {
         let now = self.clock.now();
         let mut s = self.lock();
+        self.arrive(&mut s, now);
         let faults = s.faults.clone();
         let fault = self.draw_fault(&faults);
         if let Some(e) = self.refused(&mut s, fault, now, request) {
@@ -361,6 +395,23 @@ impl Cloud {
             let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
             latency.mul_f64(rng.below(101) as f64 / 100.0)
         };
+        let late = request && self.upload_api && {
+            let p = self.lock().faults.late_arrival;
+            self.rng.lock().unwrap_or_else(|e| e.into_inner()).chance(p)
+        };
+        if late {
+            tokio::time::sleep(latency).await;
+            let delay = {
+                let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+                1 + rng.below(300_000)
+            };
+            let at = epoch_ms(self.clock.now()) + delay;
+            self.lock().late.push((at, message.item_key()));
+            return Err(RemoteError::new(
+                ErrorClass::Transient,
+                "operation timed out",
+            ));
+        }
         tokio::time::sleep(arrival).await;
         let (result, quota) = self.answer(&message.item_key(), request);
         tokio::time::sleep(latency - arrival).await;
