@@ -92,6 +92,10 @@ pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message], queue_arn: &str) -> S
     event
 }
 
+/// Messages one receive returns at most (SQS's limit): the local loop invokes the handler with
+/// one receive's messages, where Lambda's pollers gather up to the batch size across receives.
+pub const RECEIVE_MAX: usize = 10;
+
 /// Polls the queue and invokes `handler` until the queue is drained (or `max_duration`).
 pub async fn drain<H, Fut>(
     sqs: &aws_sdk_sqs::Client,
@@ -121,7 +125,7 @@ where
             let received = sqs
                 .receive_message()
                 .queue_url(&settings.queue_url)
-                .max_number_of_messages(settings.batch_size.clamp(1, 10))
+                .max_number_of_messages(settings.batch_size.clamp(1, RECEIVE_MAX as i32))
                 .wait_time_seconds(1)
                 .message_system_attribute_names(MessageSystemAttributeName::All)
                 .send()

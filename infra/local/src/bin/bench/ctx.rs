@@ -14,6 +14,17 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// Records an invocation gets here: one receive of the local event-source loop, within the
+    /// batch size (Lambda's pollers gather the whole batch size across receives).
+    pub(crate) fn local_batch(&self) -> usize {
+        (self.settings.batch_size as usize).clamp(1, local_stack::runner::RECEIVE_MAX)
+    }
+
+    /// Records in flight per invocation here: the worker's, within that batch.
+    pub(crate) fn records_in_flight(&self) -> usize {
+        shared::defaults::RECORDS_IN_FLIGHT.min(self.local_batch())
+    }
+
     /// A stack whose functions use the emulator process.
     pub(crate) async fn scenario(
         &self,

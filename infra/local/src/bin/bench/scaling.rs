@@ -3,7 +3,7 @@ use super::*;
 /// 6. Worker throughput against concurrent invocations.
 pub(crate) async fn scaling(ctx: &Ctx, args: &Args, report: &mut Report) -> anyhow::Result<()> {
     println!("6. scaling: {:?} invocations", args.scaling);
-    let records = shared::defaults::RECORDS_IN_FLIGHT;
+    let records = ctx.records_in_flight();
     let mut t = Table::new(&[
         "invocations",
         "images",
@@ -63,7 +63,7 @@ pub(crate) async fn scaling(ctx: &Ctx, args: &Args, report: &mut Report) -> anyh
         let base = *first.get_or_insert(rate);
         let in_flight = records_override.unwrap_or(records);
         // A batch of `batch` records takes ceil(batch / in_flight) rounds of Cloudinary calls.
-        let batch = ctx.settings.batch_size as usize;
+        let batch = ctx.local_batch();
         let rounds = batch.div_ceil(in_flight.max(1));
         let ideal =
             (c * batch) as f64 / rounds as f64 * 1000.0 / args.scaling_latency_ms.max(1) as f64;
@@ -90,17 +90,24 @@ pub(crate) async fn scaling(ctx: &Ctx, args: &Args, report: &mut Report) -> anyh
             "Worker throughput (listing excluded) at each number of concurrent invocations, \
              {} images per invocation, every Cloudinary call answered in {} ms, {records} records \
              in flight per invocation, `OCR_METHOD=explicit` (not counted against the Admin \
-             quota). Ideal is invocations × a batch of {} records / (Cloudinary rounds per batch × \
-             {} ms); the drain time runs to the end of the last invocation. Throughput grows \
-             with invocations until something else binds: here moto, a single Python process \
-             (its busy share of one core is shown), on AWS the quota or Cloudinary. With \
-             `OCR_METHOD=update` the quota binds: scenario 2 shows the rate it allows. The last \
-             row runs with 8 records in flight (the earlier default), so that a batch of 10 \
-             takes two rounds of Cloudinary calls.",
+             quota). Ideal is invocations × a batch of {} records (one receive of the local \
+             event-source loop; Lambda's pollers gather up to the batch size, {}) / (Cloudinary \
+             rounds per batch × {} ms); the drain time runs to the end of the last invocation. \
+             Throughput grows with invocations until something else binds: here moto, a single \
+             Python process (its busy share of one core is shown), on AWS the quota or \
+             Cloudinary. With `OCR_METHOD=update` the quota binds: scenario 2 shows the rate it \
+             allows.{}",
             args.scaling_images,
             args.scaling_latency_ms,
+            ctx.local_batch(),
             ctx.settings.batch_size,
-            args.scaling_latency_ms
+            args.scaling_latency_ms,
+            if records == 10 {
+                " The last row runs with 8 records in flight, so that a batch of 10 takes two \
+                 rounds of Cloudinary calls."
+            } else {
+                ""
+            },
         ),
     );
     report.table(&t);

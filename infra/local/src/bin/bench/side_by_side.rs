@@ -15,7 +15,7 @@ pub(crate) async fn side_by_side(
     report: &mut Report,
 ) -> anyhow::Result<SideBySide> {
     let invocations = ctx.settings.worker_concurrency;
-    let records = shared::defaults::RECORDS_IN_FLIGHT;
+    let records = ctx.records_in_flight();
     let threads = invocations * records;
     println!(
         "1. side by side: {} images, {} ms per Cloudinary call, {} rounds",
@@ -96,7 +96,7 @@ pub(crate) async fn side_by_side(
              {} rounds each (medians). Baseline: `infra/bench/baseline.py`, a Python thread pool of \
              {threads} ({}) calling the Admin API update with `ocr=adv_ocr` and one `put_item` per \
              image. Pipeline: the lister, then {invocations} worker invocations at once with {records} \
-             records each in flight, through SQS, with the local event-source loop. CPU is user + \
+             records each in flight (one receive of the local event-source loop each), through SQS. CPU is user + \
              system time of the process doing the work (the pipeline's includes the event-source \
              loop's SQS receives and deletes, which Lambda does for you). moto's CPU is the local \
              AWS's work for the run: on a two-core machine it competes with the rest, so the \
