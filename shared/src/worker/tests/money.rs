@@ -217,46 +217,42 @@ async fn an_attempt_that_never_reached_cloudinary_is_followed_by_one_request() {
     );
 }
 
-/// A request given up on may still arrive, run and be billed after its caller gave up (a
-/// server goes on once the connection is gone). A read-back soon after finds nothing yet: the
-/// attempt waits instead of paying again, and the late OCR is what it reads back.
-#[tokio::test(start_paused = true)]
-async fn a_request_that_may_still_arrive_is_waited_for_not_paid_again() {
+/// A worker whose request for `id` timed out, and whose second delivery of it a minute later
+/// (a duplicate, the asset listed again) read it back, found no OCR yet and waits out the
+/// settle time instead of paying.
+async fn timed_out_and_delivered_again(id: &str) -> TestWorker {
     let ocr = ScriptedOcr::new();
-    ocr.script(OcrCall::Request, "a", [Scripted::Fail(timeout())]);
+    ocr.script(OcrCall::Request, id, [Scripted::Fail(timeout())]);
     let w = worker(ocr);
     assert!(matches!(
-        run_one(&w, "a", 1).await,
+        run_one(&w, id, 1).await,
         Disposition::Retry { .. }
     ));
-    // Delivered again a minute later (a duplicate, the asset listed again).
     tokio::time::advance(Duration::from_secs(60)).await;
-    let d = run_one(&w, "a", 1).await;
+    let d = run_one(&w, id, 1).await;
     assert!(
         matches!(&d, Disposition::Deferred(x) if x.cause == DeferCause::Claimed
             && x.delay <= defaults::REQUEST_SETTLE
             && x.delay + Duration::from_secs(120) >= defaults::REQUEST_SETTLE),
         "waits out the settle time: {d:?}"
     );
-    assert_eq!(calls(&w, "a"), (1, 1), "read back, not paid");
+    assert_eq!(calls(&w, id), (1, 1), "read back, not paid");
+    w
+}
+
+/// A request given up on may still arrive, run and be billed after its caller gave up (a
+/// server goes on once the connection is gone). A read-back soon after finds nothing yet: the
+/// attempt waits instead of paying again, and the late OCR is what it reads back.
+#[tokio::test(start_paused = true)]
+async fn a_request_that_may_still_arrive_is_waited_for_not_paid_again() {
+    let w = timed_out_and_delivered_again("a").await;
     w.ocr().arrives_late("a");
     tokio::time::advance(defaults::REQUEST_SETTLE).await;
     assert_eq!(run_one(&w, "a", 1).await, Disposition::Stored(Status::Done));
     assert_eq!(w.ocr().billed("a"), 1, "the late request only");
     assert_eq!(calls(&w, "a"), (1, 2), "read back again: the late OCR");
     // Had it never arrived, the attempt after the settle time pays once.
-    let ocr = ScriptedOcr::new();
-    ocr.script(OcrCall::Request, "b", [Scripted::Fail(timeout())]);
-    let w = worker(ocr);
-    assert!(matches!(
-        run_one(&w, "b", 1).await,
-        Disposition::Retry { .. }
-    ));
-    tokio::time::advance(Duration::from_secs(60)).await;
-    assert!(matches!(
-        run_one(&w, "b", 1).await,
-        Disposition::Deferred(_)
-    ));
+    let w = timed_out_and_delivered_again("b").await;
     tokio::time::advance(defaults::REQUEST_SETTLE).await;
     assert_eq!(run_one(&w, "b", 1).await, Disposition::Stored(Status::Done));
     assert_eq!(w.ocr().billed("b"), 1);
