@@ -72,11 +72,16 @@ pub const LISTING_ATTEMPTS: u32 = 4;
 /// arrive, run and be billed after its caller gave up; a read-back sees it only then. So a
 /// read-back that finds no OCR pays again only this long after the claim of the attempt that
 /// sent it (which sent it before its invocation's end, at most the worker's timeout later).
-/// It is the visibility timeout less the worker's timeout, so that a message SQS returns after
-/// such an attempt does not wait for it (while the batching window is under a minute); a
-/// duplicate delivery or a listing again soon after does.
-pub const REQUEST_SETTLE: Duration =
-    Duration::from_secs(VISIBILITY_TIMEOUT.as_secs() - WORKER_TIMEOUT.as_secs());
+/// It is [`request_settle`] of the template's queue and worker.
+pub const REQUEST_SETTLE: Duration = request_settle(VISIBILITY_TIMEOUT, WORKER_TIMEOUT);
+
+/// The settle time of a stack whose work queue has this visibility timeout and whose worker
+/// this timeout: the one less the other, so that a message SQS returns after an attempt does
+/// not wait for it (while the batching window is under a minute); a duplicate delivery or a
+/// listing again soon after does.
+pub const fn request_settle(visibility_timeout: Duration, worker_timeout: Duration) -> Duration {
+    visibility_timeout.saturating_sub(worker_timeout)
+}
 /// A result write that failed after a paid OCR is tried again this much later.
 pub const RESULT_WRITE_RETRY: Duration = Duration::from_secs(5);
 /// A message whose Cloudinary credentials were refused waits this long at first, doubling on

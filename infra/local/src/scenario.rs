@@ -207,7 +207,7 @@ impl Scenario {
     }
 
     pub fn worker(&self) -> anyhow::Result<SqsWorker> {
-        self.worker_adjusted(|_| {})
+        self.worker_with(&[], |_| {})
     }
 
     /// The notifier on this stack, with `extra` on top of its environment.
@@ -226,24 +226,27 @@ impl Scenario {
         crate::notifier::serve(self.notifier(extra)?).await
     }
 
-    /// How long a read-back that finds no OCR waits on an unanswered request before paying
-    /// (see `WorkerSettings::request_settle`): as the deployed worker's default is to the
-    /// template's queue, this stack's visibility timeout less its worker's timeout.
-    pub fn request_settle(&self) -> Duration {
-        let stack = &self.stack.settings;
-        stack
-            .visibility_timeout
-            .saturating_sub(stack.worker_timeout)
-    }
-
     /// A worker whose settings `adjust` changes from the configured ones.
     pub fn worker_adjusted(
         &self,
         adjust: impl FnOnce(&mut WorkerSettings),
     ) -> anyhow::Result<SqsWorker> {
-        let config = self.env().worker(None)?;
+        self.worker_with(&[], adjust)
+    }
+
+    /// A worker with `extra` on top of its environment and its settings changed by `adjust`.
+    /// Its settle time on an unanswered request is this stack's, as the deployed worker's is
+    /// the template's (see `shared::defaults::request_settle`).
+    pub fn worker_with(
+        &self,
+        extra: &[(&str, &str)],
+        adjust: impl FnOnce(&mut WorkerSettings),
+    ) -> anyhow::Result<SqsWorker> {
+        let config = self.env_with(extra).worker(None)?;
         let mut settings = worker::settings(&config);
-        settings.request_settle = self.request_settle();
+        let stack = &self.stack.settings;
+        settings.request_settle =
+            shared::defaults::request_settle(stack.visibility_timeout, stack.worker_timeout);
         adjust(&mut settings);
         Ok(worker::build_with(&config, &self.sdk, settings)?)
     }

@@ -83,10 +83,9 @@ impl Harness {
     }
 
     pub fn worker(&self, extra: &[(&str, &str)]) -> worker::SqsWorker {
-        let config = self.env_with(extra).worker(None).expect("worker config");
-        let mut settings = worker::settings(&config);
-        settings.request_settle = self.scenario.request_settle();
-        worker::build_with(&config, &self.sdk, settings).expect("worker builds")
+        self.scenario
+            .worker_with(extra, |_| {})
+            .expect("worker builds")
     }
 
     pub fn lister(&self, extra: &[(&str, &str)]) -> lister::SqsLister {

@@ -96,8 +96,8 @@ pub(crate) async fn side_by_side(
              {} rounds each (medians). Baseline: `infra/bench/baseline.py`, a Python thread pool of \
              {threads} ({}) calling the Admin API update with `ocr=adv_ocr` and one `put_item` per \
              image. Pipeline: the lister, then {invocations} worker invocations at once with {records} \
-             records each in flight (one receive of the local event-source loop each), through SQS. CPU is user + \
-             system time of the process doing the work (the pipeline's includes the event-source \
+             records each in flight (one receive of the local event-source loop each), through \
+             SQS. CPU is user + system time of the process doing the work (the pipeline's includes the event-source \
              loop's SQS receives and deletes, which Lambda does for you). moto's CPU is the local \
              AWS's work for the run: on a two-core machine it competes with the rest, so the \
              pipeline's extra requests (a claim per image, the queue) show in its wall time here \

@@ -123,7 +123,7 @@ pub(crate) async fn worker_cpu(
     for round in 1..=rounds {
         // The baseline lists the account and OCRs every image in it, as many at once as the
         // worker has records in flight in an event of 10.
-        let b = run_baseline(ctx, &emu, shared::defaults::RECORDS_IN_FLIGHT.min(10)).await?;
+        let b = run_baseline(ctx, &emu, ctx.records_in_flight()).await?;
         anyhow::ensure!(
             b.report.errors == 0 && b.report.images as usize == images + 10,
             "the baseline did {} images with {} errors",
@@ -173,7 +173,7 @@ pub(crate) async fn worker_cpu(
              pipeline's CPU includes the local event-source loop (SQS receives and deletes), \
              which Lambda runs for you.",
             images / 10,
-            shared::defaults::RECORDS_IN_FLIGHT.min(10),
+            ctx.records_in_flight(),
             args.latency_ms,
         ),
     );

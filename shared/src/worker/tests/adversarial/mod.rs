@@ -6,7 +6,8 @@
 //! invocations, a credentials outage, an add-on limit raised by the operator, and faults at
 //! every call (billed then lost, a request given up on that arrives minutes later, 5xx, 420
 //! with and without a reset or with calls left, 401, pending, each store write failing before
-//! or after it applied, deferrals refused or reported lost). Then six healthy hours, with a redrive every hour, as an operator would.
+//! or after it applied, deferrals refused or reported lost). Then six healthy hours, with a
+//! redrive every hour, as an operator would.
 //!
 //! After every run the invariants are checked (see [`checks`]): paid OCR at most once per
 //! version and per forced request; every asset done with its newest version's text, or failed

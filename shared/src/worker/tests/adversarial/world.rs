@@ -1,9 +1,9 @@
 //! The world the adversarial tier runs the worker in: Cloudinary (assets with versions, OCR
 //! billed and Admin calls counted on arrival, some way into a call's latency, so that calls
 //! are counted out of the order they were sent in; the Admin API's hourly quota in clock-hour
-//! windows, faults at every call), the results table with faults before and after each write, and SQS (visibility,
-//! receive counts, the redrive policy, duplicate deliveries, redrives under each id and count
-//! behaviour). Every draw comes from the seed, so a run replays exactly.
+//! windows, faults at every call), the results table with faults before and after each write,
+//! and SQS (visibility, receive counts, the redrive policy, duplicate deliveries, redrives under
+//! each id and count behaviour). Every draw comes from the seed, so a run replays exactly.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
