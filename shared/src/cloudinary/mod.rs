@@ -337,6 +337,10 @@ impl CloudinaryClient {
             .timeout(config.timeout)
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(50))
+            // Cloudinary's API answers where it is asked. A redirect (a wrong API base, a
+            // proxy) is reported, not followed: followed, a paid `explicit` could be sent twice
+            // or its signed form sent to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!(
                 "cloudinary-ocr-pipeline/",
                 env!("CARGO_PKG_VERSION")
@@ -407,6 +411,12 @@ impl CloudinaryClient {
         let retry_after = retry_after(resp.headers(), SystemTime::now());
         // A refusal may name its reset without the rest of the quota's figures.
         let reset = quota_reset(resp.headers());
+        let redirect = resp.status().is_redirection().then(|| {
+            resp.headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(String::new, |v| v.chars().take(200).collect())
+        });
         let body = resp
             .bytes()
             .await
@@ -416,9 +426,14 @@ impl CloudinaryClient {
             })?;
         let latency = started.elapsed();
         if !(200..300).contains(&status) {
-            let message = serde_json::from_slice::<ErrorBody>(&body)
-                .map(|b| b.error.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(300).collect());
+            let message = match redirect {
+                Some(to) => {
+                    format!("a redirect to {to:?}, not followed (check CLOUDINARY_API_BASE)")
+                }
+                None => serde_json::from_slice::<ErrorBody>(&body)
+                    .map(|b| b.error.message)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(300).collect()),
+            };
             let retry_at = matches!(status, 420 | 429)
                 .then(|| refusal_ends(retry_after, reset, quota.as_ref(), SystemTime::now()));
             return Err(CloudinaryError::Status {
@@ -683,6 +698,72 @@ pub fn addon_usage(usage: &serde_json::Value) -> Option<AddonUsage> {
 
 #[cfg(test)]
 mod tests {
+
+    /// A redirect is reported, never followed: the paid request is not sent again, nor its
+    /// signed form to another host; what was sent may have run, so it is read back before it
+    /// is asked again.
+    #[tokio::test]
+    async fn a_redirect_is_reported_not_followed() {
+        use super::*;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let elsewhere_at = format!(
+            "http://{}/v1_1/demo/image/explicit",
+            elsewhere.local_addr().unwrap()
+        );
+        let redirector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_base = format!("http://{}", redirector.local_addr().unwrap());
+        let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = reached.clone();
+        tokio::spawn(async move {
+            while let Ok((_, _)) = elsewhere.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let location = elsewhere_at.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = redirector.accept().await {
+                let mut request = vec![0u8; 16 * 1024];
+                let _ = socket.read(&mut request).await;
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        for ocr_method in [OcrMethod::Explicit, OcrMethod::AdminUpdate] {
+            let client = CloudinaryClient::new(&CloudinaryConfig {
+                credentials: CloudinaryCredentials {
+                    api_key: "key".into(),
+                    api_secret: Secret::new("test-secret"),
+                    cloud_name: "demo".into(),
+                },
+                api_base: api_base.clone(),
+                timeout: Duration::from_secs(5),
+                ocr_method,
+                signature_algorithm: SignatureAlgorithm::Sha1,
+                credentials_fault: None,
+            })
+            .unwrap();
+            let err = client
+                .request_ocr::<serde_json::Value>("a", "image", "upload")
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, CloudinaryError::Status { status: 307, .. }),
+                "{ocr_method:?}: {err:?}"
+            );
+            assert!(err.to_string().contains(&elsewhere_at), "{err}");
+            assert_eq!(err.class(), ErrorClass::Permanent);
+            assert!(!err.not_run(), "a request that was sent may have run");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            reached.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "followed"
+        );
+    }
 
     /// A request that never found a connection ran nothing: it is not read back before it is
     /// asked again.

@@ -205,7 +205,7 @@ impl DynamoResultStore {
     ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
         self.projected(
             key,
-            "#s, claimToken, claimExpiresAt, attempts, ocrRequestedAt, version, ocrAtMs, goneVersion, askedVersion, renamedAtMs",
+            "#s, claimToken, claimExpiresAt, attempts, ocrRequestedAt, priorRequestAt, version, ocrAtMs, goneVersion, askedVersion, renamedAtMs",
         )
         .await
     }
@@ -292,11 +292,18 @@ impl DynamoResultStore {
     async fn why_not_claimed(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
         let item = self.current(claim.key).await?.unwrap_or_default();
         // Our own claim, taken by an attempt whose answer was lost (a timed-out request the
-        // SDK retried): ours, with its request mark (read back first: free, never paid twice).
+        // SDK retried): ours, with the request mark it found. An item claimed before that mark
+        // was kept has only the claim's own: read back first and wait as for it (never paid
+        // twice, at worst a wait).
         if attr_str(&item, "claimToken") == Some(claim.token) {
+            let requested_before = match attr_u64(&item, "priorRequestAt") {
+                Some(0) => None,
+                Some(at) => Some(at),
+                None => attr_u64(&item, "ocrRequestedAt"),
+            };
             return Ok(ClaimOutcome::Claimed {
                 attempts: attr_u64(&item, "attempts").unwrap_or(1) as u32,
-                requested_before: attr_u64(&item, "ocrRequestedAt"),
+                requested_before,
                 arrived_at_ms: attr_u64(&item, "renamedAtMs"),
             });
         }
@@ -687,7 +694,10 @@ impl ResultStore for DynamoResultStore {
 
     async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
         let (condition, values) = claim_condition(claim);
-        let mut update = "SET claimToken = :token, claimExpiresAt = :exp, ocrRequestedAt = :now, resourceType = :rt, deliveryType = :dt ADD attempts :one".to_string();
+        // `priorRequestAt` keeps the request mark the claim found (0: none), for a retry of
+        // this claim whose first answer was lost (`why_not_claimed`). Every operand reads the
+        // item as it was; it comes first all the same.
+        let mut update = "SET priorRequestAt = if_not_exists(ocrRequestedAt, :zero), claimToken = :token, claimExpiresAt = :exp, ocrRequestedAt = :now, resourceType = :rt, deliveryType = :dt ADD attempts :one".to_string();
         if !claim.drop_marks.is_empty() {
             update.push_str(" DELETE failedMessages :mine");
         }
@@ -705,6 +715,7 @@ impl ResultStore for DynamoResultStore {
             .expression_attribute_values(":rt", s(claim.resource_type))
             .expression_attribute_values(":dt", s(claim.delivery_type))
             .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":zero", n(0))
             // The item as it was (`attempts`, `ocrRequestedAt`, and `renamedAtMs`, which the
             // result keeps). Return values cost no capacity; a forced re-OCR's claim receives
             // the old text too (at most 400 KB).

@@ -958,14 +958,15 @@ async fn an_asset_the_queue_refuses_is_recorded_failed_and_the_pass_goes_on() {
 }
 
 /// The results table releases a claim with each request mark: kept, put back as the claim
-/// found it, or removed, so that only an attempt whose request may have run is read back.
+/// found it, or removed, so that only an attempt whose request may have run is read back; a
+/// claim sent again after a lost answer finds the mark the first found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_released_claim_keeps_restores_or_removes_its_request_mark() {
-    use shared::store::{ClaimOutcome, DynamoResultStore, RequestMark, ResultStore};
+    use shared::store::{ClaimIntent, ClaimOutcome, DynamoResultStore, RequestMark, ResultStore};
     let h = Harness::new(Vec::new(), crate::common::stack_settings(), |_| {}).await;
     let store = DynamoResultStore::new(h.ddb.clone(), &h.stack.names.results_table);
     let claim = |token: &'static str, now_ms: u64| {
-        crate::common::image_claim("a", token, now_ms, shared::store::ClaimIntent::Plain)
+        crate::common::image_claim("a", token, now_ms, ClaimIntent::Plain)
     };
     let requested_before = |outcome: ClaimOutcome| match outcome {
         ClaimOutcome::Claimed {
@@ -999,6 +1000,14 @@ async fn a_released_claim_keeps_restores_or_removes_its_request_mark() {
     }
     // A release by a token that no longer holds the claim changes nothing.
     store.claim(&claim("t5", 100_000)).await.expect("claim");
+    // The same claim sent again (its first answer lost, the SDK retrying) is ours, with the
+    // request mark the first found, not its own.
+    let retried = store.claim(&claim("t5", 100_500)).await.expect("claim");
+    assert_eq!(requested_before(retried), Some(4_000), "t5 retried");
+    let fresh = |token| crate::common::image_claim("b", token, 7_000, ClaimIntent::Plain);
+    store.claim(&fresh("u1")).await.expect("claim");
+    let retried = store.claim(&fresh("u1")).await.expect("claim");
+    assert_eq!(requested_before(retried), None, "u1 retried on a new item");
     store
         .release("a", "t4", "late", RequestMark::Restore(None))
         .await
