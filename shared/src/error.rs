@@ -24,8 +24,9 @@ pub trait Classified {
     fn retry_at(&self) -> Option<SystemTime> {
         None
     }
-    /// The service refused the credentials (a configuration fault: the secret is wrong or was
-    /// rotated), which operators are alarmed on and which makes a worker read the secret again.
+    /// The service refused the credentials, or answered from an address that is not its own
+    /// (a configuration fault: the secret is wrong or was rotated, or the API base is wrong),
+    /// which operators are alarmed on and which makes a worker read the secret again.
     fn credentials_refused(&self) -> bool {
         false
     }

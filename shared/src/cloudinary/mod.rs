@@ -160,9 +160,10 @@ impl Classified for CloudinaryError {
         match self {
             Self::Status { status, .. } => match status {
                 420 | 429 => ErrorClass::RateLimited,
-                // Bad credentials are a configuration fault: retried (and alarmed on), never
-                // dead-lettered at once, so that fixing the secret recovers every message.
-                401 | 403 | 408 => ErrorClass::Transient,
+                // Bad credentials, and a redirect (an API base that is not Cloudinary's), are
+                // configuration faults: retried (and alarmed on), never dead-lettered at once,
+                // so that fixing the secret or the address recovers every message.
+                300..=399 | 401 | 403 | 408 => ErrorClass::Transient,
                 s if *s >= 500 => ErrorClass::Transient,
                 _ => ErrorClass::Permanent,
             },
@@ -178,8 +179,16 @@ impl Classified for CloudinaryError {
         }
     }
 
+    /// A redirect counts as refused credentials: the worker waits for the configuration to
+    /// be fixed the same way, and the item's reason names the address.
     fn credentials_refused(&self) -> bool {
-        matches!(self, Self::Status { status: 401, .. })
+        matches!(
+            self,
+            Self::Status {
+                status: 300..=399 | 401,
+                ..
+            }
+        )
     }
 
     fn quota(&self) -> Option<Quota> {
@@ -191,7 +200,9 @@ impl Classified for CloudinaryError {
 
     fn not_run(&self) -> bool {
         match self {
-            Self::Status { status, .. } => (400..500).contains(status) && *status != 408,
+            // A redirect is a whole answer from whoever received the request: nothing that
+            // bills followed it.
+            Self::Status { status, .. } => (300..500).contains(status) && *status != 408,
             Self::Refused { .. } => true,
             // No connection, no request: Cloudinary cannot have run (or billed) anything. Any
             // other transport error may have come after the request arrived.
@@ -700,8 +711,9 @@ pub fn addon_usage(usage: &serde_json::Value) -> Option<AddonUsage> {
 mod tests {
 
     /// A redirect is reported, never followed: the paid request is not sent again, nor its
-    /// signed form to another host; what was sent may have run, so it is read back before it
-    /// is asked again.
+    /// signed form to another host. It is a configuration fault (an API base that is not
+    /// Cloudinary's): waited on as refused credentials are, never dead-lettered, and nothing
+    /// ran that bills.
     #[tokio::test]
     async fn a_redirect_is_reported_not_followed() {
         use super::*;
@@ -754,8 +766,12 @@ mod tests {
                 "{ocr_method:?}: {err:?}"
             );
             assert!(err.to_string().contains(&elsewhere_at), "{err}");
-            assert_eq!(err.class(), ErrorClass::Permanent);
-            assert!(!err.not_run(), "a request that was sent may have run");
+            assert_eq!(err.class(), ErrorClass::Transient);
+            assert!(
+                err.credentials_refused(),
+                "waited on as a configuration fault"
+            );
+            assert!(err.not_run(), "a redirect ran nothing that bills");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(

@@ -62,7 +62,7 @@ impl DeferCause {
             Self::Claimed => "another invocation is processing this asset",
             Self::WriteRetry => "result write failed",
             Self::Unstarted => "not started: the invocation's deadline is near",
-            Self::Credentials => "Cloudinary refused the credentials",
+            Self::Credentials => "Cloudinary refused the credentials (or redirected the call)",
             Self::Aws => "the asset's state could not be read or written on the last receive",
             Self::Budget => "the OCR budget is spent until the next period",
         }

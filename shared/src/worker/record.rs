@@ -448,7 +448,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     fn close_gates(&self, api: Api, e: &RemoteError) {
         let now = self.now();
         if e.credentials_refused {
-            tracing::error!(error = %e.reason, "cloudinary refused the credentials");
+            tracing::error!(error = %e.reason, "cloudinary refused the credentials (or redirected the call)");
             for gate in [Api::Admin, Api::Upload] {
                 self.gate(gate)
                     .pause_until(now, now + self.settings.credentials_wait);

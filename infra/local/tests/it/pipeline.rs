@@ -998,7 +998,6 @@ async fn a_released_claim_keeps_restores_or_removes_its_request_mark() {
         assert_eq!(s(&item, "claimToken"), None, "{token}: released");
         assert_eq!(s(&item, "error").as_deref(), Some("refused"));
     }
-    // A release by a token that no longer holds the claim changes nothing.
     store.claim(&claim("t5", 100_000)).await.expect("claim");
     // The same claim sent again (its first answer lost, the SDK retrying) is ours, with the
     // request mark the first found, not its own.
@@ -1008,6 +1007,7 @@ async fn a_released_claim_keeps_restores_or_removes_its_request_mark() {
     store.claim(&fresh("u1")).await.expect("claim");
     let retried = store.claim(&fresh("u1")).await.expect("claim");
     assert_eq!(requested_before(retried), None, "u1 retried on a new item");
+    // A release by a token that no longer holds the claim changes nothing.
     store
         .release("a", "t4", "late", RequestMark::Restore(None))
         .await
