@@ -292,9 +292,9 @@ impl DynamoResultStore {
     async fn why_not_claimed(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
         let item = self.current(claim.key).await?.unwrap_or_default();
         // Our own claim, taken by an attempt whose answer was lost (a timed-out request the
-        // SDK retried): ours, with the request mark it found. An item claimed before that mark
-        // was kept has only the claim's own: read back first and wait as for it (never paid
-        // twice, at worst a wait).
+        // SDK retried): ours, with the request mark it found (`priorRequestAt`, which every
+        // claim writes; were it missing, the claim's own time is the safe side: read back
+        // first and wait, never paid twice).
         if attr_str(&item, "claimToken") == Some(claim.token) {
             let requested_before = match attr_u64(&item, "priorRequestAt") {
                 Some(0) => None,
