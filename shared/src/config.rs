@@ -36,6 +36,9 @@ pub struct WorkerConfig {
     pub budget: crate::budget::Limits,
     /// Where the budget's counters are kept (required when a limit is set).
     pub checkpoint_table: Option<String>,
+    /// The read-back queue (`READ_BACK_QUEUE_URL`): read-backs go there to be made many to a
+    /// call; unset, each is made where it is met.
+    pub read_back_queue_url: Option<String>,
 }
 
 /// The lister's configuration.
@@ -171,6 +174,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             instances: self.parsed::<u32>("WORKER_INSTANCES", 1)?.max(1),
             budget: self.budget()?,
             checkpoint_table: self.get("CHECKPOINT_TABLE"),
+            read_back_queue_url: self.get("READ_BACK_QUEUE_URL"),
         })
         .and_then(|c| {
             if c.budget.any() && c.checkpoint_table.is_none() {

@@ -44,6 +44,16 @@ pub struct WorkMessage {
     /// one's delay. Never bounded: a message waits for the secret to be fixed.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub credential_waits: u32,
+    /// Sent to the read-back queue: its asset is read back there with others, in one call.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gathered: bool,
+    /// With `gathered`: an image of the same delivery type whose finished OCR the sender
+    /// stored, to show that a shared answer carries OCR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
+    /// The read-back queue's shared answer could not be trusted: read back alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_alone: bool,
     /// Found by the worker, never sent: the message names a newer version of the asset than
     /// its stored result's. It is OCR'd again, paying once for the new version: an unfinished
     /// earlier attempt is read back first, as for an asset never OCR'd (an upload over a
@@ -140,6 +150,9 @@ impl WorkMessage {
             pending_polls: 0,
             limit_waits: 0,
             credential_waits: 0,
+            gathered: false,
+            canary: None,
+            read_alone: false,
             new_version: false,
         }
     }

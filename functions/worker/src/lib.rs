@@ -25,6 +25,7 @@ pub fn settings(config: &WorkerConfig) -> WorkerSettings {
         instances: config.instances,
         // Never start a record that could not finish its Cloudinary call before the deadline.
         deadline_margin: config.cloudinary.timeout + shared::defaults::WORKER_DEADLINE_SLACK,
+        read_back_queue: config.read_back_queue_url.is_some(),
         ..WorkerSettings::default()
     }
 }
@@ -46,10 +47,15 @@ pub fn build_with(
     let ocr = CloudinaryClient::new(&config.cloudinary)?;
     let dynamo = aws_sdk_dynamodb::Client::new(sdk);
     let sqs = aws_sdk_sqs::Client::new(sdk);
+    let queue = SqsQueue::new(sqs, &config.work_queue_url);
+    let queue = match &config.read_back_queue_url {
+        Some(url) => queue.with_read_back_queue(url),
+        None => queue,
+    };
     let worker = Worker::new(
         ocr,
         DynamoResultStore::new(dynamo.clone(), &config.results_table),
-        SqsQueue::new(sqs, &config.work_queue_url),
+        queue,
         settings,
     );
     Ok(match &config.checkpoint_table {
@@ -85,11 +91,16 @@ where
             .get("ApproximateReceiveCount")
             .and_then(|c| c.parse().ok())
             .unwrap_or(1);
+        let from_read_back_queue = r
+            .event_source_arn
+            .as_deref()
+            .is_some_and(|arn| worker.queue().is_read_back_queue(arn));
         records.push(InboundRecord {
             message_id,
             body: r.body.unwrap_or_default(),
             receive_count,
             receipt_handle: r.receipt_handle.unwrap_or_default(),
+            from_read_back_queue,
         });
     }
     let outcome = worker.process_batch(records, deadline).await;

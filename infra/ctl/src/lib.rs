@@ -64,6 +64,9 @@ pub struct Cli {
     /// The dead-letter queue's URL.
     #[arg(long, env = "DEAD_LETTER_QUEUE_URL", global = true)]
     pub dlq_url: Option<String>,
+    /// The read-back queue's URL (`status` counts its messages with the work queue's).
+    #[arg(long, env = "READ_BACK_QUEUE_URL", global = true)]
+    pub read_back_queue_url: Option<String>,
     /// The worker function (pause, resume, status).
     #[arg(long, env = "WORKER_FUNCTION_NAME", global = true)]
     pub worker_function: Option<String>,
@@ -440,14 +443,16 @@ pub enum Outcome {
 }
 
 /// The stack's outputs that name what `ocr-ctl` works on: the results table, the checkpoint
-/// table, the work queue, the dead-letter queue, the worker function and the lister's schedule.
-pub const STACK_OUTPUTS: [&str; 6] = [
+/// table, the work queue, the dead-letter queue, the worker function, the lister's schedule and
+/// the read-back queue.
+pub const STACK_OUTPUTS: [&str; 7] = [
     "ResultsTableName",
     "CheckpointTableName",
     "WorkQueueUrl",
     "DeadLetterQueueUrl",
     "WorkerFunctionName",
     "ListerScheduleName",
+    "ReadBackQueueUrl",
 ];
 
 /// The stack's outputs when it is deployed with an export bucket: the export location
@@ -516,6 +521,7 @@ async fn names_from_stack(cli: &mut Cli, sdk: &aws_config::SdkConfig) -> anyhow:
         &mut cli.dlq_url,
         &mut cli.worker_function,
         &mut cli.schedule_name,
+        &mut cli.read_back_queue_url,
     ];
     for (key, slot) in STACK_OUTPUTS.iter().zip(slots) {
         if slot.as_deref().is_none_or(str::is_empty) {
@@ -1544,11 +1550,16 @@ async fn status(
     }
     report.progress = Progress::new(assets_seen, terminal, last_hour);
     if let Some(url) = cli.queue_url.as_deref().filter(|u| !u.is_empty()) {
-        report.queue = Some(
-            queue_depth(sqs, url)
+        let mut depth = queue_depth(sqs, url)
+            .await
+            .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
+        // The read-backs waiting are work not done yet: counted with the work queue's.
+        if let Some(url) = cli.read_back_queue_url.as_deref().filter(|u| !u.is_empty()) {
+            depth += queue_depth(sqs, url)
                 .await
-                .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?,
-        );
+                .map_err(|e| anyhow::anyhow!(shared::error::error_chain(&e)))?;
+        }
+        report.queue = Some(depth);
     }
     if let Some(url) = cli.dlq_url.as_deref().filter(|u| !u.is_empty()) {
         let depth = queue_depth(sqs, url)

@@ -221,9 +221,12 @@ pub const AWS_USD_PER_PAID_IMAGE: f64 = 2.18e-6;
 /// AWS cost per image listed and found done: a message (sent, received, deleted, in batches of
 /// ten) and a status read, about $0.20 a million.
 pub const AWS_USD_PER_SKIPPED_IMAGE: f64 = 0.20e-6;
-/// Admin API calls the workers spend reading results back, per image OCR'd: `make sim`'s
-/// healthy day (about 22,000 read-backs for ten million images: 5xx, timeouts and pending
-/// answers). They share the hourly quota with the listing, so they add to its hours.
+/// Admin API calls the workers spend reading results back, per image OCR'd, when each is made
+/// alone: `make sim`'s healthy day read back alone (about 22,000 read-backs for ten million
+/// images: 5xx, timeouts and pending answers). They share the hourly quota with the listing, so
+/// they add to its hours. Read back together (the read-back queue, when Cloudinary's answer
+/// about several assets carries their OCR) they take about a hundredth of that: the plan
+/// counts the case that is not yet known to hold, and so may say a little more time.
 pub const READ_BACKS_PER_PAID_IMAGE: f64 = 0.0022;
 
 /// The read-backs a run of `will_pay` OCRs is expected to make.
@@ -557,7 +560,7 @@ pub fn print_plan(plan: &Plan, out: &mut (dyn Write + Send)) -> anyhow::Result<(
     }
     writeln!(
         out,
-        "Time                  about {:.1} h ({} listing calls and about {} read-backs at {}/h Admin API quota){}",
+        "Time                  about {:.1} h ({} listing calls and at most about {} read-backs at {}/h Admin API quota){}",
         plan.hours,
         plan.listing_calls,
         read_backs(plan.will_pay),

@@ -60,6 +60,8 @@ pub struct EmulatorConfig {
     pub drop_rate: f64,
     /// Share of OCR calls answered `pending`; the result is complete on the next read.
     pub pending_rate: f64,
+    /// The OCR calls on these public_ids (of any delivery type) are answered `pending`.
+    pub pending: HashSet<String>,
     /// Admin API calls allowed per window (the hourly quota, scaled as wanted).
     pub admin_limit: u64,
     pub admin_window: Duration,
@@ -68,6 +70,9 @@ pub struct EmulatorConfig {
     /// The OCR of these public_ids (of any delivery type) runs (and is billed) but fails, with
     /// Cloudinary's message.
     pub ocr_fails: HashSet<String>,
+    /// Whether a lookup of several resources by `public_ids[]` answers their `info` (their
+    /// OCR) as a lookup of one does: Cloudinary does not document it either way.
+    pub info_by_ids: bool,
     /// The account setting that refuses SHA-1 signatures (SHA-256 only).
     pub require_sha256: bool,
     /// Upload API calls (`explicit`) allowed per window; past it, HTTP 429 with `Retry-After`.
@@ -122,10 +127,12 @@ impl EmulatorConfig {
             hang: Duration::from_secs(30),
             drop_rate: 0.0,
             pending_rate: 0.0,
+            pending: HashSet::new(),
             admin_limit: 100_000,
             admin_window: Duration::from_secs(3600),
             forced_status: HashMap::new(),
             ocr_fails: HashSet::new(),
+            info_by_ids: true,
             require_sha256: false,
             upload_limit: u64::MAX,
             monthly_limit_reached: false,
@@ -158,6 +165,9 @@ pub struct Stats {
     pub tag_list_calls: u64,
     pub search_calls: u64,
     pub details_calls: u64,
+    /// Lookups of several resources by `public_ids[]`.
+    #[serde(default)]
+    pub by_ids_calls: u64,
     /// `GET usage` calls.
     #[serde(default)]
     pub usage_calls: u64,

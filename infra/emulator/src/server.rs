@@ -679,6 +679,14 @@ pub(crate) async fn dispatch(
             Err(r) => return *r,
         };
         let q = query(&uri);
+        let ids: Vec<&str> = q
+            .iter()
+            .filter(|(k, _)| k == "public_ids[]")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        if let (false, Some(delivery_type)) = (ids.is_empty(), listed_type) {
+            return with_headers(by_ids(&state, &cfg, delivery_type, &ids), quota);
+        }
         let prefix = param(&q, "prefix").unwrap_or_default();
         let mut inner = state.lock();
         inner.stats.list_calls += 1;
@@ -737,6 +745,32 @@ pub(crate) async fn dispatch(
         return with_headers(reply, quota);
     }
     error(404, &format!("no such endpoint {method} {raw_path}"))
+}
+
+/// `GET resources/image/{type}?public_ids[]=…`: the resources of those ids (up to 100; an id
+/// without one is left out), with their OCR only when the emulator is told Cloudinary answers it.
+fn by_ids(state: &State, cfg: &EmulatorConfig, delivery_type: &str, ids: &[&str]) -> Reply {
+    if ids.len() > 100 {
+        return error(400, "public_ids: at most 100");
+    }
+    let mut inner = state.lock();
+    inner.stats.by_ids_calls += 1;
+    let resources: Vec<Value> = ids
+        .iter()
+        .filter_map(|id| {
+            let key: AssetId = (delivery_type.to_string(), (*id).to_string());
+            let i = *inner.index.get(&key)?;
+            let status = (cfg.info_by_ids && inner.ocr_done.contains(&key)).then(|| {
+                if cfg.ocr_fails.contains(*id) {
+                    "failed"
+                } else {
+                    "complete"
+                }
+            });
+            Some(resource_of(&inner, i, &cfg.cloud_name, status))
+        })
+        .collect();
+    ok(json!({ "resources": resources }))
 }
 
 fn details(state: &State, cfg: &EmulatorConfig, id: &AssetId) -> Reply {
@@ -915,7 +949,7 @@ async fn ocr(state: &State, cfg: &EmulatorConfig, id: &AssetId) -> Reply {
         inner.ocr_done.insert(id.clone());
         let status = if cfg.ocr_fails.contains(public_id) {
             "failed"
-        } else if pending {
+        } else if pending || cfg.pending.contains(public_id) {
             "pending"
         } else {
             "complete"
@@ -1046,6 +1080,51 @@ mod tests {
                 Some(c) => req["next_cursor"] = c.into(),
                 None => return (resources, total.unwrap_or(0), pages),
             }
+        }
+    }
+
+    /// A lookup of several resources by `public_ids[]` names each that exists, with its OCR
+    /// where it has one, or without any `info` when the emulator answers as a Cloudinary that
+    /// leaves it out.
+    #[tokio::test]
+    async fn a_lookup_by_public_ids_answers_each_resource_with_or_without_its_ocr() {
+        let corpus = crate::generate(40);
+        let uploads: Vec<String> = corpus
+            .iter()
+            .filter(|a| a.delivery_type == "upload")
+            .map(|a| a.public_id.clone())
+            .take(3)
+            .collect();
+        for info_by_ids in [true, false] {
+            let state = state(corpus.clone(), |c| c.info_by_ids = info_by_ids);
+            state
+                .lock()
+                .ocr_done
+                .insert(("upload".to_string(), uploads[0].clone()));
+            let query: Vec<String> = uploads
+                .iter()
+                .map(String::as_str)
+                .chain(["no such id"])
+                .map(|id| {
+                    let id = percent_encoding::utf8_percent_encode(
+                        id,
+                        percent_encoding::NON_ALPHANUMERIC,
+                    );
+                    format!("public_ids%5B%5D={id}")
+                })
+                .collect();
+            let path = format!("resources/image/upload?{}", query.join("&"));
+            let (status, headers, body) = call(&state, Method::GET, &path, None).await;
+            assert_eq!(status, 200, "{body}");
+            assert!(headers.contains_key("X-FeatureRateLimit-Remaining"));
+            let resources = body["resources"].as_array().unwrap();
+            assert_eq!(public_ids(resources), uploads, "the missing id left out");
+            let with_ocr: Vec<bool> = resources
+                .iter()
+                .map(|r| r["info"]["ocr"]["adv_ocr"]["status"] == "complete")
+                .collect();
+            assert_eq!(with_ocr, [info_by_ids, false, false], "{info_by_ids}");
+            assert_eq!(state.lock().stats.by_ids_calls, 1);
         }
     }
 

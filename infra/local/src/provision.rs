@@ -1,5 +1,5 @@
-//! Creates the stack's results table, checkpoint table, work queue and DLQ locally, with the
-//! production stack's settings.
+//! Creates the stack's results table, checkpoint table, work queue, read-back queue and DLQ
+//! locally, with the production stack's settings.
 
 use anyhow::Context;
 use aws_sdk_dynamodb::types::{
@@ -15,6 +15,7 @@ pub struct StackNames {
     pub results_table: String,
     pub checkpoint_table: String,
     pub work_queue: String,
+    pub read_back_queue: String,
     pub dead_letter_queue: String,
 }
 
@@ -25,6 +26,7 @@ impl StackNames {
             results_table: format!("{prefix}-results-{suffix}"),
             checkpoint_table: format!("{prefix}-checkpoints-{suffix}"),
             work_queue: format!("{prefix}-work-{suffix}"),
+            read_back_queue: format!("{prefix}-read-back-{suffix}"),
             dead_letter_queue: format!("{prefix}-dlq-{suffix}"),
         }
     }
@@ -37,6 +39,8 @@ pub struct LocalStack {
     pub settings: StackSettings,
     pub work_queue_url: String,
     pub work_queue_arn: String,
+    pub read_back_queue_url: String,
+    pub read_back_queue_arn: String,
     pub dead_letter_queue_url: String,
     pub dead_letter_queue_arn: String,
 }
@@ -102,21 +106,31 @@ pub async fn provision(
     let dlq_arn = queue_arn(sqs, &dlq_url).await?;
 
     let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.max_receive_count}).to_string();
-    let work = sqs
-        .create_queue()
-        .queue_name(&names.work_queue)
-        .attributes(
-            QueueAttributeName::VisibilityTimeout,
-            settings.visibility_timeout.as_secs().to_string(),
-        )
-        .attributes(QueueAttributeName::RedrivePolicy, redrive)
-        .send()
+    let source = |name: &str| {
+        sqs.create_queue()
+            .queue_name(name)
+            .attributes(
+                QueueAttributeName::VisibilityTimeout,
+                settings.visibility_timeout.as_secs().to_string(),
+            )
+            .attributes(QueueAttributeName::RedrivePolicy, redrive.clone())
+            .send()
+    };
+    let work = source(&names.work_queue)
         .await
         .context("creating the work queue")?;
     let work_url = work.queue_url().context("no work queue url")?.to_string();
     let work_arn = queue_arn(sqs, &work_url).await?;
+    let read_back = source(&names.read_back_queue)
+        .await
+        .context("creating the read-back queue")?;
+    let read_back_url = read_back
+        .queue_url()
+        .context("no read-back queue url")?
+        .to_string();
+    let read_back_arn = queue_arn(sqs, &read_back_url).await?;
 
-    let allow = serde_json::json!({"redrivePermission": "byQueue", "sourceQueueArns": [work_arn]})
+    let allow = serde_json::json!({"redrivePermission": "byQueue", "sourceQueueArns": [work_arn, read_back_arn]})
         .to_string();
     sqs.set_queue_attributes()
         .queue_url(&dlq_url)
@@ -130,6 +144,8 @@ pub async fn provision(
         settings,
         work_queue_url: work_url,
         work_queue_arn: work_arn,
+        read_back_queue_url: read_back_url,
+        read_back_queue_arn: read_back_arn,
         dead_letter_queue_url: dlq_url,
         dead_letter_queue_arn: dlq_arn,
     })
@@ -143,6 +159,7 @@ impl LocalStack {
             ("RESULTS_TABLE", self.names.results_table.clone()),
             ("CHECKPOINT_TABLE", self.names.checkpoint_table.clone()),
             ("WORK_QUEUE_URL", self.work_queue_url.clone()),
+            ("READ_BACK_QUEUE_URL", self.read_back_queue_url.clone()),
             ("DEAD_LETTER_QUEUE_URL", self.dead_letter_queue_url.clone()),
             (
                 "MAX_RECEIVE_COUNT",
@@ -164,7 +181,11 @@ impl LocalStack {
                 .await
                 .with_context(|| format!("deleting {table}"))?;
         }
-        for url in [&self.work_queue_url, &self.dead_letter_queue_url] {
+        for url in [
+            &self.work_queue_url,
+            &self.read_back_queue_url,
+            &self.dead_letter_queue_url,
+        ] {
             sqs.delete_queue()
                 .queue_url(url)
                 .send()

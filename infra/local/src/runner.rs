@@ -1,6 +1,7 @@
-//! What AWS does around the worker: the SQS event source mapping. Receives batches, runs a
-//! bounded number of invocations at once, deletes the successes, and leaves the failures to
-//! come back after the visibility timeout (so `maxReceiveCount` moves poison to the DLQ).
+//! What AWS does around the worker: its SQS event source mappings (the work queue's and the
+//! read-back queue's). Receives batches, runs a bounded number of invocations at once, deletes
+//! the successes, and leaves the failures to come back after the visibility timeout (so
+//! `maxReceiveCount` moves poison to the DLQ).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -15,8 +16,12 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeN
 pub struct MappingSettings {
     pub queue_url: String,
     pub queue_arn: String,
-    /// Records per invocation (SQS receives at most 10 at a time).
+    /// Records per invocation: one receive's (SQS receives at most 10 at a time), or, with a
+    /// batching window, up to this many gathered across receives.
     pub batch_size: i32,
+    /// How long receives are gathered into one batch (`MaximumBatchingWindowInSeconds`); zero
+    /// invokes with each receive's messages.
+    pub batching_window: Duration,
     /// Invocations at once (`ScalingConfig.MaximumConcurrency`).
     pub max_concurrency: usize,
     /// Each invocation's time budget; its deadline is handed to the handler.
@@ -31,6 +36,10 @@ pub struct MappingSettings {
     /// The mapping's switch (`ocr-ctl pause` turns it off): while off no batch is received,
     /// the invocations in flight finish, and the drain waits.
     pub enabled: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The same function's second mapping (the read-back queue's), drained alongside: its
+    /// queue, batch, window and concurrency are its own; the rest is taken from this one. The
+    /// drain ends when both queues are empty.
+    pub read_back: Option<Box<MappingSettings>>,
 }
 
 /// Counters of a drain, readable while it runs (for progress lines).
@@ -109,52 +118,64 @@ where
 {
     let started = Instant::now();
     let idle_since = std::sync::Mutex::new(None::<Instant>);
-    let pollers = (0..settings.max_concurrency.max(1)).map(|_| async {
-        loop {
-            if started.elapsed() > settings.max_duration {
-                return Ok::<DrainEnd, anyhow::Error>(DrainEnd::TimedOut);
-            }
-            if settings
-                .enabled
-                .as_ref()
-                .is_some_and(|on| !on.load(Ordering::SeqCst))
-            {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            let received = sqs
-                .receive_message()
-                .queue_url(&settings.queue_url)
-                .max_number_of_messages(settings.batch_size.clamp(1, RECEIVE_MAX as i32))
-                .wait_time_seconds(1)
-                .message_system_attribute_names(MessageSystemAttributeName::All)
-                .send()
-                .await
-                .context("ReceiveMessage on the work queue")?;
-            let messages = received.messages.unwrap_or_default();
-            if messages.is_empty() {
-                if stats.in_flight.load(Ordering::SeqCst) == 0 {
-                    let depth = shared::queue::queue_depth(sqs, &settings.queue_url)
-                        .await
-                        .context("reading the work queue's depth")?;
-                    if depth.total() == 0 {
-                        let mut idle = idle_since.lock().unwrap_or_else(|e| e.into_inner());
-                        let since = *idle.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= settings.idle_grace {
-                            return Ok(DrainEnd::Empty);
+    let lanes: Vec<MappingSettings> = std::iter::once(settings.clone())
+        .chain(settings.read_back.as_deref().map(|r| MappingSettings {
+            function_timeout: settings.function_timeout,
+            idle_grace: settings.idle_grace,
+            max_duration: settings.max_duration,
+            kill_rate: settings.kill_rate,
+            enabled: settings.enabled.clone(),
+            read_back: None,
+            ..r.clone()
+        }))
+        .collect();
+    let queues: Vec<&str> = lanes.iter().map(|l| l.queue_url.as_str()).collect();
+    let idle_since = &idle_since;
+    let queues = &queues;
+    let handler = &handler;
+    let pollers = lanes.iter().flat_map(|lane| {
+        (0..lane.max_concurrency.max(1)).map(move |_| async move {
+            loop {
+                if started.elapsed() > settings.max_duration {
+                    return Ok::<DrainEnd, anyhow::Error>(DrainEnd::TimedOut);
+                }
+                if lane
+                    .enabled
+                    .as_ref()
+                    .is_some_and(|on| !on.load(Ordering::SeqCst))
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                let messages = receive_batch(sqs, lane).await?;
+                if messages.is_empty() {
+                    if stats.in_flight.load(Ordering::SeqCst) == 0 {
+                        let mut total = 0;
+                        for url in queues {
+                            total += shared::queue::queue_depth(sqs, url)
+                                .await
+                                .with_context(|| format!("reading the depth of {url}"))?
+                                .total();
                         }
-                        continue;
+                        if total == 0 {
+                            let mut idle = idle_since.lock().unwrap_or_else(|e| e.into_inner());
+                            let since = *idle.get_or_insert_with(Instant::now);
+                            if since.elapsed() >= settings.idle_grace {
+                                return Ok(DrainEnd::Empty);
+                            }
+                            continue;
+                        }
                     }
+                    *idle_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    continue;
                 }
                 *idle_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                continue;
+                stats.in_flight.fetch_add(1, Ordering::SeqCst);
+                let result = invoke(sqs, lane, stats, handler, &messages).await;
+                stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+                result?;
             }
-            *idle_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            stats.in_flight.fetch_add(1, Ordering::SeqCst);
-            let result = invoke(sqs, settings, stats, &handler, &messages).await;
-            stats.in_flight.fetch_sub(1, Ordering::SeqCst);
-            result?;
-        }
+        })
     });
     let ends = futures::future::try_join_all(pollers).await?;
     Ok(if ends.contains(&DrainEnd::TimedOut) {
@@ -162,6 +183,41 @@ where
     } else {
         DrainEnd::Empty
     })
+}
+
+/// One batch from the lane's queue: a receive's messages, or with a batching window, receives
+/// gathered until the batch is full or the window has passed since the first message.
+async fn receive_batch(
+    sqs: &aws_sdk_sqs::Client,
+    lane: &MappingSettings,
+) -> anyhow::Result<Vec<aws_sdk_sqs::types::Message>> {
+    let wanted = lane.batch_size.max(1) as usize;
+    let mut batch: Vec<aws_sdk_sqs::types::Message> = Vec::new();
+    let mut first = None::<Instant>;
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(&lane.queue_url)
+            .max_number_of_messages((wanted - batch.len()).clamp(1, RECEIVE_MAX) as i32)
+            .wait_time_seconds(if batch.is_empty() { 1 } else { 0 })
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .with_context(|| format!("ReceiveMessage on {}", lane.queue_url))?;
+        let got = received.messages.unwrap_or_default();
+        let ended = got.is_empty();
+        batch.extend(got);
+        if batch.is_empty() {
+            return Ok(batch);
+        }
+        let since = *first.get_or_insert_with(Instant::now);
+        if batch.len() >= wanted || since.elapsed() >= lane.batching_window {
+            return Ok(batch);
+        }
+        if ended {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 async fn invoke<H, Fut>(
@@ -237,21 +293,23 @@ where
     stats
         .failed
         .fetch_add(failed.len() as u64, Ordering::Relaxed);
-    if !to_delete.is_empty() {
-        let n = to_delete.len() as u64;
+    // DeleteMessageBatch takes at most ten entries.
+    for chunk in to_delete.chunks(RECEIVE_MAX) {
         let out = sqs
             .delete_message_batch()
             .queue_url(&settings.queue_url)
-            .set_entries(Some(to_delete))
+            .set_entries(Some(chunk.to_vec()))
             .send()
             .await
-            .context("DeleteMessageBatch on the work queue")?;
+            .with_context(|| format!("DeleteMessageBatch on {}", settings.queue_url))?;
         anyhow::ensure!(
             out.failed().is_empty(),
             "DeleteMessageBatch failed for {:?}",
             out.failed()
         );
-        stats.deleted.fetch_add(n, Ordering::Relaxed);
+        stats
+            .deleted
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
     }
     Ok(())
 }

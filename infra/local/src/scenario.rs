@@ -99,13 +99,19 @@ impl WorkerPool {
     }
 
     /// An idle instance, given back when the lease ends (also when the invocation holding it
-    /// is killed part-way).
-    fn lease(&self) -> Option<Lease<'_>> {
-        let worker = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
-        Some(Lease {
-            pool: self,
-            worker: Some(worker),
-        })
+    /// is killed part-way). The read-back queue's invocations share the pool with the work
+    /// queue's, so an invocation may wait for an instance, as Lambda's would for a cold start.
+    async fn lease(&self) -> Lease<'_> {
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            if let Some(worker) = idle {
+                return Lease {
+                    pool: self,
+                    worker: Some(worker),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
@@ -299,18 +305,34 @@ impl Scenario {
         }
     }
 
-    /// The event source mapping's settings for this stack.
+    /// The event source mappings' settings for this stack: the work queue's with `invocations`
+    /// at once, and the read-back queue's as the template sets it (its batching window held to
+    /// a second here, where a drain lasts seconds).
     pub fn mapping(&self, invocations: usize, max_duration: Duration) -> MappingSettings {
-        MappingSettings {
+        let stack = &self.stack.settings;
+        let work = MappingSettings {
             queue_url: self.stack.work_queue_url.clone(),
             queue_arn: self.stack.work_queue_arn.clone(),
-            batch_size: self.stack.settings.batch_size as i32,
+            batch_size: stack.batch_size as i32,
+            batching_window: Duration::ZERO,
             max_concurrency: invocations,
-            function_timeout: self.stack.settings.worker_timeout,
+            function_timeout: stack.worker_timeout,
             idle_grace: Duration::from_millis(500),
             max_duration,
             kill_rate: 0.0,
             enabled: None,
+            read_back: None,
+        };
+        MappingSettings {
+            read_back: Some(Box::new(MappingSettings {
+                queue_url: self.stack.read_back_queue_url.clone(),
+                queue_arn: self.stack.read_back_queue_arn.clone(),
+                batch_size: stack.read_back_batch_size as i32,
+                batching_window: stack.read_back_window.min(Duration::from_secs(1)),
+                max_concurrency: stack.read_back_concurrency,
+                ..work.clone()
+            })),
+            ..work
         }
     }
 
@@ -327,7 +349,7 @@ impl Scenario {
         let drain0 = Instant::now();
         let handler = |event, deadline| async move {
             // The drain runs at most as many invocations at once as there are instances.
-            let instance = pool.lease().ok_or("no idle worker instance")?;
+            let instance = pool.lease().await;
             let started = Instant::now();
             let result = worker::handle_with_outcome(&instance, event, deadline).await;
             drop(instance);
@@ -350,9 +372,11 @@ impl Scenario {
         crate::scan_items(&self.ddb, &self.stack.names.results_table).await
     }
 
-    /// The work queue's and the dead-letter queue's depths.
+    /// The work queues' (the work queue's and the read-back queue's, summed) and the
+    /// dead-letter queue's depths.
     pub async fn depths(&self) -> anyhow::Result<(QueueDepth, QueueDepth)> {
-        let work = queue_depth(&self.sqs, &self.stack.work_queue_url).await?;
+        let mut work = queue_depth(&self.sqs, &self.stack.work_queue_url).await?;
+        work += queue_depth(&self.sqs, &self.stack.read_back_queue_url).await?;
         let dlq = queue_depth(&self.sqs, &self.stack.dead_letter_queue_url).await?;
         Ok((work, dlq))
     }

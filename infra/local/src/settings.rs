@@ -11,7 +11,13 @@ pub struct StackSettings {
     pub visibility_timeout: Duration,
     pub max_receive_count: u32,
     pub batch_size: u32,
-    /// Concurrent worker invocations (`ReservedConcurrentExecutions` = `MaximumConcurrency`).
+    /// Concurrent worker invocations on the work queue (its event source's
+    /// `MaximumConcurrency`).
     pub worker_concurrency: usize,
     pub dlq_retention: Duration,
+    /// The read-back queue's event source: records per batch, the batching window, and
+    /// batches at once.
+    pub read_back_batch_size: u32,
+    pub read_back_window: Duration,
+    pub read_back_concurrency: usize,
 }

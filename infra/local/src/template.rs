@@ -59,6 +59,13 @@ impl Template {
         if let Some(branches) = tag_value(v, "!If").and_then(Value::as_sequence) {
             return self.number(branches.get(1)?);
         }
+        if let Some((index, table)) = self.lookup(v) {
+            let at = |i: f64| table.get(i as usize).copied();
+            return Some(Setting {
+                default: at(index.default)?,
+                lowest: at(index.lowest)?,
+            });
+        }
         let as_f64 = |v: &Value| {
             v.as_f64()
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
@@ -77,6 +84,97 @@ impl Template {
             .and_then(as_f64)
             .unwrap_or(f64::NEG_INFINITY);
         Some(Setting { default, lowest })
+    }
+
+    /// `!Select [index, !Split [",", "a,b,..."]]` (the list literal, or from `!FindInMap`): a
+    /// value looked up by a number (the index's setting, and the table).
+    fn lookup(&self, v: &Value) -> Option<(Setting, Vec<f64>)> {
+        let select = tag_value(v, "!Select")?.as_sequence()?;
+        let index = self.number(select.first()?)?;
+        let split = tag_value(select.get(1)?, "!Split")?.as_sequence()?;
+        let separator = split.first()?.as_str()?;
+        let list = match tag_value(split.get(1)?, "!FindInMap").and_then(Value::as_sequence) {
+            Some(path) => {
+                let mut v = self.root.get("Mappings")?;
+                for key in path {
+                    v = v.get(key.as_str()?)?;
+                }
+                v.as_str()?
+            }
+            None => split.get(1)?.as_str()?,
+        };
+        let table = list
+            .split(separator)
+            .map(|n| n.trim().parse().ok())
+            .collect::<Option<Vec<f64>>>()?;
+        Some((index, table))
+    }
+
+    /// The largest value a parameter may take (`MaxValue`).
+    fn highest(&self, v: &Value) -> Option<f64> {
+        let name = tag_value(v, "!Ref")?.as_str()?;
+        let p = self.root.get("Parameters")?.get(name)?;
+        let max = p.get("MaxValue")?;
+        max.as_f64()
+            .or_else(|| max.as_str().and_then(|s| s.parse().ok()))
+    }
+
+    /// Whether the worker's reserved concurrency (when reserved) is at least the sum of its
+    /// event sources' MaximumConcurrency for every value a deployer may give: a poller that
+    /// takes a batch the function may not run is throttled, and the batch's receives count
+    /// toward the DLQ.
+    fn reservation_covers(&self, reserved: &Value, pollers: &[Value]) -> Vec<String> {
+        const TOO_LOW: &str = "WorkerFunction: the reserved concurrency is below the event sources' MaximumConcurrency together: a throttled poller moves batches toward the DLQ";
+        let reserved = tag_value(reserved, "!If")
+            .and_then(Value::as_sequence)
+            .and_then(|b| b.get(1))
+            .unwrap_or(reserved);
+        // Every poller but at most one is a literal; the one that is not varies with its
+        // parameter across its whole range.
+        let (mut fixed, mut varying) = (0.0, None);
+        for p in pollers {
+            match p
+                .as_f64()
+                .or_else(|| p.as_str().and_then(|s| s.parse().ok()))
+            {
+                Some(n) => fixed += n,
+                None if varying.is_none() => varying = Some(p),
+                None => {
+                    return vec![format!(
+                        "{TOO_LOW} (more than one event source's MaximumConcurrency is a parameter: it cannot be checked)"
+                    )];
+                }
+            }
+        }
+        let Some(varying) = varying else {
+            return match self.number(reserved) {
+                Some(r) if r.lowest >= fixed && r.default >= fixed => vec![],
+                _ => vec![TOO_LOW.into()],
+            };
+        };
+        let Some(range) = self.number(varying).zip(self.highest(varying)) else {
+            return vec![format!(
+                "{TOO_LOW} (a MaximumConcurrency is neither a literal nor a bounded parameter)"
+            )];
+        };
+        let (low, high) = (range.0.lowest, range.1);
+        let at = |n: f64| -> Option<f64> {
+            if reserved == varying {
+                return Some(n);
+            }
+            let (_, table) = self.lookup(reserved)?;
+            (select_index(reserved)? == varying)
+                .then(|| table.get(n as usize).copied())
+                .flatten()
+        };
+        let mut n = low;
+        while n <= high {
+            if at(n).is_none_or(|r| r < n + fixed) {
+                return vec![format!("{TOO_LOW} (at {n} work pollers and {fixed} more)")];
+            }
+            n += 1.0;
+        }
+        vec![]
     }
 
     fn setting(&self, resource: &str, path: &[&str]) -> Result<Setting, String> {
@@ -131,6 +229,33 @@ impl Template {
                 )?
                 .default as usize,
             dlq_retention: secs(self.setting("DeadLetterQueue", &["MessageRetentionPeriod"])?),
+            read_back_batch_size: self
+                .setting(
+                    "WorkerFunction",
+                    &["Events", "ReadBack", "Properties", "BatchSize"],
+                )?
+                .default as u32,
+            read_back_window: secs(self.setting(
+                "WorkerFunction",
+                &[
+                    "Events",
+                    "ReadBack",
+                    "Properties",
+                    "MaximumBatchingWindowInSeconds",
+                ],
+            )?),
+            read_back_concurrency: self
+                .setting(
+                    "WorkerFunction",
+                    &[
+                        "Events",
+                        "ReadBack",
+                        "Properties",
+                        "ScalingConfig",
+                        "MaximumConcurrency",
+                    ],
+                )?
+                .default as usize,
         })
     }
 
@@ -210,56 +335,76 @@ impl Template {
             }
         }
 
-        // The worker's SQS event source.
-        let event = self.prop("WorkerFunction", &["Events", "Work", "Properties"]);
-        match event {
-            None => v.push("WorkerFunction: no SQS event named Work".into()),
-            Some(e) => {
-                let types: Vec<&str> = e
-                    .get("FunctionResponseTypes")
-                    .and_then(Value::as_sequence)
-                    .map(|s| s.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                if types != ["ReportBatchItemFailures"] {
-                    v.push(format!("WorkerFunction: FunctionResponseTypes must be [ReportBatchItemFailures], not {types:?}"));
-                }
-                let max = e
-                    .get("ScalingConfig")
-                    .and_then(|s| s.get("MaximumConcurrency"));
-                let reserved = self.prop("WorkerFunction", &["ReservedConcurrentExecutions"]);
-                match (max.and_then(|m| self.number(m)), reserved.and_then(|r| self.number(r))) {
-                    (Some(m), Some(r)) => {
-                        if m.lowest < 2.0 || m.default < 2.0 {
-                            v.push("WorkerFunction: ScalingConfig.MaximumConcurrency can be below 2 (the SQS minimum)".into());
-                        }
-                        let same_source = max == reserved;
-                        if !same_source && m.default > r.default {
-                            v.push("WorkerFunction: MaximumConcurrency above the reserved concurrency throttles the poller into the DLQ".into());
-                        }
-                    }
-                    _ => v.push("WorkerFunction: needs both ReservedConcurrentExecutions and ScalingConfig.MaximumConcurrency".into()),
-                }
+        // The worker's SQS event sources: the work queue's and the read-back queue's.
+        let mut pollers = Vec::new();
+        for (event, queue) in [("Work", "WorkQueue"), ("ReadBack", "ReadBackQueue")] {
+            let Some(e) = self.prop("WorkerFunction", &["Events", event, "Properties"]) else {
+                v.push(format!("WorkerFunction: no SQS event named {event}"));
+                continue;
+            };
+            let types: Vec<&str> = e
+                .get("FunctionResponseTypes")
+                .and_then(Value::as_sequence)
+                .map(|s| s.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if types != ["ReportBatchItemFailures"] {
+                v.push(format!("WorkerFunction: {event}'s FunctionResponseTypes must be [ReportBatchItemFailures], not {types:?}"));
+            }
+            let source = e
+                .get("Queue")
+                .and_then(|q| tag_value(q, "!GetAtt"))
+                .and_then(Value::as_str);
+            if source != Some(&format!("{queue}.Arn")) {
+                v.push(format!("WorkerFunction: {event} must read {queue}"));
+            }
+            match e
+                .get("ScalingConfig")
+                .and_then(|s| s.get("MaximumConcurrency"))
+            {
+                Some(m) => match self.number(m) {
+                    Some(n) if n.lowest >= 2.0 && n.default >= 2.0 => pollers.push(m.clone()),
+                    _ => v.push(format!("WorkerFunction: {event}'s ScalingConfig.MaximumConcurrency can be below 2 (the SQS minimum)")),
+                },
+                None => v.push(format!(
+                    "WorkerFunction: {event} needs ScalingConfig.MaximumConcurrency"
+                )),
             }
         }
-        match (
-            self.setting("WorkQueue", &["VisibilityTimeout"]),
-            self.setting("WorkerFunction", &["Timeout"]),
-        ) {
-            (Ok(vis), Ok(timeout))
-                if vis.lowest >= 6.0 * timeout.default && vis.default >= 6.0 * timeout.default => {}
-            (Ok(vis), Ok(timeout)) => v.push(format!(
-                "WorkQueue: VisibilityTimeout {} is below 6 x the worker's timeout {}",
-                vis.default, timeout.default
-            )),
-            (a, b) => v.extend([a.err(), b.err()].into_iter().flatten()),
+        match self.prop("WorkerFunction", &["ReservedConcurrentExecutions"]) {
+            None => v.push(
+                "WorkerFunction: needs ReservedConcurrentExecutions (with ReserveConcurrency)"
+                    .into(),
+            ),
+            Some(reserved) => v.extend(self.reservation_covers(reserved, &pollers)),
         }
-        match self.setting("WorkQueue", &["RedrivePolicy", "maxReceiveCount"]) {
-            Ok(s) if s.lowest >= 5.0 && s.default >= 5.0 => {}
-            Ok(s) => v.push(format!(
-                "WorkQueue: maxReceiveCount can be {} (must be at least 5)",
-                s.lowest.min(s.default)
-            )),
-            Err(e) => v.push(e),
+        // Both queues the worker reads: SQS's guidance on each, and the one maxReceiveCount the
+        // worker knows (MAX_RECEIVE_COUNT) on both.
+        for queue in ["WorkQueue", "ReadBackQueue"] {
+            match (
+                self.setting(queue, &["VisibilityTimeout"]),
+                self.setting("WorkerFunction", &["Timeout"]),
+            ) {
+                (Ok(vis), Ok(timeout))
+                    if vis.lowest >= 6.0 * timeout.default
+                        && vis.default >= 6.0 * timeout.default => {}
+                (Ok(vis), Ok(timeout)) => v.push(format!(
+                    "{queue}: VisibilityTimeout {} is below 6 x the worker's timeout {}",
+                    vis.default, timeout.default
+                )),
+                (a, b) => v.extend([a.err(), b.err()].into_iter().flatten()),
+            }
+            let path = ["RedrivePolicy", "maxReceiveCount"];
+            match self.setting(queue, &path) {
+                Ok(s) if s.lowest >= 5.0 && s.default >= 5.0 => {}
+                Ok(s) => v.push(format!(
+                    "{queue}: maxReceiveCount can be {} (must be at least 5)",
+                    s.lowest.min(s.default)
+                )),
+                Err(e) => v.push(e),
+            }
+            if self.prop(queue, &path) != self.prop("WorkQueue", &path) {
+                v.push(format!("{queue}: maxReceiveCount must be the work queue's (the worker knows one, MAX_RECEIVE_COUNT)"));
+            }
         }
         let allow = self.prop("DeadLetterQueue", &["RedriveAllowPolicy"]);
         let permission = allow
@@ -278,6 +423,11 @@ impl Template {
         }
         v
     }
+}
+
+/// The index of a `!Select`.
+fn select_index(v: &Value) -> Option<&Value> {
+    tag_value(v, "!Select")?.as_sequence()?.first()
 }
 
 fn wildcard_actions(v: &Value) -> Vec<String> {

@@ -15,7 +15,7 @@ use crate::message::WorkMessage;
 use crate::ocr::{OcrOutcome, OcrResult, ResourceAnswer};
 use crate::rate_gate::Quota;
 use crate::secret::Secret;
-use crate::worker::{OcrAnswer, OcrService};
+use crate::worker::{BulkAnswer, OcrAnswer, OcrService};
 
 pub use settings::{
     CloudinaryConfig, CloudinaryCredentials, DEFAULT_API_BASE, OcrMethod, SignatureAlgorithm,
@@ -587,6 +587,34 @@ impl CloudinaryClient {
         self.send(what, req).await
     }
 
+    /// Reads the details of up to 100 resources of one type in one Admin API call
+    /// (`GET resources/{resource_type}/{type}` with `public_ids[]`, as the SDKs' `resources_by_ids`
+    /// sends it); no OCR is started or billed.
+    pub async fn get_resources<T: serde::de::DeserializeOwned>(
+        &self,
+        public_ids: &[&str],
+        resource_type: &str,
+        delivery_type: &str,
+    ) -> Result<Answer<T>, CloudinaryError> {
+        for id in public_ids {
+            resource_path(resource_type, delivery_type, id)?;
+        }
+        let mut query: Vec<(&str, &str)> =
+            public_ids.iter().map(|id| ("public_ids[]", *id)).collect();
+        let max = public_ids.len().to_string();
+        query.push(("max_results", &max));
+        let url = self.url(&format!(
+            "resources/{}/{}",
+            encode_public_id(resource_type),
+            encode_public_id(delivery_type)
+        ));
+        self.send(
+            format!("details of {} resources", public_ids.len()),
+            self.admin(self.http.get(url).query(&query)),
+        )
+        .await
+    }
+
     /// Reads a resource's details (no OCR is started, no OCR is billed), read as `T`.
     pub async fn get_resource<T: serde::de::DeserializeOwned>(
         &self,
@@ -601,6 +629,34 @@ impl CloudinaryClient {
         )
         .await
     }
+}
+
+/// Resources read back together, each with its public_id.
+#[derive(Debug, Deserialize)]
+struct ResourcesAnswer {
+    #[serde(default)]
+    resources: Vec<NamedResource>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NamedResource {
+    public_id: String,
+    #[serde(flatten)]
+    answer: ResourceAnswer,
+}
+
+/// A read-back's result from a resource's details: no OCR on it means none was requested.
+fn read_back_result(resource: ResourceAnswer) -> Result<OcrResult, RemoteError> {
+    if !resource.has_ocr() {
+        return Ok(OcrResult {
+            outcome: OcrOutcome::NotRequested,
+            asset: resource.asset(),
+            pages: 0,
+        });
+    }
+    resource
+        .result()
+        .map_err(|e| RemoteError::new(ErrorClass::Permanent, crate::error::error_chain(&e)))
 }
 
 /// The worker's OCR port on Cloudinary: the answer parsed into the domain's result.
@@ -629,19 +685,48 @@ impl OcrService for CloudinaryClient {
             .get_resource::<ResourceAnswer>(&m.public_id, &m.resource_type, &m.delivery_type)
             .await
             .map_err(|e| RemoteError::from_classified(&e))?;
-        if !answer.value.has_ocr() {
-            // Read back, no OCR on the asset: it was never asked for.
-            return Ok(OcrAnswer {
-                result: OcrResult {
-                    outcome: OcrOutcome::NotRequested,
-                    asset: answer.value.asset(),
-                    pages: 0,
-                },
-                quota: answer.quota,
-                latency: answer.latency,
-            });
+        Ok(OcrAnswer {
+            result: read_back_result(answer.value)?,
+            quota: answer.quota,
+            latency: answer.latency,
+        })
+    }
+
+    async fn fetch_results(
+        &self,
+        messages: &[&WorkMessage],
+    ) -> Option<Result<BulkAnswer, RemoteError>> {
+        let first = messages.first()?;
+        if messages.iter().any(|m| {
+            m.resource_type != first.resource_type || m.delivery_type != first.delivery_type
+        }) {
+            return None;
         }
-        ocr_answer(answer)
+        let ids: Vec<&str> = messages.iter().map(|m| m.public_id.as_str()).collect();
+        let answer = match self
+            .get_resources::<ResourcesAnswer>(&ids, &first.resource_type, &first.delivery_type)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) => return Some(Err(RemoteError::from_classified(&e))),
+        };
+        let mut by_id: std::collections::HashMap<String, ResourceAnswer> = answer
+            .value
+            .resources
+            .into_iter()
+            .map(|r| (r.public_id, r.answer))
+            .collect();
+        // A resource whose OCR cannot be read is left out: read back alone, its own answer
+        // fails it with the reason.
+        let results = ids
+            .iter()
+            .map(|id| by_id.remove(*id).and_then(|r| read_back_result(r).ok()))
+            .collect();
+        Some(Ok(BulkAnswer {
+            results,
+            quota: answer.quota,
+            latency: answer.latency,
+        }))
     }
 }
 

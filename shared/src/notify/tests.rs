@@ -542,6 +542,7 @@ async fn drain(w: &World) {
                 body: s.message.to_body(),
                 receive_count: 1,
                 receipt_handle: format!("rh{round}-{i}"),
+                from_read_back_queue: false,
             })
             .collect();
         let deadline = worker.settings().clock.now() + Duration::from_secs(120);

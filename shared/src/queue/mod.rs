@@ -66,6 +66,19 @@ pub trait WorkQueue: Send + Sync {
         &self,
         receipt_handles: &[&str],
     ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send;
+    /// [`WorkQueue::return_now`] for messages received from the read-back queue: the same
+    /// queue where there is no other.
+    fn return_now_from_read_back_queue(
+        &self,
+        receipt_handles: &[&str],
+    ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send {
+        self.return_now(receipt_handles)
+    }
+    /// Whether the queue of this ARN (an SQS record's `eventSourceARN`) is the read-back
+    /// queue; never where there is no other.
+    fn is_read_back_queue(&self, _arn: &str) -> bool {
+        false
+    }
     /// About how many messages the queue holds (visible, in flight and delayed); `None` when
     /// the queue cannot say.
     fn depth(&self) -> impl Future<Output = Result<Option<u64>, QueueError>> + Send {
@@ -93,6 +106,15 @@ impl<T: WorkQueue> WorkQueue for std::sync::Arc<T> {
     ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send {
         (**self).return_now(receipt_handles)
     }
+    fn return_now_from_read_back_queue(
+        &self,
+        receipt_handles: &[&str],
+    ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send {
+        (**self).return_now_from_read_back_queue(receipt_handles)
+    }
+    fn is_read_back_queue(&self, arn: &str) -> bool {
+        (**self).is_read_back_queue(arn)
+    }
     fn depth(&self) -> impl Future<Output = Result<Option<u64>, QueueError>> + Send {
         (**self).depth()
     }
@@ -104,6 +126,15 @@ pub struct QueueDepth {
     pub visible: u64,
     pub in_flight: u64,
     pub delayed: u64,
+}
+
+/// Two queues' counts together (the work queue's and the read-back queue's, say).
+impl std::ops::AddAssign for QueueDepth {
+    fn add_assign(&mut self, other: Self) {
+        self.visible += other.visible;
+        self.in_flight += other.in_flight;
+        self.delayed += other.delayed;
+    }
 }
 
 impl QueueDepth {

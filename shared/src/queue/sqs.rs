@@ -19,6 +19,8 @@ const SEND_ATTEMPTS: u32 = 6;
 pub struct SqsQueue {
     client: Client,
     url: String,
+    /// Where messages marked `gathered` go (the worker's read-back queue), if anywhere else.
+    read_back: Option<Box<SqsQueue>>,
 }
 
 impl SqsQueue {
@@ -26,7 +28,35 @@ impl SqsQueue {
         Self {
             client,
             url: url.into(),
+            read_back: None,
         }
+    }
+
+    /// Messages marked `gathered` are sent to (and returned on) the queue at `url`.
+    pub fn with_read_back_queue(mut self, url: impl Into<String>) -> Self {
+        self.read_back = Some(Box::new(Self::new(self.client.clone(), url)));
+        self
+    }
+
+    /// Up to 10 messages with their delays, all to this queue.
+    async fn send_delayed_here(
+        &self,
+        entries: &[(WorkMessage, Duration)],
+    ) -> Result<Vec<Option<String>>, QueueError> {
+        let request: Vec<SendMessageBatchRequestEntry> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (message, delay))| {
+                entry(i, &message.to_body())
+                    .delay_seconds((*delay).min(MAX_DELAY).as_secs() as i32)
+                    .build()
+                    .expect("id and body are set")
+            })
+            .collect();
+        let out = self.send_message_batch(request).await?;
+        let mut failures = vec![None; entries.len()];
+        note_refusals(out.failed(), &mut failures);
+        Ok(failures)
     }
 
     fn sdk_error<E, R>(
@@ -246,20 +276,44 @@ impl WorkQueue for SqsQueue {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let request: Vec<SendMessageBatchRequestEntry> = entries
-            .iter()
-            .enumerate()
-            .map(|(i, (message, delay))| {
-                entry(i, &message.to_body())
-                    .delay_seconds((*delay).min(MAX_DELAY).as_secs() as i32)
-                    .build()
-                    .expect("id and body are set")
-            })
-            .collect();
-        let out = self.send_message_batch(request).await?;
-        let mut failures = vec![None; entries.len()];
-        note_refusals(out.failed(), &mut failures);
-        Ok(failures)
+        if let Some(read_back) = &self.read_back
+            && entries.iter().any(|(m, _)| m.gathered)
+        {
+            let (gathered, rest): (Vec<usize>, Vec<usize>) =
+                (0..entries.len()).partition(|i| entries[*i].0.gathered);
+            let mut failures = vec![None; entries.len()];
+            for (queue, indexes) in [(read_back.as_ref(), gathered), (self, rest)] {
+                if indexes.is_empty() {
+                    continue;
+                }
+                let part: Vec<(WorkMessage, Duration)> =
+                    indexes.iter().map(|i| entries[*i].clone()).collect();
+                let sent = queue.send_delayed_here(&part).await?;
+                for (i, failure) in indexes.into_iter().zip(sent) {
+                    failures[i] = failure;
+                }
+            }
+            return Ok(failures);
+        }
+        self.send_delayed_here(entries).await
+    }
+
+    async fn return_now_from_read_back_queue(
+        &self,
+        receipt_handles: &[&str],
+    ) -> Result<Vec<Option<String>>, QueueError> {
+        match &self.read_back {
+            Some(read_back) => read_back.return_now(receipt_handles).await,
+            None => self.return_now(receipt_handles).await,
+        }
+    }
+
+    /// Its name is the last part of both the ARN and the URL.
+    fn is_read_back_queue(&self, arn: &str) -> bool {
+        let name = |s: &str, sep: char| s.rsplit(sep).next().unwrap_or_default().to_string();
+        self.read_back
+            .as_ref()
+            .is_some_and(|q| !arn.is_empty() && name(arn, ':') == name(&q.url, '/'))
     }
 
     async fn return_now(
@@ -480,6 +534,21 @@ mod tests {
             .message("injected")
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn a_record_of_the_read_back_queue_is_known_by_its_source_arn() {
+        let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, []);
+        let url = "https://sqs.eu-west-1.amazonaws.com/123456789012";
+        let alone = SqsQueue::new(client, format!("{url}/ocr-work"));
+        let queue = alone
+            .clone()
+            .with_read_back_queue(format!("{url}/ocr-read-back"));
+        let arn = |name: &str| format!("arn:aws:sqs:eu-west-1:123456789012:{name}");
+        assert!(queue.is_read_back_queue(&arn("ocr-read-back")));
+        assert!(!queue.is_read_back_queue(&arn("ocr-work")));
+        assert!(!queue.is_read_back_queue(""));
+        assert!(!alone.is_read_back_queue(&arn("ocr-read-back")));
     }
 
     #[tokio::test]

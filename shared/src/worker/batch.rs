@@ -164,6 +164,20 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             }
             lanes[lane].push((index, p));
         }
+        // Read-backs made together wait for every lane running to wait too, or to end (so a
+        // lane that ends makes room for the next at once: unordered). A batch
+        // of the read-back queue runs whole, so that its read-backs make one call.
+        let gathered = lanes
+            .iter()
+            .flatten()
+            .all(|(_, p)| matches!(p, Parsed::Ok(m) if m.gathered));
+        let in_flight = if gathered {
+            lanes.len().min(super::GATHER_MAX)
+        } else {
+            self.settings.concurrency.max(1)
+        };
+        let slots = self.gatherer.slots(lanes.len(), in_flight);
+        let slots = &slots;
         let jobs = lanes.into_iter().map(|lane| async move {
             let mut done = Vec::with_capacity(lane.len());
             for (index, p) in lane {
@@ -176,11 +190,12 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 handled.disposition.log();
                 done.push((index, handled));
             }
+            slots.lane_done();
             done
         });
         let mut handled: Vec<Option<Handled>> = records.iter().map(|_| None).collect();
         let lanes: Vec<Vec<(usize, Handled)>> = futures::stream::iter(jobs)
-            .buffered(self.settings.concurrency.max(1))
+            .buffer_unordered(in_flight.max(1))
             .collect()
             .await;
         for (index, h) in lanes.into_iter().flatten() {
@@ -307,19 +322,33 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         records: &[InboundRecord],
         results: &[(String, Disposition)],
     ) {
-        let handles: Vec<&str> = records
+        // A message read back with others came from the read-back queue: it is returned there.
+        let (gathered, handles): (Vec<&InboundRecord>, Vec<&InboundRecord>) = records
             .iter()
             .zip(results)
             .filter(|(record, (_, d))| d.returns_now() && !record.receipt_handle.is_empty())
-            .map(|(record, _)| record.receipt_handle.as_str())
-            .collect();
-        if handles.is_empty() {
+            .map(|(record, _)| record)
+            .partition(|record| WorkMessage::parse(&record.body).is_ok_and(|m| m.gathered));
+        let handles: Vec<&str> = handles.iter().map(|r| r.receipt_handle.as_str()).collect();
+        let gathered: Vec<&str> = gathered.iter().map(|r| r.receipt_handle.as_str()).collect();
+        let mut failures = Vec::new();
+        for (from_read_back_queue, handles) in [(false, handles), (true, gathered)] {
+            if handles.is_empty() {
+                continue;
+            }
+            let answer = if from_read_back_queue {
+                self.queue.return_now_from_read_back_queue(&handles).await
+            } else {
+                self.queue.return_now(&handles).await
+            };
+            failures.extend(match answer {
+                Ok(failures) => failures,
+                Err(e) => vec![Some(error_chain(&e)); handles.len()],
+            });
+        }
+        if failures.is_empty() {
             return;
         }
-        let failures = match self.queue.return_now(&handles).await {
-            Ok(failures) => failures,
-            Err(e) => vec![Some(error_chain(&e)); handles.len()],
-        };
         let failed = failures.iter().flatten().count();
         if let Some(error) = failures.into_iter().flatten().next() {
             tracing::warn!(

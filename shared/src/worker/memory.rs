@@ -48,6 +48,12 @@ pub struct ScriptedOcr {
     quota: Mutex<Option<Quota>>,
     latency: Duration,
     upload_api: bool,
+    /// Whether several assets are read back in one call, and whether that answer carries the
+    /// OCR (`Some(false)`: it names the assets without it).
+    bulk: Option<bool>,
+    bulk_calls: Mutex<Vec<usize>>,
+    /// Calls that read several assets back still to fail, each with this error.
+    bulk_failures: Mutex<VecDeque<RemoteError>>,
 }
 
 impl ScriptedOcr {
@@ -59,6 +65,30 @@ impl ScriptedOcr {
     pub fn requesting_on_the_upload_api(mut self) -> Self {
         self.upload_api = true;
         self
+    }
+
+    /// Reads several assets back in one call; `carries_ocr: false` answers as a service that
+    /// leaves the OCR out of that answer.
+    pub fn reading_back_in_bulk(mut self, carries_ocr: bool) -> Self {
+        self.bulk = Some(carries_ocr);
+        self
+    }
+
+    /// The next calls that read several assets back fail, one with each of these errors.
+    pub fn failing_bulk_calls(self, errors: impl IntoIterator<Item = RemoteError>) -> Self {
+        self.bulk_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(errors);
+        self
+    }
+
+    /// The calls that read several assets back, by how many each named.
+    pub fn bulk_calls(&self) -> Vec<usize> {
+        self.bulk_calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Every call takes this long (in tokio time).
@@ -255,5 +285,56 @@ impl OcrService for ScriptedOcr {
 
     async fn fetch_result(&self, message: &WorkMessage) -> Result<OcrAnswer, RemoteError> {
         self.answer(OcrCall::Fetch, message).await
+    }
+
+    async fn fetch_results(
+        &self,
+        messages: &[&WorkMessage],
+    ) -> Option<Result<super::BulkAnswer, RemoteError>> {
+        let carries_ocr = self.bulk?;
+        tokio::time::sleep(self.latency).await;
+        self.bulk_calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(messages.len());
+        if let Some(class) = self.faults.call(OcrCall::Fetch) {
+            return Some(Err(RemoteError::new(
+                class,
+                format!("injected {class:?} fault"),
+            )));
+        }
+        let failure = self
+            .bulk_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front();
+        if let Some(e) = failure {
+            return Some(Err(e));
+        }
+        let ocr_on = self.ocr_on.lock().unwrap_or_else(|e| e.into_inner());
+        let results = messages
+            .iter()
+            .map(|m| {
+                let outcome = if carries_ocr && ocr_on.contains(&m.item_key()) {
+                    default_text(m)
+                } else {
+                    OcrOutcome::NotRequested
+                };
+                Some(OcrResult {
+                    outcome,
+                    asset: AssetFields {
+                        format: Some("png".into()),
+                        version: m.version,
+                        ..AssetFields::default()
+                    },
+                    pages: 0,
+                })
+            })
+            .collect();
+        Some(Ok(super::BulkAnswer {
+            results,
+            quota: *self.quota.lock().unwrap_or_else(|e| e.into_inner()),
+            latency: self.latency,
+        }))
     }
 }

@@ -12,6 +12,7 @@
 
 mod batch;
 mod failure;
+mod gather;
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;
 mod outcome;
@@ -33,6 +34,7 @@ use crate::store::ResultStore;
 
 pub use batch::parse_body;
 pub use failure::{FailurePlan, Origin, plan_failure};
+pub use gather::GATHER_MAX;
 pub use outcome::{BatchOutcome, DeferCause, Deferral, Disposition, tally};
 
 /// What an OCR service answered about one asset, in the domain's terms.
@@ -40,6 +42,16 @@ pub use outcome::{BatchOutcome, DeferCause, Deferral, Disposition, tally};
 pub struct OcrAnswer {
     pub result: OcrResult,
     /// The Admin API quota the answer reported (absent with the Upload API).
+    pub quota: Option<Quota>,
+    pub latency: Duration,
+}
+
+/// Several assets read back in one call: each one's result, in the order asked, or `None`
+/// where the answer does not name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkAnswer {
+    pub results: Vec<Option<OcrResult>>,
+    /// The Admin API quota the answer reported.
     pub quota: Option<Quota>,
     pub latency: Duration,
 }
@@ -67,6 +79,16 @@ pub trait OcrService: Send + Sync {
         &self,
         message: &WorkMessage,
     ) -> impl Future<Output = Result<OcrAnswer, RemoteError>> + Send;
+    /// Reads up to [`GATHER_MAX`] assets of one resource and delivery type back in one Admin
+    /// API call; `None` when the service cannot (each is then read back alone). Whether the
+    /// answer carries OCR at all is the worker's to check (a canary among the assets).
+    fn fetch_results(
+        &self,
+        messages: &[&WorkMessage],
+    ) -> impl Future<Output = Option<Result<BulkAnswer, RemoteError>>> + Send {
+        let _ = messages;
+        std::future::ready(None)
+    }
 }
 
 /// One service shared by several workers (instances of a simulation, say).
@@ -86,6 +108,12 @@ impl<T: OcrService> OcrService for std::sync::Arc<T> {
     ) -> impl Future<Output = Result<OcrAnswer, RemoteError>> + Send {
         (**self).fetch_result(message)
     }
+    fn fetch_results(
+        &self,
+        messages: &[&WorkMessage],
+    ) -> impl Future<Output = Option<Result<BulkAnswer, RemoteError>>> + Send {
+        (**self).fetch_results(messages)
+    }
 }
 
 /// One SQS record, as the worker needs it.
@@ -97,6 +125,9 @@ pub struct InboundRecord {
     pub receive_count: u32,
     /// The handle that changes the message's visibility.
     pub receipt_handle: String,
+    /// Received from the read-back queue (its handle changes visibility there), whatever the
+    /// message says of itself: a redrive may put a message marked `gathered` on the work queue.
+    pub from_read_back_queue: bool,
 }
 
 /// Tuning of the worker, fixed when it is built.
@@ -135,6 +166,9 @@ pub struct WorkerSettings {
     /// whose request got no answer (see [`defaults::REQUEST_SETTLE`]): the work queue's
     /// visibility timeout less the worker's timeout.
     pub request_settle: Duration,
+    /// Read-backs go to the read-back queue, whose batches read many assets back in one call
+    /// (see [`gather`]); off: each is read back where it is met.
+    pub read_back_queue: bool,
     /// Where "now" comes from.
     pub clock: Clock,
 }
@@ -153,6 +187,7 @@ impl Default for WorkerSettings {
             hold_margin: defaults::HOLD_MARGIN,
             max_deferral: crate::queue::MAX_DELAY,
             credentials_wait: defaults::CREDENTIALS_WAIT,
+            read_back_queue: false,
             clock: Clock::System,
         }
     }
@@ -171,6 +206,14 @@ pub struct Worker<O, S, Q> {
     settings: WorkerSettings,
     /// What may be spent on OCR requests; `None`: no limit, nothing counted.
     budget: Option<std::sync::Arc<crate::budget::Budget>>,
+    /// The records running and the read-backs waiting to be made together.
+    gatherer: gather::Gatherer,
+    /// By resource and delivery type, the public_id of an asset whose finished OCR this
+    /// instance stored.
+    canaries: std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
+    /// Until when read-backs are made alone here: the read-back queue's shared answers could
+    /// not be trusted (they do not show a canary's OCR).
+    doubted_until: std::sync::Mutex<Option<SystemTime>>,
 }
 
 impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
@@ -183,6 +226,9 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             upload_gate: RateGate::shared_by(settings.instances),
             settings,
             budget: None,
+            gatherer: gather::Gatherer::default(),
+            canaries: std::sync::Mutex::default(),
+            doubted_until: std::sync::Mutex::default(),
         }
     }
 

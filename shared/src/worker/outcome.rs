@@ -38,10 +38,12 @@ pub enum DeferCause {
     Aws,
     /// The stack's OCR budget for the day or month is spent: nothing is paid before the next.
     Budget,
+    /// Read back with others, from the read-back queue.
+    ReadBack,
 }
 
 impl DeferCause {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Quota,
         Self::Limit,
         Self::Pending,
@@ -51,6 +53,7 @@ impl DeferCause {
         Self::Credentials,
         Self::Aws,
         Self::Budget,
+        Self::ReadBack,
     ];
 
     /// What the log line says.
@@ -65,6 +68,7 @@ impl DeferCause {
             Self::Credentials => "Cloudinary refused the credentials (or redirected the call)",
             Self::Aws => "the asset's state could not be read or written on the last receive",
             Self::Budget => "the OCR budget is spent until the next period",
+            Self::ReadBack => "read back with others from the read-back queue",
         }
     }
 
@@ -80,6 +84,7 @@ impl DeferCause {
             Self::Credentials => "DeferredCredentials",
             Self::Aws => "DeferredAwsRetry",
             Self::Budget => "DeferredBudget",
+            Self::ReadBack => "DeferredReadBack",
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::failure::{ClaimRef, Failure};
+use super::gather::Gathered;
 use super::outcome::{DeferCause, Disposition, Handled};
 use super::{Api, InboundRecord, OcrAnswer, OcrService, Worker};
 use crate::budget::{Take, Ticket};
@@ -131,7 +132,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             return Err(self.defer(message, until, DeferCause::Budget).into());
         }
         let held = self.claim(record, &message, drop_marks, deadline).await?;
-        let answer = self.call(record, &message, &held, permit).await?;
+        let answer = self.call(record, &message, &held, permit, deadline).await?;
         let latency = Some(answer.latency);
         let with_latency = |disposition| Handled {
             disposition,
@@ -151,7 +152,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     /// not refuse the call: otherwise the message waits for the reset in the queue. A wait of a
     /// moment (a probe call's answer, a reset about to come) is waited out here, which is
     /// cheaper than sending the message round again.
-    async fn admit(&self, message: &WorkMessage, deadline: SystemTime) -> Step<Permit<'_>> {
+    async fn admit(&self, message: &WorkMessage, deadline: SystemTime) -> Step<Option<Permit<'_>>> {
         let clock = self.settings.clock;
         if clock.until(deadline) < self.settings.deadline_margin {
             // Sent again rather than failed: a receive spent here would walk a healthy message
@@ -160,9 +161,15 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 .defer(message.clone(), clock.now(), DeferCause::Unstarted)
                 .into());
         }
+        // A read-back made with others takes its permit when the shared call is made: one
+        // call, one permit. While the gate is closed it is admitted as any other (waited on,
+        // or let through as the probe that finds the limit raised).
+        if message.gathered && self.gate(Api::Admin).closed_until(clock.now()).is_none() {
+            return Ok(None);
+        }
         // The first call's API: a read-back's unless OCR is to be requested (a claim may yet
         // find an earlier attempt to read back: `call` then takes the Admin API's permit).
-        let api = if message.ocr_requested {
+        let api = if message.ocr_requested || message.gathered {
             Api::Admin
         } else {
             self.ocr.request_api()
@@ -171,7 +178,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         loop {
             let now = clock.now();
             let until = match self.permit(api, message, now) {
-                Ok(permit) => return Ok(permit),
+                Ok(permit) => return Ok(Some(permit)),
                 Err(until) => until,
             };
             let wait = until.duration_since(now).unwrap_or_default();
@@ -268,18 +275,34 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         record: &InboundRecord,
         message: &WorkMessage,
         held: &Held,
-        permit: Permit<'_>,
+        permit: Option<Permit<'_>>,
+        deadline: SystemTime,
     ) -> Step<OcrAnswer> {
         let read_back = reads_back_first(message, held.requested_before);
-        let permit = if read_back && !permit.is_from(self.gate(Api::Admin)) {
+        if read_back && message.read_alone {
+            self.doubt_shared_answers();
+        }
+        if read_back && self.gathers_elsewhere(message) {
             drop(permit);
-            self.next_permit(Api::Admin, message, held).await?
-        } else {
-            permit
-        };
+            return Err(self.to_read_back_queue(message, held).await.into());
+        }
         // What the read-back finds is as of when it was sent, not when its answer came.
         let sent = self.now();
-        let answer = self.ask(record, message, held, permit, read_back).await?;
+        let api = if read_back {
+            Api::Admin
+        } else {
+            self.ocr.request_api()
+        };
+        let answer = match permit {
+            Some(permit) if permit.is_from(self.gate(api)) => {
+                self.ask(record, message, held, permit, read_back).await?
+            }
+            permit => {
+                drop(permit);
+                self.ask_without_permit(record, message, held, read_back, deadline)
+                    .await?
+            }
+        };
         if !read_back || answer.result.outcome != OcrOutcome::NotRequested {
             return Ok(answer);
         }
@@ -308,12 +331,121 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         let message = &WorkMessage {
             ocr_requested: false,
             pending_polls: 0,
+            gathered: false,
+            canary: None,
+            read_alone: false,
             ..message.clone()
         };
         let permit = self
             .next_permit(self.ocr.request_api(), message, held)
             .await?;
         self.ask(record, message, held, permit, false).await
+    }
+
+    /// The call without a permit in hand: a read-back from the read-back queue is made with
+    /// the others of its batch (when they can be trusted); anything else takes the next permit
+    /// of its API and asks alone.
+    async fn ask_without_permit(
+        &self,
+        record: &InboundRecord,
+        message: &WorkMessage,
+        held: &Held,
+        read_back: bool,
+        deadline: SystemTime,
+    ) -> Step<OcrAnswer> {
+        let together = if read_back && message.gathered {
+            self.gathered_read_back(message).await
+        } else {
+            Gathered::Alone
+        };
+        match together {
+            Gathered::Found(answer) => Ok(*answer),
+            Gathered::Doubted => {
+                self.release(message, &held.claim_ref(), "read back alone instead")
+                    .await;
+                let alone = WorkMessage {
+                    gathered: false,
+                    canary: None,
+                    read_alone: true,
+                    ..message.clone()
+                };
+                Err(self.defer(alone, self.now(), DeferCause::ReadBack).into())
+            }
+            Gathered::Closed(until) => {
+                self.release(
+                    message,
+                    &held.claim_ref(),
+                    "Cloudinary's limit reached before the read-back",
+                )
+                .await;
+                Err(self.wait_for_gate(message, until).into())
+            }
+            Gathered::Alone => {
+                // Waiting for the others may have taken the time this record's own calls need.
+                let clock = self.settings.clock;
+                if clock.until(deadline) < self.settings.deadline_margin {
+                    self.release(message, &held.claim_ref(), "too near the deadline")
+                        .await;
+                    return Err(self
+                        .defer(message.clone(), clock.now(), DeferCause::Unstarted)
+                        .into());
+                }
+                let api = if read_back {
+                    Api::Admin
+                } else {
+                    self.ocr.request_api()
+                };
+                let permit = self.next_permit(api, message, held).await?;
+                self.ask(record, message, held, permit, read_back).await
+            }
+        }
+    }
+
+    /// The asset is read back with others: the claim is given up as it was found, and the
+    /// message goes to the read-back queue, visible once a read-back that finds no OCR may
+    /// pay (the settle time after the earlier attempt), at once for a pending OCR's.
+    async fn to_read_back_queue(&self, message: &WorkMessage, held: &Held) -> Disposition {
+        self.release(message, &held.claim_ref(), "read back with others")
+            .await;
+        let now = self.now();
+        let until = held
+            .requested_before
+            .filter(|_| !message.ocr_requested)
+            .map(|at| from_epoch_ms(at) + self.settings.request_settle)
+            .unwrap_or(now)
+            .max(now);
+        self.defer(self.to_gather(message), until, DeferCause::ReadBack)
+    }
+
+    /// The message as the read-back queue takes it: marked, with this instance's canary.
+    fn to_gather(&self, message: &WorkMessage) -> WorkMessage {
+        let canary = self
+            .canary(&(message.resource_type.clone(), message.delivery_type.clone()))
+            .filter(|id| *id != message.public_id)
+            .or_else(|| message.canary.clone());
+        WorkMessage {
+            gathered: true,
+            canary,
+            ..message.clone()
+        }
+    }
+
+    /// Whether this read-back goes to the read-back queue: not one made there already, nor
+    /// one that queue could not trust; and not for a while after this instance met such a
+    /// one (the shared answers then say nothing).
+    fn gathers_elsewhere(&self, message: &WorkMessage) -> bool {
+        if !self.settings.read_back_queue || message.gathered || message.read_alone {
+            return false;
+        }
+        let doubted = self.doubted_until.lock().unwrap_or_else(|e| e.into_inner());
+        doubted.is_none_or(|until| until <= self.now())
+    }
+
+    /// A read-back the read-back queue could not trust came here: this instance reads back
+    /// alone for a while ([`super::gather::DOUBT`]).
+    fn doubt_shared_answers(&self) {
+        *self.doubted_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(self.now() + super::gather::DOUBT);
     }
 
     /// A permit for a call after the first; when the gate is closed the claim is given up and
@@ -387,14 +519,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 } else {
                     self.ocr.request_api()
                 };
-                // An error answer may still report the quota: the gate learns it. One without
-                // (a 5xx, a timeout) tells nothing, not even that there are no headers.
-                if e.quota.is_some() {
-                    permit.observed(e.quota);
-                } else {
-                    drop(permit);
-                }
-                self.close_gates(gate_api, &e);
+                self.learn_from_error(permit, gate_api, &e);
                 Err(Handled {
                     disposition: self
                         .fail(
@@ -442,10 +567,21 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         }
     }
 
+    /// An error answer may still report the quota: the gate learns it. One without (a 5xx, a
+    /// timeout) tells nothing, not even that there are no headers. A refusal closes the gates.
+    pub(super) fn learn_from_error(&self, permit: Permit<'_>, api: Api, e: &RemoteError) {
+        if e.quota.is_some() {
+            permit.observed(e.quota);
+        } else {
+            drop(permit);
+        }
+        self.close_gates(api, e);
+    }
+
     /// After a refusal, no call is made that would be refused too: a rate limit closes its
     /// API's gate until the reset; refused credentials close both for a while (the invocation
     /// backs off, and its other records wait in the queue without a call).
-    fn close_gates(&self, api: Api, e: &RemoteError) {
+    pub(super) fn close_gates(&self, api: Api, e: &RemoteError) {
         let now = self.now();
         if e.credentials_refused {
             tracing::error!(error = %e.reason, "cloudinary refused the credentials (or redirected the call)");
@@ -503,6 +639,11 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             pending_polls: message.pending_polls.saturating_add(1),
             ..message.clone()
         };
+        let next = if message.gathered || self.gathers_elsewhere(message) {
+            self.to_gather(&next)
+        } else {
+            next
+        };
         self.defer(
             next,
             self.now() + self.settings.pending_poll_delay,
@@ -541,7 +682,12 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         }
         let status = rec.status;
         match self.store.put_result(&rec, &held.token).await {
-            Ok(true) => Disposition::Stored(status),
+            Ok(true) => {
+                if status.is_complete() {
+                    self.note_canary(&message);
+                }
+                Disposition::Stored(status)
+            }
             // Our claim expired and another invocation took the asset over (it owns the
             // result), or a notification took the claim away: the asset left the key.
             Ok(false) => self.follow_rename(rec).await,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use local_stack::sim::{self, FaultMix, Method, SimConfig, SimReport};
+use local_stack::sim::{self, FaultMix, Method, ReadBack, SimConfig, SimReport};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,6 +45,10 @@ struct Args {
     /// The event source's batching window, seconds.
     #[arg(long, default_value_t = 5)]
     batching_window: u64,
+    /// How read-backs are made: each alone, or together through the read-back queue (with
+    /// Cloudinary's answer of several assets carrying their OCR, or leaving it out).
+    #[arg(long, value_enum, default_value_t = ReadBack::Together)]
+    read_back: ReadBack,
     /// Median OCR answer time, milliseconds.
     #[arg(long, default_value_t = 1000)]
     ocr_ms: u64,
@@ -98,6 +102,7 @@ fn main() -> anyhow::Result<()> {
             pending: args.faults[3],
         },
         horizon: Duration::from_secs_f64(args.horizon_days * 86400.0),
+        read_back: args.read_back,
         ..SimConfig::default()
     };
     let update_horizon = Duration::from_secs_f64(args.update_horizon_days * 86400.0);
@@ -138,17 +143,21 @@ fn main() -> anyhow::Result<()> {
         });
     }
     // Beside each `explicit` run with undocumented behaviours, the same run without them.
-    let main_runs: Vec<SimConfig> = main_runs
+    let mut main_runs: Vec<SimConfig> = main_runs
         .into_iter()
         .flat_map(|c| {
             let twin =
-                (c.method == Method::Explicit && c.faults.has_undocumented()).then(|| SimConfig {
-                    faults: c.faults.documented_only(),
-                    ..c.clone()
-                });
+                (c.method == Method::Explicit && c.has_undocumented()).then(|| c.documented_only());
             std::iter::once(c).chain(twin)
         })
         .collect();
+    // And the baseline: each read-back made alone where it is met, as without a read-back queue.
+    if base.read_back != ReadBack::Alone && args.method.contains(&Method::Explicit) {
+        main_runs.push(SimConfig {
+            read_back: ReadBack::Alone,
+            ..at_first_quota(Method::Explicit)
+        });
+    }
     let concurrencies = |method: Method, values: &[u32]| -> Vec<SimConfig> {
         values
             .iter()

@@ -17,7 +17,7 @@ use shared::lister::{AssetPage, AssetSource, ListedAsset, Listing};
 use shared::message::WorkMessage;
 use shared::ocr::{AssetFields, OcrOutcome, OcrResult};
 use shared::rate_gate::Quota;
-use shared::worker::{Api, OcrAnswer, OcrService};
+use shared::worker::{Api, BulkAnswer, OcrAnswer, OcrService};
 
 /// How Cloudinary behaves in a run.
 #[derive(Debug, Clone)]
@@ -39,6 +39,9 @@ pub struct CloudinarySettings {
     /// Assets without text in them, one in this many.
     pub no_text_every: u64,
     pub seed: u64,
+    /// Several assets read back in one Admin call (`resources` by `public_ids`): `None` not
+    /// at all; `Some(true)` with their OCR in the answer; `Some(false)` without it.
+    pub bulk: Option<bool>,
 }
 
 /// Shares of OCR requests that meet each fault.
@@ -119,6 +122,9 @@ pub struct CloudinaryStats {
     pub billed_twice: u64,
     pub max_billed: u8,
     pub read_backs: u64,
+    /// Admin calls that read several assets back at once, and the assets they named.
+    pub bulk_read_backs: u64,
+    pub bulk_assets: u64,
     pub listing_calls: u64,
     pub refused_420: u64,
     pub refused_429: u64,
@@ -392,6 +398,48 @@ impl OcrService for SimCloudinary {
             self.outcome(index)
         };
         Ok(self.answer(outcome, message, Some(quota), self.settings.admin_latency))
+    }
+
+    async fn fetch_results(
+        &self,
+        messages: &[&WorkMessage],
+    ) -> Option<Result<BulkAnswer, RemoteError>> {
+        let carries_ocr = self.settings.bulk?;
+        tokio::time::sleep(self.settings.admin_latency).await;
+        let mut s = self.lock();
+        let quota = match self.spend_admin(&mut s, Caller::Worker) {
+            Ok(quota) => quota,
+            Err(refused) => return Some(Err(refused)),
+        };
+        s.stats.bulk_read_backs += 1;
+        s.stats.bulk_assets += messages.len() as u64;
+        let now = self.clock.now();
+        let results = messages
+            .iter()
+            .map(|message| {
+                let index = index_of(&message.public_id).filter(|i| *i < self.settings.assets)?;
+                let outcome = if !carries_ocr || s.billed[index as usize] == 0 {
+                    OcrOutcome::NotRequested
+                } else if s
+                    .pending_until
+                    .get(&index)
+                    .is_some_and(|until| *until > now)
+                {
+                    OcrOutcome::Pending
+                } else {
+                    self.outcome(index)
+                };
+                Some(
+                    self.answer(outcome, message, Some(quota), self.settings.admin_latency)
+                        .result,
+                )
+            })
+            .collect();
+        Some(Ok(BulkAnswer {
+            results,
+            quota: Some(quota),
+            latency: self.settings.admin_latency,
+        }))
     }
 }
 

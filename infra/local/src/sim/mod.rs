@@ -24,7 +24,7 @@ use shared::worker::{Worker, WorkerSettings};
 use tokio::time::Instant;
 
 pub use cloudinary::{CloudinarySettings, FaultMix, SimCloudinary};
-pub use queue::{QueueSettings, SimQueue};
+pub use queue::{Lane, QueueSettings, SimQueue};
 pub use report::{HourProgress, SimReport};
 pub use store::SimStore;
 
@@ -42,6 +42,29 @@ impl Method {
         match self {
             Self::Explicit => "explicit",
             Self::Update => "update",
+        }
+    }
+}
+
+/// How read-backs are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum ReadBack {
+    /// Each asset alone, where it is met (one Admin call each).
+    Alone,
+    /// Through the read-back queue, up to 100 assets in one call, and Cloudinary's answer of
+    /// several assets carries their OCR.
+    Together,
+    /// Through the read-back queue, but Cloudinary's answer of several assets leaves the OCR
+    /// out (the canary finds out; each asset is then read back alone).
+    TogetherWithoutOcr,
+}
+
+impl ReadBack {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Alone => "alone",
+            Self::Together => "together",
+            Self::TogetherWithoutOcr => "together, answer without OCR",
         }
     }
 }
@@ -74,6 +97,28 @@ pub struct SimConfig {
     pub horizon: Duration,
     /// Log bytes the worker writes per image (measured by `make bench`, scenario 3).
     pub log_bytes_per_image: f64,
+    pub read_back: ReadBack,
+}
+
+impl SimConfig {
+    /// Whether the run has behaviours Cloudinary does not document: a pending OCR answer, or
+    /// the OCR in an answer about several assets.
+    pub fn has_undocumented(&self) -> bool {
+        self.faults.has_undocumented() || self.read_back == ReadBack::Together
+    }
+
+    /// The same run without them: no pending answers, and answers about several assets that
+    /// leave the OCR out (read-backs still go through the read-back queue).
+    pub fn documented_only(&self) -> Self {
+        Self {
+            faults: self.faults.documented_only(),
+            read_back: match self.read_back {
+                ReadBack::Together => ReadBack::TogetherWithoutOcr,
+                other => other,
+            },
+            ..self.clone()
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -94,6 +139,7 @@ impl Default for SimConfig {
             faults: FaultMix::TYPICAL,
             horizon: Duration::from_secs(30 * 24 * 3600),
             log_bytes_per_image: 494.0,
+            read_back: ReadBack::Together,
         }
     }
 }
@@ -103,6 +149,11 @@ const WORKER_TIMEOUT: Duration = shared::defaults::WORKER_TIMEOUT;
 const LISTER_TIMEOUT: Duration = Duration::from_secs(900);
 const SCHEDULE: Duration = Duration::from_secs(15 * 60);
 const LISTER_MEMORY_MB: u64 = 256;
+/// The read-back queue's event source: batches of up to this many, gathered this long, by this
+/// many pollers at most.
+const READ_BACK_BATCH: usize = shared::worker::GATHER_MAX;
+const READ_BACK_WINDOW: Duration = Duration::from_secs(300);
+const READ_BACK_CONCURRENCY: u32 = 2;
 /// SQS's longest retention, as the template sets it.
 const RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 /// A poller's long poll.
@@ -166,13 +217,20 @@ async fn simulate(
             faults: config.faults,
             no_text_every: 5,
             seed: config.seed,
+            bulk: match config.read_back {
+                ReadBack::Alone => None,
+                ReadBack::Together => Some(true),
+                ReadBack::TogetherWithoutOcr => Some(false),
+            },
         },
         clock,
     );
+    let gathered = config.read_back != ReadBack::Alone;
     let queue = SimQueue::new(QueueSettings {
         visibility_timeout: shared::defaults::VISIBILITY_TIMEOUT,
         max_receive_count: shared::defaults::MAX_RECEIVE_COUNT,
         retention: RETENTION,
+        read_back_queue: gathered,
     });
     let store = SimStore::new(config.assets);
     let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
@@ -187,17 +245,22 @@ async fn simulate(
         start,
         tally.clone(),
     )));
-    for _ in 0..config.concurrency {
+    let lane_pollers = if gathered { READ_BACK_CONCURRENCY } else { 0 };
+    let instances = config.concurrency + lane_pollers;
+    let lanes = std::iter::repeat_n(Lane::Work, config.concurrency as usize)
+        .chain(std::iter::repeat_n(Lane::ReadBack, lane_pollers as usize));
+    for lane in lanes {
         let settings = WorkerSettings {
             concurrency: config.records_in_flight,
-            instances: config.concurrency,
+            instances,
+            read_back_queue: gathered,
             clock,
             ..WorkerSettings::default()
         };
         let worker = Worker::new(cloudinary.clone(), store.clone(), queue.clone(), settings);
         tasks.push(tokio::task::spawn_local(poller(
             worker,
-            queue.clone(),
+            (queue.clone(), lane),
             config.clone(),
             clock,
             tally.clone(),
@@ -322,21 +385,25 @@ async fn lister_loop(
 /// what the partial batch response does not name, and polls again.
 async fn poller(
     worker: Worker<SimCloudinary, SimStore, SimQueue>,
-    queue: SimQueue,
+    (queue, lane): (SimQueue, Lane),
     config: SimConfig,
     clock: Clock,
     tally: Arc<std::sync::Mutex<Tally>>,
     stop: Arc<AtomicBool>,
 ) {
+    let (batch_size, window) = match lane {
+        Lane::Work => (config.batch_size, config.batching_window),
+        Lane::ReadBack => (READ_BACK_BATCH, READ_BACK_WINDOW),
+    };
     while !stop.load(Ordering::Relaxed) {
-        let mut batch = queue.receive(config.batch_size);
+        let mut batch = queue.receive_from(lane, batch_size);
         if batch.is_empty() {
-            queue.wait_for_messages(LONG_POLL).await;
+            queue.wait_for(lane, LONG_POLL).await;
             continue;
         }
-        if batch.len() < config.batch_size && !config.batching_window.is_zero() {
-            tokio::time::sleep(config.batching_window).await;
-            batch.extend(queue.receive(config.batch_size - batch.len()));
+        if batch.len() < batch_size && !window.is_zero() {
+            tokio::time::sleep(window).await;
+            batch.extend(queue.receive_from(lane, batch_size - batch.len()));
         }
         let handles: Vec<(String, String)> = batch
             .iter()

@@ -19,6 +19,16 @@ pub struct QueueSettings {
     pub visibility_timeout: Duration,
     pub max_receive_count: u32,
     pub retention: Duration,
+    /// Messages marked `gathered` go to the read-back queue (its own event source), which
+    /// shares this one's settings and dead-letter queue.
+    pub read_back_queue: bool,
+}
+
+/// The work queue's messages, or the read-back queue's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Work = 0,
+    ReadBack = 1,
 }
 
 #[derive(Debug)]
@@ -29,6 +39,7 @@ struct Message {
     /// Bumped by every receive and visibility change: a heap entry or receipt handle of an
     /// older generation is stale.
     generation: u32,
+    lane: Lane,
 }
 
 /// A dead letter: the body and how often it was received.
@@ -41,8 +52,9 @@ pub struct DeadLetter {
 #[derive(Debug, Default)]
 struct State {
     messages: HashMap<u64, Message>,
-    /// (visible at, message id, generation): the next message to become visible first.
-    visible: BinaryHeap<Reverse<(Instant, u64, u32)>>,
+    /// Per lane, (visible at, message id, generation): the next message to become visible
+    /// first.
+    visible: [BinaryHeap<Reverse<(Instant, u64, u32)>>; 2],
     next_id: u64,
     dead: Vec<DeadLetter>,
     expired: u64,
@@ -72,7 +84,7 @@ impl SimQueue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn send(&self, state: &mut State, body: String, delay: Duration) {
+    fn send(&self, state: &mut State, body: String, delay: Duration, lane: Lane) {
         let now = Instant::now();
         let id = state.next_id;
         state.next_id += 1;
@@ -84,9 +96,10 @@ impl SimQueue {
                 receive_count: 0,
                 sent_at: now,
                 generation: 0,
+                lane,
             },
         );
-        state.visible.push(Reverse((now + delay, id, 0)));
+        state.visible[lane as usize].push(Reverse((now + delay, id, 0)));
     }
 
     /// Messages in the queue: visible, in flight or delayed.
@@ -94,17 +107,26 @@ impl SimQueue {
         self.lock().messages.len()
     }
 
-    /// When the next message becomes visible (`None`: the queue is empty).
-    fn next_visible(&self) -> Option<Instant> {
+    /// Messages of one lane: visible, in flight or delayed.
+    pub fn depth_of(&self, lane: Lane) -> usize {
+        self.lock()
+            .messages
+            .values()
+            .filter(|m| m.lane == lane)
+            .count()
+    }
+
+    /// When the lane's next message becomes visible (`None`: the lane is empty).
+    fn next_visible(&self, lane: Lane) -> Option<Instant> {
         let mut s = self.lock();
-        while let Some(Reverse((at, id, generation))) = s.visible.peek().copied() {
+        while let Some(Reverse((at, id, generation))) = s.visible[lane as usize].peek().copied() {
             if s.messages
                 .get(&id)
                 .is_some_and(|m| m.generation == generation)
             {
                 return Some(at);
             }
-            s.visible.pop();
+            s.visible[lane as usize].pop();
         }
         None
     }
@@ -113,19 +135,25 @@ impl SimQueue {
     /// visibility timeout; one received more often than `maxReceiveCount` allows is moved to
     /// the DLQ instead, one past the retention period is dropped.
     pub fn receive(&self, max: usize) -> Vec<InboundRecord> {
+        self.receive_from(Lane::Work, max)
+    }
+
+    /// [`SimQueue::receive`] from one lane.
+    pub fn receive_from(&self, lane: Lane, max: usize) -> Vec<InboundRecord> {
+        let heap = lane as usize;
         let now = Instant::now();
         let settings = &self.settings;
         let mut s = self.lock();
         *s.requests.entry("sqs:ReceiveMessage").or_default() += 1;
         let mut out = Vec::new();
         while out.len() < max {
-            let Some(Reverse((at, id, generation))) = s.visible.peek().copied() else {
+            let Some(Reverse((at, id, generation))) = s.visible[heap].peek().copied() else {
                 break;
             };
             if at > now {
                 break;
             }
-            s.visible.pop();
+            s.visible[heap].pop();
             let Some(m) = s.messages.get_mut(&id) else {
                 continue;
             };
@@ -152,10 +180,10 @@ impl SimQueue {
                 body: m.body.clone(),
                 receive_count: m.receive_count,
                 receipt_handle: format!("{id}:{}", m.generation),
+                from_read_back_queue: false,
             };
             let generation = m.generation;
-            s.visible
-                .push(Reverse((now + settings.visibility_timeout, id, generation)));
+            s.visible[heap].push(Reverse((now + settings.visibility_timeout, id, generation)));
             out.push(record);
         }
         out
@@ -163,8 +191,13 @@ impl SimQueue {
 
     /// Waits until a message may be visible, up to `at_most` (a long poll).
     pub async fn wait_for_messages(&self, at_most: Duration) {
+        self.wait_for(Lane::Work, at_most).await;
+    }
+
+    /// [`SimQueue::wait_for_messages`] of one lane.
+    pub async fn wait_for(&self, lane: Lane, at_most: Duration) {
         let until = Instant::now() + at_most;
-        let wake = self.next_visible().map_or(until, |at| at.min(until));
+        let wake = self.next_visible(lane).map_or(until, |at| at.min(until));
         tokio::select! {
             () = tokio::time::sleep_until(wake) => {}
             () = self.arrived.notified() => {}
@@ -204,6 +237,16 @@ impl SimQueue {
     }
 }
 
+impl SimQueue {
+    fn lane_of(&self, message: &WorkMessage) -> Lane {
+        if self.settings.read_back_queue && message.gathered {
+            Lane::ReadBack
+        } else {
+            Lane::Work
+        }
+    }
+}
+
 fn parse_handle(handle: &str) -> Option<(u64, u32)> {
     let (id, generation) = handle.split_once(':')?;
     Some((id.parse().ok()?, generation.parse().ok()?))
@@ -216,7 +259,7 @@ impl WorkQueue for SimQueue {
             *s.requests.entry("sqs:SendMessageBatch").or_default() +=
                 messages.len().div_ceil(SEND_BATCH_MAX) as u64;
             for m in messages {
-                self.send(&mut s, m.to_body(), Duration::ZERO);
+                self.send(&mut s, m.to_body(), Duration::ZERO, self.lane_of(m));
             }
         }
         self.arrived.notify_waiters();
@@ -233,7 +276,13 @@ impl WorkQueue for SimQueue {
         let mut s = self.lock();
         *s.requests.entry("sqs:SendMessageBatch").or_default() += 1;
         for (m, delay) in entries {
-            self.send(&mut s, m.to_body(), (*delay).min(shared::queue::MAX_DELAY));
+            let lane = self.lane_of(m);
+            self.send(
+                &mut s,
+                m.to_body(),
+                (*delay).min(shared::queue::MAX_DELAY),
+                lane,
+            );
         }
         Ok(vec![None; entries.len()])
     }
@@ -250,12 +299,12 @@ impl WorkQueue for SimQueue {
                 let m = s.messages.get_mut(&id)?;
                 (m.generation == generation).then(|| {
                     m.generation += 1;
-                    (id, m.generation)
+                    (id, m.generation, m.lane)
                 })
             });
             match found {
-                Some((id, generation)) => {
-                    s.visible.push(Reverse((now, id, generation)));
+                Some((id, generation, lane)) => {
+                    s.visible[lane as usize].push(Reverse((now, id, generation)));
                     answers.push(None);
                 }
                 None => answers.push(Some("ReceiptHandleIsInvalid".to_string())),
@@ -274,6 +323,7 @@ mod tests {
             visibility_timeout: Duration::from_secs(900),
             max_receive_count: 2,
             retention: Duration::from_secs(3600),
+            read_back_queue: false,
         })
     }
 

@@ -68,8 +68,13 @@ fn an_explicit_run_ends_with_every_asset_terminal_and_each_paid_once() {
         r.cloudinary
     );
     assert!(
-        r.cloudinary.read_backs >= r.cloudinary.pending_answers,
+        r.cloudinary.read_backs + r.cloudinary.bulk_assets >= r.cloudinary.pending_answers,
         "pending results and timed-out requests are read back, not paid again"
+    );
+    assert!(
+        r.cloudinary.bulk_read_backs > 0 && r.cloudinary.bulk_assets > r.cloudinary.bulk_read_backs,
+        "read back together, several assets a call: {:?}",
+        r.cloudinary
     );
     assert!(r.dead_letters.is_empty(), "{:?}", r.dead_letters);
     assert_eq!(r.expired, 0);
@@ -184,9 +189,18 @@ fn the_model_names_each_fault_with_its_source_and_the_twin_drops_only_the_undocu
         .filter(|(.., source, _)| *source == report::Source::Undocumented)
         .map(|(what, ..)| *what)
         .collect();
-    assert_eq!(undocumented, ["pending OCR answer"]);
-    let twin = base.faults.documented_only();
-    assert!(base.faults.has_undocumented() && !twin.has_undocumented());
+    assert_eq!(
+        undocumented,
+        [
+            "pending OCR answer",
+            "OCR in an answer about several assets"
+        ]
+    );
+    let run_twin = base.documented_only();
+    assert!(base.has_undocumented() && !run_twin.has_undocumented());
+    assert_eq!(run_twin.read_back, ReadBack::TogetherWithoutOcr);
+    assert_eq!(base.read_back, ReadBack::Together);
+    let twin = run_twin.faults;
     assert_eq!(twin.pending, 0.0);
     assert_eq!(
         (

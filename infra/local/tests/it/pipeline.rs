@@ -212,11 +212,15 @@ async fn a_message_that_keeps_failing_reaches_the_dlq_with_its_reason() {
         reason.contains("gave up after 3 receives") && reason.contains("500"),
         "{reason}"
     );
-    assert_eq!(h.emulator.ocr_requests("flaky"), 3, "one call per receive");
+    // One call on the work queue; its next receive sends its read-back to the read-back
+    // queue, where each of its three receives reads back and asks again.
+    assert_eq!(h.emulator.ocr_requests("flaky"), 4, "one call per receive");
     let item = h.item("flaky").await.unwrap();
     assert_eq!(s(&item, "status").as_deref(), Some("failed"));
     assert_eq!(s(&item, "failureKind").as_deref(), Some("exhausted"));
-    assert_eq!(n(&item, "attempts"), Some(3));
+    // Every claim counts: the two on the work queue (the second only sent it on) and the
+    // three on the read-back queue.
+    assert_eq!(n(&item, "attempts"), Some(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -235,10 +239,14 @@ async fn the_redrive_policy_catches_what_the_worker_does_not_dead_letter() {
     let worker = h.worker(&[("MAX_RECEIVE_COUNT", "100")]);
     let (end, _) = h.drain(&worker, 1, Duration::from_secs(60)).await;
     assert_eq!(end, DrainEnd::Empty);
+    // It failed once on the work queue, went to the read-back queue marked for a read-back
+    // (as a new message), and failed there on both receives: SQS moved it from there as it
+    // was, and a redrive to its source takes it back there.
     let dlq = h.dlq().await;
     assert_eq!(dlq.len(), 1);
-    assert_eq!(dlq[0].body(), Some(body.as_str()), "moved unchanged");
-    assert_eq!(h.emulator.ocr_requests("flaky"), 2);
+    let moved = shared::message::WorkMessage::parse(dlq[0].body().unwrap()).unwrap();
+    assert!(moved.gathered && moved.public_id == "flaky", "{moved:?}");
+    assert_eq!(h.emulator.ocr_requests("flaky"), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -333,6 +341,51 @@ async fn pending_ocr_is_read_back_without_paying_twice() {
         1,
         "the result was read back"
     );
+}
+
+/// Ten OCRs answered `pending` among twenty: their read-backs go to the read-back queue and
+/// are made together, with a canary (an asset stored finished) that shows the shared answer
+/// carries the OCR; or, where that answer does not carry it, alone. Each way nothing is paid
+/// twice and nothing is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pending_ocrs_are_read_back_together_or_alone_when_the_shared_answer_lacks_the_ocr() {
+    for info_by_ids in [true, false] {
+        let assets: Vec<_> = (0..20)
+            .map(|i| asset(&format!("mixed/{i:02}"), Some(&format!("text {i}"))))
+            .collect();
+        let pending: HashSet<String> = (0..10).map(|i| format!("mixed/{i:02}")).collect();
+        let h = Harness::new(assets.clone(), crate::common::stack_settings(), |c| {
+            c.pending = pending.clone();
+            c.info_by_ids = info_by_ids;
+        })
+        .await;
+        // The finished ones first: the instance has its canary before the pending ones come.
+        for a in assets.iter().rev() {
+            h.send_asset(&a.public_id).await;
+        }
+        let worker = h.worker(&[]);
+        let (end, _) = h.drain(&worker, 2, Duration::from_secs(60)).await;
+        assert_eq!(end, DrainEnd::Empty, "{info_by_ids}");
+        for a in &assets {
+            let item = h.item(&a.public_id).await.unwrap();
+            assert_eq!(s(&item, "text"), a.text, "{info_by_ids} {}", a.public_id);
+            assert_eq!(h.emulator.ocr_billed(&a.public_id), 1, "{}", a.public_id);
+        }
+        assert!(h.dlq().await.is_empty());
+        let stats = h.emulator.stats();
+        assert!(stats.by_ids_calls >= 1, "{info_by_ids}: {stats:?}");
+        if info_by_ids {
+            assert!(
+                stats.by_ids_calls + stats.details_calls < pending.len() as u64,
+                "fewer Admin calls than read-backs: {stats:?}"
+            );
+        } else {
+            // Not trusted: each is read back alone, by the work queue's instances.
+            assert_eq!(stats.details_calls, pending.len() as u64, "{stats:?}");
+        }
+        let (work, _) = h.depths().await.unwrap();
+        assert_eq!(work.total(), 0);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

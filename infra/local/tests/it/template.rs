@@ -21,6 +21,14 @@ fn the_local_stack_takes_its_settings_from_the_template() {
         (5, 50, 4)
     );
     assert_eq!(s.dlq_retention, Duration::from_secs(14 * 24 * 3600));
+    assert_eq!(
+        (
+            s.read_back_batch_size,
+            s.read_back_window,
+            s.read_back_concurrency
+        ),
+        (100, Duration::from_secs(300), 2)
+    );
     let d = crate::common::stack_settings();
     assert_eq!(
         (d.visibility_timeout, d.max_receive_count),
@@ -39,6 +47,8 @@ fn the_template_says_what_the_code_defaults_to() {
     assert_eq!(s.visibility_timeout, d::VISIBILITY_TIMEOUT);
     assert_eq!(s.max_receive_count, d::MAX_RECEIVE_COUNT);
     assert_eq!(s.batch_size, d::BATCH_SIZE);
+    // A read-back batch is gathered into at most one Admin API call.
+    assert_eq!(s.read_back_batch_size as usize, shared::worker::GATHER_MAX);
     let param = |name: &str| {
         t.parameter_default(name)
             .unwrap_or_else(|| panic!("{name}"))
@@ -71,19 +81,29 @@ fn the_template_says_what_the_code_defaults_to() {
 fn a_broken_template_is_caught() {
     let cases: &[(&str, &str, &str)] = &[
         (
-            "    MinValue: 2\n    MaxValue: 1000\n",
-            "    MinValue: 1\n    MaxValue: 1000\n",
+            "    MinValue: 2\n    MaxValue: 200\n",
+            "    MinValue: 1\n    MaxValue: 200\n",
             "MaximumConcurrency can be below 2",
         ),
         (
-            "              - ReportBatchItemFailures",
-            "              - ReportBatchItemFailure",
-            "FunctionResponseTypes",
+            "              - ReportBatchItemFailures\n            ScalingConfig:\n              MaximumConcurrency: 2\n",
+            "              - ReportBatchItemFailure\n            ScalingConfig:\n              MaximumConcurrency: 2\n",
+            "ReadBack's FunctionResponseTypes",
         ),
         (
-            "      VisibilityTimeout: 900",
+            "      QueueName: !Sub ${AWS::StackName}-read-back\n      VisibilityTimeout: 900",
+            "      QueueName: !Sub ${AWS::StackName}-read-back\n      VisibilityTimeout: 150",
+            "ReadBackQueue: VisibilityTimeout 150 is below 6 x the worker's timeout",
+        ),
+        (
+            "      # At least six times the worker's timeout (150 s), as Lambda's SQS guidance asks.\n      VisibilityTimeout: 900",
             "      VisibilityTimeout: 150",
-            "below 6 x the worker's timeout",
+            "WorkQueue: VisibilityTimeout 150 is below 6 x the worker's timeout",
+        ),
+        (
+            "      QueueName: !Sub ${AWS::StackName}-read-back\n      VisibilityTimeout: 900\n      MessageRetentionPeriod: 1209600\n      SqsManagedSseEnabled: true\n      RedrivePolicy:\n        deadLetterTargetArn: !GetAtt DeadLetterQueue.Arn\n        maxReceiveCount: !Ref MaxReceiveCount",
+            "      QueueName: !Sub ${AWS::StackName}-read-back\n      VisibilityTimeout: 900\n      MessageRetentionPeriod: 1209600\n      SqsManagedSseEnabled: true\n      RedrivePolicy:\n        deadLetterTargetArn: !GetAtt DeadLetterQueue.Arn\n        maxReceiveCount: 8",
+            "ReadBackQueue: maxReceiveCount must be the work queue's",
         ),
         (
             "    Default: 5\n    MinValue: 5\n",
@@ -128,7 +148,27 @@ fn a_broken_template_is_caught() {
         (
             "            ScalingConfig:\n              MaximumConcurrency: !Ref WorkerConcurrency",
             "            ScalingConfig:\n              MaximumConcurrency: 50",
-            "throttles the poller",
+            "throttled poller",
+        ),
+        (
+            "              MaximumConcurrency: 2\n",
+            "              MaximumConcurrency: 3\n",
+            "toward the DLQ (at 2 work pollers and 3 more)",
+        ),
+        (
+            "    MinValue: 2\n    MaxValue: 200\n",
+            "    MinValue: 2\n    MaxValue: 201\n",
+            "toward the DLQ (at 201 work pollers",
+        ),
+        (
+            "      Table: \"2,3,4,5,6,7,",
+            "      Table: \"2,3,4,5,5,7,",
+            "toward the DLQ (at 4 work pollers",
+        ),
+        (
+            "            Queue: !GetAtt ReadBackQueue.Arn\n",
+            "            Queue: !GetAtt WorkQueue.Arn\n",
+            "ReadBack must read ReadBackQueue",
         ),
     ];
     for (from, to, expected) in cases {

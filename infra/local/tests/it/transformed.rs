@@ -128,6 +128,7 @@ fn privilege_findings(t: &Value) -> Vec<String> {
             &[
                 "WorkerLogGroup",
                 "WorkQueue",
+                "ReadBackQueue",
                 "ResultsTable",
                 "ExistingResultsTableName",
                 "CloudinarySecret",
@@ -352,8 +353,8 @@ fn a_role_left_to_sam_or_a_broad_statement_is_caught() {
             "AWSLambdaSQSQueueExecutionRole",
         ),
         (
-            "                Resource: !GetAtt WorkQueue.Arn\n              - Sid: ResultsTableItems",
-            "                Resource: \"*\"\n              - Sid: ResultsTableItems",
+            "                  - !GetAtt ReadBackQueue.Arn\n              - Sid: ResultsTableItems",
+            "                  - \"*\"\n              - Sid: ResultsTableItems",
             "on \"*\"",
         ),
         (
@@ -597,6 +598,7 @@ fn alarms_reach_someone_and_watch_what_an_operator_must_know() {
         "Errors WorkerFunction",
         "Errors ListerFunction",
         "ApproximateAgeOfOldestMessage WorkQueue",
+        "ApproximateAgeOfOldestMessage ReadBackQueue",
         "Throttles WorkerFunction",
         "ListerRunsCompleted lister",
         "CloudinaryCredentialsRefused worker",
@@ -781,6 +783,34 @@ fn lambda_logs_are_json_at_the_stacks_level_and_reserved_concurrency_is_optional
         mapping["ScalingConfig"]["MaximumConcurrency"]["Ref"], "WorkerConcurrency",
         "without a reservation MaximumConcurrency alone caps the worker"
     );
+    let read_back = &t["Resources"]["WorkerFunctionReadBack"]["Properties"];
+    assert_eq!(read_back["ScalingConfig"]["MaximumConcurrency"], 2);
+    assert_eq!(read_back["BatchSize"], 100);
+    assert_eq!(
+        read_back["EventSourceArn"]["Fn::GetAtt"][0], "ReadBackQueue",
+        "{read_back}"
+    );
+    // Reserved, the worker's concurrency covers both event sources: WorkerConcurrency + 2.
+    // The instances that share the quota are the same sum.
+    let worker = &t["Resources"]["WorkerFunction"]["Properties"];
+    let instances = &worker["Environment"]["Variables"]["WORKER_INSTANCES"];
+    for sum in [
+        &worker["ReservedConcurrentExecutions"]["Fn::If"][1],
+        instances,
+    ] {
+        let select = &sum["Fn::Select"];
+        assert_eq!(select[0]["Ref"], "WorkerConcurrency", "{sum}");
+        let path = &select[1]["Fn::Split"][1]["Fn::FindInMap"];
+        let key = |i: usize| path[i].as_str().unwrap_or_else(|| panic!("{sum}"));
+        let table: Vec<u64> = t["Mappings"][key(0)][key(1)][key(2)]
+            .as_str()
+            .expect("a list")
+            .split(',')
+            .map(|n| n.parse().expect("a number"))
+            .collect();
+        assert_eq!(table.len(), 201);
+        assert!(table.iter().enumerate().all(|(n, r)| *r == n as u64 + 2));
+    }
     for output in ["WorkQueueArn", "DeadLetterQueueArn", "DashboardUrl"] {
         assert!(t["Outputs"].get(output).is_some(), "{output}");
     }

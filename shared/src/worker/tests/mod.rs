@@ -12,6 +12,7 @@ mod adversarial;
 mod budget;
 mod defects;
 mod dispositions;
+mod gather;
 mod money;
 mod quota;
 
@@ -66,6 +67,7 @@ fn record(message_id: &str, body: String, receive_count: u32) -> InboundRecord {
         body,
         receive_count,
         receipt_handle: format!("rh-{message_id}"),
+        from_read_back_queue: false,
     }
 }
 

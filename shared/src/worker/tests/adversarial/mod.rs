@@ -81,6 +81,9 @@ struct Scenario {
     /// OCR requests paid at most per UTC day (a third of the seeds): a budget that binds, so
     /// the rest waits for the next day.
     budget: Option<u64>,
+    /// Read-backs made together through the read-back queue (two thirds of the seeds), with
+    /// Cloudinary's answer of several assets carrying their OCR or leaving it out.
+    read_back: Option<bool>,
 }
 
 fn fault_profile(rng: &mut Rng) -> Faults {
@@ -184,8 +187,18 @@ impl Scenario {
             faults: fault_profile(&mut rng),
             events: script(&mut rng, assets, quota_hours),
             budget: None,
+            read_back: None,
         }
         .with_budget(seed)
+        .with_read_back(seed)
+    }
+
+    /// Read-backs together for two thirds of the seeds, drawn apart (the other draws stay as
+    /// they were).
+    fn with_read_back(mut self, seed: u64) -> Self {
+        let mut rng = Rng::new(seed ^ 0x9e37_79b9);
+        self.read_back = [None, Some(true), Some(false)][rng.below(3) as usize];
+        self
     }
 
     /// A daily budget for a third of the seeds, drawn apart (the other draws stay as they
@@ -251,13 +264,15 @@ impl Run {
     fn new(seed: u64) -> Self {
         let scenario = Scenario::draw(seed);
         let clock = Clock::tokio(from_epoch_ms(ORIGIN_MS));
-        let cloud = Arc::new(Cloud::new(
+        let mut cloud = Cloud::new(
             seed,
             scenario.upload_api,
             scenario.limit,
             scenario.sends_reset,
             clock,
-        ));
+        );
+        cloud.bulk = scenario.read_back;
+        let cloud = Arc::new(cloud);
         let store = Arc::new(ChaosStore::new(seed ^ 1));
         let sqs = Arc::new(Sqs::new(seed ^ 2, scenario.max_receive_count, clock));
         let settings = WorkerSettings {
@@ -267,6 +282,7 @@ impl Run {
             pending_poll_delay: Duration::from_secs(30),
             max_pending_polls: 3,
             instances: scenario.instances as u32,
+            read_back_queue: scenario.read_back.is_some(),
             clock,
             ..WorkerSettings::default()
         };

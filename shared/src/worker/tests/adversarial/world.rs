@@ -135,6 +135,9 @@ pub struct Cloud {
     pub limit: u64,
     /// Whether the Admin API's answers carry a reset the client can read.
     pub sends_reset: bool,
+    /// Several assets read back in one call: `None` not at all; `Some(true)` with their OCR
+    /// in the answer; `Some(false)` without it.
+    pub bulk: Option<bool>,
     pub clock: Clock,
 }
 
@@ -148,6 +151,7 @@ impl Cloud {
             upload_api,
             limit,
             sends_reset,
+            bulk: None,
             clock,
         }
     }
@@ -417,18 +421,23 @@ impl Cloud {
         tokio::time::sleep(latency - arrival).await;
         let (outcome, version) = result?;
         Ok(OcrAnswer {
-            result: OcrResult {
-                pages: u32::from(matches!(outcome, OcrOutcome::Text { .. })),
-                outcome,
-                asset: AssetFields {
-                    format: Some("png".into()),
-                    version: Some(version),
-                    ..AssetFields::default()
-                },
-            },
+            result: found(outcome, version),
             quota,
             latency,
         })
+    }
+}
+
+/// What a call finds at an asset of this version.
+fn found(outcome: OcrOutcome, version: u64) -> OcrResult {
+    OcrResult {
+        pages: u32::from(matches!(outcome, OcrOutcome::Text { .. })),
+        outcome,
+        asset: AssetFields {
+            format: Some("png".into()),
+            version: Some(version),
+            ..AssetFields::default()
+        },
     }
 }
 
@@ -447,6 +456,52 @@ impl OcrService for Cloud {
 
     async fn fetch_result(&self, message: &WorkMessage) -> Result<OcrAnswer, RemoteError> {
         self.call(message, false).await
+    }
+
+    /// One Admin call for all of them, counted on arrival; each asset as a read-back of it
+    /// finds it then (or, from a service whose answer leaves the OCR out, without it).
+    async fn fetch_results(
+        &self,
+        messages: &[&WorkMessage],
+    ) -> Option<Result<crate::worker::BulkAnswer, RemoteError>> {
+        let carries_ocr = self.bulk?;
+        let latency = self.latency();
+        let arrival = {
+            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+            latency.mul_f64(rng.below(101) as f64 / 100.0)
+        };
+        tokio::time::sleep(arrival).await;
+        let answer = {
+            let now = self.clock.now();
+            let mut s = self.lock();
+            self.arrive(&mut s, now);
+            let faults = s.faults.clone();
+            let fault = self.draw_fault(&faults);
+            match self.refused(&mut s, fault, now, false) {
+                Some(e) => Err(e),
+                None => self.admin_call(&mut s, epoch_ms(now)).map(|quota| {
+                    let results = messages
+                        .iter()
+                        .map(|m| {
+                            let key = m.item_key();
+                            if !carries_ocr {
+                                let version = s.assets.get(&key)?.version;
+                                return Some((OcrOutcome::NotRequested, version));
+                            }
+                            self.at_asset(&mut s, &key, false, None).ok()
+                        })
+                        .map(|at| at.map(|(outcome, version)| found(outcome, version)))
+                        .collect();
+                    crate::worker::BulkAnswer {
+                        results,
+                        quota,
+                        latency,
+                    }
+                }),
+            }
+        };
+        tokio::time::sleep(latency - arrival).await;
+        Some(answer)
     }
 }
 
@@ -685,6 +740,7 @@ impl Sqs {
             body: msg.body.clone(),
             receive_count: msg.reported,
             receipt_handle: receipt,
+            from_read_back_queue: false,
         };
         Some((record, msg.life))
     }
