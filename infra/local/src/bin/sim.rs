@@ -208,6 +208,7 @@ fn main() -> anyhow::Result<()> {
                     r.config.method == method
                         && r.config.quota_per_hour == first_quota
                         && r.config.faults.describe() == base.faults.describe()
+                        && r.config.read_back == base.read_back
                 })
                 .cloned(),
         );
