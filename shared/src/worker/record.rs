@@ -288,11 +288,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         }
         // What the read-back finds is as of when it was sent, not when its answer came.
         let sent = self.now();
-        let api = if read_back {
-            Api::Admin
-        } else {
-            self.ocr.request_api()
-        };
+        let api = self.call_api(read_back);
         let answer = match permit {
             Some(permit) if permit.is_from(self.gate(api)) => {
                 self.ask(record, message, held, permit, read_back).await?
@@ -371,15 +367,15 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 };
                 Err(self.defer(alone, self.now(), DeferCause::ReadBack).into())
             }
-            Gathered::Closed(until) => {
-                self.release(
+            Gathered::Closed(until) => Err(self
+                .release_to_wait(
                     message,
-                    &held.claim_ref(),
+                    held,
                     "Cloudinary's limit reached before the read-back",
+                    until,
                 )
-                .await;
-                Err(self.wait_for_gate(message, until).into())
-            }
+                .await
+                .into()),
             Gathered::Alone => {
                 // Waiting for the others may have taken the time this record's own calls need.
                 let clock = self.settings.clock;
@@ -390,11 +386,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                         .defer(message.clone(), clock.now(), DeferCause::Unstarted)
                         .into());
                 }
-                let api = if read_back {
-                    Api::Admin
-                } else {
-                    self.ocr.request_api()
-                };
+                let api = self.call_api(read_back);
                 let permit = self.next_permit(api, message, held).await?;
                 self.ask(record, message, held, permit, read_back).await
             }
@@ -453,15 +445,36 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     async fn next_permit(&self, api: Api, message: &WorkMessage, held: &Held) -> Step<Permit<'_>> {
         match self.permit(api, message, self.now()) {
             Ok(permit) => Ok(permit),
-            Err(until) => {
-                self.release(
+            Err(until) => Err(self
+                .release_to_wait(
                     message,
-                    &held.claim_ref(),
+                    held,
                     "Cloudinary's limit reached between two calls",
+                    until,
                 )
-                .await;
-                Err(self.wait_for_gate(message, until).into())
-            }
+                .await
+                .into()),
+        }
+    }
+
+    /// The claim given up (`why`) and the message waiting for the gate to open at `until`.
+    async fn release_to_wait(
+        &self,
+        message: &WorkMessage,
+        held: &Held,
+        why: &str,
+        until: SystemTime,
+    ) -> Disposition {
+        self.release(message, &held.claim_ref(), why).await;
+        self.wait_for_gate(message, until)
+    }
+
+    /// The API of a call: the Admin API's for a read-back, the OCR method's for a request.
+    fn call_api(&self, read_back: bool) -> Api {
+        if read_back {
+            Api::Admin
+        } else {
+            self.ocr.request_api()
         }
     }
 
@@ -514,11 +527,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 Ok(answer)
             }
             Err(e) => {
-                let gate_api = if read_back {
-                    Api::Admin
-                } else {
-                    self.ocr.request_api()
-                };
+                let gate_api = self.call_api(read_back);
                 self.learn_from_error(permit, gate_api, &e);
                 Err(Handled {
                     disposition: self
