@@ -235,6 +235,17 @@ impl RateGate {
         }
     }
 
+    /// Whether [`Self::admit`] would let a call through now (the probe past a long block
+    /// included), without taking a permit; or the time until which it would not.
+    pub fn would_admit(&self, now: SystemTime) -> Result<(), SystemTime> {
+        let mut s = self.lock();
+        match self.check(&mut s, now) {
+            Ok(_) => Ok(()),
+            Err(until) if Self::may_probe(&s, now, until) => Ok(()),
+            Err(until) => Err(until),
+        }
+    }
+
     /// When this instance may call again, if it may not now.
     pub fn closed_until(&self, now: SystemTime) -> Option<SystemTime> {
         let mut s = self.lock();

@@ -24,6 +24,11 @@ use crate::store::ResultStore;
 /// Assets named in one shared read-back (Cloudinary's `public_ids` takes up to 100).
 pub const GATHER_MAX: usize = 100;
 
+/// Records of a read-back queue's batch (its event source's `BatchSize`): with the canary
+/// they fill one shared read-back. A batch of [`GATHER_MAX`] would make two calls, the last
+/// for one asset.
+pub const READ_BACK_BATCH: usize = GATHER_MAX - 1;
+
 /// Tries of a shared read-back that fails on the way (a 5xx, a timeout).
 const SHARED_ATTEMPTS: u32 = 2;
 
@@ -190,7 +195,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         }
         for (kind, mut group) in groups {
             while !group.is_empty() {
-                let rest = group.split_off(group.len().min(GATHER_MAX - 1));
+                let rest = group.split_off(group.len().min(READ_BACK_BATCH));
                 let chunk = std::mem::replace(&mut group, rest);
                 self.read_back_chunk(&kind, chunk).await;
             }

@@ -34,7 +34,7 @@ use crate::store::ResultStore;
 
 pub use batch::parse_body;
 pub use failure::{FailurePlan, Origin, plan_failure};
-pub use gather::GATHER_MAX;
+pub use gather::{GATHER_MAX, READ_BACK_BATCH};
 pub use outcome::{BatchOutcome, DeferCause, Deferral, Disposition, tally};
 
 /// What an OCR service answered about one asset, in the domain's terms.

@@ -161,12 +161,6 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
                 .defer(message.clone(), clock.now(), DeferCause::Unstarted)
                 .into());
         }
-        // A read-back made with others takes its permit when the shared call is made: one
-        // call, one permit. While the gate is closed it is admitted as any other (waited on,
-        // or let through as the probe that finds the limit raised).
-        if message.gathered && self.gate(Api::Admin).closed_until(clock.now()).is_none() {
-            return Ok(None);
-        }
         // The first call's API: a read-back's unless OCR is to be requested (a claim may yet
         // find an earlier attempt to read back: `call` then takes the Admin API's permit).
         let api = if message.ocr_requested || message.gathered {
@@ -177,9 +171,23 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         let started = clock.now();
         loop {
             let now = clock.now();
-            let until = match self.permit(api, message, now) {
-                Ok(permit) => return Ok(Some(permit)),
-                Err(until) => until,
+            let until = if message.gathered {
+                // A read-back made with others takes its permit when the shared call is
+                // made: one call, one permit. A permit taken here would be spent on this
+                // asset alone; so it waits for the gate as any other, and takes a permit
+                // only as the probe past a limit that does not reset within the hour.
+                match self.gate(api).would_admit(now) {
+                    Ok(()) => return Ok(None),
+                    Err(until) if self.probes_past(until, message) => {
+                        return Ok(Some(self.gate(api).probe()));
+                    }
+                    Err(until) => until,
+                }
+            } else {
+                match self.permit(api, message, now) {
+                    Ok(permit) => return Ok(Some(permit)),
+                    Err(until) => until,
+                }
             };
             let wait = until.duration_since(now).unwrap_or_default();
             // Moments only: a gate that keeps saying "in a moment" (a window whose end no
@@ -209,14 +217,15 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         let gate = self.gate(api);
         match gate.admit(now) {
             Ok(permit) => Ok(permit),
-            Err(until)
-                if self.beyond_the_hour(until)
-                    && message.limit_waits >= defaults::MAX_LIMIT_WAITS =>
-            {
-                Ok(gate.probe())
-            }
+            Err(until) if self.probes_past(until, message) => Ok(gate.probe()),
             Err(until) => Err(until),
         }
+    }
+
+    /// Whether the message, waited on behind a limit lasting until `until` as often as such
+    /// waits go, is let through once more.
+    fn probes_past(&self, until: SystemTime, message: &WorkMessage) -> bool {
+        self.beyond_the_hour(until) && message.limit_waits >= defaults::MAX_LIMIT_WAITS
     }
 
     /// Owns the asset for this invocation, so that a concurrent delivery of it pays nothing.

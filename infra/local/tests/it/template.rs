@@ -27,7 +27,7 @@ fn the_local_stack_takes_its_settings_from_the_template() {
             s.read_back_window,
             s.read_back_concurrency
         ),
-        (100, Duration::from_secs(300), 2)
+        (99, Duration::from_secs(120), 4)
     );
     let d = crate::common::stack_settings();
     assert_eq!(
@@ -47,8 +47,11 @@ fn the_template_says_what_the_code_defaults_to() {
     assert_eq!(s.visibility_timeout, d::VISIBILITY_TIMEOUT);
     assert_eq!(s.max_receive_count, d::MAX_RECEIVE_COUNT);
     assert_eq!(s.batch_size, d::BATCH_SIZE);
-    // A read-back batch is gathered into at most one Admin API call.
-    assert_eq!(s.read_back_batch_size as usize, shared::worker::GATHER_MAX);
+    // A read-back batch and its canary are one Admin API call.
+    assert_eq!(
+        s.read_back_batch_size as usize,
+        shared::worker::READ_BACK_BATCH
+    );
     let param = |name: &str| {
         t.parameter_default(name)
             .unwrap_or_else(|| panic!("{name}"))
@@ -86,8 +89,8 @@ fn a_broken_template_is_caught() {
             "MaximumConcurrency can be below 2",
         ),
         (
-            "              - ReportBatchItemFailures\n            ScalingConfig:\n              MaximumConcurrency: 2\n",
-            "              - ReportBatchItemFailure\n            ScalingConfig:\n              MaximumConcurrency: 2\n",
+            "              - ReportBatchItemFailures\n            ScalingConfig:\n              MaximumConcurrency: 4\n",
+            "              - ReportBatchItemFailure\n            ScalingConfig:\n              MaximumConcurrency: 4\n",
             "ReadBack's FunctionResponseTypes",
         ),
         (
@@ -151,9 +154,9 @@ fn a_broken_template_is_caught() {
             "throttled poller",
         ),
         (
-            "              MaximumConcurrency: 2\n",
-            "              MaximumConcurrency: 3\n",
-            "toward the DLQ (at 2 work pollers and 3 more)",
+            "              MaximumConcurrency: 4\n",
+            "              MaximumConcurrency: 5\n",
+            "toward the DLQ (at 2 work pollers and 5 more)",
         ),
         (
             "    MinValue: 2\n    MaxValue: 200\n",
@@ -161,8 +164,8 @@ fn a_broken_template_is_caught() {
             "toward the DLQ (at 201 work pollers",
         ),
         (
-            "      Table: \"2,3,4,5,6,7,",
-            "      Table: \"2,3,4,5,5,7,",
+            "      Table: \"4,5,6,7,8,9,",
+            "      Table: \"4,5,6,7,7,9,",
             "toward the DLQ (at 4 work pollers",
         ),
         (

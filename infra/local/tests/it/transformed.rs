@@ -784,13 +784,13 @@ fn lambda_logs_are_json_at_the_stacks_level_and_reserved_concurrency_is_optional
         "without a reservation MaximumConcurrency alone caps the worker"
     );
     let read_back = &t["Resources"]["WorkerFunctionReadBack"]["Properties"];
-    assert_eq!(read_back["ScalingConfig"]["MaximumConcurrency"], 2);
-    assert_eq!(read_back["BatchSize"], 100);
+    assert_eq!(read_back["ScalingConfig"]["MaximumConcurrency"], 4);
+    assert_eq!(read_back["BatchSize"], 99);
     assert_eq!(
         read_back["EventSourceArn"]["Fn::GetAtt"][0], "ReadBackQueue",
         "{read_back}"
     );
-    // Reserved, the worker's concurrency covers both event sources: WorkerConcurrency + 2.
+    // Reserved, the worker's concurrency covers both event sources: WorkerConcurrency + 4.
     // The instances that share the quota are the same sum.
     let worker = &t["Resources"]["WorkerFunction"]["Properties"];
     let instances = &worker["Environment"]["Variables"]["WORKER_INSTANCES"];
@@ -809,7 +809,7 @@ fn lambda_logs_are_json_at_the_stacks_level_and_reserved_concurrency_is_optional
             .map(|n| n.parse().expect("a number"))
             .collect();
         assert_eq!(table.len(), 201);
-        assert!(table.iter().enumerate().all(|(n, r)| *r == n as u64 + 2));
+        assert!(table.iter().enumerate().all(|(n, r)| *r == n as u64 + 4));
     }
     for output in ["WorkQueueArn", "DeadLetterQueueArn", "DashboardUrl"] {
         assert!(t["Outputs"].get(output).is_some(), "{output}");

@@ -251,3 +251,64 @@ async fn a_read_back_is_queued_until_the_settle_time() {
     }
     assert_eq!(w.ocr().calls(OcrCall::Fetch, "a3"), 0, "not read back yet");
 }
+
+/// A full batch of the read-back queue (pending OCRs polled, say) is one call with its canary,
+/// also when the Admin API's gate is closed for a moment as it arrives: each read-back waits
+/// for the gate with the others instead of spending a call of the quota on its asset alone.
+#[tokio::test(start_paused = true)]
+async fn a_full_read_back_batch_is_one_call_even_behind_a_gate_closed_for_a_moment() {
+    for closed in [false, true] {
+        let w = gathering(Some(true));
+        assert_eq!(
+            run_one(&w, "c", FIRST).await,
+            Disposition::Stored(Status::Done)
+        );
+        let ids: Vec<String> = (0..READ_BACK_BATCH).map(|i| format!("p{i}")).collect();
+        for id in &ids {
+            w.ocr().script(
+                OcrCall::Request,
+                id,
+                [Scripted::Answer(OcrOutcome::Pending)],
+            );
+            assert!(matches!(
+                run_one(&w, id, FIRST).await,
+                Disposition::Deferred(x) if x.cause == DeferCause::Pending
+            ));
+        }
+        let bodies: Vec<String> = ids
+            .iter()
+            .map(|id| {
+                WorkMessage {
+                    ocr_requested: true,
+                    gathered: true,
+                    canary: Some("c".into()),
+                    ..WorkMessage::new(id.as_str(), "image", "upload")
+                }
+                .to_body()
+            })
+            .collect();
+        if closed {
+            let now = w.settings().clock.now();
+            w.gate(Api::Admin).observe(Some(Quota {
+                limit: 2000,
+                remaining: 0,
+                reset: Some(now + Duration::from_millis(800)),
+            }));
+        }
+        let done = batch(&w, bodies, FIRST).await;
+        assert!(
+            done.iter().all(|d| *d == Disposition::Stored(Status::Done)),
+            "closed {closed}: {done:?}"
+        );
+        assert_eq!(
+            w.ocr().bulk_calls(),
+            [READ_BACK_BATCH + 1],
+            "closed {closed}: one call, the batch and the canary"
+        );
+        let alone: u32 = ids.iter().map(|id| w.ocr().calls(OcrCall::Fetch, id)).sum();
+        assert_eq!(alone, 0, "closed {closed}: none read back alone");
+        for id in &ids {
+            assert_eq!(w.ocr().billed(id), 1, "{id}");
+        }
+    }
+}
