@@ -151,9 +151,9 @@ const SCHEDULE: Duration = Duration::from_secs(15 * 60);
 const LISTER_MEMORY_MB: u64 = 256;
 /// The read-back queue's event source: batches of up to this many, gathered this long, by this
 /// many pollers at most.
-const READ_BACK_BATCH: usize = shared::worker::READ_BACK_BATCH;
-const READ_BACK_WINDOW: Duration = Duration::from_secs(120);
-const READ_BACK_CONCURRENCY: u32 = 4;
+pub const READ_BACK_BATCH: usize = shared::worker::READ_BACK_BATCH;
+pub const READ_BACK_WINDOW: Duration = Duration::from_secs(120);
+pub const READ_BACK_CONCURRENCY: u32 = 4;
 /// SQS's longest retention, as the template sets it.
 const RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 /// A poller's long poll.

@@ -29,6 +29,20 @@ fn the_local_stack_takes_its_settings_from_the_template() {
         ),
         (99, Duration::from_secs(120), 4)
     );
+    // The simulation runs the read-back queue's event source as the template sets it.
+    use local_stack::sim;
+    assert_eq!(
+        (
+            s.read_back_batch_size as usize,
+            s.read_back_window,
+            s.read_back_concurrency
+        ),
+        (
+            sim::READ_BACK_BATCH,
+            sim::READ_BACK_WINDOW,
+            sim::READ_BACK_CONCURRENCY as usize
+        )
+    );
     let d = crate::common::stack_settings();
     assert_eq!(
         (d.visibility_timeout, d.max_receive_count),
