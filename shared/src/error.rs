@@ -5,7 +5,8 @@ use std::time::SystemTime;
 /// How a failure is handled, decided where the error is made, never from its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
-    /// Timeouts, 5xx, AWS throttling: SQS retries it after the visibility timeout.
+    /// Timeouts, 5xx, AWS throttling: SQS retries it after the visibility timeout (or at the
+    /// settle time, after an OCR request of its own that failed without an answer).
     Transient,
     /// Cloudinary's quota is spent: defer until it resets, without consuming the failure budget.
     RateLimited,

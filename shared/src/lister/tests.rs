@@ -350,11 +350,11 @@ impl crate::queue::WorkQueue for CountingQueue {
     ) -> Result<Vec<Option<String>>, crate::queue::QueueError> {
         Ok(vec![None; entries.len()])
     }
-    async fn return_now(
+    async fn return_after(
         &self,
-        handles: &[&str],
+        entries: &[(&str, Duration)],
     ) -> Result<Vec<Option<String>>, crate::queue::QueueError> {
-        Ok(vec![None; handles.len()])
+        Ok(vec![None; entries.len()])
     }
 }
 

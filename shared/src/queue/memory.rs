@@ -1,5 +1,5 @@
 //! In-memory twin of the work queue: what was sent, with its delay, and which received
-//! messages were made visible again at once; faults for whole calls and for single entries of
+//! messages were made visible again, at once or after a delay; faults for whole calls and for single entries of
 //! a batch, as SQS reports them.
 
 use std::sync::Mutex;
@@ -18,8 +18,8 @@ pub enum QueueOp {
     SendDelayed,
     /// One entry of a `send_delayed_batch` call (the call itself succeeds).
     DelayedEntry,
-    /// A whole `return_now` call.
-    ReturnNow,
+    /// A whole `return_after` call.
+    ReturnAfter,
 }
 
 /// A message the queue holds, visible after its delay.
@@ -32,7 +32,7 @@ pub struct Sent {
 #[derive(Debug, Default)]
 pub struct MemoryQueue {
     sent: Mutex<Vec<Sent>>,
-    returned: Mutex<Vec<String>>,
+    returned: Mutex<Vec<(String, Duration)>>,
     faults: FaultPlan<QueueOp>,
     /// Public ids whose messages are refused as they are (as SQS refuses a body too large).
     refused: Mutex<std::collections::HashSet<String>>,
@@ -80,7 +80,21 @@ impl MemoryQueue {
         self.returned
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .iter()
+            .filter(|(_, delay)| delay.is_zero())
+            .map(|(handle, _)| handle.clone())
+            .collect()
+    }
+
+    /// Receipt handles of the messages made visible again after a delay, with it, in order.
+    pub fn returned_later(&self) -> Vec<(String, Duration)> {
+        self.returned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, delay)| !delay.is_zero())
+            .cloned()
+            .collect()
     }
 }
 
@@ -139,17 +153,17 @@ impl WorkQueue for MemoryQueue {
             .collect())
     }
 
-    async fn return_now(
+    async fn return_after(
         &self,
-        receipt_handles: &[&str],
+        entries: &[(&str, Duration)],
     ) -> Result<Vec<Option<String>>, QueueError> {
-        if self.faults.call(QueueOp::ReturnNow).is_some() {
+        if self.faults.call(QueueOp::ReturnAfter).is_some() {
             return Err(rejected("ChangeMessageVisibilityBatch"));
         }
         self.returned
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend(receipt_handles.iter().map(|h| h.to_string()));
-        Ok(vec![None; receipt_handles.len()])
+            .extend(entries.iter().map(|(h, delay)| (h.to_string(), *delay)));
+        Ok(vec![None; entries.len()])
     }
 }

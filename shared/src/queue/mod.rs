@@ -60,19 +60,31 @@ pub trait WorkQueue: Send + Sync {
         &self,
         entries: &[(WorkMessage, Duration)],
     ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send;
-    /// Makes received messages visible again at once (a visibility timeout of zero), up to 10
-    /// per call, so that the next receive finds them. Returns, per handle, why it was not.
+    /// Makes received messages visible again after their delays (a new visibility timeout,
+    /// counted from now), 10 per call. Returns, per entry, why it was not.
+    fn return_after(
+        &self,
+        entries: &[(&str, Duration)],
+    ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send;
+    /// Makes received messages visible again at once (a visibility timeout of zero), so that
+    /// the next receive finds them. Returns, per handle, why it was not.
     fn return_now(
         &self,
         receipt_handles: &[&str],
-    ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send;
-    /// [`WorkQueue::return_now`] for messages received from the read-back queue: the same
-    /// queue where there is no other.
-    fn return_now_from_read_back_queue(
-        &self,
-        receipt_handles: &[&str],
     ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send {
-        self.return_now(receipt_handles)
+        let entries: Vec<(&str, Duration)> = receipt_handles
+            .iter()
+            .map(|handle| (*handle, Duration::ZERO))
+            .collect();
+        async move { self.return_after(&entries).await }
+    }
+    /// [`WorkQueue::return_after`] for messages received from the read-back queue: the same
+    /// queue where there is no other.
+    fn return_after_from_read_back_queue(
+        &self,
+        entries: &[(&str, Duration)],
+    ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send {
+        self.return_after(entries)
     }
     /// Whether the queue of this ARN (an SQS record's `eventSourceARN`) is the read-back
     /// queue; never where there is no other.
@@ -100,17 +112,17 @@ impl<T: WorkQueue> WorkQueue for std::sync::Arc<T> {
     ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send {
         (**self).send_delayed_batch(entries)
     }
-    fn return_now(
+    fn return_after(
         &self,
-        receipt_handles: &[&str],
+        entries: &[(&str, Duration)],
     ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send {
-        (**self).return_now(receipt_handles)
+        (**self).return_after(entries)
     }
-    fn return_now_from_read_back_queue(
+    fn return_after_from_read_back_queue(
         &self,
-        receipt_handles: &[&str],
+        entries: &[(&str, Duration)],
     ) -> impl Future<Output = Result<Vec<Option<String>>, QueueError>> + Send {
-        (**self).return_now_from_read_back_queue(receipt_handles)
+        (**self).return_after_from_read_back_queue(entries)
     }
     fn is_read_back_queue(&self, arn: &str) -> bool {
         (**self).is_read_back_queue(arn)

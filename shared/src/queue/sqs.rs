@@ -298,13 +298,13 @@ impl WorkQueue for SqsQueue {
         self.send_delayed_here(entries).await
     }
 
-    async fn return_now_from_read_back_queue(
+    async fn return_after_from_read_back_queue(
         &self,
-        receipt_handles: &[&str],
+        entries: &[(&str, Duration)],
     ) -> Result<Vec<Option<String>>, QueueError> {
         match &self.read_back {
-            Some(read_back) => read_back.return_now(receipt_handles).await,
-            None => self.return_now(receipt_handles).await,
+            Some(read_back) => read_back.return_after(entries).await,
+            None => self.return_after(entries).await,
         }
     }
 
@@ -316,20 +316,20 @@ impl WorkQueue for SqsQueue {
             .is_some_and(|q| !arn.is_empty() && name(arn, ':') == name(&q.url, '/'))
     }
 
-    async fn return_now(
+    async fn return_after(
         &self,
-        receipt_handles: &[&str],
+        entries: &[(&str, Duration)],
     ) -> Result<Vec<Option<String>>, QueueError> {
-        let mut failures = vec![None; receipt_handles.len()];
-        for (chunk_index, chunk) in receipt_handles.chunks(SEND_BATCH_MAX).enumerate() {
+        let mut failures = vec![None; entries.len()];
+        for (chunk_index, chunk) in entries.chunks(SEND_BATCH_MAX).enumerate() {
             let entries: Vec<ChangeMessageVisibilityBatchRequestEntry> = chunk
                 .iter()
                 .enumerate()
-                .map(|(i, handle)| {
+                .map(|(i, (handle, delay))| {
                     ChangeMessageVisibilityBatchRequestEntry::builder()
                         .id(i.to_string())
                         .receipt_handle(*handle)
-                        .visibility_timeout(0)
+                        .visibility_timeout(visibility_seconds(*delay))
                         .build()
                         .expect("id and receipt handle are set")
                 })
@@ -347,6 +347,15 @@ impl WorkQueue for SqsQueue {
         Ok(failures)
     }
 }
+
+/// A delay as SQS's visibility timeout: whole seconds, rounded up, at most 12 hours.
+fn visibility_seconds(delay: Duration) -> i32 {
+    let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    seconds.min(MAX_VISIBILITY.as_secs()) as i32
+}
+
+/// The longest visibility timeout SQS takes.
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
 
 /// Writes why SQS refused each entry of a batch (`code: message`) at the entry's place in
 /// `failures`: an entry's id is its index in the batch.
@@ -512,6 +521,22 @@ mod tests {
     use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
     use aws_sdk_sqs::types::{BatchResultErrorEntry, SendMessageBatchResultEntry};
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    /// SQS takes whole seconds: a delay is rounded up (never visible before it), and capped
+    /// at SQS's longest visibility timeout.
+    #[test]
+    fn a_delay_becomes_whole_seconds_never_sooner() {
+        let cases = [
+            (Duration::ZERO, 0),
+            (Duration::from_millis(1), 1),
+            (Duration::from_secs(755), 755),
+            (Duration::from_millis(755_001), 756),
+            (Duration::from_secs(13 * 3600), 43_200),
+        ];
+        for (delay, seconds) in cases {
+            assert_eq!(visibility_seconds(delay), seconds, "{delay:?}");
+        }
+    }
 
     fn ok_entry(id: &str) -> SendMessageBatchResultEntry {
         SendMessageBatchResultEntry::builder()

@@ -132,7 +132,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         // messages to come back by themselves, never sent twice.
         let held = self.hold_while_quota_is_spent(deadline).await;
         self.send_deferrals(&records, &mut results, held).await;
-        self.return_failed_for_good(&records, &results).await;
+        self.return_failures_early(&records, &results).await;
         BatchOutcome {
             results,
             cloudinary_latency_ms,
@@ -315,35 +315,40 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
     }
 
     /// Makes the messages failed for good visible again at once, so that their receives run
-    /// out in moments and the redrive policy moves them. When that fails they come back after
+    /// out in moments and the redrive policy moves them; and a failed OCR request's at the
+    /// settle time, when its read-back may first pay. When that fails they come back after
     /// the visibility timeout instead, which only takes longer.
-    async fn return_failed_for_good(
+    async fn return_failures_early(
         &self,
         records: &[InboundRecord],
         results: &[(String, Disposition)],
     ) {
-        // A message read back with others came from the read-back queue: it is returned there.
-        let (gathered, handles): (Vec<&InboundRecord>, Vec<&InboundRecord>) = records
+        let now = self.now();
+        // A message received from the read-back queue is returned there (a redrive may put one
+        // marked `gathered` on the work queue: that one is returned on the work queue).
+        let (gathered, entries): (Vec<_>, Vec<_>) = records
             .iter()
             .zip(results)
-            .filter(|(record, (_, d))| d.returns_now() && !record.receipt_handle.is_empty())
-            .map(|(record, _)| record)
-            .partition(|record| WorkMessage::parse(&record.body).is_ok_and(|m| m.gathered));
-        let handles: Vec<&str> = handles.iter().map(|r| r.receipt_handle.as_str()).collect();
-        let gathered: Vec<&str> = gathered.iter().map(|r| r.receipt_handle.as_str()).collect();
+            .filter(|(record, _)| !record.receipt_handle.is_empty())
+            .filter_map(|(record, (_, d))| {
+                let delay = d.returns_at(now)?.duration_since(now).unwrap_or_default();
+                Some((record, delay))
+            })
+            .partition(|(record, _)| record.from_read_back_queue);
+        let (entries, gathered) = (handles_of(entries), handles_of(gathered));
         let mut failures = Vec::new();
-        for (from_read_back_queue, handles) in [(false, handles), (true, gathered)] {
-            if handles.is_empty() {
+        for (from_read_back_queue, entries) in [(false, entries), (true, gathered)] {
+            if entries.is_empty() {
                 continue;
             }
             let answer = if from_read_back_queue {
-                self.queue.return_now_from_read_back_queue(&handles).await
+                self.queue.return_after_from_read_back_queue(&entries).await
             } else {
-                self.queue.return_now(&handles).await
+                self.queue.return_after(&entries).await
             };
             failures.extend(match answer {
                 Ok(failures) => failures,
-                Err(e) => vec![Some(error_chain(&e)); handles.len()],
+                Err(e) => vec![Some(error_chain(&e)); entries.len()],
             });
         }
         if failures.is_empty() {
@@ -354,7 +359,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             tracing::warn!(
                 failed,
                 %error,
-                "could not return failed messages at once; they come back after the visibility timeout"
+                "could not return failed messages early; they come back after the visibility timeout"
             );
         }
     }
@@ -427,4 +432,11 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
         }
         wait
     }
+}
+
+/// The receipt handles of records, each with its delay.
+fn handles_of(list: Vec<(&InboundRecord, Duration)>) -> Vec<(&str, Duration)> {
+    list.into_iter()
+        .map(|(r, delay)| (r.receipt_handle.as_str(), delay))
+        .collect()
 }

@@ -27,6 +27,11 @@ use crate::store::{
     DeadLetterKind, DeadLetterMark, FailureRecord, RequestMark, ResultStore, StoreError,
 };
 
+/// A message returned at the settle time comes back this much later: the next instance's
+/// clock may be a little behind this one's, and a read-back it sends before the settle time by
+/// its clock waits again (a deferral, its receive count starting over) instead of paying.
+pub const SETTLE_MARGIN: Duration = Duration::from_secs(5);
+
 /// Where a failure came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -89,7 +94,9 @@ pub enum FailurePlan {
     WaitForCredentials,
     /// Send the message again shortly: DynamoDB or SQS failed on the last receive.
     SendAgain,
-    /// Report a batch item failure; SQS brings the message back after the visibility timeout.
+    /// Report a batch item failure; SQS brings the message back after the visibility timeout,
+    /// or sooner when this attempt's own request failed without an answer (see
+    /// [`Disposition::RetryAt`]).
     Retry,
     /// Fail for good: record the failure on the item, and return the message at once so that
     /// the redrive policy moves it to the dead-letter queue.
@@ -122,6 +129,7 @@ pub fn plan_failure(
 pub(super) struct ClaimRef {
     pub token: String,
     pub attempts: u32,
+    pub claimed_at: SystemTime,
     pub request_mark: RequestMark,
 }
 
@@ -169,10 +177,29 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             FailurePlan::Defer => self.wait_for_gate(message, self.retry_at(&failure)),
             FailurePlan::WaitForCredentials => self.wait_for_credentials(message),
             FailurePlan::SendAgain => self.send_again(message, &failure.reason),
-            FailurePlan::Retry | FailurePlan::DeadLetter(_) => Disposition::Retry {
-                reason: failure.reason,
+            FailurePlan::Retry | FailurePlan::DeadLetter(_) => match self.settled_at(held) {
+                Some(at) if failure.origin == Origin::Cloudinary => Disposition::RetryAt {
+                    reason: failure.reason,
+                    at,
+                },
+                _ => Disposition::Retry {
+                    reason: failure.reason,
+                },
             },
         }
+    }
+
+    /// When the next attempt may pay again after this attempt's OCR request failed without an
+    /// answer (it may still run and be billed): the settle time after this attempt's claim,
+    /// which the request mark it leaves carries, and [`SETTLE_MARGIN`] more. The next attempt
+    /// reads back first, and waits for that time in any case; returned then, rather than after
+    /// the whole visibility timeout, the message starts its read-back as soon as that
+    /// read-back may pay. `None` when the attempt sent no request that may have run, or when
+    /// that time has passed.
+    fn settled_at(&self, held: Option<&ClaimRef>) -> Option<SystemTime> {
+        let held = held.filter(|h| h.request_mark == RequestMark::Keep)?;
+        let at = held.claimed_at + self.settings.request_settle + SETTLE_MARGIN;
+        (at > self.now()).then_some(at)
     }
 
     fn retry_at(&self, failure: &Failure) -> SystemTime {

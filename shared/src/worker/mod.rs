@@ -33,7 +33,7 @@ use crate::rate_gate::{Quota, RateGate};
 use crate::store::ResultStore;
 
 pub use batch::parse_body;
-pub use failure::{FailurePlan, Origin, plan_failure};
+pub use failure::{FailurePlan, Origin, SETTLE_MARGIN, plan_failure};
 pub use gather::{GATHER_MAX, READ_BACK_BATCH};
 pub use outcome::{BatchOutcome, DeferCause, Deferral, Disposition, tally};
 

@@ -2,7 +2,7 @@
 //! message to send again and its delay, a failure for good its kind and reason.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::message::WorkMessage;
 use crate::store::{DeadLetterKind, Status};
@@ -111,6 +111,11 @@ pub enum Disposition {
     FailingFast { reason: String },
     /// Reported as a batch item failure: SQS redelivers it after the visibility timeout.
     Retry { reason: String },
+    /// Reported as a batch item failure, visible again at `at`, sooner than the visibility
+    /// timeout: the OCR request this attempt sent failed without an answer, and what comes
+    /// next (a read-back that pays again only if it finds no OCR) may start at the settle
+    /// time after this attempt's claim.
+    RetryAt { reason: String, at: SystemTime },
 }
 
 impl Disposition {
@@ -118,13 +123,26 @@ impl Disposition {
     pub fn is_failure(&self) -> bool {
         matches!(
             self,
-            Self::Retry { .. } | Self::DeadLettered { .. } | Self::FailingFast { .. }
+            Self::Retry { .. }
+                | Self::RetryAt { .. }
+                | Self::DeadLettered { .. }
+                | Self::FailingFast { .. }
         )
     }
 
     /// Made visible again at once rather than after the visibility timeout.
     pub fn returns_now(&self) -> bool {
         matches!(self, Self::DeadLettered { .. } | Self::FailingFast { .. })
+    }
+
+    /// When a failure is made visible again rather than after the visibility timeout: at
+    /// once, or at its time.
+    pub fn returns_at(&self, now: SystemTime) -> Option<SystemTime> {
+        match self {
+            Self::RetryAt { at, .. } => Some(*at),
+            _ if self.returns_now() => Some(now),
+            _ => None,
+        }
     }
 
     /// A short name, for counts and metrics.
@@ -137,7 +155,7 @@ impl Disposition {
             Self::Deferred(_) => "deferred",
             Self::DeadLettered { .. } => "dead_lettered",
             Self::FailingFast { .. } => "failing_fast",
-            Self::Retry { .. } => "retry",
+            Self::Retry { .. } | Self::RetryAt { .. } => "retry",
         }
     }
 
@@ -153,6 +171,11 @@ impl Disposition {
                 tracing::info!(%reason, "failed again at once; on its way to the dead-letter queue")
             }
             Self::Retry { reason } => tracing::warn!(%reason, "left for retry"),
+            Self::RetryAt { reason, at } => tracing::warn!(
+                %reason,
+                visible_at = %crate::clock::rfc3339(*at),
+                "left for retry; back at the settle time"
+            ),
         }
     }
 }

@@ -32,6 +32,8 @@ const MAX_ADMIT_WAIT: Duration = Duration::from_secs(30);
 pub(super) struct Held {
     pub token: String,
     pub attempts: u32,
+    /// When this attempt took the claim: the time its request mark carries.
+    pub claimed_at: SystemTime,
     /// An earlier attempt claimed the asset and wrote no result: it may have been billed for
     /// an OCR before it timed out or died.
     pub requested_before: Option<u64>,
@@ -62,6 +64,7 @@ impl Held {
         ClaimRef {
             token: self.token.clone(),
             attempts: self.attempts,
+            claimed_at: self.claimed_at,
             request_mark: self.request_mark(),
         }
     }
@@ -258,6 +261,7 @@ impl<O: OcrService, S: ResultStore, Q: WorkQueue> Worker<O, S, Q> {
             }) => Ok(Held {
                 token,
                 attempts,
+                claimed_at: now,
                 requested_before,
                 arrived_at_ms,
                 asked: AtomicBool::new(false),

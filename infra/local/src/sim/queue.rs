@@ -287,14 +287,17 @@ impl WorkQueue for SimQueue {
         Ok(vec![None; entries.len()])
     }
 
-    async fn return_now(&self, handles: &[&str]) -> Result<Vec<Option<String>>, QueueError> {
+    async fn return_after(
+        &self,
+        entries: &[(&str, Duration)],
+    ) -> Result<Vec<Option<String>>, QueueError> {
         let now = Instant::now();
         let mut s = self.lock();
         *s.requests
             .entry("sqs:ChangeMessageVisibilityBatch")
-            .or_default() += handles.len().div_ceil(SEND_BATCH_MAX) as u64;
-        let mut answers = Vec::with_capacity(handles.len());
-        for handle in handles {
+            .or_default() += entries.len().div_ceil(SEND_BATCH_MAX) as u64;
+        let mut answers = Vec::with_capacity(entries.len());
+        for (handle, delay) in entries {
             let found = parse_handle(handle).and_then(|(id, generation)| {
                 let m = s.messages.get_mut(&id)?;
                 (m.generation == generation).then(|| {
@@ -304,7 +307,7 @@ impl WorkQueue for SimQueue {
             });
             match found {
                 Some((id, generation, lane)) => {
-                    s.visible[lane as usize].push(Reverse((now, id, generation)));
+                    s.visible[lane as usize].push(Reverse((now + *delay, id, generation)));
                     answers.push(None);
                 }
                 None => answers.push(Some("ReceiptHandleIsInvalid".to_string())),

@@ -564,6 +564,12 @@ pub fn model(base: &SimConfig) -> Vec<(&'static str, String, Source, &'static st
             Source::Documented,
             "AWS's documentation",
         ),
+        (
+            "a failed message's visibility set by the worker",
+            "Lambda's event source leaves a message reported in `batchItemFailures` visible when the worker's `ChangeMessageVisibility` set it (at once for a failure for good, at the settle time after a request that failed without an answer)".into(),
+            Source::Assumed,
+            "AWS documents `ChangeMessageVisibility`, and that a failed message stays in the queue, but not that the event source leaves its visibility alone; were it reset, those messages would come back after the visibility timeout, later and never paid twice",
+        ),
     ]
 }
 

@@ -78,6 +78,23 @@ async fn receive_exactly(h: &Harness, count: usize) -> Vec<aws_sdk_sqs::types::M
     got
 }
 
+/// One invocation of a new worker on `messages` received from the work queue, with `within`
+/// left before its deadline.
+async fn handle_received(
+    h: &Harness,
+    messages: &[aws_sdk_sqs::types::Message],
+    within: Duration,
+) -> aws_lambda_events::event::sqs::SqsBatchResponse {
+    let worker = h.worker(&[]);
+    worker::handle(
+        &worker,
+        sqs_event(messages, &h.stack.work_queue_arn),
+        SystemTime::now() + within,
+    )
+    .await
+    .expect("no whole-batch failure")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_with_one_failing_asset_reports_exactly_that_message() {
     let assets: Vec<_> = (0..10)
@@ -95,14 +112,7 @@ async fn a_batch_with_one_failing_asset_reports_exactly_that_message() {
         }
     }
     let messages = receive_exactly(&h, 10).await;
-    let worker = h.worker(&[]);
-    let response = worker::handle(
-        &worker,
-        sqs_event(&messages, &h.stack.work_queue_arn),
-        SystemTime::now() + Duration::from_secs(60),
-    )
-    .await
-    .expect("no whole-batch failure");
+    let response = handle_received(&h, &messages, Duration::from_secs(60)).await;
     let failed: Vec<&str> = response
         .batch_item_failures
         .iter()
@@ -221,6 +231,46 @@ async fn a_message_that_keeps_failing_reaches_the_dlq_with_its_reason() {
     // Every claim counts: the two on the work queue (the second only sent it on) and the
     // three on the read-back queue.
     assert_eq!(n(&item, "attempts"), Some(5));
+}
+
+/// An OCR request answered HTTP 500 may still have run. Its message comes back when its
+/// read-back may first pay (the settle time after the claim: the visibility timeout less the
+/// worker's timeout; here 10 s, and 5 s for the clocks), not after the whole visibility
+/// timeout (30 s); SQS counts the receive, so the redrive policy still bounds the retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_request_comes_back_at_the_settle_time() {
+    let settings = local_stack::provision::StackSettings {
+        visibility_timeout: Duration::from_secs(30),
+        worker_timeout: Duration::from_secs(20),
+        ..crate::common::stack_settings()
+    };
+    let h = Harness::new(vec![asset("flaky", Some("x"))], settings, |c| {
+        c.forced_status.insert("flaky".into(), 500);
+    })
+    .await;
+    h.send_asset("flaky").await;
+    let messages = receive_exactly(&h, 1).await;
+    let received = std::time::Instant::now();
+    let response = handle_received(&h, &messages, Duration::from_secs(60)).await;
+    assert_eq!(response.batch_item_failures.len(), 1, "left for retry");
+    assert_eq!(h.emulator.ocr_requests("flaky"), 1);
+    let mut again = Vec::new();
+    while again.is_empty() && received.elapsed() < Duration::from_secs(28) {
+        again = h.receive().await;
+    }
+    let back_after = received.elapsed();
+    assert_eq!(again.len(), 1, "visible again ({back_after:?})");
+    assert!(
+        back_after >= Duration::from_secs(14) && back_after < Duration::from_secs(25),
+        "at the settle time and its margin (15 s), before the visibility timeout (30 s): {back_after:?}"
+    );
+    let count = again[0]
+        .attributes()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+        })
+        .cloned();
+    assert_eq!(count.as_deref(), Some("2"), "the receive counts");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -431,14 +481,7 @@ async fn near_the_deadline_records_are_returned_unstarted() {
     .await;
     h.send_asset("late").await;
     let messages = receive_exactly(&h, 1).await;
-    let worker = h.worker(&[]);
-    let response = worker::handle(
-        &worker,
-        sqs_event(&messages, &h.stack.work_queue_arn),
-        SystemTime::now() + Duration::from_secs(2),
-    )
-    .await
-    .unwrap();
+    let response = handle_received(&h, &messages, Duration::from_secs(2)).await;
     assert!(
         response.batch_item_failures.is_empty(),
         "sent again, not failed: no receive is spent"

@@ -59,7 +59,7 @@ async fn fail_by(w: &TestWorker, trigger: &str) -> Disposition {
                 .script(OcrCall::Fetch, "a", [Scripted::Fail(timeout())]);
             assert!(matches!(
                 run(w, "m1", body("a"), LAST - 1).await,
-                Disposition::Retry { .. }
+                Disposition::RetryAt { .. }
             ));
             run(w, "m1", body("a"), LAST).await
         }
@@ -254,7 +254,7 @@ async fn a_redriven_copy_with_its_id_kept_and_count_reset_is_tried_for_real_each
     tokio::time::advance(defaults::REQUEST_SETTLE).await;
     assert!(matches!(
         run(&w, "m1", body("a"), 1).await,
-        Disposition::Retry { .. }
+        Disposition::RetryAt { .. }
     ));
     tokio::time::advance(defaults::VISIBILITY_TIMEOUT).await;
     assert_eq!(

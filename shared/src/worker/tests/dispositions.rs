@@ -46,7 +46,11 @@ async fn every_ocr_outcome_on_first_and_last_receive() {
                 let rec = item.record.expect("a record");
                 assert_eq!(rec.text.as_deref(), Some("hello"), "{case}");
             }
-            D::Stored(_) | D::Skipped | D::Retry { .. } | D::FailingFast { .. } => {}
+            D::Stored(_)
+            | D::Skipped
+            | D::Retry { .. }
+            | D::RetryAt { .. }
+            | D::FailingFast { .. } => {}
         }
         if !matches!(d, D::Deferred(_)) {
             assert!(w.queue().sent().is_empty(), "{case}: nothing sent again");
@@ -410,7 +414,7 @@ async fn failing_to_return_a_failed_message_leaves_it_to_its_visibility_timeout(
     let w = worker(ScriptedOcr::new());
     w.queue()
         .faults()
-        .fail_next(QueueOp::ReturnNow, ErrorClass::Transient, 1);
+        .fail_next(QueueOp::ReturnAfter, ErrorClass::Transient, 1);
     let outcome = w
         .process_batch(
             vec![record("m1", "{not json".into(), 1)],

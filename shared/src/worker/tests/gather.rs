@@ -60,7 +60,7 @@ async fn timed_out_then_sent_to_the_read_back_queue(w: &TestWorker, canary: bool
     }
     let bodies: Vec<String> = IDS.iter().map(|id| body(id)).collect();
     for d in batch(w, bodies.clone(), FIRST).await {
-        assert!(matches!(d, Disposition::Retry { .. }), "{d:?}");
+        assert!(matches!(d, Disposition::RetryAt { .. }), "{d:?}");
     }
     tokio::time::advance(defaults::VISIBILITY_TIMEOUT).await;
     batch(w, bodies, 2)
@@ -181,7 +181,7 @@ async fn a_shared_answer_without_the_canarys_ocr_is_not_trusted() {
         .script(OcrCall::Request, "b", [Scripted::Fail(timeout())]);
     assert!(matches!(
         run_one(&w, "b", FIRST).await,
-        Disposition::Retry { .. }
+        Disposition::RetryAt { .. }
     ));
     tokio::time::advance(defaults::VISIBILITY_TIMEOUT).await;
     assert_eq!(run_one(&w, "b", 2).await, Disposition::Stored(Status::Done));
@@ -234,7 +234,7 @@ async fn a_read_back_is_queued_until_the_settle_time() {
     let w = gathering(Some(true));
     assert!(matches!(
         run_one(&w, "a3", FIRST).await,
-        Disposition::Retry { .. }
+        Disposition::RetryAt { .. }
     ));
     tokio::time::advance(Duration::from_secs(60)).await;
     match run_one(&w, "a3", 1).await {

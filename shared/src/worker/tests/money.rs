@@ -178,7 +178,7 @@ async fn a_timeout_after_billing_is_read_back_never_paid_again() {
     let w = worker(ocr);
     assert!(matches!(
         run_one(&w, "a", 1).await,
-        Disposition::Retry { .. }
+        Disposition::RetryAt { .. }
     ));
     assert_eq!(run_one(&w, "a", 2).await, Disposition::Stored(Status::Done));
     assert_eq!(w.ocr().billed("a"), 1, "paid once");
@@ -191,6 +191,69 @@ async fn a_timeout_after_billing_is_read_back_never_paid_again() {
     );
 }
 
+/// An OCR request that failed without an answer (a timeout, a 5xx) may still run and be
+/// billed: the next attempt reads back first, and may pay again only from the settle time
+/// after this attempt's claim. The message is made visible again then (and a few seconds for
+/// the clocks), not after the whole visibility timeout. The read-back then pays once if the
+/// request never ran, at once, and finds its OCR if it ran late; a read-back that fails sent
+/// no request, and its message waits out the visibility timeout.
+#[tokio::test(start_paused = true)]
+async fn a_failed_request_comes_back_at_the_settle_time_and_never_pays_twice() {
+    #[derive(Debug, PartialEq)]
+    enum Then {
+        NeverRan,
+        RanLate,
+        ReadBackFails,
+    }
+    for then in [Then::NeverRan, Then::RanLate, Then::ReadBackFails] {
+        let ocr = ScriptedOcr::new();
+        ocr.script(OcrCall::Request, "a", [Scripted::Fail(timeout())]);
+        if then == Then::ReadBackFails {
+            ocr.script(OcrCall::Fetch, "a", [Scripted::Fail(timeout())]);
+        }
+        let w = worker(ocr);
+        let claimed = w.now();
+        let d = run_one(&w, "a", 1).await;
+        let Disposition::RetryAt { at, .. } = d else {
+            panic!("{then:?}: {d:?}")
+        };
+        let settled = claimed + defaults::REQUEST_SETTLE;
+        assert_eq!(at, settled + SETTLE_MARGIN, "{then:?}");
+        let returned = w.queue().returned_later();
+        assert_eq!(returned.len(), 1, "{then:?}: {returned:?}");
+        let (handle, delay) = &returned[0];
+        assert_eq!(handle, "rh-m1", "{then:?}");
+        assert_eq!(w.now() + *delay, at, "{then:?}: visible again then");
+        assert!(*delay < defaults::VISIBILITY_TIMEOUT, "{then:?}: {delay:?}");
+        if then == Then::RanLate {
+            w.ocr().arrives_late("a");
+        }
+        tokio::time::advance(*delay).await;
+        let mut receive = 2;
+        if then == Then::ReadBackFails {
+            assert!(
+                matches!(run_one(&w, "a", receive).await, Disposition::Retry { .. }),
+                "a failed read-back waits out the visibility timeout"
+            );
+            assert_eq!(w.queue().returned_later().len(), 1, "not returned early");
+            tokio::time::advance(defaults::VISIBILITY_TIMEOUT).await;
+            receive += 1;
+        }
+        assert_eq!(
+            run_one(&w, "a", receive).await,
+            Disposition::Stored(Status::Done),
+            "{then:?}: no wait at the time it came back"
+        );
+        assert_eq!(w.ocr().billed("a"), 1, "{then:?}: paid once");
+        let expected = match then {
+            Then::NeverRan => (2, 1),
+            Then::RanLate => (1, 1),
+            Then::ReadBackFails => (2, 2),
+        };
+        assert_eq!(calls(&w, "a"), expected, "{then:?}: (requests, read-backs)");
+    }
+}
+
 /// An attempt that died before its request reached Cloudinary (refused at the door, killed
 /// between its claim and its call) left no OCR: the read-back finds none, and the OCR is
 /// requested then, once.
@@ -201,9 +264,9 @@ async fn an_attempt_that_never_reached_cloudinary_is_followed_by_one_request() {
     let w = worker(ocr);
     assert!(matches!(
         run_one(&w, "a", 1).await,
-        Disposition::Retry { .. }
+        Disposition::RetryAt { .. }
     ));
-    // SQS returns it after the visibility timeout.
+    // SQS returns it (at the latest after the visibility timeout).
     tokio::time::advance(defaults::VISIBILITY_TIMEOUT).await;
     assert_eq!(run_one(&w, "a", 2).await, Disposition::Stored(Status::Done));
     assert_eq!(w.ocr().billed("a"), 1);
@@ -226,7 +289,7 @@ async fn timed_out_and_delivered_again(id: &str) -> TestWorker {
     let w = worker(ocr);
     assert!(matches!(
         run_one(&w, id, 1).await,
-        Disposition::Retry { .. }
+        Disposition::RetryAt { .. }
     ));
     tokio::time::advance(Duration::from_secs(60)).await;
     let d = run_one(&w, id, 1).await;
@@ -270,7 +333,7 @@ async fn a_read_back_answered_after_the_settle_time_but_sent_before_it_does_not_
     let claimed = w.settings().clock.now();
     assert!(matches!(
         run_one(&w, "a", 1).await,
-        Disposition::Retry { .. }
+        Disposition::RetryAt { .. }
     ));
     let sent_at = claimed + defaults::REQUEST_SETTLE - latency / 2;
     let wait = sent_at.duration_since(w.settings().clock.now()).unwrap();
@@ -343,7 +406,7 @@ async fn a_timed_out_request_keeps_its_mark_through_a_refused_read_back() {
     w.ocr().script(OcrCall::Fetch, "timed-out", [refused(&w)]);
     assert!(matches!(
         run_one(&w, "timed-out", 1).await,
-        Disposition::Retry { .. }
+        Disposition::RetryAt { .. }
     ));
     assert!(matches!(
         run_one(&w, "timed-out", 2).await,
@@ -376,7 +439,7 @@ async fn a_read_back_that_found_nothing_is_not_repeated() {
     );
     assert!(matches!(
         run_one(&w, "none", 1).await,
-        Disposition::Retry { .. }
+        Disposition::RetryAt { .. }
     ));
     tokio::time::advance(defaults::VISIBILITY_TIMEOUT).await;
     assert!(matches!(

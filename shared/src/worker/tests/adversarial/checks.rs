@@ -82,7 +82,7 @@ impl Seen {
             Disposition::Retry { reason } if reason.contains("recording the failure failed") => {
                 entry.uncertain = true
             }
-            Disposition::Retry { reason }
+            Disposition::Retry { reason } | Disposition::RetryAt { reason, .. }
                 if reason.contains("HTTP") || reason.contains("timed out") =>
             {
                 entry.tried_cloudinary = true

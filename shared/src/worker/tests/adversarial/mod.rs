@@ -479,6 +479,9 @@ fn describe(d: &Disposition) -> String {
         Disposition::DeadLettered { kind, reason } => format!("dead-lettered ({kind:?}): {reason}"),
         Disposition::FailingFast { .. } => "failing fast".into(),
         Disposition::Retry { reason } => format!("retry: {reason}"),
+        Disposition::RetryAt { reason, at } => {
+            format!("retry at {}: {reason}", crate::clock::rfc3339(*at))
+        }
         other => other.label().to_string(),
     }
 }

@@ -836,22 +836,22 @@ impl WorkQueue for Sqs {
         Ok(out)
     }
 
-    async fn return_now(
+    async fn return_after(
         &self,
-        receipt_handles: &[&str],
+        entries: &[(&str, Duration)],
     ) -> Result<Vec<Option<String>>, QueueError> {
         let now = epoch_ms(self.clock.now());
         let mut s = self.lock();
-        for receipt in receipt_handles {
+        for (receipt, delay) in entries {
             let id = receipt.split('#').next().unwrap_or_default();
             if let Some(m) = s
                 .work
                 .get_mut(id)
                 .filter(|m| m.receipt.as_deref() == Some(*receipt))
             {
-                m.visible_at = now;
+                m.visible_at = now + delay.as_millis() as u64;
             }
         }
-        Ok(vec![None; receipt_handles.len()])
+        Ok(vec![None; entries.len()])
     }
 }
